@@ -1,0 +1,3 @@
+"""The body-camera recorder agent."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,141 @@
+"""`bodycam`: the daemon, the demo, the verifier, and the local controls of a running daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from agent.config import Config, ConfigError, load_config
+from agent.control import request
+from agent.keys import KeyMaterialError
+from agent.store import Store
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, KeyMaterialError) as exc:
+        print(f"bodycam: {exc}", file=sys.stderr)
+        return 2
+    except ConnectionError as exc:
+        print(f"bodycam: {exc}", file=sys.stderr)
+        return 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML configuration (default: the "
+                        "simulated device, config/sim.toml)")
+    common.add_argument("--store", type=Path, help="store folder (overrides [store] path)")
+    common.add_argument("-v", "--verbose", action="store_true")
+
+    parser = argparse.ArgumentParser(prog="bodycam", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", parents=[common], help="run the recorder daemon")
+    run.set_defaults(func=_run)
+
+    demo = commands.add_parser("demo", parents=[common],
+                               help="the whole daemon on the simulated device: press, record, "
+                               "stop, verify")
+    demo.add_argument("--seconds", type=float, default=20.0, help="how long to record")
+    demo.set_defaults(func=_demo)
+
+    verify = commands.add_parser("verify", parents=[common],
+                                 help="verify a store's chain and segments")
+    verify.add_argument("path", nargs="?", type=Path, metavar="STORE",
+                        help="the store to verify (default: the configured store)")
+    verify.add_argument("--key", type=Path, help="the device public key (PEM); default: "
+                        "keys/device.pub in the store")
+    verify.add_argument("--json", action="store_true", help="print the full report as JSON")
+    verify.set_defaults(func=_verify)
+
+    status = commands.add_parser("status", parents=[common], help="the running daemon's state")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
+
+    trigger = commands.add_parser("trigger", parents=[common],
+                                  help="an external trigger: it can start a recording, never "
+                                  "stop one")
+    trigger.add_argument("action", choices=["start"])
+    trigger.add_argument("--source", default="control", help="what fired it (holster, vehicle)")
+    trigger.set_defaults(func=_trigger)
+
+    press = commands.add_parser("press", parents=[common],
+                                help="press the simulated device's record button")
+    press.add_argument("--long", action="store_true", help="hold it: the stop gesture")
+    press.set_defaults(func=_press)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config, args.config = load_config(args.config, args.store)
+    return config
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.daemon import Daemon
+
+    config = _config(args)
+    return Daemon(config, args.config).run()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(args.config, args.store, args.seconds)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from agent.verify import report_json, verify_store
+
+    root = args.path or (args.store or _config(args).store_path)
+    report = verify_store(root, args.key)
+    print(report_json(report) if args.json else report.summary())
+    for note in [] if args.json else report.notes:
+        print(f"note: {note}")
+    return 0 if report.ok else 1
+
+
+def _send(args: argparse.Namespace, message: dict[str, object]) -> dict[str, object]:
+    root = args.store or _config(args).store_path
+    reply = request(Store(root).control_socket, message)
+    if not reply.get("ok"):
+        raise ConnectionError(f"the daemon refused: {reply.get('error')}")
+    return reply
+
+
+def _status(args: argparse.Namespace) -> int:
+    reply = _send(args, {"cmd": "status"})
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    head = reply["chain_head"]
+    recording = (f"recording {reply['recording']} into {reply['current_segment']}"
+                 if reply["recording"] else "standby, not recording")
+    print(f"{reply['device']} ({reply['officer'] or 'no officer'}): {recording}\n"
+          f"segments sealed since start: {reply['segments_sealed']}\n"
+          f"chain head: seq {head['seq']} {head['hash']}")
+    return 0
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    _send(args, {"cmd": "trigger", "source": args.source})
+    print("trigger sent: recording starts if it was not running")
+    return 0
+
+
+def _press(args: argparse.Namespace) -> int:
+    _send(args, {"cmd": "press", "long": args.long})
+    print("long press" if args.long else "press")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The device configuration: one TOML file, validated completely at start.
+
+Every error names the file, the key and the offending value, because the person
+reading it is an installer at a docking station, not the author of this code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+_REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
+_INSTALLED_CONFIG = Path(sys.prefix) / "share" / "bodycam" / "config"
+
+
+class ConfigError(Exception):
+    """A configuration the daemon refuses to start with."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class DeviceConfig(_Section):
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+    officer: Annotated[str, Field(max_length=64)] = ""
+
+
+class StoreConfig(_Section):
+    path: Annotated[str, Field(min_length=1)]
+
+
+class CameraConfig(_Section):
+    backend: Literal["sim", "picamera2"]
+    width: Annotated[int, Field(ge=64, le=3840, multiple_of=2)]
+    height: Annotated[int, Field(ge=64, le=2160, multiple_of=2)]
+    fps: Annotated[int, Field(ge=1, le=120)]
+    keyframe_interval: Annotated[int, Field(ge=1, description="frames between keyframes")]
+    bitrate: Annotated[int, Field(ge=100_000, le=50_000_000)]
+    realtime: bool = True
+    overlay: bool = True
+
+    @property
+    def frame_interval_us(self) -> Fraction:
+        return Fraction(1_000_000, self.fps)
+
+
+class AudioConfig(_Section):
+    enabled: bool = True
+    sample_rate: Literal[8000, 16000, 22050, 32000, 44100, 48000] = 48000
+    channels: Annotated[int, Field(ge=1, le=2)] = 1
+    bitrate: Annotated[int, Field(ge=16_000, le=320_000)] = 64_000
+
+
+class RecorderConfig(_Section):
+    segment_seconds: PositiveSeconds
+    flush_interval: Annotated[float, Field(gt=0, le=10)] = 1.0
+    pre_event_seconds: Annotated[float, Field(ge=0, le=120)] = 30.0
+    pre_event_audio: bool = False
+
+
+class GpioConfig(_Section):
+    pin_factory: Literal["mock", "native", "lgpio", "rpigpio", "pigpio"]
+    button_pin: Annotated[int, Field(ge=0, le=53)] = 17
+    button_pull_up: bool = True
+    stop_hold_seconds: Annotated[float, Field(ge=0.5, le=30)] = 3.0
+    record_led_pin: Annotated[int, Field(ge=0, le=53)] = 27
+    status_led_pin: Annotated[int, Field(ge=0, le=53)] = 22
+
+    @model_validator(mode="after")
+    def _distinct_pins(self) -> GpioConfig:
+        pins = {"button_pin": self.button_pin, "record_led_pin": self.record_led_pin,
+                "status_led_pin": self.status_led_pin}
+        if len(set(pins.values())) != len(pins):
+            raise ValueError(f"pins must be distinct, got {pins}")
+        return self
+
+
+class Config(_Section):
+    device: DeviceConfig
+    store: StoreConfig
+    camera: CameraConfig
+    audio: AudioConfig = AudioConfig()
+    recorder: RecorderConfig
+    gpio: GpioConfig
+
+    @model_validator(mode="after")
+    def _keyframes_fit_segments(self) -> Config:
+        gop_seconds = self.camera.keyframe_interval / self.camera.fps
+        if gop_seconds > self.recorder.segment_seconds:
+            raise ValueError(
+                f"[camera] keyframe_interval = {self.camera.keyframe_interval} frames at "
+                f"{self.camera.fps} fps is {gop_seconds:g} s, longer than "
+                f"[recorder] segment_seconds = {self.recorder.segment_seconds:g}: "
+                "segments can only start on a keyframe")
+        return self
+
+    @property
+    def store_path(self) -> Path:
+        return Path(os.path.expanduser(self.store.path))
+
+
+def default_config_path(name: str = "sim.toml") -> Path:
+    """The shipped file: beside the source tree, else where the wheel installed it."""
+    for folder in (_REPO_CONFIG, _INSTALLED_CONFIG):
+        if (folder / name).is_file():
+            return folder / name
+    raise ConfigError(f"shipped configuration {name} not found in {_REPO_CONFIG} "
+                      f"or {_INSTALLED_CONFIG}")
+
+
+def load_config(path: Path | None = None, store: Path | None = None) -> tuple[Config, Path]:
+    """Read and validate `path` (the simulated device when None); `store` overrides [store]."""
+    path = path or default_config_path()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config error in {path}: not valid TOML: {exc}") from exc
+    if store is not None:
+        raw.setdefault("store", {})["path"] = str(store)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(path, err) for err in exc.errors())) from exc
+    check_store_writable(config.store_path, path)
+    return config, path
+
+
+def _describe(path: Path, err: Any) -> str:
+    loc = [str(part) for part in err["loc"]]
+    if err["type"] == "extra_forbidden":
+        return f"config error in {path}: unknown key {_key(loc)}"
+    if err["type"] == "missing":
+        return f"config error in {path}: missing key {_key(loc)}"
+    if not loc:
+        return f"config error in {path}: {err['msg'].removeprefix('Value error, ')}"
+    return (f"config error in {path}: {_key(loc)} = {err['input']!r}: "
+            f"{err['msg'].removeprefix('Value error, ')}")
+
+
+def _key(loc: list[str]) -> str:
+    if len(loc) == 1:
+        return f"[{loc[0]}]"
+    return f"[{'.'.join(loc[:-1])}] {loc[-1]}"
+
+
+def check_store_writable(store: Path, source: Path) -> None:
+    """Refuse a store we cannot create or write: finding out at the first segment is too late."""
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        probe = store / ".write-probe"
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"config error in {source}: [store] path = {str(store)!r}: "
+                          f"not writable ({exc.strerror})") from exc

@@ -1,0 +1,66 @@
+"""The device's Ed25519 signing key: created on first start, owner-only, never logged."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+PRIVATE_NAME = "device.key"
+PUBLIC_NAME = "device.pub"
+
+
+class KeyMaterialError(Exception):
+    """The key material cannot be used safely."""
+
+
+def load_or_create_device_key(keys_dir: Path) -> Ed25519PrivateKey:
+    """Load keys/device.key, creating it (0600) and keys/device.pub on first start."""
+    private_path = keys_dir / PRIVATE_NAME
+    if not private_path.exists():
+        _create(keys_dir)
+    mode = stat.S_IMODE(private_path.stat().st_mode)
+    if mode & 0o077:
+        raise KeyMaterialError(f"{private_path} is readable by others (mode {mode:04o}); "
+                        f"run: chmod 600 {private_path}")
+    key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyMaterialError(f"{private_path} is not an Ed25519 private key")
+    return key
+
+
+def _create(keys_dir: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    tmp = keys_dir / (PRIVATE_NAME + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    (keys_dir / PUBLIC_NAME).write_bytes(public_pem(key.public_key()))
+    os.replace(tmp, keys_dir / PRIVATE_NAME)
+
+
+def public_pem(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.PEM,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyMaterialError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def fingerprint(public_key: Ed25519PublicKey) -> str:
+    """SHA-256 of the raw 32-byte public key, hex: short enough to print, long enough to trust."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()

@@ -1,0 +1,232 @@
+"""The recorder: the camera's Output, cutting the continuous packet stream into sealed segments.
+
+Three threads, so that neither the disk nor the chain ever holds up the encoder:
+- the encoder thread calls `outputframe`, which only files the packet (pre-event
+  buffer in standby, the write queue while recording) and returns;
+- the writer thread muxes packets into the open segment, rotating on the first
+  keyframe at or past the target length, so every packet lands in exactly one
+  segment and presentation times run on across the cut;
+- the sealer thread closes finished segments, moves them to sealed/ and signs them
+  into the chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.chain import Chain, utc_iso
+from agent.config import RecorderConfig
+from agent.prebuffer import PreEventBuffer
+from agent.segment import SUFFIX, EncodedPacket, SegmentSummary, SegmentWriter, StreamSpan
+from agent.store import Store, fsync_dir
+from hal.camera import StreamLayout
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Recording:
+    """One recording, from start to stop: its id is the seq of its record_start record."""
+
+    id: int
+    trigger: str
+    segments: int = 0
+    video_frames: int = 0
+    audio_packets: int = 0
+    sealed: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class _Stop:
+    recording: _Recording
+
+
+@dataclass
+class RecorderStats:
+    """Figures of the packet path, for status and benchmarks."""
+
+    packets: int = 0
+    max_queue_depth: int = 0
+    longest_rotation_s: float = 0.0
+    segments_sealed: int = 0
+
+
+class Recorder:
+    def __init__(self, layout: StreamLayout, store: Store, chain: Chain,
+                 config: RecorderConfig) -> None:
+        self._layout = layout
+        self._store = store
+        self._chain = chain
+        self._config = config
+        self._segment_us = int(config.segment_seconds * 1_000_000)
+        self._prebuffer = PreEventBuffer(int(config.pre_event_seconds * 1_000_000),
+                                         config.pre_event_audio)
+        self._lock = threading.Lock()
+        self._recording: _Recording | None = None
+        self._queue: queue.SimpleQueue[EncodedPacket | _Recording | _Stop | None] = \
+            queue.SimpleQueue()
+        self._seal_queue: queue.SimpleQueue[tuple[SegmentWriter, _Recording, int] | _Stop
+                                            | None] = queue.SimpleQueue()
+        self.stats = RecorderStats()
+        self.current_segment: str | None = None
+        self._writer = threading.Thread(target=self._write_loop, name="segment-writer",
+                                        daemon=True)
+        self._sealer = threading.Thread(target=self._seal_loop, name="segment-sealer",
+                                        daemon=True)
+        self._writer.start()
+        self._sealer.start()
+
+    # --- the camera's Output (encoder thread) -------------------------------------------
+
+    def outputframe(self, frame: bytes | None, keyframe: bool = True,
+                    timestamp: int | None = None, packet: Any = None,
+                    audio: bool = False) -> None:
+        data = frame if frame is not None else bytes(packet)
+        encoded = EncodedPacket(data, timestamp, keyframe, audio)
+        with self._lock:
+            if self._recording is None:
+                self._prebuffer.add(encoded)
+                return
+            self._queue.put(encoded)
+        self.stats.packets += 1
+
+    # --- control (the daemon's thread) --------------------------------------------------
+
+    @property
+    def recording_id(self) -> int | None:
+        recording = self._recording
+        return recording.id if recording else None
+
+    def start(self, trigger: str) -> int:
+        """Seal a record_start, then record from the pre-event buffer on."""
+        if self._recording is not None:
+            return self._recording.id
+        record = self._chain.append("record_start", {
+            "trigger": trigger,
+            "pre_event_seconds": int(self._config.pre_event_seconds),
+            "pre_event_audio": self._config.pre_event_audio,
+        })
+        recording = _Recording(record["seq"], trigger)
+        with self._lock:
+            self._queue.put(recording)
+            for packet in self._prebuffer.drain():
+                self._queue.put(packet)
+            self._recording = recording
+        return recording.id
+
+    def stop(self, reason: str) -> dict[str, Any] | None:
+        """Seal the open segment and a record_stop; returns the record, or None if idle."""
+        with self._lock:
+            recording, self._recording = self._recording, None
+            if recording is None:
+                return None
+            self._queue.put(_Stop(recording))
+        recording.sealed.wait()
+        return self._chain.append("record_stop", {
+            "recording": recording.id,
+            "reason": reason,
+            "segments": recording.segments,
+            "video_frames": recording.video_frames,
+            "audio_packets": recording.audio_packets,
+        })
+
+    def close(self) -> None:
+        """End the worker threads; call after stop()."""
+        self._queue.put(None)
+        self._writer.join()
+        self._sealer.join()
+
+    # --- writer thread ------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        segment: SegmentWriter | None = None
+        recording: _Recording | None = None
+        index = 0
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, _Recording):
+                recording, index = item, 0
+                continue
+            if isinstance(item, _Stop):
+                if segment is not None:
+                    self._seal_queue.put((segment, item.recording, index))
+                    segment = None
+                self._seal_queue.put(item)
+                self.current_segment = None
+                continue
+            self.stats.max_queue_depth = max(self.stats.max_queue_depth, self._queue.qsize())
+            rotating = (segment is not None and item.keyframe and not item.audio
+                        and segment.video.first_pts_us is not None
+                        and item.pts_us - segment.video.first_pts_us >= self._segment_us)
+            started = time.perf_counter()
+            if rotating:
+                self._seal_queue.put((segment, recording, index))
+                index += 1
+                segment = None
+            if segment is None:
+                segment = self._open_segment(recording.id, index)
+            segment.write(item)
+            if rotating:
+                self.stats.longest_rotation_s = max(self.stats.longest_rotation_s,
+                                                    time.perf_counter() - started)
+        self._seal_queue.put(None)
+
+    def _open_segment(self, recording_id: int, index: int) -> SegmentWriter:
+        name = f"{recording_id:08d}-{index:05d}{SUFFIX}"
+        self.current_segment = f"open/{name}"
+        return SegmentWriter(self._store.open / name, self._layout, self._config.flush_interval)
+
+    # --- sealer thread ------------------------------------------------------------------
+
+    def _seal_loop(self) -> None:
+        while (item := self._seal_queue.get()) is not None:
+            if isinstance(item, _Stop):
+                item.recording.sealed.set()
+                continue
+            segment, recording, index = item
+            self._seal(segment.close(), recording, index)
+
+    def _seal(self, summary: SegmentSummary, recording: _Recording, index: int) -> None:
+        """Read-only, renamed to its chain seq, durable, then signed into the chain."""
+        os.chmod(summary.path, 0o444)
+
+        def move_to_sealed(seq: int) -> dict[str, Any]:
+            name = self._store.sealed_name(seq, SUFFIX)
+            os.rename(summary.path, self._store.root / name)
+            fsync_dir(self._store.sealed)
+            fsync_dir(self._store.open)
+            return {"file": name}
+
+        payload: dict[str, Any] = {
+            "recording": recording.id,
+            "index": index,
+            "container": "mpegts",
+            "size": summary.size,
+            "sha256": summary.sha256,
+            "opened": utc_iso(summary.opened_wall_ns),
+            "video": {**_span(summary.video), "fps": self._layout.fps,
+                      "width": self._layout.width, "height": self._layout.height},
+            "audio": None,
+        }
+        if self._layout.audio:
+            audio = self._layout.audio
+            payload["audio"] = {**_span(summary.audio), "codec": audio.codec,
+                                "sample_rate": audio.sample_rate,
+                                "samples_per_packet": audio.samples_per_packet}
+        self._chain.append("segment_sealed", payload, name_for_seq=move_to_sealed)
+        recording.segments += 1
+        recording.video_frames += summary.video.packets
+        recording.audio_packets += summary.audio.packets
+        self.stats.segments_sealed += 1
+        log.info("sealed segment %d of recording %d (%d bytes)", index, recording.id,
+                 summary.size)
+
+
+def _span(span: StreamSpan) -> dict[str, int | None]:
+    return {"first_pts_us": span.first_pts_us, "last_pts_us": span.last_pts_us,
+            "packets": span.packets}

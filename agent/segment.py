@@ -1,0 +1,128 @@
+"""One segment on disk: MPEG-TS written through a hashing file, synced on a cadence, then sealed.
+
+MPEG-TS is chosen because it survives a cut at any byte: after a power loss every
+188-byte packet up to the last flushed one still demuxes, with no index to rebuild.
+The SHA-256 and size are computed from the bytes as they are written, so sealing
+never re-reads the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import NamedTuple
+
+import av
+
+from agent.store import write_all
+from hal.camera import StreamLayout
+
+CONTAINER = "mpegts"
+SUFFIX = ".ts"
+_MICROSECONDS = Fraction(1, 1_000_000)
+# Every packet goes to the OS as soon as it is muxed (a crash of the process loses
+# nothing), and each audio frame is its own PES so none waits in the muxer.
+_MUX_OPTIONS = {"flush_packets": "1", "pes_payload_size": "0"}
+
+
+class EncodedPacket(NamedTuple):
+    data: bytes
+    pts_us: int
+    keyframe: bool
+    audio: bool
+
+
+class _HashingFile:
+    """The file object the muxer writes to: every byte is hashed on its way to disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        write_all(self.fd, data)
+        self.size += len(data)
+        return len(data)
+
+
+@dataclass
+class StreamSpan:
+    """First and last presentation time and packet count of one stream in one segment."""
+
+    first_pts_us: int | None = None
+    last_pts_us: int | None = None
+    packets: int = 0
+
+    def add(self, pts_us: int) -> None:
+        if self.first_pts_us is None:
+            self.first_pts_us = pts_us
+        self.last_pts_us = pts_us
+        self.packets += 1
+
+
+@dataclass
+class SegmentSummary:
+    path: Path
+    size: int
+    sha256: str
+    video: StreamSpan
+    audio: StreamSpan
+    opened_wall_ns: int
+
+
+@dataclass
+class SegmentWriter:
+    """Muxes packets into open/<name>.ts and syncs the file at most `flush_interval` apart."""
+
+    path: Path
+    layout: StreamLayout
+    flush_interval: float
+    video: StreamSpan = field(default_factory=StreamSpan)
+    audio: StreamSpan = field(default_factory=StreamSpan)
+
+    def __post_init__(self) -> None:
+        self.opened_wall_ns = time.time_ns()
+        self._file = _HashingFile(self.path)
+        self._container = av.open(self._file, "w", format=CONTAINER, options=_MUX_OPTIONS)
+        self._video_stream = self._container.add_stream("h264", rate=self.layout.fps)
+        self._video_stream.width = self.layout.width
+        self._video_stream.height = self.layout.height
+        self._audio_stream = None
+        if self.layout.audio:
+            audio = self.layout.audio
+            self._audio_stream = self._container.add_stream(audio.codec, rate=audio.sample_rate)
+            self._audio_stream.layout = "mono" if audio.channels == 1 else "stereo"
+            self._audio_stream.codec_context.extradata = audio.extradata
+        self._last_sync = time.monotonic()
+
+    def write(self, packet: EncodedPacket) -> None:
+        if packet.audio and self._audio_stream is None:
+            return
+        av_packet = av.Packet(packet.data)
+        av_packet.pts = av_packet.dts = packet.pts_us
+        av_packet.time_base = _MICROSECONDS
+        av_packet.is_keyframe = packet.keyframe
+        if packet.audio:
+            av_packet.stream = self._audio_stream
+            self.audio.add(packet.pts_us)
+        else:
+            av_packet.stream = self._video_stream
+            self.video.add(packet.pts_us)
+        self._container.mux(av_packet)
+        if time.monotonic() - self._last_sync >= self.flush_interval:
+            os.fdatasync(self._file.fd)
+            self._last_sync = time.monotonic()
+
+    def close(self) -> SegmentSummary:
+        """Write the muxer's tail, fsync and close; the file is then complete but not yet sealed."""
+        self._container.close()
+        os.fsync(self._file.fd)
+        os.close(self._file.fd)
+        return SegmentSummary(self.path, self._file.size, self._file.sha256.hexdigest(),
+                              self.video, self.audio, self.opened_wall_ns)

@@ -1,0 +1,64 @@
+"""The store on the device: where keys, the chain and the segments live, and how they reach disk."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Store:
+    """The layout of DESIGN.md: keys/, chain.jsonl, open/, sealed/, plus the control socket."""
+
+    root: Path
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def chain(self) -> Path:
+        return self.root / "chain.jsonl"
+
+    @property
+    def open(self) -> Path:
+        return self.root / "open"
+
+    @property
+    def sealed(self) -> Path:
+        return self.root / "sealed"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.root / "control.sock"
+
+    def prepare(self) -> Store:
+        """Create the folders; keys/ is owner-only because it holds the signing key."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for folder in (self.open, self.sealed):
+            folder.mkdir(exist_ok=True)
+        self.keys.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.keys, 0o700)
+        fsync_dir(self.root)
+        return self
+
+    def sealed_name(self, seq: int, suffix: str = ".ts") -> str:
+        """Sealed segments are named by the chain sequence of the record that seals them."""
+        return f"sealed/{seq:08d}{suffix}"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """os.write until every byte is out; a short write must never drop evidence."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -1,0 +1,241 @@
+"""The verifier: does the store hold exactly what the device signed, in order, without gaps?
+
+It needs only the store and the device's public key. It checks every record's
+signature, sequence and link, every sealed segment's size and SHA-256, that no
+segment file stands outside the chain, and that presentation times run on
+across consecutive segments of one recording. Findings name the record (by seq
+and line) or the segment, and say what is wrong in words an investigator uses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.chain import GENESIS_PREV, canonical, read_records, record_hash, split_line
+from agent.keys import PUBLIC_NAME, fingerprint, load_public_key
+from agent.store import Store
+
+
+@dataclass(frozen=True)
+class Finding:
+    where: str
+    problem: str
+    kind: str  # changed, missing, reordered, inserted, truncated, gap, overlap
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.problem}"
+
+
+@dataclass
+class Report:
+    store: str
+    key_fingerprint: str
+    records: int = 0
+    segments: int = 0
+    recordings: int = 0
+    video_frames: int = 0
+    recorded_us: int = 0
+    head: dict[str, Any] | None = None
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok,
+                "first_problem": str(self.findings[0]) if self.findings else None}
+
+    def summary(self) -> str:
+        if self.ok:
+            return (f"OK: {self.records} records, {self.segments} segments in "
+                    f"{self.recordings} recordings verify; chain head seq {self.head['seq']} "
+                    f"{self.head['hash'][:16]}…; key {self.key_fingerprint[:16]}…")
+        lines = [f"FAIL: {self.findings[0]}"]
+        lines += [f"  also: {finding}" for finding in self.findings[1:]]
+        if len(self.findings) > 1:
+            lines.append(f"{len(self.findings)} problems in all")
+        return "\n".join(lines)
+
+
+def verify_store(root: Path, public_key_path: Path | None = None) -> Report:
+    store = Store(root)
+    key = load_public_key(public_key_path or store.keys / PUBLIC_NAME)
+    report = Report(str(root), fingerprint(key))
+    if not store.chain.exists():
+        report.findings.append(Finding("chain.jsonl", "missing", "missing"))
+        return report
+    records = _verify_records(store, key, report)
+    seen_files = _verify_segments(store, records, report)
+    _verify_continuity(records, report)
+    for path in sorted(store.sealed.glob("*")) if store.sealed.exists() else []:
+        if f"sealed/{path.name}" not in seen_files:
+            report.findings.append(Finding(f"sealed/{path.name}",
+                                           "is not in the chain (inserted)", "inserted"))
+    for path in sorted(store.open.glob("*")) if store.open.exists() else []:
+        report.notes.append(f"open/{path.name} is not sealed yet (being written, or left by "
+                            "a power cut for recovery)")
+    return report
+
+
+def _verify_records(store: Store, key: Ed25519PublicKey, report: Report) -> list[dict[str, Any]]:
+    lines = read_records(store.chain)
+    seqs_present = set()
+    for _, line in lines:
+        try:
+            seqs_present.add(json.loads(split_line(line)[0])["seq"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            pass
+    records: list[dict[str, Any]] = []
+    expected_seq, prev_hash = 1, GENESIS_PREV
+    for number, line in lines:
+        where = f"line {number}"
+        try:
+            body_bytes, signature = split_line(line)
+            body = json.loads(body_bytes)
+            seq = body["seq"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            report.findings.append(Finding(where, f"is not a whole signed record (truncated or "
+                                           f"edited): {exc}", "truncated"))
+            expected_seq += 1
+            prev_hash = None
+            continue
+        where = f"record {seq} (line {number})"
+        try:
+            key.verify(signature, body_bytes)
+        except InvalidSignature:
+            report.findings.append(Finding(where, "signature does not verify: the record was "
+                                           "changed or forged", "changed"))
+        else:
+            if canonical(body) != body_bytes:
+                report.findings.append(Finding(where, "is not in canonical form (edited)",
+                                               "changed"))
+        if seq != expected_seq:
+            report.findings.append(_sequence_finding(where, seq, expected_seq, seqs_present))
+        elif prev_hash is not None and body.get("prev") != prev_hash:
+            report.findings.append(Finding(where, "does not link to the record before it: a "
+                                           "record was removed, inserted or reordered",
+                                           "reordered"))
+        expected_seq, prev_hash = seq + 1, record_hash(body_bytes)
+        records.append(body)
+    report.records = len(records)
+    if records:
+        report.head = {"seq": records[-1]["seq"], "hash": prev_hash}
+    return records
+
+
+def _sequence_finding(where: str, seq: int, expected: int, present: set[int]) -> Finding:
+    if seq < expected:
+        return Finding(where, f"seq {seq} comes after seq {expected - 1}: a record was inserted "
+                       "or reordered", "inserted")
+    if expected in present:
+        return Finding(where, f"seq {seq} where {expected} was expected, and {expected} comes "
+                       "later: records were reordered", "reordered")
+    missing = f"{expected}" if seq == expected + 1 else f"{expected} to {seq - 1}"
+    return Finding(where, f"seq {seq} where {expected} was expected: record {missing} is "
+                   "missing (deleted)", "missing")
+
+
+def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report) -> set[str]:
+    seen: set[str] = set()
+    for record in records:
+        if record.get("type") != "segment_sealed":
+            continue
+        payload = record["payload"]
+        name = payload["file"]
+        seen.add(name)
+        report.segments += 1
+        report.video_frames += payload["video"]["packets"]
+        where = f"segment {name} (record {record['seq']})"
+        path = store.root / name
+        if not path.is_file():
+            report.findings.append(Finding(where, "is missing (deleted)", "missing"))
+            continue
+        size = path.stat().st_size
+        if size != payload["size"]:
+            kind = "truncated" if size < payload["size"] else "changed"
+            report.findings.append(Finding(where, f"is {size} bytes, sealed as "
+                                           f"{payload['size']} ({kind})", kind))
+            continue
+        if _sha256(path) != payload["sha256"]:
+            report.findings.append(Finding(where, "SHA-256 differs from the sealed hash "
+                                           "(changed)", "changed"))
+    return seen
+
+
+def _verify_continuity(records: list[dict[str, Any]], report: Report) -> None:
+    """Within one recording, segment n+1 must begin exactly one frame (or audio packet) on."""
+    previous: dict[int, dict[str, Any]] = {}
+    starts = {r["seq"] for r in records if r.get("type") == "record_start"}
+    report.recordings = len(starts)
+    for record in records:
+        payload = record.get("payload", {})
+        if record.get("type") == "record_stop":
+            last = previous.get(payload["recording"])
+            count = last["index"] + 1 if last else 0
+            if count != payload["segments"]:
+                report.findings.append(Finding(
+                    f"recording {payload['recording']} (stop record {record['seq']})",
+                    f"sealed {payload['segments']} segments but the chain holds {count}",
+                    "missing"))
+            continue
+        if record.get("type") != "segment_sealed":
+            continue
+        video = payload["video"]
+        if video["first_pts_us"] is not None:
+            report.recorded_us += video["last_pts_us"] - video["first_pts_us"] \
+                + 1_000_000 // video["fps"]
+        before = previous.get(payload["recording"])
+        previous[payload["recording"]] = payload
+        if before is None:
+            continue
+        where = f"segment {payload['file']} (record {record['seq']})"
+        if payload["index"] != before["index"] + 1:
+            report.findings.append(Finding(where, f"is segment {payload['index']} of recording "
+                                           f"{payload['recording']} after segment "
+                                           f"{before['index']}", "missing"))
+            continue
+        streams = [("video", 1_000_000 / video["fps"])]
+        if payload["audio"]:
+            audio = payload["audio"]
+            streams.append(("audio", audio["samples_per_packet"] * 1e6 / audio["sample_rate"]))
+        for stream, step_us in streams:
+            finding = _continuity(where, stream, before[stream], payload[stream], step_us,
+                                  before["file"])
+            if finding:
+                report.findings.append(finding)
+
+
+def _continuity(where: str, stream: str, before: dict[str, Any], after: dict[str, Any],
+                step_us: float, before_file: str) -> Finding | None:
+    if before["last_pts_us"] is None or after["first_pts_us"] is None:
+        return None
+    gap = after["first_pts_us"] - before["last_pts_us"]
+    if gap > 1.5 * step_us:
+        lost = round(gap / step_us) - 1
+        return Finding(where, f"gap in time: {stream} jumps {gap / 1000:.1f} ms after "
+                       f"{before_file} (about {lost} packets missing)", "gap")
+    if gap < 0.5 * step_us:
+        return Finding(where, f"{stream} overlaps {before_file} by {(step_us - gap) / 1000:.1f} "
+                       "ms (doubled or reordered packets)", "overlap")
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def report_json(report: Report) -> str:
+    return json.dumps(report.as_dict(), indent=2, default=str)

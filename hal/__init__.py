@@ -1,0 +1,1 @@
+"""Hardware behind narrow interfaces: one module per kind of part, real and simulated backends."""

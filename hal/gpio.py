@@ -1,0 +1,92 @@
+"""The officer's controls: the record button and the LEDs, through gpiozero.
+
+The simulated device uses gpiozero's own MockFactory pins (the library's test
+facility), so the same Button and LED objects run here and on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from importlib import import_module
+
+from gpiozero import LED, Button
+from gpiozero.pins import Factory
+
+from agent.config import GpioConfig
+
+_FACTORIES = {
+    "mock": ("gpiozero.pins.mock", "MockFactory"),
+    "native": ("gpiozero.pins.native", "NativeFactory"),
+    "lgpio": ("gpiozero.pins.lgpio", "LGPIOFactory"),
+    "rpigpio": ("gpiozero.pins.rpigpio", "RPiGPIOFactory"),
+    "pigpio": ("gpiozero.pins.pigpio", "PiGPIOFactory"),
+}
+
+
+def pin_factory(name: str) -> Factory:
+    module, cls = _FACTORIES[name]
+    return getattr(import_module(module), cls)()
+
+
+class OfficerControls:
+    """Reports gestures on the button: `on_press(gesture)` at once on press-down,
+    `on_hold(gesture)` when the same press is held past `stop_hold_seconds`.
+
+    The gesture number lets the state machine tell the hold of the press that
+    started a recording from a later, deliberate hold.
+    """
+
+    def __init__(self, config: GpioConfig, on_press: Callable[[int], None],
+                 on_hold: Callable[[int], None]) -> None:
+        self._config = config
+        self.factory = pin_factory(config.pin_factory)
+        self._gestures = itertools.count(1)
+        self._gesture = 0
+        self.button = Button(config.button_pin, pull_up=config.button_pull_up,
+                             hold_time=config.stop_hold_seconds, pin_factory=self.factory)
+        self.record_led = LED(config.record_led_pin, pin_factory=self.factory)
+        self.status_led = LED(config.status_led_pin, pin_factory=self.factory)
+        self.button.when_pressed = lambda: on_press(self._next_gesture())
+        self.button.when_held = lambda: on_hold(self._gesture)
+
+    def _next_gesture(self) -> int:
+        self._gesture = next(self._gestures)
+        return self._gesture
+
+    def show_standby(self) -> None:
+        self.record_led.off()
+        self.status_led.blink(on_time=0.1, off_time=1.9)
+
+    def show_recording(self) -> None:
+        self.status_led.off()
+        self.record_led.on()
+
+    @property
+    def simulated(self) -> bool:
+        return self._config.pin_factory == "mock"
+
+    def press(self, long: bool = False) -> None:
+        """Press the simulated button (a MockFactory pin), held past the stop gesture if `long`."""
+        if not self.simulated:
+            raise RuntimeError("the button can only be pressed from software on the "
+                               "simulated device (pin_factory = \"mock\")")
+        pin = self.factory.pin(self._config.button_pin)
+        pressed, released = ((pin.drive_low, pin.drive_high) if self._config.button_pull_up
+                             else (pin.drive_high, pin.drive_low))
+        pressed()
+        if long:
+            deadline = time.monotonic() + self._config.stop_hold_seconds + 2.0
+            while not self.button.is_held and time.monotonic() < deadline:
+                time.sleep(0.02)
+        else:
+            time.sleep(0.05)
+        released()
+
+    def close(self) -> None:
+        for device in (self.button, self.record_led, self.status_led):
+            device.close()
+        self.factory.close()
+
+

@@ -1,0 +1,153 @@
+"""The simulated camera: synthetic frames encoded to real H.264 (libx264 through PyAV), with AAC audio.
+
+It behaves as picamera2's encoder does: one encoder thread pushes every packet
+to the output with a microsecond timestamp. The frames carry the UTC time and
+the device id burned in, as a body camera's overlay does, so a reviewer can
+tell any frame's moment by looking at it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+
+import av
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from agent.config import Config
+from hal.camera import AudioLayout, EncodedOutput, StreamLayout
+
+# Camera clock origin: keeps the AAC encoder's priming packet (-1024 samples) non-negative.
+CLOCK_ORIGIN_US = 100_000
+TONE_HZ = 440.0
+
+
+class SimulatedCamera:
+    def __init__(self, config: Config) -> None:
+        cam, audio = config.camera, config.audio
+        self._config = config
+        self._video = _video_encoder(cam.width, cam.height, cam.fps, cam.keyframe_interval,
+                                     cam.bitrate)
+        self._audio = _audio_encoder(audio.sample_rate, audio.channels, audio.bitrate) \
+            if audio.enabled else None
+        self.layout = StreamLayout(
+            cam.width, cam.height, cam.fps,
+            AudioLayout("aac", audio.sample_rate, audio.channels, self._audio.frame_size,
+                        bytes(self._audio.extradata)) if self._audio else None)
+        self._frames = _FrameSource(cam.width, cam.height, config.device.id, cam.overlay)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.frames_encoded = 0
+
+    def start(self, output: EncodedOutput) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(output,),
+                                        name="sim-encoder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def _run(self, output: EncodedOutput) -> None:
+        fps = self._config.camera.fps
+        realtime = self._config.camera.realtime
+        started_mono = time.monotonic()
+        started_wall = datetime.now(UTC)
+        audio_samples = 0
+        index = 0
+        while not self._stop.is_set():
+            if realtime:
+                delay = started_mono + index / fps - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            offset_us = index * 1_000_000 // fps
+            image = self._frames.render(index, started_wall + timedelta(microseconds=offset_us))
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            frame.pts = index
+            for packet in self._video.encode(frame):
+                output.outputframe(bytes(packet), packet.is_keyframe,
+                                   CLOCK_ORIGIN_US + packet.pts * 1_000_000 // fps)
+            index += 1
+            self.frames_encoded = index
+            if self._audio:
+                audio_samples = self._push_audio(output, audio_samples,
+                                                 Fraction(index, fps))
+
+    def _push_audio(self, output: EncodedOutput, samples: int, until: Fraction) -> int:
+        """Encode tone up to `until` seconds, so audio and video share one time base."""
+        enc = self._audio
+        rate = enc.sample_rate
+        while samples < until * rate:
+            t = (np.arange(samples, samples + enc.frame_size) / rate).astype(np.float32)
+            tone = (0.1 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(np.tile(tone, (enc.channels, 1)),
+                                               format="fltp", layout=enc.layout.name)
+            frame.sample_rate = rate
+            frame.pts = samples
+            for packet in enc.encode(frame):
+                output.outputframe(None, True, CLOCK_ORIGIN_US + packet.pts * 1_000_000 // rate,
+                                   packet, True)
+            samples += enc.frame_size
+        return samples
+
+
+def _video_encoder(width: int, height: int, fps: int, gop: int,
+                   bitrate: int) -> av.video.codeccontext.VideoCodecContext:
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+    enc.time_base = Fraction(1, fps)
+    enc.framerate = fps
+    enc.bit_rate = bitrate
+    enc.gop_size = gop
+    enc.max_b_frames = 0
+    # Fixed GOP (no scene-cut keyframes), no B-frames, SPS/PPS on every keyframe:
+    # every segment then starts decodable and rotation points are predictable.
+    enc.options = {"preset": "ultrafast", "tune": "zerolatency", "keyint_min": str(gop),
+                   "sc_threshold": "0", "x264-params": "repeat-headers=1"}
+    enc.open()
+    return enc
+
+
+def _audio_encoder(rate: int, channels: int,
+                   bitrate: int) -> av.audio.codeccontext.AudioCodecContext:
+    enc = av.CodecContext.create("aac", "w")
+    enc.sample_rate = rate
+    enc.layout = "mono" if channels == 1 else "stereo"
+    enc.format = "fltp"
+    enc.time_base = Fraction(1, rate)
+    enc.bit_rate = bitrate
+    enc.open()
+    return enc
+
+
+class _FrameSource:
+    """A moving test pattern with the overlay of a body camera: UTC time and device id."""
+
+    def __init__(self, width: int, height: int, device_id: str, overlay: bool) -> None:
+        x = np.linspace(0, 255, width, dtype=np.float32)
+        y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+        self._base = np.stack([np.broadcast_to(x, (height, width)),
+                               np.broadcast_to(y, (height, width)),
+                               (x + y) % 256], axis=-1).astype(np.uint8)
+        self._device_id = device_id
+        self._overlay = overlay
+        self._font = ImageFont.load_default(size=max(10, height // 24))
+        self._strip = (width, max(12, height // 24) * 3)
+
+    def render(self, index: int, wall: datetime) -> np.ndarray:
+        image = np.roll(self._base, index * 4, axis=1)
+        if self._overlay:
+            image[: self._strip[1], : self._strip[0]] = self._text(wall)
+        return image
+
+    def _text(self, wall: datetime) -> np.ndarray:
+        strip = Image.new("RGB", self._strip, (0, 0, 0))
+        draw = ImageDraw.Draw(strip)
+        stamp = wall.strftime("%Y-%m-%dT%H:%M:%S.") + f"{wall.microsecond // 1000:03d}Z"
+        draw.text((4, 2), f"{stamp}  {self._device_id}", fill=(255, 255, 255), font=self._font)
+        return np.asarray(strip)
