@@ -43,7 +43,7 @@ def encode_line(body_bytes: bytes, signature: bytes) -> bytes:
 
 
 def split_line(line: bytes) -> tuple[bytes, bytes]:
-    """(signed bytes, signature) of one journal line without its newline; ValueError if malformed."""
+    """(signed bytes, signature) of a journal line without its newline; ValueError if malformed."""
     match = _SIG_SUFFIX.search(line)
     if not match:
         raise ValueError("no signature at the end of the line")

@@ -1,4 +1,4 @@
-"""The daemon: hardware events in, one state machine deciding, the recorder and the chain as services.
+"""The daemon: hardware events in, one state machine deciding, recorder and chain as its services.
 
 Read `run` top to bottom: open the store and the chain, seal a boot record,
 start the camera feeding the recorder, wire the button and the control socket
@@ -22,8 +22,15 @@ from agent.config import Config
 from agent.control import ControlServer
 from agent.keys import fingerprint, load_or_create_device_key
 from agent.recorder import Recorder
-from agent.state import (ButtonHeld, ButtonPressed, Event, Shutdown, State, StateMachine,
-                         TriggerStart)
+from agent.state import (
+    ButtonHeld,
+    ButtonPressed,
+    Event,
+    Shutdown,
+    State,
+    StateMachine,
+    TriggerStart,
+)
 from agent.store import Store
 from hal.camera import Camera, open_camera
 from hal.clock import KernelClock, SimulatedClock

@@ -27,8 +27,9 @@ class PreEventBuffer:
             return
         if packet.keyframe:
             self._gops.append([packet])
-            while len(self._gops) > 1 and packet.pts_us - self._gops[1][0].pts_us >= self._window_us:
-                self._gops.popleft()
+            gops = self._gops
+            while len(gops) > 1 and packet.pts_us - gops[1][0].pts_us >= self._window_us:
+                gops.popleft()
         elif self._gops:
             self._gops[-1].append(packet)
 

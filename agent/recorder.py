@@ -36,6 +36,7 @@ class _Recording:
 
     id: int
     trigger: str
+    pre_event: dict[str, int | None] = field(default_factory=dict)
     segments: int = 0
     video_frames: int = 0
     audio_packets: int = 0
@@ -114,8 +115,10 @@ class Recorder:
         })
         recording = _Recording(record["seq"], trigger)
         with self._lock:
+            buffered = self._prebuffer.drain()
+            recording.pre_event = _pre_event_span(buffered, self._layout)
             self._queue.put(recording)
-            for packet in self._prebuffer.drain():
+            for packet in buffered:
                 self._queue.put(packet)
             self._recording = recording
         return recording.id
@@ -213,6 +216,8 @@ class Recorder:
                       "width": self._layout.width, "height": self._layout.height},
             "audio": None,
         }
+        if index == 0:
+            payload["pre_event"] = recording.pre_event
         if self._layout.audio:
             audio = self._layout.audio
             payload["audio"] = {**_span(summary.audio), "codec": audio.codec,
@@ -225,6 +230,16 @@ class Recorder:
         self.stats.segments_sealed += 1
         log.info("sealed segment %d of recording %d (%d bytes)", index, recording.id,
                  summary.size)
+
+
+def _pre_event_span(packets: list[EncodedPacket], layout: StreamLayout) -> dict[str, int | None]:
+    """Which part of the first segment the device held from before the press."""
+    video = [packet.pts_us for packet in packets if not packet.audio]
+    if not video:
+        return {"video_packets": 0, "audio_packets": 0, "first_pts_us": None, "duration_us": 0}
+    return {"video_packets": len(video), "audio_packets": len(packets) - len(video),
+            "first_pts_us": video[0],
+            "duration_us": video[-1] - video[0] + int(layout.frame_interval_us)}
 
 
 def _span(span: StreamSpan) -> dict[str, int | None]:

@@ -9,6 +9,7 @@ and line) or the segment, and say what is wrong in words an investigator uses.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -90,10 +91,8 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report) -> list
     lines = read_records(store.chain)
     seqs_present = set()
     for _, line in lines:
-        try:
+        with contextlib.suppress(ValueError, KeyError, TypeError, UnicodeDecodeError):
             seqs_present.add(json.loads(split_line(line)[0])["seq"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            pass
     records: list[dict[str, Any]] = []
     expected_seq, prev_hash = 1, GENESIS_PREV
     for number, line in lines:
@@ -145,13 +144,11 @@ def _sequence_finding(where: str, seq: int, expected: int, present: set[int]) ->
 
 
 def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report) -> set[str]:
-    seen: set[str] = set()
-    for record in records:
-        if record.get("type") != "segment_sealed":
-            continue
+    sealed = [r for r in records if r.get("type") == "segment_sealed"]
+    name_by_hash = {r["payload"]["sha256"]: r["payload"]["file"] for r in sealed}
+    for record in sealed:
         payload = record["payload"]
         name = payload["file"]
-        seen.add(name)
         report.segments += 1
         report.video_frames += payload["video"]["packets"]
         where = f"segment {name} (record {record['seq']})"
@@ -159,16 +156,21 @@ def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report
         if not path.is_file():
             report.findings.append(Finding(where, "is missing (deleted)", "missing"))
             continue
-        size = path.stat().st_size
-        if size != payload["size"]:
+        size, digest = path.stat().st_size, _sha256(path)
+        if digest == payload["sha256"] and size == payload["size"]:
+            continue
+        if name_by_hash.get(digest, name) != name:
+            report.findings.append(Finding(where, f"holds the bytes sealed as "
+                                           f"{name_by_hash[digest]}: segments were swapped or "
+                                           "renamed (reordered)", "reordered"))
+        elif size != payload["size"]:
             kind = "truncated" if size < payload["size"] else "changed"
             report.findings.append(Finding(where, f"is {size} bytes, sealed as "
                                            f"{payload['size']} ({kind})", kind))
-            continue
-        if _sha256(path) != payload["sha256"]:
+        else:
             report.findings.append(Finding(where, "SHA-256 differs from the sealed hash "
                                            "(changed)", "changed"))
-    return seen
+    return set(name_by_hash.values())
 
 
 def _verify_continuity(records: list[dict[str, Any]], report: Report) -> None:

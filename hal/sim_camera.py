@@ -1,4 +1,4 @@
-"""The simulated camera: synthetic frames encoded to real H.264 (libx264 through PyAV), with AAC audio.
+"""The simulated camera: synthetic frames encoded to real H.264 (libx264, PyAV) with AAC audio.
 
 It behaves as picamera2's encoder does: one encoder thread pushes every packet
 to the output with a microsecond timestamp. The frames carry the UTC time and

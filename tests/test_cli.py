@@ -1,0 +1,92 @@
+"""`bodycam run` as a real process: the control socket, the simulated button, SIGTERM, the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agent.chain import read_records, split_line
+from tests.device import wait_for
+
+BODYCAM = [sys.executable, "-m", "agent"]
+
+
+def bodycam(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BODYCAM, *args], capture_output=True, text=True, timeout=60,
+                          check=check)
+
+
+def status(config: Path) -> dict:
+    return json.loads(bodycam("status", "--json", "--config", str(config)).stdout)
+
+
+def chain_types(store: Path) -> list[tuple[str, dict]]:
+    bodies = [json.loads(split_line(line)[0]) for _, line in read_records(store / "chain.jsonl")]
+    return [(body["type"], body["payload"]) for body in bodies]
+
+
+def test_daemon_runs_is_controlled_and_seals_on_sigterm(write_config, tmp_path: Path) -> None:
+    config = write_config(realtime="true", segment_seconds=1.0)
+    store = tmp_path / "store"
+    daemon = subprocess.Popen([*BODYCAM, "run", "--config", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: (store / "control.sock").exists(), timeout=30, what="control socket")
+        socket_mode = stat.S_IMODE(os.stat(store / "control.sock").st_mode)
+        assert socket_mode & 0o077 == 0, f"control socket is mode {socket_mode:o}"
+        assert status(config)["state"] == "standby"
+
+        bodycam("press", "--config", str(config))
+        wait_for(lambda: status(config)["state"] == "recording", timeout=10, what="recording")
+        time.sleep(1.5)
+        now = status(config)
+        assert now["current_segment"].startswith("open/")
+        assert now["segments_sealed"] >= 1
+
+        bodycam("press", "--long", "--config", str(config))
+        assert status(config)["state"] == "standby"
+        bodycam("trigger", "start", "--source", "holster", "--config", str(config))
+        wait_for(lambda: status(config)["state"] == "recording", timeout=10, what="recording")
+        time.sleep(1.2)
+        human = bodycam("status", "--config", str(config)).stdout
+        assert "TEST-0001 (OFC-7): recording" in human and "chain head: seq" in human
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        output, _ = daemon.communicate(timeout=60)
+    assert daemon.returncode == 0, output
+
+    records = chain_types(store)
+    types = [type_ for type_, _ in records]
+    assert types[0] == "boot" and types[-1] == "shutdown"
+    assert records[-1][1]["reason"] == "SIGTERM"
+    stops = [payload for type_, payload in records if type_ == "record_stop"]
+    assert [stop["reason"] for stop in stops] == ["button_hold", "SIGTERM"]
+    assert [p["trigger"] for t, p in records if t == "record_start"] == ["button",
+                                                                         "external:holster"]
+    assert not list((store / "open").iterdir()), "SIGTERM must seal the open segment"
+    verified = bodycam("verify", str(store))
+    assert verified.stdout.startswith("OK: ")
+
+
+def test_status_without_a_daemon_says_so(write_config) -> None:
+    result = bodycam("status", "--config", str(write_config()), check=False)
+    assert result.returncode == 3
+    assert "no daemon is listening on" in result.stderr
+
+
+def test_demo_records_several_segments_and_verifies(write_config, tmp_path: Path) -> None:
+    config = write_config(realtime="true", segment_seconds=1.0)
+    result = bodycam("demo", "--config", str(config), "--store", str(tmp_path / "demo"),
+                     "--seconds", "3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = dict(line.split(":", 1) for line in result.stdout.splitlines()
+                   if line[:1].isalpha() and ":" in line)
+    assert int(summary["segments"].split()[0]) >= 3
+    assert summary["gaps"].strip() == "0"
+    assert summary["verify"].strip().startswith("OK: ")
