@@ -47,7 +47,10 @@ def split_line(line: bytes) -> tuple[bytes, bytes]:
     match = _SIG_SUFFIX.search(line)
     if not match:
         raise ValueError("no signature at the end of the line")
-    return line[: match.start()] + b"}", base64.b64decode(match.group(1), validate=True)
+    signature = base64.b64decode(match.group(1), validate=True)
+    if base64.b64encode(signature) != match.group(1):
+        raise ValueError("signature is not in standard base64 (the line was re-spelled)")
+    return line[: match.start()] + b"}", signature
 
 
 def record_hash(body_bytes: bytes) -> str:

@@ -110,7 +110,7 @@ class Recorder:
             return self._recording.id
         record = self._chain.append("record_start", {
             "trigger": trigger,
-            "pre_event_seconds": int(self._config.pre_event_seconds),
+            "pre_event_ms": round(self._config.pre_event_seconds * 1000),
             "pre_event_audio": self._config.pre_event_audio,
         })
         recording = _Recording(record["seq"], trigger)
@@ -192,7 +192,13 @@ class Recorder:
                 item.recording.sealed.set()
                 continue
             segment, recording, index = item
-            self._seal(segment.close(), recording, index)
+            try:
+                self._seal(segment.close(), recording, index)
+            except OSError:
+                # The file stays where it is (open/ or sealed/) for recovery at next start;
+                # the recording goes on, and stop() must never wait for a seal that failed.
+                log.critical("could not seal segment %d of recording %d (%s)", index,
+                             recording.id, segment.path, exc_info=True)
 
     def _seal(self, summary: SegmentSummary, recording: _Recording, index: int) -> None:
         """Read-only, renamed to its chain seq, durable, then signed into the chain."""
@@ -221,6 +227,7 @@ class Recorder:
         if self._layout.audio:
             audio = self._layout.audio
             payload["audio"] = {**_span(summary.audio), "codec": audio.codec,
+                                "samples": summary.audio.packets * audio.samples_per_packet,
                                 "sample_rate": audio.sample_rate,
                                 "samples_per_packet": audio.samples_per_packet}
         self._chain.append("segment_sealed", payload, name_for_seq=move_to_sealed)

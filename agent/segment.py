@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -76,26 +76,23 @@ class SegmentSummary:
     opened_wall_ns: int
 
 
-@dataclass
 class SegmentWriter:
     """Muxes packets into open/<name>.ts and syncs the file at most `flush_interval` apart."""
 
-    path: Path
-    layout: StreamLayout
-    flush_interval: float
-    video: StreamSpan = field(default_factory=StreamSpan)
-    audio: StreamSpan = field(default_factory=StreamSpan)
-
-    def __post_init__(self) -> None:
+    def __init__(self, path: Path, layout: StreamLayout, flush_interval: float) -> None:
+        self.path = path
+        self.flush_interval = flush_interval
+        self.video = StreamSpan()
+        self.audio = StreamSpan()
         self.opened_wall_ns = time.time_ns()
-        self._file = _HashingFile(self.path)
+        self._file = _HashingFile(path)
         self._container = av.open(self._file, "w", format=CONTAINER, options=_MUX_OPTIONS)
-        self._video_stream = self._container.add_stream("h264", rate=self.layout.fps)
-        self._video_stream.width = self.layout.width
-        self._video_stream.height = self.layout.height
+        self._video_stream = self._container.add_stream("h264", rate=layout.fps)
+        self._video_stream.width = layout.width
+        self._video_stream.height = layout.height
         self._audio_stream = None
-        if self.layout.audio:
-            audio = self.layout.audio
+        if layout.audio:
+            audio = layout.audio
             self._audio_stream = self._container.add_stream(audio.codec, rate=audio.sample_rate)
             self._audio_stream.layout = "mono" if audio.channels == 1 else "stereo"
             self._audio_stream.codec_context.extradata = audio.extradata

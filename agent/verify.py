@@ -102,8 +102,9 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report) -> list
             body = json.loads(body_bytes)
             seq = body["seq"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            report.findings.append(Finding(where, f"is not a whole signed record (truncated or "
-                                           f"edited): {exc}", "truncated"))
+            kind = "changed" if line.endswith(b'"}') else "truncated"
+            report.findings.append(Finding(where, f"is not a whole signed record ({kind}): "
+                                           f"{exc}", kind))
             expected_seq += 1
             prev_hash = None
             continue

@@ -136,8 +136,9 @@ class _FrameSource:
                                (x + y) % 256], axis=-1).astype(np.uint8)
         self._device_id = device_id
         self._overlay = overlay
-        self._font = ImageFont.load_default(size=max(10, height // 24))
-        self._strip = (width, max(12, height // 24) * 3)
+        font_size = max(10, height // 24)
+        self._font = ImageFont.load_default(size=font_size)
+        self._strip = (width, font_size * 3 // 2 + 4)
 
     def render(self, index: int, wall: datetime) -> np.ndarray:
         image = np.roll(self._base, index * 4, axis=1)

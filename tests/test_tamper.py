@@ -105,6 +105,18 @@ def edit_record(store: Path) -> None:
     write_lines(store, chain)
 
 
+def respell_signature(store: Path) -> None:
+    """Base64's spare bits: the same 64 signature bytes spelled differently."""
+    chain = lines(store)
+    head, sig = chain[2].rsplit(b'"sig":"', 1)
+    last = sig.index(b"=")  # the character before the padding carries spare bits
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    value = alphabet.index(sig[last - 1 : last])
+    respelled = sig[: last - 1] + alphabet[value ^ 1 : (value ^ 1) + 1] + sig[last:]
+    chain[2] = head + b'"sig":"' + respelled
+    write_lines(store, chain)
+
+
 def resign_with_another_key(store: Path) -> None:
     (store / "keys" / "device.key").unlink()
     (store / "keys" / "device.pub").unlink()
@@ -120,9 +132,12 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "record deleted": (delete_record, "missing", "record 4 is missing (deleted)"),
     "records reordered": (reorder_records, "reordered", "records were reordered"),
     "record inserted": (insert_record, "inserted", "a record was inserted or reordered"),
-    "record truncated": (truncate_record, "truncated", "line 4: is not a whole signed record"),
+    "record truncated": (truncate_record, "truncated", "line 4: is not a whole signed record "
+                         "(truncated)"),
     "chain tail torn": (truncate_chain_tail, "truncated", "is not a whole signed record"),
     "record edited": (edit_record, "changed", "signature does not verify"),
+    "signature re-spelled": (respell_signature, "changed", "line 3: is not a whole signed "
+                             "record (changed): signature is not in standard base64"),
     "key replaced": (resign_with_another_key, "changed", "record 1 (line 1): signature does not"),
 }
 
