@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import av
+
 from agent.chain import Chain, utc_iso
 from agent.config import RecorderConfig
 from agent.prebuffer import PreEventBuffer
@@ -53,6 +55,7 @@ class RecorderStats:
     """Figures of the packet path, for status and benchmarks."""
 
     packets: int = 0
+    packets_lost: int = 0
     max_queue_depth: int = 0
     longest_rotation_s: float = 0.0
     segments_sealed: int = 0
@@ -76,6 +79,11 @@ class Recorder:
                                             | None] = queue.SimpleQueue()
         self.stats = RecorderStats()
         self.current_segment: str | None = None
+        # Owned by the writer thread:
+        self._writing: _Recording | None = None
+        self._segment: SegmentWriter | None = None
+        self._index = 0
+        self._failing = False
         self._writer = threading.Thread(target=self._write_loop, name="segment-writer",
                                         daemon=True)
         self._sealer = threading.Thread(target=self._seal_loop, name="segment-sealer",
@@ -148,36 +156,53 @@ class Recorder:
     # --- writer thread ------------------------------------------------------------------
 
     def _write_loop(self) -> None:
-        segment: SegmentWriter | None = None
-        recording: _Recording | None = None
-        index = 0
         while (item := self._queue.get()) is not None:
             if isinstance(item, _Recording):
-                recording, index = item, 0
-                continue
-            if isinstance(item, _Stop):
-                if segment is not None:
-                    self._seal_queue.put((segment, item.recording, index))
-                    segment = None
+                self._writing, self._index = item, 0
+            elif isinstance(item, _Stop):
+                self._cut()
                 self._seal_queue.put(item)
                 self.current_segment = None
-                continue
-            self.stats.max_queue_depth = max(self.stats.max_queue_depth, self._queue.qsize())
-            rotating = (segment is not None and item.keyframe and not item.audio
-                        and segment.video.first_pts_us is not None
-                        and item.pts_us - segment.video.first_pts_us >= self._segment_us)
-            started = time.perf_counter()
-            if rotating:
-                self._seal_queue.put((segment, recording, index))
-                index += 1
-                segment = None
-            if segment is None:
-                segment = self._open_segment(recording.id, index)
-            segment.write(item)
-            if rotating:
-                self.stats.longest_rotation_s = max(self.stats.longest_rotation_s,
-                                                    time.perf_counter() - started)
+            else:
+                try:
+                    self._write(item)
+                    self._failing = False
+                except (OSError, av.FFmpegError, ValueError):
+                    # Never let one bad packet or a full disk end the recording: count the
+                    # loss, seal what was written, and try again with a new segment.
+                    self.stats.packets_lost += 1
+                    if not self._failing:
+                        log.critical("recording %d: packet at %s us lost, segment %d cut",
+                                     self._writing.id, item.pts_us, self._index,
+                                     exc_info=True)
+                    self._failing = True
+                    self._cut()
         self._seal_queue.put(None)
+
+    def _write(self, packet: EncodedPacket) -> None:
+        if packet.pts_us is None:
+            raise ValueError("a packet without a timestamp cannot be placed in the recording")
+        self.stats.max_queue_depth = max(self.stats.max_queue_depth, self._queue.qsize())
+        segment = self._segment
+        rotating = (segment is not None and packet.keyframe and not packet.audio
+                    and segment.video.first_pts_us is not None
+                    and packet.pts_us - segment.video.first_pts_us >= self._segment_us)
+        started = time.perf_counter()
+        if rotating:
+            self._cut()
+        if self._segment is None:
+            self._segment = self._open_segment(self._writing.id, self._index)
+        self._segment.write(packet)
+        if rotating:
+            self.stats.longest_rotation_s = max(self.stats.longest_rotation_s,
+                                                time.perf_counter() - started)
+
+    def _cut(self) -> None:
+        """Hand the open segment to the sealer; the next packet opens the next one."""
+        if self._segment is not None:
+            self._seal_queue.put((self._segment, self._writing, self._index))
+            self._segment = None
+            self._index += 1
 
     def _open_segment(self, recording_id: int, index: int) -> SegmentWriter:
         name = f"{recording_id:08d}-{index:05d}{SUFFIX}"
@@ -194,7 +219,7 @@ class Recorder:
             segment, recording, index = item
             try:
                 self._seal(segment.close(), recording, index)
-            except OSError:
+            except (OSError, av.FFmpegError):
                 # The file stays where it is (open/ or sealed/) for recovery at next start;
                 # the recording goes on, and stop() must never wait for a seal that failed.
                 log.critical("could not seal segment %d of recording %d (%s)", index,

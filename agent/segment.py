@@ -36,6 +36,32 @@ class EncodedPacket(NamedTuple):
     audio: bool
 
 
+class AdtsFramer:
+    """Puts the 7-byte ADTS header on raw AAC frames, as MPEG-TS carries AAC.
+
+    The header is derived from the AudioSpecificConfig (ISO 14496-3) the encoder
+    gives as extradata: object type, sampling-frequency index, channel layout.
+    """
+
+    def __init__(self, audio_specific_config: bytes) -> None:
+        if len(audio_specific_config) < 2:
+            raise ValueError(f"AAC AudioSpecificConfig too short: {audio_specific_config!r}")
+        first, second = audio_specific_config[0], audio_specific_config[1]
+        object_type = first >> 3
+        frequency_index = ((first & 0x07) << 1) | (second >> 7)
+        self._channels = (second >> 3) & 0x0F
+        self._fixed = bytes([0xFF, 0xF1, ((object_type - 1) & 0x03) << 6
+                             | frequency_index << 2 | self._channels >> 2])
+
+    def frame(self, payload: bytes) -> bytes:
+        if payload[:2] in (b"\xff\xf1", b"\xff\xf9"):
+            return payload  # already ADTS
+        length = len(payload) + 7
+        return self._fixed + bytes([(self._channels & 0x03) << 6 | length >> 11,
+                                    (length >> 3) & 0xFF, (length & 0x07) << 5 | 0x1F,
+                                    0xFC]) + payload
+
+
 class _HashingFile:
     """The file object the muxer writes to: every byte is hashed on its way to disk."""
 
@@ -87,21 +113,22 @@ class SegmentWriter:
         self.opened_wall_ns = time.time_ns()
         self._file = _HashingFile(path)
         self._container = av.open(self._file, "w", format=CONTAINER, options=_MUX_OPTIONS)
-        self._video_stream = self._container.add_stream("h264", rate=layout.fps)
-        self._video_stream.width = layout.width
-        self._video_stream.height = layout.height
+        # Mux-only streams: opening an encoder per segment would cost milliseconds of
+        # CPU under the GIL at every cut, for packets that are already encoded.
+        self._video_stream = self._container.add_mux_stream(
+            "h264", width=layout.width, height=layout.height)
         self._audio_stream = None
+        self._adts = None
         if layout.audio:
-            audio = layout.audio
-            self._audio_stream = self._container.add_stream(audio.codec, rate=audio.sample_rate)
-            self._audio_stream.layout = "mono" if audio.channels == 1 else "stereo"
-            self._audio_stream.codec_context.extradata = audio.extradata
+            self._audio_stream = self._container.add_mux_stream(layout.audio.codec,
+                                                                rate=layout.audio.sample_rate)
+            self._adts = AdtsFramer(layout.audio.extradata)
         self._last_sync = time.monotonic()
 
     def write(self, packet: EncodedPacket) -> None:
         if packet.audio and self._audio_stream is None:
             return
-        av_packet = av.Packet(packet.data)
+        av_packet = av.Packet(self._adts.frame(packet.data) if packet.audio else packet.data)
         av_packet.pts = av_packet.dts = packet.pts_us
         av_packet.time_base = _MICROSECONDS
         av_packet.is_keyframe = packet.keyframe

@@ -196,6 +196,12 @@ def _verify_continuity(records: list[dict[str, Any]], report: Report) -> None:
         if video["first_pts_us"] is not None:
             report.recorded_us += video["last_pts_us"] - video["first_pts_us"] \
                 + 1_000_000 // video["fps"]
+        streams = [("video", 1_000_000 / video["fps"])]
+        if payload["audio"]:
+            audio = payload["audio"]
+            streams.append(("audio", audio["samples_per_packet"] * 1e6 / audio["sample_rate"]))
+        for stream, step_us in streams:
+            _note_missing_inside(report, payload["file"], stream, payload[stream], step_us)
         before = previous.get(payload["recording"])
         previous[payload["recording"]] = payload
         if before is None:
@@ -206,15 +212,27 @@ def _verify_continuity(records: list[dict[str, Any]], report: Report) -> None:
                                            f"{payload['recording']} after segment "
                                            f"{before['index']}", "missing"))
             continue
-        streams = [("video", 1_000_000 / video["fps"])]
-        if payload["audio"]:
-            audio = payload["audio"]
-            streams.append(("audio", audio["samples_per_packet"] * 1e6 / audio["sample_rate"]))
         for stream, step_us in streams:
             finding = _continuity(where, stream, before[stream], payload[stream], step_us,
                                   before["file"])
             if finding:
                 report.findings.append(finding)
+
+
+def _note_missing_inside(report: Report, file: str, stream: str, span: dict[str, Any],
+                         step_us: float) -> None:
+    """Packets the camera never delivered inside a segment: sealed as received, so a note.
+
+    The recorder writes every packet it is given; a shortfall here happened before it
+    (a sensor or encoder drop) and is worth an investigator's attention, not a failure.
+    """
+    if span["first_pts_us"] is None:
+        return
+    expected = round((span["last_pts_us"] - span["first_pts_us"]) / step_us) + 1
+    if span["packets"] < expected:
+        report.notes.append(f"{file}: {stream} has {span['packets']} packets over a span of "
+                            f"{expected}: {expected - span['packets']} never reached the "
+                            "recorder")
 
 
 def _continuity(where: str, stream: str, before: dict[str, Any], after: dict[str, Any],

@@ -177,13 +177,7 @@ def test_cli_exits_0_on_a_good_store(store_copy: Path) -> None:
 
 def test_a_frame_lost_at_a_boundary_is_a_gap_in_time(tmp_path: Path) -> None:
     """A recorder that misses one packet at a cut seals a gap the verifier must name."""
-    store = Store(tmp_path / "store").prepare()
-    chain = Chain(store.chain, load_or_create_device_key(store.keys), lambda: ("T", "O"),
-                  SimulatedClock().state, "boot")
-    packets = _encoded_packets(tmp_path, frames=90)
-    recorder = Recorder(packets.layout, store, chain,
-                        RecorderConfig(segment_seconds=1.0, pre_event_seconds=0.0))
-    recorder.start("test")
+    store, chain, recorder, packets = _recording(tmp_path, frames=90)
     second_keyframe = [i for i, p in enumerate(packets.video) if p[1]][2]
     for i, (data, keyframe, pts) in enumerate(packets.video):
         if i != second_keyframe - 1:  # the last frame before the second cut is lost
@@ -195,6 +189,47 @@ def test_a_frame_lost_at_a_boundary_is_a_gap_in_time(tmp_path: Path) -> None:
     assert [f.kind for f in report.findings] == ["gap"], report.summary()
     assert "gap in time: video jumps 66.7 ms" in str(report.findings[0])
     assert "about 1 packets missing" in str(report.findings[0])
+
+
+def test_a_frame_the_camera_dropped_inside_a_segment_is_noted(tmp_path: Path) -> None:
+    store, chain, recorder, packets = _recording(tmp_path, frames=60)
+    for i, (data, keyframe, pts) in enumerate(packets.video):
+        if i != 20:  # mid-segment: the camera never delivered it
+            recorder.outputframe(data, keyframe, pts)
+    recorder.stop("test")
+    recorder.close()
+    chain.close()
+    report = verify_store(store.root)
+    assert report.ok, report.summary()
+    assert any("video has 29 packets over a span of 30: 1 never reached the recorder" in note
+               for note in report.notes), report.notes
+
+
+def test_a_packet_the_writer_cannot_take_is_counted_and_shows_as_a_gap(tmp_path: Path) -> None:
+    """One bad packet must not end the recording; its loss must be visible to the verifier."""
+    store, chain, recorder, packets = _recording(tmp_path, frames=90)
+    for i, (data, keyframe, pts) in enumerate(packets.video):
+        recorder.outputframe(data, keyframe, None if i == 40 else pts)
+    stop = recorder.stop("test")
+    recorder.close()
+    chain.close()
+    assert recorder.stats.packets_lost == 1
+    assert stop["payload"]["video_frames"] == 89
+    report = verify_store(store.root)
+    assert [f.kind for f in report.findings] == ["gap"], report.summary()
+    assert "about 1 packets missing" in str(report.findings[0])
+
+
+def _recording(tmp_path: Path, frames: int) -> tuple[Store, Chain, Recorder, _Packets]:
+    """A recorder on a fresh store, started, and pre-encoded video to feed it by hand."""
+    store = Store(tmp_path / "store").prepare()
+    chain = Chain(store.chain, load_or_create_device_key(store.keys), lambda: ("T", "O"),
+                  SimulatedClock().state, "boot")
+    packets = _encoded_packets(tmp_path, frames)
+    recorder = Recorder(packets.layout, store, chain,
+                        RecorderConfig(segment_seconds=1.0, pre_event_seconds=0.0))
+    recorder.start("test")
+    return store, chain, recorder, packets
 
 
 class _Packets:
