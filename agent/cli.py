@@ -97,9 +97,12 @@ def _verify(args: argparse.Namespace) -> int:
 
     root = args.path or (args.store or _config(args).store_path)
     report = verify_store(root, args.key)
-    print(report_json(report) if args.json else report.summary())
-    for note in [] if args.json else report.notes:
-        print(f"note: {note}")
+    if args.json:
+        print(report_json(report))
+    else:
+        print(report.summary())
+        for note in report.notes:
+            print(f"note: {note}")
     return 0 if report.ok else 1
 
 

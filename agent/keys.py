@@ -54,6 +54,8 @@ def public_pem(public_key: Ed25519PublicKey) -> bytes:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    if not path.is_file():
+        raise KeyMaterialError(f"no public key at {path}; give the device's key with --key")
     key = serialization.load_pem_public_key(path.read_bytes())
     if not isinstance(key, Ed25519PublicKey):
         raise KeyMaterialError(f"{path} is not an Ed25519 public key")

@@ -56,6 +56,8 @@ class Report:
                 "first_problem": str(self.findings[0]) if self.findings else None}
 
     def summary(self) -> str:
+        if self.ok and self.head is None:
+            return "OK: the chain is empty"
         if self.ok:
             return (f"OK: {self.records} records, {self.segments} segments in "
                     f"{self.recordings} recordings verify; chain head seq {self.head['seq']} "
