@@ -55,10 +55,40 @@ class CameraConfig(_Section):
 
 
 class AudioConfig(_Section):
+    """Microphone and speaker. backend "sim" is a synthetic tone and a silent speaker."""
+
     enabled: bool = True
+    backend: Literal["sim", "sounddevice", "pyaudio"] = "sim"
+    input_device: str = ""       # a substring of the device name; "" = the system default
+    output_device: str = ""
     sample_rate: Literal[8000, 16000, 22050, 32000, 44100, 48000] = 48000
     channels: Annotated[int, Field(ge=1, le=2)] = 1
     bitrate: Annotated[int, Field(ge=16_000, le=320_000)] = 64_000
+
+
+class BatteryConfig(_Section):
+    """Where the charge is read, and what projects the runtime left."""
+
+    backend: Literal["sim", "sysfs", "max17048", "none"] = "sim"
+    sysfs_root: str = "/sys/class/power_supply"
+    name: str = ""               # power_supply name; "" = the first of type Battery
+    i2c_bus: Annotated[int, Field(ge=0)] = 1
+    i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] = 0x36
+    capacity_wh: Annotated[float, Field(gt=0)] = 11.1
+    recording_draw_w: Annotated[float, Field(gt=0)] = 3.0
+    low_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
+    low_minutes: Annotated[float, Field(ge=0)] = 20.0
+
+
+class ClockConfig(_Section):
+    backend: Literal["sim", "kernel"] = "sim"
+    max_error_ms: Annotated[float, Field(gt=0)] = 500.0
+
+
+class SelfCheckConfig(_Section):
+    shift_hours: Annotated[float, Field(gt=0, le=24)] = 10.0
+    export_deadline_hours: Annotated[float, Field(gt=0)] = 24.0
+    run_at_start: bool = True
 
 
 class RecorderConfig(_Section):
@@ -92,6 +122,9 @@ class Config(_Section):
     audio: AudioConfig = AudioConfig()
     recorder: RecorderConfig
     gpio: GpioConfig
+    battery: BatteryConfig = BatteryConfig()
+    clock: ClockConfig = ClockConfig()
+    selfcheck: SelfCheckConfig = SelfCheckConfig()
 
     @model_validator(mode="after")
     def _keyframes_fit_segments(self) -> Config:
