@@ -10,6 +10,7 @@ previous one with `sha256sum`: see docs/chain-format.md.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
@@ -64,6 +65,10 @@ def utc_iso(ns: int) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class ChainBusyError(Exception):
+    """One writer at a time: two would fork the chain."""
+
+
 @dataclass(frozen=True)
 class ChainHead:
     seq: int
@@ -93,10 +98,15 @@ class Chain:
         self._clock = clock
         self._boot_id = boot_id
         self._lock = threading.Lock()
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise ChainBusyError(f"another bodycam process is writing {path}") from None
+        fsync_dir(path.parent)
         self.repair = _repair_torn_tail(path)
         self._head = _read_head(path)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        fsync_dir(path.parent)
 
     @property
     def head(self) -> ChainHead:

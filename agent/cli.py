@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from agent.chain import ChainBusyError
 from agent.config import Config, ConfigError, load_config
 from agent.control import request
 from agent.keys import KeyMaterialError
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ConfigError, KeyMaterialError) as exc:
+    except (ConfigError, KeyMaterialError, ChainBusyError) as exc:
         print(f"bodycam: {exc}", file=sys.stderr)
         return 2
     except ConnectionError as exc:
@@ -55,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
                         "keys/device.pub in the store")
     verify.add_argument("--json", action="store_true", help="print the full report as JSON")
     verify.set_defaults(func=_verify)
+
+    selfcheck = commands.add_parser("selfcheck", parents=[common],
+                                    help="the pre-shift self-check; exit 0 pass, 1 warn, 2 fail")
+    selfcheck.add_argument("--json", action="store_true")
+    selfcheck.set_defaults(func=_selfcheck)
 
     status = commands.add_parser("status", parents=[common], help="the running daemon's state")
     status.add_argument("--json", action="store_true")
@@ -104,6 +110,23 @@ def _verify(args: argparse.Namespace) -> int:
         for note in report.notes:
             print(f"note: {note}")
     return 0 if report.ok else 1
+
+
+def _selfcheck(args: argparse.Namespace) -> int:
+    """Ask the running daemon (it owns the camera); with none running, check on our own."""
+    from agent.daemon import Daemon
+    from agent.selfcheck import SelfCheckResult
+
+    config = _config(args)
+    try:
+        reply = request(Store(config.store_path).control_socket, {"cmd": "selfcheck"},
+                        timeout=120)
+        result = SelfCheckResult.from_record(reply)
+    except ConnectionError:
+        result = Daemon(config, args.config).check_once()
+    print(json.dumps(result.as_record(), indent=2, ensure_ascii=False) if args.json
+          else result.render())
+    return int(result.overall)
 
 
 def _send(args: argparse.Namespace, message: dict[str, object]) -> dict[str, object]:

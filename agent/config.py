@@ -75,7 +75,7 @@ class BatteryConfig(_Section):
     i2c_bus: Annotated[int, Field(ge=0)] = 1
     i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] = 0x36
     capacity_wh: Annotated[float, Field(gt=0)] = 11.1
-    recording_draw_w: Annotated[float, Field(gt=0)] = 3.0
+    recording_draw_w: Annotated[float, Field(gt=0)] = 1.0
     low_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
     low_minutes: Annotated[float, Field(ge=0)] = 20.0
 
@@ -89,6 +89,19 @@ class SelfCheckConfig(_Section):
     shift_hours: Annotated[float, Field(gt=0, le=24)] = 10.0
     export_deadline_hours: Annotated[float, Field(gt=0)] = 24.0
     run_at_start: bool = True
+
+
+class VoiceConfig(_Section):
+    """What the device says: the notice of Art. 13 and its spoken prompts, per language."""
+
+    folder: str = ""             # WAV files; relative to the config file; "" = shipped audio
+    languages: list[Literal["zh", "en"]] = ["zh", "en"]
+    notice_on_record: bool = True
+    notice_text: dict[str, str] = {
+        "zh": "为保护您的合法权益，监督我们的执法行为，本次执法全程录音录像",
+        "en": "To protect your lawful rights and to supervise our enforcement, this "
+              "enforcement is being audio and video recorded in full.",
+    }
 
 
 class RecorderConfig(_Section):
@@ -125,6 +138,15 @@ class Config(_Section):
     battery: BatteryConfig = BatteryConfig()
     clock: ClockConfig = ClockConfig()
     selfcheck: SelfCheckConfig = SelfCheckConfig()
+    voice: VoiceConfig = VoiceConfig()
+
+    @model_validator(mode="after")
+    def _real_microphone_runs_in_real_time(self) -> Config:
+        if (self.audio.enabled and self.audio.backend != "sim" and self.camera.backend == "sim"
+                and not self.camera.realtime):
+            raise ValueError(f"[audio] backend = {self.audio.backend!r} records in real time: "
+                             "set [camera] realtime = true")
+        return self
 
     @model_validator(mode="after")
     def _keyframes_fit_segments(self) -> Config:
@@ -140,6 +162,13 @@ class Config(_Section):
     @property
     def store_path(self) -> Path:
         return Path(os.path.expanduser(self.store.path))
+
+
+def voice_folder(config: Config, config_path: Path) -> Path:
+    """The folder of the spoken audio: as configured, else the shipped config/audio."""
+    if config.voice.folder:
+        return (config_path.parent / os.path.expanduser(config.voice.folder)).resolve()
+    return default_config_path().parent / "audio"
 
 
 def default_config_path(name: str = "sim.toml") -> Path:

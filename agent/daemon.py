@@ -2,7 +2,8 @@
 
 Read `run` top to bottom: open the store and the chain, seal a boot record,
 start the camera feeding the recorder, wire the button and the control socket
-to the event queue, then handle events until shutdown, and seal on the way out.
+to the event queue, check the device, then handle events until shutdown, and
+seal on the way out.
 """
 
 from __future__ import annotations
@@ -18,25 +19,32 @@ from typing import Any
 
 from agent import __version__
 from agent.chain import Chain
-from agent.config import Config
+from agent.config import Config, voice_folder
 from agent.control import ControlServer
 from agent.keys import fingerprint, load_or_create_device_key
 from agent.recorder import Recorder
+from agent.selfcheck import SelfCheckResult, Status, device_under_check, run_selfcheck
 from agent.state import (
     ButtonHeld,
     ButtonPressed,
     Event,
+    HealthChanged,
     Shutdown,
     State,
     StateMachine,
     TriggerStart,
 )
 from agent.store import Store
+from agent.voice import Voice
+from hal.audio import open_speaker
+from hal.battery import open_battery
 from hal.camera import Camera, open_camera
-from hal.clock import KernelClock, SimulatedClock
-from hal.gpio import OfficerControls
+from hal.clock import open_clock
+from hal.gpio import Health, OfficerControls
 
 log = logging.getLogger(__name__)
+
+_HEALTH = {Status.PASS: Health.OK, Status.WARN: Health.WARNING, Status.FAIL: Health.FAULT}
 
 
 class Daemon:
@@ -46,21 +54,40 @@ class Daemon:
         self.store = Store(config.store_path)
         self._events: queue.Queue[Event] = queue.Queue()
         self.ready = threading.Event()
+        self.health = Health.OK
+        self.last_selfcheck: SelfCheckResult | None = None
+        self.clock = open_clock(config.clock)
         self.machine: StateMachine | None = None
         self.recorder: Recorder | None = None
         self.controls: OfficerControls | None = None
         self.camera: Camera | None = None
         self.chain: Chain | None = None
+        self.voice: Voice | None = None
+        self.battery = None
 
     def post(self, event: Event) -> None:
         """Thread-safe: button callbacks, the control socket and signals all come through here."""
         self._events.put(event)
 
-    def run(self, install_signals: bool = True) -> int:
+    def check_once(self) -> SelfCheckResult:
+        """`bodycam selfcheck` with no daemon running: start, check, say it, shut down."""
+        thread = threading.Thread(target=self.run, kwargs={"install_signals": False,
+                                                           "selfcheck_at_start": False})
+        thread.start()
+        self.ready.wait()
+        try:
+            result = self.selfcheck()
+            self.voice.flush()
+            return result
+        finally:
+            self.post(Shutdown("self-check done"))
+            thread.join()
+
+    def run(self, install_signals: bool = True, selfcheck_at_start: bool | None = None) -> int:
         self.store.prepare()
+        self.battery = open_battery(self.config.battery, self.store.root)
         key = load_or_create_device_key(self.store.keys)
-        clock = SimulatedClock() if self.config.camera.backend == "sim" else KernelClock()
-        self.chain = Chain(self.store.chain, key, self._identity, clock.state, _boot_id())
+        self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, _boot_id())
         self.chain.append("boot", {
             "version": __version__,
             "config": str(self.config_path),
@@ -75,6 +102,10 @@ class Daemon:
         self.recorder = Recorder(self.camera.layout, self.store, self.chain,
                                  self.config.recorder)
         self.camera.start(self.recorder)
+        self.voice = Voice(open_speaker(self.config.audio),
+                           voice_folder(self.config, self.config_path),
+                           self.config.voice.languages, self.chain,
+                           self.config.voice.notice_text)
         self.controls = OfficerControls(self.config.gpio,
                                         on_press=lambda g: self.post(ButtonPressed(g)),
                                         on_hold=lambda g: self.post(ButtonHeld(g)))
@@ -84,6 +115,9 @@ class Daemon:
         if install_signals:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda s, _f: self.post(Shutdown(signal.Signals(s).name)))
+        if (self.config.selfcheck.run_at_start if selfcheck_at_start is None
+                else selfcheck_at_start):
+            threading.Thread(target=self.selfcheck, name="selfcheck", daemon=True).start()
         log.info("device %s ready, store %s", self.config.device.id, self.store.root)
         self.ready.set()
         shutdown_reason = "unknown"
@@ -97,6 +131,7 @@ class Daemon:
             server.close()
             self.camera.stop()
             self.recorder.close()
+            self.voice.close()
             self.controls.close()
             self.chain.append("shutdown", {"reason": shutdown_reason})
             self.chain.close()
@@ -105,18 +140,36 @@ class Daemon:
     # --- actions the state machine takes ---------------------------------------------------
 
     def start_recording(self, trigger: str) -> None:
-        recording = self.recorder.start(trigger)
+        recording = self.recorder.start(trigger, self.camera.origin_ns)
         log.info("recording %d started by %s", recording, trigger)
+        if self.config.voice.notice_on_record:
+            self.voice.notice(recording)
 
     def stop_recording(self, reason: str) -> None:
         record = self.recorder.stop(reason)
         log.info("recording stopped (%s): %d segments", reason, record["payload"]["segments"])
 
     def show(self, state: State) -> None:
-        if state is State.RECORDING:
-            self.controls.show_recording()
-        elif state is State.STANDBY:
-            self.controls.show_standby()
+        if state is not State.SHUTTING_DOWN:
+            self.controls.show(recording=state is State.RECORDING, health=self.health)
+
+    # --- the self-check -------------------------------------------------------------------
+
+    def selfcheck(self) -> SelfCheckResult:
+        """Check, seal, show and say the result; it never stops a recording."""
+        result = run_selfcheck(device_under_check(
+            self.config, self.store, self.clock, self.battery,
+            lambda: self.recorder.stats.frames_seen,
+            lambda: self.controls.button.is_pressed))
+        self.chain.append("self_check", result.as_record())
+        self.last_selfcheck = result
+        self.health = _HEALTH[result.overall]
+        self.post(HealthChanged())
+        self.voice.say("selfcheck-pass" if result.overall is Status.PASS else "selfcheck-fail")
+        for item in result.not_passed:
+            log.warning("self-check %s: %s: %s (threshold: %s)", item.status.name, item.name,
+                        item.value, item.threshold)
+        return result
 
     # --- queries ------------------------------------------------------------------------
 
@@ -129,6 +182,7 @@ class Daemon:
             "device": self.config.device.id,
             "officer": self.config.device.officer,
             "state": self.machine.state.value,
+            "health": self.health.value,
             "recording": self.recorder.recording_id,
             "current_segment": self.recorder.current_segment,
             "segments_sealed": self.recorder.stats.segments_sealed,
@@ -146,6 +200,8 @@ class Daemon:
         if command == "press":
             self.controls.press(long=bool(request.get("long")))
             return {"ok": True}
+        if command == "selfcheck":
+            return {"ok": True, **self.selfcheck().as_record()}
         raise ValueError(f"unknown command {command!r}")
 
 

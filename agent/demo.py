@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from agent.chain import read_records, split_line
 from agent.config import load_config
 from agent.daemon import Daemon
 from agent.state import Shutdown
@@ -17,13 +20,15 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float) -> in
     store = store or Path(tempfile.mkdtemp(prefix="bodycam-demo-"))
     config, config_path = load_config(config_path, store)
     daemon = Daemon(config, config_path)
-    thread = threading.Thread(target=daemon.run, kwargs={"install_signals": False},
-                              name="daemon")
+    thread = threading.Thread(target=daemon.run, name="daemon",
+                              kwargs={"install_signals": False, "selfcheck_at_start": False})
     thread.start()
     if not daemon.ready.wait(30):
         raise RuntimeError("the daemon did not come up within 30 s")
     _say(f"device {config.device.id} up; store {store}")
-    _say("press: recording starts")
+    _say("pre-shift self-check")
+    print(daemon.selfcheck().render(), flush=True)
+    _say("press: recording starts, the notice is played")
     daemon.controls.press()
     time.sleep(seconds)
     _say(f"hold for {config.gpio.stop_hold_seconds:g} s: recording stops")
@@ -32,17 +37,43 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float) -> in
     thread.join()
 
     report = verify_store(store)
+    records = _records(store)
     gaps = sum(1 for finding in report.findings if finding.kind in ("gap", "overlap"))
     first = sorted((store / "sealed").glob("*.ts"))
-    print(f"\nsegments: {report.segments} in {report.recordings} recording(s)\n"
-          f"duration: {report.recorded_us / 1e6:.1f} s of video "
+    print(f"\nself-check: {_selfcheck_line(records)}\n"
+          f"notice:     {_notice_line(records)}\n"
+          f"segments:   {report.segments} in {report.recordings} recording(s)\n"
+          f"duration:   {report.recorded_us / 1e6:.1f} s of video "
           f"(including the pre-event buffer)\n"
-          f"frames:   {report.video_frames}\n"
-          f"gaps:     {gaps}\n"
-          f"verify:   {report.summary()}")
+          f"frames:     {report.video_frames}\n"
+          f"gaps:       {gaps}\n"
+          f"verify:     {report.summary()}")
     if first:
-        print(f"play:     ffplay {first[0]}")
+        print(f"play:       ffplay {first[0]}")
     return 0 if report.ok else 1
+
+
+def _records(store: Path) -> list[dict[str, Any]]:
+    return [json.loads(split_line(line)[0]) for _, line in read_records(store / "chain.jsonl")]
+
+
+def _selfcheck_line(records: list[dict[str, Any]]) -> str:
+    checks = [r for r in records if r["type"] == "self_check"]
+    if not checks:
+        return "not run"
+    payload = checks[-1]["payload"]
+    failing = [i["name"] for i in payload["items"] if i["status"] != "pass"]
+    return (f"{payload['overall'].upper()}, {len(payload['items'])} items, sealed as record "
+            f"{checks[-1]['seq']}" + (f" (not passed: {', '.join(failing)})" if failing else ""))
+
+
+def _notice_line(records: list[dict[str, Any]]) -> str:
+    notices = [r for r in records if r["type"] == "notice_played"]
+    if not notices:
+        return "not played"
+    parts = notices[-1]["payload"]["parts"]
+    return (f"played {', '.join(p['language'] for p in parts)} from {parts[0]['started']}, "
+            f"sealed as record {notices[-1]['seq']}")
 
 
 def _say(message: str) -> None:

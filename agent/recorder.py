@@ -54,6 +54,7 @@ class _Stop:
 class RecorderStats:
     """Figures of the packet path, for status and benchmarks."""
 
+    frames_seen: int = 0
     packets: int = 0
     packets_lost: int = 0
     max_queue_depth: int = 0
@@ -98,6 +99,8 @@ class Recorder:
                     audio: bool = False) -> None:
         data = frame if frame is not None else bytes(packet)
         encoded = EncodedPacket(data, timestamp, keyframe, audio)
+        if not audio:
+            self.stats.frames_seen += 1
         with self._lock:
             if self._recording is None:
                 self._prebuffer.add(encoded)
@@ -112,12 +115,17 @@ class Recorder:
         recording = self._recording
         return recording.id if recording else None
 
-    def start(self, trigger: str) -> int:
-        """Seal a record_start, then record from the pre-event buffer on."""
+    def start(self, trigger: str, media_origin_ns: int | None = None) -> int:
+        """Seal a record_start, then record from the pre-event buffer on.
+
+        `media_origin_ns` is CLOCK_MONOTONIC at presentation time 0: with the record's
+        own mono_ns and wall time it places every frame of the recording in real time.
+        """
         if self._recording is not None:
             return self._recording.id
         record = self._chain.append("record_start", {
             "trigger": trigger,
+            "media_origin_mono_ns": media_origin_ns,
             "pre_event_ms": round(self._config.pre_event_seconds * 1000),
             "pre_event_audio": self._config.pre_event_audio,
         })

@@ -38,7 +38,12 @@ class Shutdown:
     reason: str
 
 
-Event = ButtonPressed | ButtonHeld | TriggerStart | Shutdown
+@dataclass(frozen=True)
+class HealthChanged:
+    """A self-check or an alarm changed how the device should look."""
+
+
+Event = ButtonPressed | ButtonHeld | TriggerStart | Shutdown | HealthChanged
 
 
 class Actions(Protocol):
@@ -72,6 +77,8 @@ class StateMachine:
                                          and gesture != self._starting_gesture):
                 self._actions.stop_recording("button_hold")
                 self._enter(State.STANDBY)
+            case HealthChanged():
+                self._actions.show(self.state)
             case Shutdown(reason):
                 if self.state is State.RECORDING:
                     self._actions.stop_recording(reason)

@@ -89,14 +89,38 @@ def verify_store(root: Path, public_key_path: Path | None = None) -> Report:
     return report
 
 
-def _verify_records(store: Store, key: Ed25519PublicKey, report: Report) -> list[dict[str, Any]]:
+def verify_tail(root: Path, count: int, public_key_path: Path | None = None) -> Report:
+    """The last `count` records (signatures, links to each other and to the record before)
+    and their segments: the self-check's quick look, not a substitute for `verify_store`."""
+    store = Store(root)
+    report = Report(str(root), "")
+    if not store.chain.exists():
+        return report
+    key = load_public_key(public_key_path or store.keys / PUBLIC_NAME)
+    report.key_fingerprint = fingerprint(key)
     lines = read_records(store.chain)
+    _verify_segments(store, _verify_records(store, key, report, lines[-count:],
+                                            lines[-count - 1 : -count]), report)
+    return report
+
+
+def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
+                    lines: list[tuple[int, bytes]] | None = None,
+                    before: list[tuple[int, bytes]] | None = None) -> list[dict[str, Any]]:
+    """Check `lines` (default: the whole journal), linked to the one line `before` them."""
+    lines = read_records(store.chain) if lines is None else lines
+    expected_seq, prev_hash = 1, GENESIS_PREV
+    if before:
+        try:
+            body_bytes, _ = split_line(before[0][1])
+            expected_seq, prev_hash = json.loads(body_bytes)["seq"] + 1, record_hash(body_bytes)
+        except (ValueError, KeyError, TypeError):
+            expected_seq, prev_hash = before[0][0] + 1, None
     seqs_present = set()
     for _, line in lines:
         with contextlib.suppress(ValueError, KeyError, TypeError, UnicodeDecodeError):
             seqs_present.add(json.loads(split_line(line)[0])["seq"])
     records: list[dict[str, Any]] = []
-    expected_seq, prev_hash = 1, GENESIS_PREV
     for number, line in lines:
         where = f"line {number}"
         try:

@@ -53,6 +53,7 @@ class StreamLayout:
 
 class Camera(Protocol):
     layout: StreamLayout
+    origin_ns: int  # CLOCK_MONOTONIC at camera time 0, once started
 
     def start(self, output: EncodedOutput) -> None: ...
 
@@ -64,7 +65,14 @@ def open_camera(config: Config) -> Camera:
     if config.camera.backend == "sim":
         from hal.sim_camera import SimulatedCamera
 
-        return SimulatedCamera(config)
-    from hal.picamera import PiCamera
+        camera: Camera = SimulatedCamera(config)
+    else:
+        from hal.picamera import PiCamera
 
-    return PiCamera(config)
+        camera = PiCamera(config)
+    if config.audio.enabled and config.audio.backend != "sim":
+        from hal.audio import open_microphone
+        from hal.microphone_track import CameraWithMicrophone
+
+        return CameraWithMicrophone(camera, open_microphone(config.audio), config.audio)
+    return camera

@@ -1,17 +1,31 @@
-"""How far the device's wall clock can be trusted, as the kernel sees it.
+"""How far the device's wall clock can be trusted, and what it is set from.
 
 The real backend reads the kernel's NTP state with adjtimex(2) (modes=0, so it
-needs no privilege); the simulated one is a clock the tests can set.
+needs no privilege), names the daemon that disciplines the clock and compares
+the battery-backed RTC with it; the simulated one is a clock the tests set,
+step and skew. Every record of the chain carries this state, so reading it is
+cheap and never raises.
 """
 
 from __future__ import annotations
 
+import csv
 import ctypes
 import ctypes.util
-from dataclasses import dataclass
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from agent.config import ClockConfig
 
 _STA_UNSYNC = 0x0040
 _TIME_ERROR = 5
+NTP_PHASE_LIMIT_US = 16_000_000  # the kernel's error bound after a step (kernel/time/ntp.c)
+_SOURCE_TTL_S = 60.0  # the time daemon changes rarely; asking it costs a process
+_COMMAND_TIMEOUT_S = 1.0
+RTC_DIR = Path("/sys/class/rtc/rtc0")
+TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 
 
 @dataclass(frozen=True)
@@ -20,10 +34,15 @@ class ClockState:
     max_error_us: int
     est_error_us: int
     source: str
+    time_source: str = "unknown"      # chrony, timesyncd, simulated or unknown
+    time_server: str | None = None    # the reference the daemon follows
+    stratum: int | None = None        # chrony's stratum (0 while it has no reference)
+    rtc: str | None = None            # the RTC's driver name
+    rtc_offset_s: int | None = None   # RTC minus system clock, whole seconds
 
     def as_record(self) -> dict[str, object]:
-        return {"synced": self.synced, "max_error_us": self.max_error_us,
-                "est_error_us": self.est_error_us, "source": self.source}
+        """Integers, bools and strings for the chain; what is not known is left out."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
 
 
 class _Timeval(ctypes.Structure):
@@ -46,26 +65,145 @@ class _Timex(ctypes.Structure):
 
 
 class KernelClock:
-    """The kernel's view through adjtimex(2); synchronised means NTP (or PPS) disciplines it."""
+    """The kernel's view through adjtimex(2); synchronised means NTP (or PPS) disciplines it.
 
-    def __init__(self) -> None:
+    The time source comes from chrony (`chronyc -c tracking`) or systemd-timesyncd
+    (`timedatectl show-timesync`, /run/systemd/timesync/synchronized); the RTC
+    from the rtc class in sysfs (Documentation/ABI/testing/sysfs-class-rtc).
+    """
+
+    def __init__(self, rtc_dir: Path = RTC_DIR) -> None:
         self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self._rtc_dir = rtc_dir
+        self._source: tuple[float, tuple[str, str | None, int | None]] | None = None
+
+    def now_ns(self) -> int:
+        return time.time_ns()
 
     def state(self) -> ClockState:
         timex = _Timex()
         result = self._libc.adjtimex(ctypes.byref(timex))
         if result < 0:
-            return ClockState(False, -1, -1, f"adjtimex failed: errno {ctypes.get_errno()}")
-        synced = result != _TIME_ERROR and not timex.status & _STA_UNSYNC
-        return ClockState(synced, int(timex.maxerror), int(timex.esterror), "kernel")
+            synced, max_error, est_error = False, -1, -1
+            source = f"adjtimex failed: errno {ctypes.get_errno()}"
+        else:
+            synced = result != _TIME_ERROR and not timex.status & _STA_UNSYNC
+            max_error, est_error, source = int(timex.maxerror), int(timex.esterror), "kernel"
+        time_source, server, stratum = self._time_source()
+        rtc, rtc_offset = _read_rtc(self._rtc_dir)
+        return ClockState(synced, max_error, est_error, source, time_source, server, stratum,
+                          rtc, rtc_offset)
+
+    def _time_source(self) -> tuple[str, str | None, int | None]:
+        cached = self._source
+        if cached is None or time.monotonic() >= cached[0]:
+            cached = (time.monotonic() + _SOURCE_TTL_S, _ask_time_daemon())
+            self._source = cached
+        return cached[1]
+
+
+def _ask_time_daemon() -> tuple[str, str | None, int | None]:
+    """(daemon, server, stratum) of whatever disciplines the clock, as far as it can be known."""
+    tracking = _run("chronyc", "-c", "tracking")
+    if tracking:
+        fields = next(csv.reader([tracking.splitlines()[0]]))
+        if len(fields) > 2:
+            stratum = int(fields[2]) if fields[2].isdigit() else None
+            return "chrony", fields[1] or None, stratum
+    server = _run("timedatectl", "show-timesync", "--property=ServerName", "--value")
+    if server or TIMESYNC_FLAG.exists():
+        return "timesyncd", server or None, None
+    return "unknown", None, None
+
+
+def _run(*command: str) -> str | None:
+    """The command's output when it exists and succeeds, else None."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False,
+                              timeout=_COMMAND_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _read_rtc(folder: Path) -> tuple[str | None, int | None]:
+    """(name, RTC minus system clock in s); the offset is None while the RTC holds no valid time."""
+    try:
+        name = (folder / "name").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None, None
+    try:
+        since_epoch = int((folder / "since_epoch").read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return name, None
+    return name, since_epoch - int(time.time())
 
 
 class SimulatedClock:
-    """A clock state the tests set, standing in for NTP on the simulated device."""
+    """A clock the tests set, step and skew, standing in for NTP on the simulated device.
+
+    It follows the kernel: a step leaves it unsynchronised with the 16 s error
+    bound (ntp_clear), and a skew grows the bound by the drift it builds up until
+    the bound passes 16 s, where it counts as unsynchronised.
+    """
 
     def __init__(self, synced: bool = True, max_error_us: int = 1000) -> None:
         self.synced = synced
         self.max_error_us = max_error_us
+        self.skew_ppm = 0.0
+        self._offset_s = 0.0
+        self._skew_since = time.monotonic()
+
+    def _fold(self) -> None:
+        """Move the drift built up so far into the offset and the error bound."""
+        now = time.monotonic()
+        drift_s = self.skew_ppm * 1e-6 * (now - self._skew_since)
+        self._offset_s += drift_s
+        self.max_error_us += round(abs(drift_s) * 1e6)
+        self._skew_since = now
+
+    @property
+    def offset_s(self) -> float:
+        """now_ns() minus the real clock, in seconds: steps, settings and drift."""
+        drift_s = self.skew_ppm * 1e-6 * (time.monotonic() - self._skew_since)
+        return self._offset_s + drift_s
+
+    @offset_s.setter
+    def offset_s(self, seconds: float) -> None:
+        """A wrong clock that still believes itself synchronised."""
+        self._fold()
+        self._offset_s = seconds
+
+    def step(self, seconds: float) -> None:
+        """Jump by `seconds`, as settimeofday(2) does."""
+        self._fold()
+        self._offset_s += seconds
+        self.synced = False
+        self.max_error_us = NTP_PHASE_LIMIT_US
+
+    def skew(self, ppm: float) -> None:
+        """From now on run `ppm` parts per million fast (negative: slow)."""
+        self._fold()
+        self.skew_ppm = ppm
+
+    def sync(self, max_error_us: int = 1000) -> None:
+        """NTP disciplines the clock again: on true time, synchronised, no skew."""
+        self._skew_since = time.monotonic()
+        self._offset_s = 0.0
+        self.skew_ppm = 0.0
+        self.synced = True
+        self.max_error_us = max_error_us
+
+    def now_ns(self) -> int:
+        return time.time_ns() + round(self.offset_s * 1e9)
 
     def state(self) -> ClockState:
-        return ClockState(self.synced, self.max_error_us, self.max_error_us // 2, "simulated")
+        growth_us = round(abs(self.skew_ppm) * (time.monotonic() - self._skew_since))
+        max_error = self.max_error_us + growth_us
+        synced = self.synced and max_error <= NTP_PHASE_LIMIT_US
+        return ClockState(synced, max_error, max_error // 2, "simulated",
+                          time_source="simulated")
+
+
+def open_clock(config: ClockConfig) -> KernelClock | SimulatedClock:
+    return SimulatedClock() if config.backend == "sim" else KernelClock()

@@ -6,6 +6,7 @@ facility), so the same Button and LED objects run here and on a Raspberry Pi.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import time
 from collections.abc import Callable
@@ -15,6 +16,15 @@ from gpiozero import LED, Button
 from gpiozero.pins import Factory
 
 from agent.config import GpioConfig
+
+
+class Health(enum.Enum):
+    OK = "ok"
+    WARNING = "warning"
+    FAULT = "fault"
+
+
+_GREEN = {Health.OK: (0.1, 1.9), Health.WARNING: (0.25, 0.25), Health.FAULT: (0.05, 0.1)}
 
 _FACTORIES = {
     "mock": ("gpiozero.pins.mock", "MockFactory"),
@@ -55,13 +65,21 @@ class OfficerControls:
         self._gesture = next(self._gestures)
         return self._gesture
 
-    def show_standby(self) -> None:
-        self.record_led.off()
-        self.status_led.blink(on_time=0.1, off_time=1.9)
+    def show(self, recording: bool, health: Health) -> None:
+        """The LED pattern for what the device does and how well it is.
 
-    def show_recording(self) -> None:
-        self.status_led.off()
-        self.record_led.on()
+        Red is solid while recording and nothing else may look like it; green says
+        how healthy the device is: a heartbeat when all is well, a steady flash on a
+        warning, a fast flicker on a fault. A fault in standby also flickers red.
+        """
+        if recording:
+            self.record_led.on()
+        elif health is Health.FAULT:
+            self.record_led.blink(on_time=0.1, off_time=0.1)
+        else:
+            self.record_led.off()
+        on, off = _GREEN[health]
+        self.status_led.blink(on_time=on, off_time=off)
 
     @property
     def simulated(self) -> bool:

@@ -15,6 +15,8 @@ the tests; it is imported only when [camera] backend = "picamera2".
 
 from __future__ import annotations
 
+import time
+
 from agent.config import Config
 from hal.camera import EncodedOutput, StreamLayout
 
@@ -31,8 +33,13 @@ class PiCamera:
         self._encoder = H264Encoder(bitrate=cam.bitrate, repeat=True,
                                     iperiod=cam.keyframe_interval)
         self.layout = StreamLayout(cam.width, cam.height, cam.fps, audio=None)
+        self.origin_ns = 0
 
     def start(self, output: EncodedOutput) -> None:
+        # picamera2 counts timestamps from the first frame; taking the start of recording
+        # as that moment is good to a frame interval. Mapping the sensor's own timestamp
+        # (request metadata SensorTimestamp) is left for the real-recorder issue.
+        self.origin_ns = time.monotonic_ns()
         self._picam2.start_recording(self._encoder, _as_picamera2_output(output))
 
     def stop(self) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from agent.config import Config
+from hal.aac import AacEncoder
 from hal.camera import AudioLayout, EncodedOutput, StreamLayout
 
 # Camera clock origin: keeps the AAC encoder's priming packet (-1024 samples) non-negative.
@@ -31,12 +32,15 @@ class SimulatedCamera:
         self._config = config
         self._video = _video_encoder(cam.width, cam.height, cam.fps, cam.keyframe_interval,
                                      cam.bitrate)
-        self._audio = _audio_encoder(audio.sample_rate, audio.channels, audio.bitrate) \
-            if audio.enabled else None
+        # The tone is the simulated microphone of a simulated device; a real microphone
+        # is its own track (hal/microphone_track.py) on the camera's clock.
+        self._audio = (AacEncoder(audio.sample_rate, audio.channels, audio.bitrate)
+                       if audio.enabled and audio.backend == "sim" else None)
         self.layout = StreamLayout(
             cam.width, cam.height, cam.fps,
             AudioLayout("aac", audio.sample_rate, audio.channels, self._audio.frame_size,
-                        bytes(self._audio.extradata)) if self._audio else None)
+                        self._audio.extradata) if self._audio else None)
+        self.origin_ns = 0
         self._frames = _FrameSource(cam.width, cam.height, config.device.id, cam.overlay)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -56,7 +60,10 @@ class SimulatedCamera:
     def _run(self, output: EncodedOutput) -> None:
         fps = self._config.camera.fps
         realtime = self._config.camera.realtime
-        started_mono = time.monotonic()
+        started_mono_ns = time.monotonic_ns()
+        started_mono = started_mono_ns / 1e9
+        # CLOCK_MONOTONIC at camera time 0, so other tracks can share the camera's clock.
+        self.origin_ns = started_mono_ns - CLOCK_ORIGIN_US * 1000
         started_wall = datetime.now(UTC)
         audio_samples = 0
         index = 0
@@ -82,18 +89,13 @@ class SimulatedCamera:
         """Encode tone up to `until` seconds, so audio and video share one time base."""
         enc = self._audio
         rate = enc.sample_rate
-        while samples < until * rate:
-            t = (np.arange(samples, samples + enc.frame_size) / rate).astype(np.float32)
-            tone = (0.1 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(np.tile(tone, (enc.channels, 1)),
-                                               format="fltp", layout=enc.layout.name)
-            frame.sample_rate = rate
-            frame.pts = samples
-            for packet in enc.encode(frame):
-                output.outputframe(None, True, CLOCK_ORIGIN_US + packet.pts * 1_000_000 // rate,
-                                   packet, True)
-            samples += enc.frame_size
-        return samples
+        end = int(until * rate)
+        t = np.arange(samples, end) / rate
+        tone = (0.1 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
+        for packet in enc.encode(np.tile(tone[:, None], (1, enc.channels))):
+            output.outputframe(None, True, CLOCK_ORIGIN_US + packet.pts * 1_000_000 // rate,
+                               packet, True)
+        return end
 
 
 def _video_encoder(width: int, height: int, fps: int, gop: int,
@@ -109,18 +111,6 @@ def _video_encoder(width: int, height: int, fps: int, gop: int,
     # every segment then starts decodable and rotation points are predictable.
     enc.options = {"preset": "ultrafast", "tune": "zerolatency", "keyint_min": str(gop),
                    "sc_threshold": "0", "x264-params": "repeat-headers=1"}
-    enc.open()
-    return enc
-
-
-def _audio_encoder(rate: int, channels: int,
-                   bitrate: int) -> av.audio.codeccontext.AudioCodecContext:
-    enc = av.CodecContext.create("aac", "w")
-    enc.sample_rate = rate
-    enc.layout = "mono" if channels == 1 else "stereo"
-    enc.format = "fltp"
-    enc.time_base = Fraction(1, rate)
-    enc.bit_rate = bitrate
     enc.open()
     return enc
 

@@ -42,9 +42,17 @@ pre_event_audio = false
 [gpio]
 pin_factory = "mock"
 stop_hold_seconds = 0.5
+
+[selfcheck]
+run_at_start = false
+export_deadline_hours = {export_deadline_hours}
+
+[voice]
+notice_on_record = {notice}
 """
 
-DEFAULTS = {"gop": 15, "realtime": "false", "segment_seconds": 1.0, "pre_event_seconds": 2.0}
+DEFAULTS = {"gop": 15, "realtime": "false", "segment_seconds": 1.0, "pre_event_seconds": 2.0,
+            "export_deadline_hours": 24, "notice": "false"}
 
 
 def write_device_config(path: Path, store: Path, **values: object) -> Path:
