@@ -116,7 +116,8 @@ def rms_dbfs(pcm: np.ndarray) -> float:
 def conform(pcm: np.ndarray, rate: int, to_rate: int, to_channels: int) -> np.ndarray:
     """Audio made playable by a device: linear resampling, mono spread or stereo mixed down."""
     pcm = np.asarray(pcm, np.float32)
-    pcm = pcm.reshape(len(pcm), -1)
+    if pcm.ndim == 1:
+        pcm = pcm[:, None]
     if rate != to_rate and len(pcm):
         frames = round(len(pcm) * to_rate / rate)
         at = np.arange(frames) * (rate / to_rate)
@@ -128,7 +129,7 @@ def conform(pcm: np.ndarray, rate: int, to_rate: int, to_channels: int) -> np.nd
 
 # --- device choice -------------------------------------------------------------------------
 
-Kind = Literal["input", "output"]
+_Kind = Literal["input", "output"]
 
 
 @dataclass(frozen=True)
@@ -139,11 +140,11 @@ class _Device:
     outputs: int
     default_rate: int
 
-    def channels(self, kind: Kind) -> int:
+    def channels(self, kind: _Kind) -> int:
         return self.inputs if kind == "input" else self.outputs
 
 
-def _choose(wanted: str, devices: list[_Device], default: int, kind: Kind) -> _Device:
+def _choose(wanted: str, devices: list[_Device], default: int, kind: _Kind) -> _Device:
     """The device whose name contains `wanted` (an exact name wins); "" is the default."""
     usable = [d for d in devices if d.channels(kind) > 0]
     names = ", ".join(repr(d.name) for d in usable) or "none"
@@ -162,7 +163,7 @@ def _choose(wanted: str, devices: list[_Device], default: int, kind: Kind) -> _D
     return found[0]
 
 
-def _check_channels(device: _Device, kind: Kind, channels: int) -> None:
+def _check_channels(device: _Device, kind: _Kind, channels: int) -> None:
     if device.channels(kind) < channels:
         raise AudioError(f"{kind} device {device.name!r} has {device.channels(kind)} "
                          f"channels, {channels} wanted")
@@ -196,12 +197,11 @@ class _Feed:
         self._pos = 0
         self.started_ns: int | None = None
         self.ended_ns = 0
-        self.finished = threading.Event()
 
     def fill(self, out: np.ndarray, heard_ns: int) -> bool:
         """Fill `out` (zero-padded at the end); True once the last sample has been handed."""
         if self.started_ns is None:
-            self.started_ns = heard_ns
+            self.started_ns = self.ended_ns = heard_ns
         block = self._pcm[self._pos:self._pos + len(out)]
         out[:len(block)] = block
         out[len(block):] = 0
@@ -210,10 +210,11 @@ class _Feed:
             self.ended_ns = heard_ns + len(block) * 1_000_000_000 // self._rate
         return self._pos >= len(self._pcm)
 
-    def wait(self, device: str) -> Playback:
-        """Block until the stream has finished and the last sample has been heard."""
+    def wait(self, device: str, finished: Callable[[float], bool]) -> Playback:
+        """Block until `finished(timeout)` says the stream is done and the last sample has
+        been heard."""
         timeout = len(self._pcm) / self._rate + PLAYBACK_GRACE_S
-        if not self.finished.wait(timeout) or self.started_ns is None:
+        if not finished(timeout) or self.started_ns is None:
             raise AudioError(f"playback on {device!r} did not finish within {timeout:.1f} s")
         _sleep_until(self.ended_ns)
         return Playback(self.started_ns, self.ended_ns)
@@ -227,7 +228,7 @@ def _sleep_until(monotonic_ns: int) -> None:
 
 # --- sounddevice -----------------------------------------------------------------------------
 
-def _sd_device(sd: Any, wanted: str, kind: Kind) -> _Device:
+def _sd_device(sd: Any, wanted: str, kind: _Kind) -> _Device:
     devices = [_Device(i, d["name"], d["max_input_channels"], d["max_output_channels"],
                        round(d["default_samplerate"])) for i, d in enumerate(sd.query_devices())]
     try:
@@ -251,6 +252,7 @@ class SoundDeviceSpeaker:
         sd, dev = self._sd, self._device
         channels = min(2, dev.outputs)
         feed = _Feed(conform(pcm, sample_rate, dev.default_rate, channels), dev.default_rate)
+        finished = threading.Event()
 
         def callback(out: np.ndarray, frames: int, t: Any, _status: Any) -> None:
             now = time.monotonic_ns()
@@ -262,12 +264,12 @@ class SoundDeviceSpeaker:
             stream = sd.OutputStream(device=dev.index, samplerate=dev.default_rate,
                                      channels=channels, dtype="float32",
                                      latency=OUTPUT_LATENCY_S, callback=callback,
-                                     finished_callback=feed.finished.set)
+                                     finished_callback=finished.set)
         except sd.PortAudioError as exc:
             raise AudioError(f"cannot open output device {dev.name!r}: {exc}") from exc
         with stream:
             stream.start()
-            return feed.wait(dev.name)
+            return feed.wait(dev.name, finished.wait)
 
 
 class SoundDeviceMicrophone:
@@ -296,9 +298,12 @@ class SoundDeviceMicrophone:
             on_block(pcm.copy(), _adc_ns(now, t.currentTime, t.inputBufferAdcTime, frames,
                                          rate, self._stream.latency))
 
-        self._stream = self._sd.InputStream(
-            device=self._device.index, samplerate=rate, channels=self.channels,
-            dtype="float32", blocksize=rate // BLOCKS_PER_SECOND, callback=callback)
+        try:
+            self._stream = self._sd.InputStream(
+                device=self._device.index, samplerate=rate, channels=self.channels,
+                dtype="float32", blocksize=rate // BLOCKS_PER_SECOND, callback=callback)
+        except self._sd.PortAudioError as exc:
+            raise AudioError(f"cannot open input device {self._device.name!r}: {exc}") from exc
         self._stream.start()
 
     def stop(self) -> None:
@@ -310,7 +315,7 @@ class SoundDeviceMicrophone:
 
 # --- pyaudio ---------------------------------------------------------------------------------
 
-def _pa_device(pa: Any, wanted: str, kind: Kind) -> _Device:
+def _pa_device(pa: Any, wanted: str, kind: _Kind) -> _Device:
     devices = []
     for i in range(pa.get_device_count()):
         d = pa.get_device_info_by_index(i)
@@ -349,26 +354,29 @@ class PyAudioSpeaker:
             return out.tobytes(), pyaudio.paComplete if done else pyaudio.paContinue
 
         try:
+            # PyAudio takes a buffer size, not a latency; PortAudio keeps two buffers queued.
             stream = self._pa.open(rate=dev.default_rate, channels=channels,
                                    format=pyaudio.paFloat32, output=True,
-                                   output_device_index=dev.index, stream_callback=callback,
-                                   start=False)
+                                   output_device_index=dev.index,
+                                   frames_per_buffer=round(dev.default_rate * OUTPUT_LATENCY_S / 2),
+                                   stream_callback=callback, start=False)
         except OSError as exc:
             raise AudioError(f"cannot open output device {dev.name!r}: {exc}") from exc
         try:
             stream.start_stream()
-            threading.Thread(target=_wait_inactive, args=(stream, feed.finished),
-                             name="pyaudio-playback", daemon=True).start()
-            return feed.wait(dev.name)
+            return feed.wait(dev.name, lambda timeout: _until_inactive(stream, timeout))
         finally:
             stream.close()
 
 
-def _wait_inactive(stream: Any, finished: threading.Event) -> None:
+def _until_inactive(stream: Any, timeout: float) -> bool:
     """PyAudio has no finished callback: poll until PortAudio reports the stream done."""
+    deadline = time.monotonic() + timeout
     while stream.is_active():
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.005)
-    finished.set()
+    return True
 
 
 class PyAudioMicrophone:
@@ -401,10 +409,15 @@ class PyAudioMicrophone:
                                   rate, self._stream.get_input_latency()))
             return None, pyaudio.paContinue
 
-        self._stream = self._pa.open(rate=rate, channels=channels, format=pyaudio.paFloat32,
-                                     input=True, input_device_index=self._device.index,
-                                     frames_per_buffer=rate // BLOCKS_PER_SECOND,
-                                     stream_callback=callback)
+        try:
+            self._stream = self._pa.open(
+                rate=rate, channels=channels, format=pyaudio.paFloat32, input=True,
+                input_device_index=self._device.index,
+                frames_per_buffer=rate // BLOCKS_PER_SECOND, stream_callback=callback,
+                start=False)
+        except OSError as exc:
+            raise AudioError(f"cannot open input device {self._device.name!r}: {exc}") from exc
+        self._stream.start_stream()
 
     def stop(self) -> None:
         if self._stream is not None:

@@ -31,6 +31,7 @@ realtime = {realtime}
 
 [audio]
 enabled = true
+backend = "{audio_backend}"
 sample_rate = 48000
 
 [recorder]
@@ -49,10 +50,12 @@ export_deadline_hours = {export_deadline_hours}
 
 [voice]
 notice_on_record = {notice}
+languages = {languages}
 """
 
 DEFAULTS = {"gop": 15, "realtime": "false", "segment_seconds": 1.0, "pre_event_seconds": 2.0,
-            "export_deadline_hours": 24, "notice": "false"}
+            "export_deadline_hours": 24, "notice": "false", "audio_backend": "sim",
+            "languages": '["zh", "en"]'}
 
 
 def write_device_config(path: Path, store: Path, **values: object) -> Path:
