@@ -104,6 +104,18 @@ class VoiceConfig(_Section):
     }
 
 
+class CuesConfig(_Section):
+    """The officer's reminders and alarms; each can be turned off."""
+
+    reminder_interval_s: Annotated[float, Field(ge=0)] = 120.0  # while recording; 0 = off
+    check_interval_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    alarm_repeat_s: Annotated[float, Field(gt=0)] = 300.0
+    battery_alarm: bool = True
+    clock_alarm: bool = True
+    storage_alarm: bool = True
+    storage_low_minutes: Annotated[float, Field(ge=0)] = 60.0
+
+
 class RecorderConfig(_Section):
     segment_seconds: PositiveSeconds
     flush_interval: Annotated[float, Field(gt=0, le=10)] = 1.0
@@ -118,11 +130,12 @@ class GpioConfig(_Section):
     stop_hold_seconds: Annotated[float, Field(ge=0.5, le=30)] = 3.0
     record_led_pin: Annotated[int, Field(ge=0, le=53)] = 27
     status_led_pin: Annotated[int, Field(ge=0, le=53)] = 22
+    buzzer_pin: Annotated[int, Field(ge=0, le=53)] = 23  # a buzzer or a vibration motor
 
     @model_validator(mode="after")
     def _distinct_pins(self) -> GpioConfig:
         pins = {"button_pin": self.button_pin, "record_led_pin": self.record_led_pin,
-                "status_led_pin": self.status_led_pin}
+                "status_led_pin": self.status_led_pin, "buzzer_pin": self.buzzer_pin}
         if len(set(pins.values())) != len(pins):
             raise ValueError(f"pins must be distinct, got {pins}")
         return self
@@ -139,6 +152,7 @@ class Config(_Section):
     clock: ClockConfig = ClockConfig()
     selfcheck: SelfCheckConfig = SelfCheckConfig()
     voice: VoiceConfig = VoiceConfig()
+    cues: CuesConfig = CuesConfig()
 
     @model_validator(mode="after")
     def _real_microphone_runs_in_real_time(self) -> Config:

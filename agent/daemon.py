@@ -21,6 +21,7 @@ from agent import __version__
 from agent.chain import Chain
 from agent.config import Config, voice_folder
 from agent.control import ControlServer
+from agent.cues import Cues
 from agent.keys import fingerprint, load_or_create_device_key
 from agent.recorder import Recorder
 from agent.selfcheck import SelfCheckResult, Status, device_under_check, run_selfcheck
@@ -54,7 +55,7 @@ class Daemon:
         self.store = Store(config.store_path)
         self._events: queue.Queue[Event] = queue.Queue()
         self.ready = threading.Event()
-        self.health = Health.OK
+        self._checked_health = Health.OK
         self.last_selfcheck: SelfCheckResult | None = None
         self.clock = open_clock(config.clock)
         self.machine: StateMachine | None = None
@@ -63,6 +64,7 @@ class Daemon:
         self.camera: Camera | None = None
         self.chain: Chain | None = None
         self.voice: Voice | None = None
+        self.cues: Cues | None = None
         self.battery = None
 
     def post(self, event: Event) -> None:
@@ -110,6 +112,10 @@ class Daemon:
                                         on_press=lambda g: self.post(ButtonPressed(g)),
                                         on_hold=lambda g: self.post(ButtonHeld(g)))
         self.machine = StateMachine(self)
+        self.cues = Cues(self.config, self.chain, self.voice, self.controls, self.battery,
+                         self.clock, recording=lambda: self.machine.state is State.RECORDING,
+                         on_change=lambda: self.post(HealthChanged()))
+        self.cues.start()
         server = ControlServer(self.store.control_socket, self._control)
         server.start()
         if install_signals:
@@ -131,6 +137,7 @@ class Daemon:
             server.close()
             self.camera.stop()
             self.recorder.close()
+            self.cues.close()
             self.voice.close()
             self.controls.close()
             self.chain.append("shutdown", {"reason": shutdown_reason})
@@ -163,15 +170,26 @@ class Daemon:
             lambda: self.controls.button.is_pressed))
         self.chain.append("self_check", result.as_record())
         self.last_selfcheck = result
-        self.health = _HEALTH[result.overall]
+        self._checked_health = _HEALTH[result.overall]
         self.post(HealthChanged())
-        self.voice.say("selfcheck-pass" if result.overall is Status.PASS else "selfcheck-fail")
+        if result.overall is Status.PASS:
+            self.voice.say("selfcheck-pass")
+        else:
+            failed = [item.name for item in result.items if item.status is Status.FAIL]
+            self.voice.say("selfcheck-fail", *(f"item-{_slug(name)}" for name in failed))
         for item in result.not_passed:
             log.warning("self-check %s: %s: %s (threshold: %s)", item.status.name, item.name,
                         item.value, item.threshold)
         return result
 
     # --- queries ------------------------------------------------------------------------
+
+    @property
+    def health(self) -> Health:
+        """The worse of the last self-check and the alarms now raised."""
+        if self._checked_health is Health.OK and self.cues and self.cues.active:
+            return Health.WARNING
+        return self._checked_health
 
     def _identity(self) -> tuple[str, str]:
         return self.config.device.id, self.config.device.officer
@@ -183,6 +201,7 @@ class Daemon:
             "officer": self.config.device.officer,
             "state": self.machine.state.value,
             "health": self.health.value,
+            "alarms": sorted(self.cues.active),
             "recording": self.recorder.recording_id,
             "current_segment": self.recorder.current_segment,
             "segments_sealed": self.recorder.stats.segments_sealed,
@@ -203,6 +222,10 @@ class Daemon:
         if command == "selfcheck":
             return {"ok": True, **self.selfcheck().as_record()}
         raise ValueError(f"unknown command {command!r}")
+
+
+def _slug(name: str) -> str:
+    return name.replace(" ", "-").lower()
 
 
 def _boot_id() -> str:

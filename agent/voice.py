@@ -40,9 +40,10 @@ class Voice:
         self._thread = threading.Thread(target=self._run, name="voice", daemon=True)
         self._thread.start()
 
-    def say(self, phrase: str) -> None:
-        """Queue a cue (`selfcheck-pass`, ...) in every configured language."""
-        self._queue.put(lambda: [self._play(f"{phrase}-{lang}.wav") for lang in self._languages])
+    def say(self, *phrases: str) -> None:
+        """Queue phrases (`selfcheck-fail`, `item-clock`, ...), all of them per language."""
+        self._queue.put(lambda: [self._play(f"{phrase}-{lang}.wav")
+                                 for lang in self._languages for phrase in phrases])
 
     def notice(self, recording: int, done: Callable[[dict[str, Any]], None] | None = None) -> None:
         """Queue the notice; its record is sealed when it has been played."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from importlib import import_module
 
-from gpiozero import LED, Button
+from gpiozero import LED, Button, Buzzer
 from gpiozero.pins import Factory
 
 from agent.config import GpioConfig
@@ -58,6 +58,7 @@ class OfficerControls:
                              hold_time=config.stop_hold_seconds, pin_factory=self.factory)
         self.record_led = LED(config.record_led_pin, pin_factory=self.factory)
         self.status_led = LED(config.status_led_pin, pin_factory=self.factory)
+        self.buzzer = Buzzer(config.buzzer_pin, pin_factory=self.factory)
         self.button.when_pressed = lambda: on_press(self._next_gesture())
         self.button.when_held = lambda: on_hold(self._gesture)
 
@@ -81,6 +82,10 @@ class OfficerControls:
         on, off = _GREEN[health]
         self.status_led.blink(on_time=on, off_time=off)
 
+    def pulse(self, times: int = 1) -> None:
+        """Buzz (or vibrate) `times` short pulses, in the background."""
+        self.buzzer.beep(on_time=0.15, off_time=0.15, n=times, background=True)
+
     @property
     def simulated(self) -> bool:
         return self._config.pin_factory == "mock"
@@ -103,7 +108,7 @@ class OfficerControls:
         released()
 
     def close(self) -> None:
-        for device in (self.button, self.record_led, self.status_led):
+        for device in (self.button, self.record_led, self.status_led, self.buzzer):
             device.close()
         self.factory.close()
 

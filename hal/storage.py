@@ -37,6 +37,18 @@ class StorageState:
         return record
 
 
+def free_bytes(path: Path) -> int:
+    """The room an unprivileged writer has (f_bavail × f_frsize); 0 if it cannot be read.
+
+    Cheap and writes nothing: what a periodic alarm should call, not the full probe.
+    """
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return 0
+    return stat.f_bavail * stat.f_frsize
+
+
 def probe_storage(path: Path) -> StorageState:
     """statvfs(3) of `path`, then write, fsync and read back a small random file in it.
 

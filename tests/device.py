@@ -51,11 +51,17 @@ export_deadline_hours = {export_deadline_hours}
 [voice]
 notice_on_record = {notice}
 languages = {languages}
+
+[cues]
+reminder_interval_s = {reminder}
+check_interval_s = {check_interval}
+storage_low_minutes = {storage_low_minutes}
 """
 
 DEFAULTS = {"gop": 15, "realtime": "false", "segment_seconds": 1.0, "pre_event_seconds": 2.0,
             "export_deadline_hours": 24, "notice": "false", "audio_backend": "sim",
-            "languages": '["zh", "en"]'}
+            "languages": '["zh", "en"]', "reminder": 120, "check_interval": 10,
+            "storage_low_minutes": 60}
 
 
 def write_device_config(path: Path, store: Path, **values: object) -> Path:
