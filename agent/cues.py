@@ -11,12 +11,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from agent.chain import Chain
 from agent.config import Config
 from agent.voice import Voice
-from hal.battery import projected_runtime_s
+from hal.battery import Battery, projected_runtime_s
+from hal.clock import KernelClock, SimulatedClock
 from hal.gpio import OfficerControls
 from hal.storage import free_bytes, recording_hours
 
@@ -27,7 +27,8 @@ Condition = tuple[bool, str]  # raised?, and what was measured
 
 class Cues:
     def __init__(self, config: Config, chain: Chain, voice: Voice, controls: OfficerControls,
-                 battery: Any, clock: Any, recording: Callable[[], bool],
+                 battery: Battery | None, clock: KernelClock | SimulatedClock,
+                 recording: Callable[[], bool],
                  on_change: Callable[[], None]) -> None:
         self._config = config
         self._chain = chain

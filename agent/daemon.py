@@ -86,36 +86,8 @@ class Daemon:
             thread.join()
 
     def run(self, install_signals: bool = True, selfcheck_at_start: bool | None = None) -> int:
-        self.store.prepare()
-        self.battery = open_battery(self.config.battery, self.store.root)
-        key = load_or_create_device_key(self.store.keys)
-        self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, _boot_id())
-        self.chain.append("boot", {
-            "version": __version__,
-            "config": str(self.config_path),
-            "config_sha256": hashlib.sha256(self.config_path.read_bytes()).hexdigest(),
-            "key_fingerprint": fingerprint(key.public_key()),
-            "camera": self.config.camera.backend,
-            "tail_repair": (None if self.chain.repair is None else
-                            {"torn_bytes": self.chain.repair.torn_bytes,
-                             "kept_in": self.chain.repair.kept_in}),
-        })
-        self.camera = open_camera(self.config)
-        self.recorder = Recorder(self.camera.layout, self.store, self.chain,
-                                 self.config.recorder)
-        self.camera.start(self.recorder)
-        self.voice = Voice(open_speaker(self.config.audio),
-                           voice_folder(self.config, self.config_path),
-                           self.config.voice.languages, self.chain,
-                           self.config.voice.notice_text)
-        self.controls = OfficerControls(self.config.gpio,
-                                        on_press=lambda g: self.post(ButtonPressed(g)),
-                                        on_hold=lambda g: self.post(ButtonHeld(g)))
-        self.machine = StateMachine(self)
-        self.cues = Cues(self.config, self.chain, self.voice, self.controls, self.battery,
-                         self.clock, recording=lambda: self.machine.state is State.RECORDING,
-                         on_change=lambda: self.post(HealthChanged()))
-        self.cues.start()
+        self._open_chain()
+        self._start_services()
         server = ControlServer(self.store.control_socket, self._control)
         server.start()
         if install_signals:
@@ -143,6 +115,42 @@ class Daemon:
             self.chain.append("shutdown", {"reason": shutdown_reason})
             self.chain.close()
         return 0
+
+    def _open_chain(self) -> None:
+        """The store, the device key and the chain, with a boot record saying what started."""
+        self.store.prepare()
+        key = load_or_create_device_key(self.store.keys)
+        self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, _boot_id())
+        self.chain.append("boot", {
+            "version": __version__,
+            "config": str(self.config_path),
+            "config_sha256": hashlib.sha256(self.config_path.read_bytes()).hexdigest(),
+            "key_fingerprint": fingerprint(key.public_key()),
+            "camera": self.config.camera.backend,
+            "tail_repair": (None if self.chain.repair is None else
+                            {"torn_bytes": self.chain.repair.torn_bytes,
+                             "kept_in": self.chain.repair.kept_in}),
+        })
+
+    def _start_services(self) -> None:
+        """The camera feeding the recorder, the voice, the button and LEDs, the cues."""
+        self.battery = open_battery(self.config.battery, self.store.root)
+        self.camera = open_camera(self.config)
+        self.recorder = Recorder(self.camera.layout, self.store, self.chain,
+                                 self.config.recorder)
+        self.camera.start(self.recorder)
+        self.voice = Voice(open_speaker(self.config.audio),
+                           voice_folder(self.config, self.config_path),
+                           self.config.voice.languages, self.chain,
+                           self.config.voice.notice_text)
+        self.controls = OfficerControls(self.config.gpio,
+                                        on_press=lambda g: self.post(ButtonPressed(g)),
+                                        on_hold=lambda g: self.post(ButtonHeld(g)))
+        self.machine = StateMachine(self)
+        self.cues = Cues(self.config, self.chain, self.voice, self.controls, self.battery,
+                         self.clock, recording=lambda: self.machine.state is State.RECORDING,
+                         on_change=lambda: self.post(HealthChanged()))
+        self.cues.start()
 
     # --- actions the state machine takes ---------------------------------------------------
 

@@ -25,7 +25,8 @@ from agent.keys import PRIVATE_NAME, load_or_create_device_key
 from agent.store import Store
 from agent.verify import verify_tail
 from hal.audio import Microphone, Speaker, open_microphone, open_speaker, rms_dbfs
-from hal.battery import projected_runtime_s
+from hal.battery import Battery, projected_runtime_s
+from hal.clock import KernelClock, SimulatedClock
 from hal.storage import probe_storage, recording_hours
 
 SILENCE_DBFS = -70.0
@@ -91,11 +92,12 @@ class DeviceUnderCheck:
     microphone: Microphone | None
     speaker: Speaker | None
     controls_present: Callable[[], str]
-    battery: Any
-    clock: Any
+    battery: Battery | None
+    clock: KernelClock | SimulatedClock
 
 
-def device_under_check(config: Config, store: Store, clock: Any, battery: Any,
+def device_under_check(config: Config, store: Store, clock: KernelClock | SimulatedClock,
+                       battery: Battery | None,
                        frames_delivered: Callable[[], int],
                        button_pressed: Callable[[], bool]) -> DeviceUnderCheck:
     """The parts to check: the caller's live ones, and the audio opened here."""

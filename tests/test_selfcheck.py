@@ -116,9 +116,15 @@ def test_cli_exit_codes_and_sealed_record(write_config, tmp_path: Path) -> None:
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.rstrip().endswith("self-check: PASS")
-    (tmp_path / "store" / "sim" / "power_supply" / "BAT0" / "capacity").write_text("5\n")
+    capacity = tmp_path / "store" / "sim" / "power_supply" / "BAT0" / "capacity"
+    capacity.write_text("60\n")  # about 6.7 h: more than half the 10 h shift, less than all
+    warn = subprocess.run([sys.executable, "-m", "agent", "selfcheck", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120)
+    assert warn.returncode == 1, warn.stdout + warn.stderr
+    assert "WARN  battery" in warn.stdout
+    capacity.write_text("5\n")
     bad = subprocess.run([sys.executable, "-m", "agent", "selfcheck", "--json", "--config",
                           str(config)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2, bad.stdout + bad.stderr
     assert json.loads(bad.stdout)["overall"] == "fail"
-    assert [c["overall"] for c in sealed_checks(tmp_path / "store")] == ["pass", "fail"]
+    assert [c["overall"] for c in sealed_checks(tmp_path / "store")] == ["pass", "warn", "fail"]
