@@ -24,6 +24,7 @@ from agent.control import ControlServer
 from agent.cues import Cues
 from agent.keys import fingerprint, load_or_create_device_key
 from agent.recorder import Recorder
+from agent.recovery import CutRecording, move_orphans_back, recover
 from agent.selfcheck import SelfCheckResult, Status, device_under_check, run_selfcheck
 from agent.state import (
     ButtonHeld,
@@ -66,6 +67,7 @@ class Daemon:
         self.voice: Voice | None = None
         self.cues: Cues | None = None
         self.battery = None
+        self._interrupted: list[CutRecording] = []
 
     def post(self, event: Event) -> None:
         """Thread-safe: button callbacks, the control socket and signals all come through here."""
@@ -121,6 +123,7 @@ class Daemon:
         self.store.prepare()
         key = load_or_create_device_key(self.store.keys)
         self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, _boot_id())
+        move_orphans_back(self.store)
         self.chain.append("boot", {
             "version": __version__,
             "config": str(self.config_path),
@@ -136,6 +139,7 @@ class Daemon:
         """The camera feeding the recorder, the voice, the button and LEDs, the cues."""
         self.battery = open_battery(self.config.battery, self.store.root)
         self.camera = open_camera(self.config)
+        self._interrupted = recover(self.store, self.chain, self.camera.layout)
         self.recorder = Recorder(self.camera.layout, self.store, self.chain,
                                  self.config.recorder)
         self.camera.start(self.recorder)
@@ -151,14 +155,32 @@ class Daemon:
                          self.clock, recording=lambda: self.machine.state is State.RECORDING,
                          on_change=lambda: self.post(HealthChanged()))
         self.cues.start()
+        if self._interrupted:
+            # It was recording when it died: record again at once, without the officer.
+            self.post(TriggerStart("resume_after_interruption"))
 
     # --- actions the state machine takes ---------------------------------------------------
 
     def start_recording(self, trigger: str) -> None:
         recording = self.recorder.start(trigger, self.camera.origin_ns)
         log.info("recording %d started by %s", recording, trigger)
+        for cut in self._interrupted:
+            self._seal_interruption(cut, recording)
+        self._interrupted = []
         if self.config.voice.notice_on_record:
             self.voice.notice(recording)
+
+    def _seal_interruption(self, cut: CutRecording, resumed: int) -> None:
+        """The gap from the last packet on disk to the recording that resumed after it."""
+        self.chain.append("interruption", {
+            "cause": "power_loss_or_crash",
+            "recording_before": cut.id,
+            "last_segment": cut.last_segment["file"] if cut.last_segment else None,
+            "start": cut.last_media_wall,
+            "start_boot_id": cut.start["boot_id"],
+            "recording_after": resumed,
+            "explained": False,
+        })
 
     def stop_recording(self, reason: str) -> None:
         record = self.recorder.stop(reason)
