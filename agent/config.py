@@ -116,6 +116,15 @@ class CuesConfig(_Section):
     storage_low_minutes: Annotated[float, Field(ge=0)] = 60.0
 
 
+class VoiceNoteConfig(_Section):
+    """The officer's spoken explanation of an interruption (Art. 16)."""
+
+    wait_s: Annotated[float, Field(gt=0, le=120)] = 10.0      # for speech to begin
+    silence_s: Annotated[float, Field(gt=0, le=30)] = 2.0     # of quiet that ends it
+    max_s: Annotated[float, Field(gt=0, le=600)] = 120.0
+    speech_dbfs: Annotated[float, Field(ge=-90, le=0)] = -45.0
+
+
 class RecorderConfig(_Section):
     segment_seconds: PositiveSeconds
     flush_interval: Annotated[float, Field(gt=0, le=10)] = 1.0
@@ -153,6 +162,7 @@ class Config(_Section):
     selfcheck: SelfCheckConfig = SelfCheckConfig()
     voice: VoiceConfig = VoiceConfig()
     cues: CuesConfig = CuesConfig()
+    voice_note: VoiceNoteConfig = VoiceNoteConfig()
 
     @model_validator(mode="after")
     def _real_microphone_runs_in_real_time(self) -> Config:

@@ -38,7 +38,8 @@ from agent.state import (
 )
 from agent.store import Store
 from agent.voice import Voice
-from hal.audio import open_speaker
+from agent.voice_note import VoiceNoteTaker
+from hal.audio import open_microphone, open_speaker
 from hal.battery import open_battery
 from hal.camera import Camera, open_camera
 from hal.clock import open_clock
@@ -68,6 +69,9 @@ class Daemon:
         self.cues: Cues | None = None
         self.battery = None
         self._interrupted: list[CutRecording] = []
+        self.unexplained: set[int] = set()
+        self.voice_notes: VoiceNoteTaker | None = None
+        self._note_thread: threading.Thread | None = None
 
     def post(self, event: Event) -> None:
         """Thread-safe: button callbacks, the control socket and signals all come through here."""
@@ -109,6 +113,9 @@ class Daemon:
                 self.machine.handle(event)
         finally:
             server.close()
+            if self._note_thread:
+                self.voice_notes.cancel()
+                self._note_thread.join()
             self.camera.stop()
             self.recorder.close()
             self.cues.close()
@@ -155,6 +162,9 @@ class Daemon:
                          self.clock, recording=lambda: self.machine.state is State.RECORDING,
                          on_change=lambda: self.post(HealthChanged()))
         self.cues.start()
+        self.voice_notes = VoiceNoteTaker(self.config.voice_note, self.store, self.chain,
+                                          self.voice, lambda: open_microphone(self.config.audio),
+                                          lambda: self.controls.button.is_pressed)
         if self._interrupted:
             # It was recording when it died: record again at once, without the officer.
             self.post(TriggerStart("resume_after_interruption"))
@@ -171,8 +181,9 @@ class Daemon:
             self.voice.notice(recording)
 
     def _seal_interruption(self, cut: CutRecording, resumed: int) -> None:
-        """The gap from the last packet on disk to the recording that resumed after it."""
-        self.chain.append("interruption", {
+        """The gap from the last packet on disk to the recording that resumed after it,
+        and the officer's spoken explanation of it, asked for at once."""
+        record = self.chain.append("interruption", {
             "cause": "power_loss_or_crash",
             "recording_before": cut.id,
             "last_segment": cut.last_segment["file"] if cut.last_segment else None,
@@ -181,6 +192,19 @@ class Daemon:
             "recording_after": resumed,
             "explained": False,
         })
+        self.unexplained.add(record["seq"])
+        if self.config.audio.enabled:
+            self._note_thread = threading.Thread(target=self._take_voice_note,
+                                                 args=(record["seq"],), name="voice-note")
+            self._note_thread.start()
+
+    def _take_voice_note(self, interruption: int) -> None:
+        note = self.voice_notes.take(interruption)
+        if note["payload"]["explained"]:
+            self.unexplained.discard(interruption)
+        else:
+            log.warning("interruption %d is unexplained: no speech in the voice note",
+                        interruption)
 
     def stop_recording(self, reason: str) -> None:
         record = self.recorder.stop(reason)
@@ -232,6 +256,7 @@ class Daemon:
             "state": self.machine.state.value,
             "health": self.health.value,
             "alarms": sorted(self.cues.active),
+            "unexplained_interruptions": sorted(self.unexplained),
             "recording": self.recorder.recording_id,
             "current_segment": self.recorder.current_segment,
             "segments_sealed": self.recorder.stats.segments_sealed,

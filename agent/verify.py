@@ -79,6 +79,7 @@ def verify_store(root: Path, public_key_path: Path | None = None) -> Report:
     records = _verify_records(store, key, report)
     seen_files = _verify_segments(store, records, report)
     _verify_continuity(records, report)
+    _note_unexplained(records, report)
     for path in sorted(store.sealed.glob("*")) if store.sealed.exists() else []:
         if f"sealed/{path.name}" not in seen_files:
             report.findings.append(Finding(f"sealed/{path.name}",
@@ -158,6 +159,17 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
     return records
 
 
+def _note_unexplained(records: list[dict[str, Any]], report: Report) -> None:
+    """Art. 16: every interruption wants the officer's spoken explanation."""
+    explained = {r["payload"]["interruption"] for r in records
+                 if r.get("type") == "voice_note" and r["payload"].get("explained")}
+    for record in records:
+        if record.get("type") == "interruption" and record["seq"] not in explained:
+            report.notes.append(f"interruption record {record['seq']} "
+                                f"({record['payload']['cause']}) is unexplained: no voice note "
+                                "with speech was sealed for it")
+
+
 def _sequence_finding(where: str, seq: int, expected: int, present: set[int]) -> Finding:
     if seq < expected:
         return Finding(where, f"seq {seq} comes after seq {expected - 1}: a record was inserted "
@@ -171,14 +183,17 @@ def _sequence_finding(where: str, seq: int, expected: int, present: set[int]) ->
 
 
 def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report) -> set[str]:
-    sealed = [r for r in records if r.get("type") == "segment_sealed"]
+    sealed = [r for r in records if r.get("type") in ("segment_sealed", "voice_note")]
     name_by_hash = {r["payload"]["sha256"]: r["payload"]["file"] for r in sealed}
     for record in sealed:
         payload = record["payload"]
         name = payload["file"]
-        report.segments += 1
-        report.video_frames += payload["video"]["packets"]
-        where = f"segment {name} (record {record['seq']})"
+        if record["type"] == "segment_sealed":
+            report.segments += 1
+            report.video_frames += payload["video"]["packets"]
+            where = f"segment {name} (record {record['seq']})"
+        else:
+            where = f"voice note {name} (record {record['seq']})"
         path = store.root / name
         if not path.is_file():
             report.findings.append(Finding(where, "is missing (deleted)", "missing"))

@@ -52,6 +52,10 @@ export_deadline_hours = {export_deadline_hours}
 notice_on_record = {notice}
 languages = {languages}
 
+[voice_note]
+wait_s = {note_wait}
+silence_s = {note_silence}
+
 [cues]
 reminder_interval_s = {reminder}
 check_interval_s = {check_interval}
@@ -61,7 +65,7 @@ storage_low_minutes = {storage_low_minutes}
 DEFAULTS = {"gop": 15, "realtime": "false", "segment_seconds": 1.0, "pre_event_seconds": 2.0,
             "export_deadline_hours": 24, "notice": "false", "audio_backend": "sim",
             "languages": '["zh", "en"]', "reminder": 120, "check_interval": 10,
-            "storage_low_minutes": 60}
+            "storage_low_minutes": 60, "note_wait": 10, "note_silence": 2.0}
 
 
 def write_device_config(path: Path, store: Path, **values: object) -> Path:

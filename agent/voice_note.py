@@ -1,0 +1,118 @@
+"""The voice note: after an interruption the officer says why, and it is sealed (Art. 16).
+
+The device asks (the shipped prompt), then records from the microphone until the
+officer stops speaking (simple energy detection), presses the button, or the
+maximum length is reached. The note is its own sealed artifact, a 16-bit PCM WAV
+named by its record's seq, linked to the interruption; the microphone track of
+the resumed recording hears it too. A note with no speech leaves the interruption
+unexplained, and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+import wave
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from agent.chain import Chain
+from agent.config import VoiceNoteConfig
+from agent.store import Store, fsync_dir
+from agent.voice import Voice
+from hal.audio import Microphone, rms_dbfs
+
+
+class VoiceNoteTaker:
+    def __init__(self, config: VoiceNoteConfig, store: Store, chain: Chain, voice: Voice,
+                 open_microphone: Callable[[], Microphone],
+                 button_pressed: Callable[[], bool]) -> None:
+        self._config = config
+        self._store = store
+        self._chain = chain
+        self._voice = voice
+        self._open_microphone = open_microphone
+        self._button_pressed = button_pressed
+        self.listening = threading.Event()
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """End a note being taken now (shutdown); what was said so far is still sealed."""
+        self._cancelled.set()
+
+    def take(self, interruption: int) -> dict[str, Any]:
+        """Prompt, listen, seal; returns the voice_note record."""
+        self._voice.say("voice-note-prompt")
+        self._voice.flush()
+        microphone = self._open_microphone()
+        pcm, ended_by, speech = self._listen(microphone)
+        return self._seal(interruption, pcm, microphone.sample_rate, ended_by, speech)
+
+    def _listen(self, microphone: Microphone) -> tuple[np.ndarray, str, bool]:
+        blocks: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+        microphone.start(lambda pcm, _ns: blocks.put(pcm.mean(axis=1).copy()))
+        self.listening.set()
+        kept: list[np.ndarray] = []
+        started = time.monotonic()
+        last_speech: float | None = None
+        ended_by = "max_length"
+        try:
+            while time.monotonic() - started < self._config.max_s:
+                if self._button_pressed() or self._cancelled.is_set():
+                    ended_by = "button" if self._button_pressed() else "shutdown"
+                    break
+                try:
+                    block = blocks.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                kept.append(block)
+                now = time.monotonic()
+                if rms_dbfs(block) > self._config.speech_dbfs:
+                    last_speech = now
+                if last_speech is None and now - started >= self._config.wait_s:
+                    ended_by = "no_speech"
+                    break
+                if last_speech is not None and now - last_speech >= self._config.silence_s:
+                    ended_by = "silence"
+                    break
+        finally:
+            microphone.stop()
+            self.listening.clear()
+        pcm = np.concatenate(kept) if kept else np.zeros(0, dtype=np.float32)
+        return pcm, ended_by, last_speech is not None
+
+    def _seal(self, interruption: int, pcm: np.ndarray, rate: int, ended_by: str,
+              speech: bool) -> dict[str, Any]:
+        path = self._store.open / f"note-{interruption:08d}.wav"
+        samples = (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(rate)
+            out.writeframes(samples)
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
+            data = f.read()
+        os.chmod(path, 0o444)
+
+        def move_to_sealed(seq: int) -> dict[str, Any]:
+            name = self._store.sealed_name(seq, ".wav")
+            os.rename(path, self._store.root / name)
+            fsync_dir(self._store.sealed)
+            fsync_dir(self._store.open)
+            return {"file": name}
+
+        return self._chain.append("voice_note", {
+            "interruption": interruption,
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "duration_ms": len(pcm) * 1000 // rate,
+            "sample_rate": rate,
+            "ended_by": ended_by,
+            "explained": speech,
+        }, name_for_seq=move_to_sealed)
