@@ -204,6 +204,21 @@ def _repair_torn_tail(path: Path) -> TailRepair | None:
     return TailRepair(len(torn), kept.name)
 
 
+def read_bodies(path: Path) -> list[dict[str, Any]]:
+    """The body of every whole record, in journal order.
+
+    A line that is not a whole record is skipped here: reporting it is the
+    verifier's job, and readers (recovery, the self-check, the demo) go on without it.
+    """
+    bodies = []
+    for _, line in read_records(path):
+        try:
+            bodies.append(json.loads(split_line(line)[0]))
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return bodies
+
+
 def read_records(path: Path) -> list[tuple[int, bytes]]:
     """Every line of the journal with its 1-based line number, newline stripped."""
     with path.open("rb") as f:

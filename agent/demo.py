@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from agent.chain import read_records, split_line
+from agent.chain import read_bodies
 from agent.config import load_config
 from agent.daemon import Daemon
 from agent.state import Shutdown
@@ -54,7 +53,7 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float) -> in
 
 
 def _records(store: Path) -> list[dict[str, Any]]:
-    return [json.loads(split_line(line)[0]) for _, line in read_records(store / "chain.jsonl")]
+    return read_bodies(store / "chain.jsonl")
 
 
 def _selfcheck_line(records: list[dict[str, Any]]) -> str:

@@ -26,7 +26,7 @@ from agent.chain import Chain, utc_iso
 from agent.config import RecorderConfig
 from agent.prebuffer import PreEventBuffer
 from agent.segment import SUFFIX, EncodedPacket, SegmentSummary, SegmentWriter, StreamSpan
-from agent.store import Store, fsync_dir
+from agent.store import Store
 from hal.camera import StreamLayout
 
 log = logging.getLogger(__name__)
@@ -236,14 +236,6 @@ class Recorder:
     def _seal(self, summary: SegmentSummary, recording: _Recording, index: int) -> None:
         """Read-only, renamed to its chain seq, durable, then signed into the chain."""
         os.chmod(summary.path, 0o444)
-
-        def move_to_sealed(seq: int) -> dict[str, Any]:
-            name = self._store.sealed_name(seq, SUFFIX)
-            os.rename(summary.path, self._store.root / name)
-            fsync_dir(self._store.sealed)
-            fsync_dir(self._store.open)
-            return {"file": name}
-
         payload: dict[str, Any] = {
             "recording": recording.id,
             "index": index,
@@ -263,7 +255,8 @@ class Recorder:
                                 "samples": summary.audio.packets * audio.samples_per_packet,
                                 "sample_rate": audio.sample_rate,
                                 "samples_per_packet": audio.samples_per_packet}
-        self._chain.append("segment_sealed", payload, name_for_seq=move_to_sealed)
+        self._chain.append("segment_sealed", payload,
+                           name_for_seq=self._store.move_to_sealed(summary.path))
         recording.segments += 1
         recording.video_frames += summary.video.packets
         recording.audio_packets += summary.audio.packets

@@ -10,7 +10,6 @@ caller resumes recording and seals the interruption that covers the gap.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -21,7 +20,7 @@ from typing import Any
 
 import av
 
-from agent.chain import Chain, read_records, split_line, utc_iso
+from agent.chain import Chain, read_bodies, utc_iso
 from agent.segment import SUFFIX
 from agent.store import Store, fsync_dir
 from hal.camera import StreamLayout
@@ -116,14 +115,6 @@ def _seal_recovered(store: Store, chain: Chain, path: Path, recording: int,
     spans = _spans(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     os.chmod(path, 0o444)
-
-    def move_to_sealed(seq: int) -> dict[str, Any]:
-        name = store.sealed_name(seq, SUFFIX)
-        os.rename(path, store.root / name)
-        fsync_dir(store.sealed)
-        fsync_dir(store.open)
-        return {"file": name}
-
     payload = {
         "recording": recording, "index": int(match.group(2)), "container": "mpegts",
         "size": kept, "sha256": digest, "recovered": True, "cut_bytes": original - kept,
@@ -137,7 +128,7 @@ def _seal_recovered(store: Store, chain: Chain, path: Path, recording: int,
                             "samples": spans["audio"]["packets"] * audio.samples_per_packet,
                             "sample_rate": audio.sample_rate,
                             "samples_per_packet": audio.samples_per_packet}
-    record = chain.append("segment_sealed", payload, name_for_seq=move_to_sealed)
+    record = chain.append("segment_sealed", payload, name_for_seq=store.move_to_sealed(path))
     log.warning("recovered %s as %s (%d bytes cut)", path.name, record["payload"]["file"],
                 original - kept)
     return record["payload"]
@@ -184,15 +175,7 @@ def _media_wall(start: dict[str, Any], sealed: list[dict[str, Any]]) -> str | No
 
 
 def _records(store: Store) -> list[dict[str, Any]]:
-    if not store.chain.exists():
-        return []
-    bodies = []
-    for _, line in read_records(store.chain):
-        try:
-            bodies.append(json.loads(split_line(line)[0]))
-        except ValueError:
-            continue
-    return bodies
+    return read_bodies(store.chain) if store.chain.exists() else []
 
 
 def _open_recordings(records: list[dict[str, Any]]) -> set[int]:

@@ -9,7 +9,6 @@ recording from starting.
 from __future__ import annotations
 
 import enum
-import json
 import stat
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.chain import read_records, split_line
+from agent.chain import read_bodies
 from agent.config import Config
 from agent.keys import PRIVATE_NAME, load_or_create_device_key
 from agent.store import Store
@@ -265,11 +264,7 @@ def oldest_sealed_wall(store: Store) -> datetime | None:
     """When the oldest segment still on the device was sealed."""
     if not store.chain.exists():
         return None
-    for _, line in read_records(store.chain):
-        try:
-            body = json.loads(split_line(line)[0])
-        except ValueError:
-            continue
+    for body in read_bodies(store.chain):
         if body.get("type") == "segment_sealed" and (store.root / body["payload"]["file"]).exists():
             return datetime.strptime(body["wall"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +44,18 @@ class Store:
         fsync_dir(self.root)
         return self
 
-    def sealed_name(self, seq: int, suffix: str = ".ts") -> str:
-        """Sealed segments are named by the chain sequence of the record that seals them."""
-        return f"sealed/{seq:08d}{suffix}"
+    def move_to_sealed(self, path: Path) -> Callable[[int], dict[str, str]]:
+        """For `Chain.append(name_for_seq=...)`: rename a finished, read-only file from
+        open/ to sealed/<seq>, durably, before the record that names it is written."""
+
+        def move(seq: int) -> dict[str, str]:
+            name = f"sealed/{seq:08d}{path.suffix}"  # named by the seq of its record
+            os.rename(path, self.root / name)
+            fsync_dir(self.sealed)
+            fsync_dir(path.parent)
+            return {"file": name}
+
+        return move
 
 
 def fsync_dir(path: Path) -> None:

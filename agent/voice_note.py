@@ -23,7 +23,7 @@ import numpy as np
 
 from agent.chain import Chain
 from agent.config import VoiceNoteConfig
-from agent.store import Store, fsync_dir
+from agent.store import Store
 from agent.voice import Voice
 from hal.audio import Microphone, rms_dbfs
 
@@ -99,14 +99,6 @@ class VoiceNoteTaker:
             os.fsync(f.fileno())
             data = f.read()
         os.chmod(path, 0o444)
-
-        def move_to_sealed(seq: int) -> dict[str, Any]:
-            name = self._store.sealed_name(seq, ".wav")
-            os.rename(path, self._store.root / name)
-            fsync_dir(self._store.sealed)
-            fsync_dir(self._store.open)
-            return {"file": name}
-
         return self._chain.append("voice_note", {
             "interruption": interruption,
             "size": len(data),
@@ -115,4 +107,4 @@ class VoiceNoteTaker:
             "sample_rate": rate,
             "ended_by": ended_by,
             "explained": speech,
-        }, name_for_seq=move_to_sealed)
+        }, name_for_seq=self._store.move_to_sealed(path))

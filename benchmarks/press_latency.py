@@ -24,7 +24,6 @@ presses the recording is stopped with the hold event the button's hold timer sen
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.chain import read_records, split_line
+from agent.chain import read_bodies
 from agent.config import load_config
 from agent.daemon import Daemon
 from agent.state import ButtonHeld, Shutdown, State
@@ -65,7 +64,7 @@ def wait(condition, timeout: float = 10.0) -> int:
 
 
 def notices(store: Path) -> list[dict]:
-    bodies = [json.loads(split_line(line)[0]) for _, line in read_records(store / "chain.jsonl")]
+    bodies = read_bodies(store / "chain.jsonl")
     return [b["payload"]["parts"][0] for b in bodies if b["type"] == "notice_played"]
 
 

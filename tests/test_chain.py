@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
-from agent.chain import read_records, split_line
+from agent.chain import read_bodies
 from agent.verify import verify_store
 from tests.device import running_daemon
 
@@ -37,8 +36,7 @@ def test_torn_last_line_is_cut_kept_and_reported(store_copy: Path, write_config)
     assert report.ok, report.summary()
     [kept] = store_copy.glob("chain.jsonl.torn-*")
     assert kept.read_bytes() == torn
-    boots = [json.loads(split_line(line)[0]) for _, line in read_records(store_copy /
-                                                                          "chain.jsonl")]
+    boots = read_bodies(store_copy / "chain.jsonl")
     repair = [b["payload"]["tail_repair"] for b in boots if b["type"] == "boot"][-1]
     assert repair == {"torn_bytes": len(torn), "kept_in": kept.name}
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.chain import read_records, split_line
+from agent.chain import read_bodies
 from tests.device import wait_for
 
 BODYCAM = [sys.executable, "-m", "agent"]
@@ -27,7 +27,7 @@ def status(config: Path) -> dict:
 
 
 def chain_types(store: Path) -> list[tuple[str, dict]]:
-    bodies = [json.loads(split_line(line)[0]) for _, line in read_records(store / "chain.jsonl")]
+    bodies = read_bodies(store / "chain.jsonl")
     return [(body["type"], body["payload"]) for body in bodies]
 
 

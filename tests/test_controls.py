@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from agent.chain import read_records, split_line
+from agent.chain import read_bodies
 from agent.state import State, TriggerStart
 from tests.device import running_daemon, wait_for
 
 
 def records(store: Path, type_: str) -> list[dict]:
-    bodies = [json.loads(split_line(line)[0]) for _, line in read_records(store / "chain.jsonl")]
+    bodies = read_bodies(store / "chain.jsonl")
     return [body for body in bodies if body["type"] == type_]
 
 

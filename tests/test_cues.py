@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from agent.chain import read_records, split_line
+from agent.chain import read_bodies
 from agent.state import State
 from hal.gpio import Health
 from tests.device import running_daemon, wait_for
 
 
 def alarms(store: Path) -> list[dict]:
-    bodies = [json.loads(split_line(line)[0]) for _, line in read_records(store / "chain.jsonl")]
+    bodies = read_bodies(store / "chain.jsonl")
     return [body["payload"] for body in bodies if body["type"] == "alarm"]
 
 

@@ -7,14 +7,13 @@ AAC is decoded and cross-correlated with the notice file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from agent.chain import read_records, split_line
+from agent.chain import read_bodies
 from agent.config import default_config_path
 from hal.audio import conform, load_wav
 from tests.device import running_daemon, wait_for
@@ -23,7 +22,7 @@ RATE = 48000
 
 
 def records(store: Path) -> list[dict]:
-    return [json.loads(split_line(line)[0]) for _, line in read_records(store / "chain.jsonl")]
+    return read_bodies(store / "chain.jsonl")
 
 
 def decoded_audio(store: Path, segments: list[dict]) -> tuple[np.ndarray, float]:

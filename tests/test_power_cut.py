@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.chain import read_records, split_line
+from agent.chain import read_bodies
 from agent.verify import verify_store
 from tests.device import wait_for
 
@@ -22,7 +21,7 @@ FRAME_S = 1 / 30
 
 
 def records(store: Path) -> list[dict]:
-    return [json.loads(split_line(line)[0]) for _, line in read_records(store / "chain.jsonl")]
+    return read_bodies(store / "chain.jsonl")
 
 
 def wall(stamp: str) -> float:

@@ -9,7 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from agent.chain import read_records, split_line
+from agent.chain import read_bodies
 from tests.device import record_segments, running_daemon, wait_for
 
 VIDEO_TICK = Fraction(1, 30)
@@ -18,7 +18,7 @@ TOLERANCE = Fraction(1, 90000)  # one MPEG-TS clock tick of rounding
 
 
 def chain(store: Path) -> list[dict[str, Any]]:
-    return [json.loads(split_line(line)[0]) for _, line in read_records(store / "chain.jsonl")]
+    return read_bodies(store / "chain.jsonl")
 
 
 def sealed_segments(store: Path) -> list[dict[str, Any]]:

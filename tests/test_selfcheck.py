@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.chain import read_records, split_line
+from agent.chain import read_bodies
 from agent.daemon import Daemon
 from agent.selfcheck import SelfCheckResult, Status
 from hal.gpio import Health
@@ -18,7 +18,7 @@ from tests.device import running_daemon, wait_for
 
 
 def sealed_checks(store: Path) -> list[dict]:
-    bodies = [json.loads(split_line(line)[0]) for _, line in read_records(store / "chain.jsonl")]
+    bodies = read_bodies(store / "chain.jsonl")
     return [body["payload"] for body in bodies if body["type"] == "self_check"]
 
 

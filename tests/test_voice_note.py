@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.chain import read_records, split_line
+from agent.chain import read_bodies
 from agent.config import default_config_path, load_config
 from agent.verify import verify_store
 from hal.audio import conform, load_wav, open_speaker
@@ -23,7 +22,7 @@ BODYCAM = [sys.executable, "-m", "agent"]
 
 
 def records(store: Path) -> list[dict]:
-    return [json.loads(split_line(line)[0]) for _, line in read_records(store / "chain.jsonl")]
+    return read_bodies(store / "chain.jsonl")
 
 
 def cut_power_while_recording(config: Path, store: Path) -> None:
