@@ -26,7 +26,7 @@ from agent.verify import verify_tail
 from hal.audio import Microphone, Speaker, open_microphone, open_speaker, rms_dbfs
 from hal.battery import Battery, projected_runtime_s
 from hal.clock import KernelClock, SimulatedClock
-from hal.storage import probe_storage, recording_hours
+from hal.storage import free_bytes, probe_storage, recording_hours
 
 SILENCE_DBFS = -70.0
 TAIL_RECORDS = 64
@@ -200,12 +200,12 @@ def _bitrate(config: Config) -> int:
 
 def _storage(device: DeviceUnderCheck) -> CheckItem:
     config = device.config
-    state = probe_storage(device.store.root)
-    hours = recording_hours(state.free_bytes, _bitrate(config))
+    free = free_bytes(device.store.root)
+    hours = recording_hours(free, _bitrate(config))
     shift = config.selfcheck.shift_hours
     status = Status.PASS if hours >= shift else Status.FAIL
     return CheckItem("storage", status,
-                     f"{state.free_bytes / 1e9:.2f} GB free, about {hours:.1f} h at "
+                     f"{free / 1e9:.2f} GB free, about {hours:.1f} h at "
                      f"{_bitrate(config) / 1e6:.2f} Mbit/s", f">= {shift:g} h (shift)")
 
 

@@ -26,11 +26,9 @@ import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -42,35 +40,22 @@ from agent.recovery import move_orphans_back, recover
 from agent.store import Store
 from hal.camera import open_camera
 from hal.clock import SimulatedClock
-from tests.device import wait_for, write_device_config
-
-BODYCAM = [sys.executable, "-m", "agent"]
-
-
-def wall(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-
-
-def open_recordings(store: Path) -> set[int]:
-    bodies = read_bodies(store / "chain.jsonl") if (store / "chain.jsonl").exists() else []
-    started = {b["seq"] for b in bodies if b["type"] == "record_start"}
-    return started - {b["payload"]["recording"] for b in bodies if b["type"] == "record_stop"}
-
-
-def run(config: Path, store: Path) -> subprocess.Popen[bytes]:
-    (store / "control.sock").unlink(missing_ok=True)
-    return subprocess.Popen([*BODYCAM, "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+from tests.device import (
+    open_recordings,
+    spawn_daemon,
+    trigger_start,
+    wait_for,
+    wall_seconds,
+    write_device_config,
+)
 
 
 def cuts(root: Path, count: int, rng: random.Random) -> tuple[list[float], list[float]]:
     store = root / "store"
     config = write_device_config(root / "cuts.toml", store, realtime="true",
                                  segment_seconds=1.0, pre_event_seconds=0.0)
-    daemon = run(config, store)
-    wait_for(lambda: (store / "control.sock").exists(), timeout=30, what="the daemon")
-    subprocess.run([*BODYCAM, "trigger", "start", "--config", str(config)], check=True,
-                   capture_output=True, timeout=30)
+    daemon = spawn_daemon(config, store)
+    trigger_start(config)
     kills, restarts = [], []
     for n in range(count):
         wait_for(lambda: bool(open_recordings(store)), timeout=30, what="recording")
@@ -80,7 +65,7 @@ def cuts(root: Path, count: int, rng: random.Random) -> tuple[list[float], list[
         daemon.wait()
         before = open_recordings(store)
         started = time.monotonic()
-        daemon = run(config, store)
+        daemon = spawn_daemon(config, store)
         wait_for(lambda b=before: bool(open_recordings(store) - b), timeout=30,
                  what="the resumed recording")
         restarts.append(time.monotonic() - started)
@@ -91,18 +76,17 @@ def cuts(root: Path, count: int, rng: random.Random) -> tuple[list[float], list[
     interruptions = [b["payload"] for b in read_bodies(store / "chain.jsonl")
                      if b["type"] == "interruption"]
     assert len(interruptions) == count, f"{len(interruptions)} interruptions for {count} cuts"
-    return [kill - wall(cut["start"]) for kill, cut in zip(kills, interruptions, strict=True)], \
-        restarts
+    lost = [kill - wall_seconds(cut["start"])
+            for kill, cut in zip(kills, interruptions, strict=True)]
+    return lost, restarts
 
 
 def recovery_time(root: Path, segments: int) -> tuple[float, int]:
     store = root / "full"
     config = write_device_config(root / "full.toml", store, realtime="false",
                                  segment_seconds=0.5, pre_event_seconds=0.0)
-    daemon = run(config, store)
-    wait_for(lambda: (store / "control.sock").exists(), timeout=30, what="the daemon")
-    subprocess.run([*BODYCAM, "trigger", "start", "--config", str(config)], check=True,
-                   capture_output=True, timeout=30)
+    daemon = spawn_daemon(config, store)
+    trigger_start(config)
     wait_for(lambda: len(list((store / "sealed").glob("*.ts"))) >= segments, timeout=600,
              what=f"{segments} segments")
     daemon.send_signal(signal.SIGKILL)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
+from agent.chain import read_bodies
 from agent.config import Config, load_config
 from agent.daemon import Daemon
 from agent.state import Shutdown
@@ -95,6 +99,37 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         time.sleep(0.01)
+
+
+BODYCAM = [sys.executable, "-m", "agent"]
+
+
+def spawn_daemon(config_path: Path, store: Path) -> subprocess.Popen[bytes]:
+    """`bodycam run` as its own process, returned once its control socket answers."""
+    socket = store / "control.sock"
+    socket.unlink(missing_ok=True)  # a SIGKILLed daemon leaves its socket behind
+    daemon = subprocess.Popen([*BODYCAM, "run", "--config", str(config_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(socket.exists, timeout=30, what="the daemon's control socket")
+    return daemon
+
+
+def trigger_start(config_path: Path) -> None:
+    subprocess.run([*BODYCAM, "trigger", "start", "--config", str(config_path)], check=True,
+                   capture_output=True, timeout=30)
+
+
+def open_recordings(store: Path) -> set[int]:
+    """Recordings started and not (yet) stopped, by the seq of their record_start."""
+    chain = store / "chain.jsonl"
+    bodies = read_bodies(chain) if chain.exists() else []
+    started = {b["seq"] for b in bodies if b["type"] == "record_start"}
+    return started - {b["payload"]["recording"] for b in bodies if b["type"] == "record_stop"}
+
+
+def wall_seconds(stamp: str) -> float:
+    """A chain time stamp as seconds since the epoch."""
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def record_segments(config_path: Path, segments: int) -> Config:

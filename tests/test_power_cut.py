@@ -5,16 +5,13 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.chain import read_bodies
 from agent.verify import verify_store
-from tests.device import wait_for
+from tests.device import open_recordings, spawn_daemon, trigger_start, wait_for, wall_seconds
 
-BODYCAM = [sys.executable, "-m", "agent"]
 TRIALS = 20
 FLUSH_S = 0.5  # the test device's [recorder] flush_interval
 FRAME_S = 1 / 30
@@ -24,42 +21,21 @@ def records(store: Path) -> list[dict]:
     return read_bodies(store / "chain.jsonl")
 
 
-def wall(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-
-
-def start(config: Path, store: Path) -> subprocess.Popen[bytes]:
-    socket = store / "control.sock"
-    socket.unlink(missing_ok=True)
-    daemon = subprocess.Popen([*BODYCAM, "run", "--config", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: socket.exists(), timeout=30, what="the daemon's control socket")
-    return daemon
-
-
-def recording(store: Path) -> bool:
-    chain = records(store)
-    started = {r["seq"] for r in chain if r["type"] == "record_start"}
-    stopped = {r["payload"]["recording"] for r in chain if r["type"] == "record_stop"}
-    return bool(started - stopped)
-
-
 def test_random_sigkills_are_recovered_sealed_and_resumed(write_config, tmp_path: Path) -> None:
     config = write_config(realtime="true", segment_seconds=1.0, pre_event_seconds=0.0)
     store = tmp_path / "store"
     rng = random.Random(20261128)
     kills: list[float] = []
-    daemon = start(config, store)
-    subprocess.run([*BODYCAM, "trigger", "start", "--config", str(config)], check=True,
-                   capture_output=True, timeout=30)
+    daemon = spawn_daemon(config, store)
+    trigger_start(config)
     for _ in range(TRIALS):
-        wait_for(lambda: recording(store), timeout=30, what="recording")
+        wait_for(lambda: bool(open_recordings(store)), timeout=30, what="recording")
         time.sleep(rng.uniform(0.3, 2.5))
         kills.append(time.time())
         daemon.send_signal(signal.SIGKILL)
         daemon.wait()
-        daemon = start(config, store)
-    wait_for(lambda: recording(store), timeout=30, what="the last resume")
+        daemon = spawn_daemon(config, store)
+    wait_for(lambda: bool(open_recordings(store)), timeout=30, what="the last resume")
     time.sleep(1.0)
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=60) == 0
@@ -75,7 +51,7 @@ def test_random_sigkills_are_recovered_sealed_and_resumed(write_config, tmp_path
     for kill, cut in zip(kills, interruptions, strict=True):
         assert stops[cut["recording_before"]]["reason"] == "interrupted"
         assert starts[cut["recording_after"]]["trigger"] == "resume_after_interruption"
-        lost.append(kill - wall(cut["start"]))
+        lost.append(kill - wall_seconds(cut["start"]))
     print(f"\nmedia lost per cut over {TRIALS} SIGKILLs: median {sorted(lost)[TRIALS // 2]:.3f} s,"
           f" max {max(lost):.3f} s")
     assert max(lost) <= FLUSH_S + FRAME_S, f"media lost per cut: {sorted(lost)[-3:]} s"

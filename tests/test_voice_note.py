@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import wave
 from pathlib import Path
 
@@ -15,10 +13,8 @@ from agent.chain import read_bodies
 from agent.config import default_config_path, load_config
 from agent.verify import verify_store
 from hal.audio import conform, load_wav, open_speaker
-from tests.device import running_daemon, wait_for
+from tests.device import running_daemon, spawn_daemon, trigger_start, wait_for
 from tests.test_notice import correlate
-
-BODYCAM = [sys.executable, "-m", "agent"]
 
 
 def records(store: Path) -> list[dict]:
@@ -26,11 +22,8 @@ def records(store: Path) -> list[dict]:
 
 
 def cut_power_while_recording(config: Path, store: Path) -> None:
-    daemon = subprocess.Popen([*BODYCAM, "run", "--config", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: (store / "control.sock").exists(), timeout=30, what="the daemon")
-    subprocess.run([*BODYCAM, "trigger", "start", "--config", str(config)], check=True,
-                   capture_output=True, timeout=30)
+    daemon = spawn_daemon(config, store)
+    trigger_start(config)
     wait_for(lambda: any(r["type"] == "segment_sealed" for r in records(store)), timeout=30,
              what="a sealed segment")
     daemon.send_signal(signal.SIGKILL)
