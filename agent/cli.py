@@ -75,7 +75,11 @@ def _parser() -> argparse.ArgumentParser:
 
     press = commands.add_parser("press", parents=[common],
                                 help="press the simulated device's record button")
-    press.add_argument("--long", action="store_true", help="hold it: the stop gesture")
+    press.add_argument("--long", action="store_true",
+                       help="hold it: stops a recording; on the function button, declares an "
+                            "exemption")
+    press.add_argument("--function", action="store_true",
+                       help="the function button: explains an interruption now")
     press.set_defaults(func=_press)
     return parser
 
@@ -158,8 +162,9 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _press(args: argparse.Namespace) -> int:
-    _send(args, {"cmd": "press", "long": args.long})
-    print("long press" if args.long else "press")
+    _send(args, {"cmd": "press", "long": args.long, "function": args.function})
+    print(f"{'long press' if args.long else 'press'} on the "
+          f"{'function' if args.function else 'record'} button")
     return 0
 
 

@@ -37,6 +37,11 @@ class DeviceConfig(_Section):
 
 class StoreConfig(_Section):
     path: Annotated[str, Field(min_length=1)]
+    # Held back in a preallocated file, released when the disk fills, so the chain can
+    # still seal the last segment, the stop and the alarm.
+    reserve_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024 * 1024
+    # Free space (besides the reserve) at which a recording stopped by a full disk resumes.
+    resume_free_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
 
 
 class CameraConfig(_Section):
@@ -48,6 +53,8 @@ class CameraConfig(_Section):
     bitrate: Annotated[int, Field(ge=100_000, le=50_000_000)]
     realtime: bool = True
     overlay: bool = True
+    stall_s: Annotated[float, Field(gt=0, le=60)] = 3.0  # no frame this long is a fault
+    restart_backoff_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
 
     @property
     def frame_interval_us(self) -> Fraction:
@@ -78,6 +85,33 @@ class BatteryConfig(_Section):
     recording_draw_w: Annotated[float, Field(gt=0)] = 1.0
     low_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
     low_minutes: Annotated[float, Field(ge=0)] = 20.0
+    # Below this the recording is sealed and stopped while it still can be; it resumes
+    # on the charger or at resume_percent.
+    stop_percent: Annotated[float, Field(ge=0, le=100)] = 3.0
+    resume_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
+
+    @model_validator(mode="after")
+    def _resume_above_stop(self) -> BatteryConfig:
+        if self.resume_percent <= self.stop_percent:
+            raise ValueError(f"resume_percent = {self.resume_percent:g} must be above "
+                             f"stop_percent = {self.stop_percent:g}")
+        return self
+
+
+class ThermalConfig(_Section):
+    """The SoC's temperature: recording stops, sealed, before the board throttles or dies."""
+
+    backend: Literal["sim", "sysfs", "none"] = "sim"
+    zone: str = "/sys/class/thermal/thermal_zone0"
+    stop_celsius: Annotated[float, Field(gt=0, le=150)] = 85.0
+    resume_celsius: Annotated[float, Field(gt=0, le=150)] = 75.0
+
+    @model_validator(mode="after")
+    def _resume_below_stop(self) -> ThermalConfig:
+        if self.resume_celsius >= self.stop_celsius:
+            raise ValueError(f"resume_celsius = {self.resume_celsius:g} must be below "
+                             f"stop_celsius = {self.stop_celsius:g}")
+        return self
 
 
 class ClockConfig(_Section):
@@ -123,6 +157,8 @@ class VoiceNoteConfig(_Section):
     silence_s: Annotated[float, Field(gt=0, le=30)] = 2.0     # of quiet that ends it
     max_s: Annotated[float, Field(gt=0, le=600)] = 120.0
     speech_dbfs: Annotated[float, Field(ge=-90, le=0)] = -45.0
+    # While an interruption is unexplained: a reminder this often; 0 = off.
+    reminder_interval_s: Annotated[float, Field(ge=0)] = 300.0
 
 
 class RecorderConfig(_Section):
@@ -130,6 +166,9 @@ class RecorderConfig(_Section):
     flush_interval: Annotated[float, Field(gt=0, le=10)] = 1.0
     pre_event_seconds: Annotated[float, Field(ge=0, le=120)] = 30.0
     pre_event_audio: bool = False
+    # A stop by the officer and a new start within this time are one incident: the gap is
+    # an interruption to explain (Art. 16).
+    same_incident_s: Annotated[float, Field(ge=0)] = 600.0
 
 
 class GpioConfig(_Section):
@@ -140,11 +179,15 @@ class GpioConfig(_Section):
     record_led_pin: Annotated[int, Field(ge=0, le=53)] = 27
     status_led_pin: Annotated[int, Field(ge=0, le=53)] = 22
     buzzer_pin: Annotated[int, Field(ge=0, le=53)] = 23  # a buzzer or a vibration motor
+    # The function button: a press explains an interruption, a hold declares an exemption.
+    function_button_pin: Annotated[int, Field(ge=0, le=53)] = 24
+    exemption_hold_seconds: Annotated[float, Field(ge=0.5, le=30)] = 2.0
 
     @model_validator(mode="after")
     def _distinct_pins(self) -> GpioConfig:
         pins = {"button_pin": self.button_pin, "record_led_pin": self.record_led_pin,
-                "status_led_pin": self.status_led_pin, "buzzer_pin": self.buzzer_pin}
+                "status_led_pin": self.status_led_pin, "buzzer_pin": self.buzzer_pin,
+                "function_button_pin": self.function_button_pin}
         if len(set(pins.values())) != len(pins):
             raise ValueError(f"pins must be distinct, got {pins}")
         return self
@@ -159,6 +202,7 @@ class Config(_Section):
     gpio: GpioConfig
     battery: BatteryConfig = BatteryConfig()
     clock: ClockConfig = ClockConfig()
+    thermal: ThermalConfig = ThermalConfig()
     selfcheck: SelfCheckConfig = SelfCheckConfig()
     voice: VoiceConfig = VoiceConfig()
     cues: CuesConfig = CuesConfig()

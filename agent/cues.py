@@ -1,4 +1,5 @@
-"""The officer's cues: a reminder while recording, and alarms for battery, clock and storage.
+"""The officer's cues: a reminder while recording, and alarms for battery, clock and storage,
+and for the faults that interrupt a recording (raised by the daemon).
 
 The device has no screen, so it says what matters by vibration, LED and voice. An
 alarm is sealed when it is raised and when it clears, so the chain shows how long
@@ -39,10 +40,12 @@ class Cues:
         self._recording = recording
         self._on_change = on_change
         self.active: set[str] = set()
+        self._lock = threading.Lock()
         self._announced: dict[str, float] = {}
         self._recording_since: float | None = None
         self._last_reminder = 0.0
         self._last_check = float("-inf")
+        self._reminders: list[Callable[[float], None]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cues", daemon=True)
 
@@ -65,8 +68,14 @@ class Cues:
     def _reminder_interval(self) -> float:
         return self._config.cues.reminder_interval_s
 
+    def add_reminder(self, remind: Callable[[float], None]) -> None:
+        """Another reminder run on the cues' tick (e.g. an unexplained interruption)."""
+        self._reminders.append(remind)
+
     def tick(self, now: float) -> None:
         self._remind(now)
+        for remind in self._reminders:
+            remind(now)
         if now - self._last_check >= self._config.cues.check_interval_s:
             self._last_check = now
             self._check_alarms(now)
@@ -91,23 +100,34 @@ class Cues:
             conditions["clock_unsynced"] = self._clock_unsynced()
         if cues.storage_alarm:
             conditions["storage_low"] = self._storage_low()
-        changed = False
         for alarm, (raised, value) in conditions.items():
-            if raised and alarm not in self.active:
-                self.active.add(alarm)
-                self._chain.append("alarm", {"alarm": alarm, "raised": True, "value": value})
-                log.warning("alarm %s: %s", alarm, value)
-                self._announce(alarm, now)
-                changed = True
-            elif raised and now - self._announced[alarm] >= cues.alarm_repeat_s:
-                self._announce(alarm, now)
-            elif not raised and alarm in self.active:
-                self.active.discard(alarm)
-                self._chain.append("alarm", {"alarm": alarm, "raised": False, "value": value})
-                log.info("alarm %s cleared: %s", alarm, value)
-                changed = True
-        if changed:
+            if raised:
+                self.raise_alarm(alarm, value)
+            else:
+                self.clear_alarm(alarm, value)
+
+    def raise_alarm(self, alarm: str, value: str) -> None:
+        """Seal, buzz and say it when it is new; repeat it every alarm_repeat_s while it lasts."""
+        now = time.monotonic()
+        with self._lock:
+            new = alarm not in self.active
+            if not new and now - self._announced[alarm] < self._config.cues.alarm_repeat_s:
+                return
+            self.active.add(alarm)
+            self._announce(alarm, now)
+        if new:
+            self._chain.append("alarm", {"alarm": alarm, "raised": True, "value": value})
+            log.warning("alarm %s: %s", alarm, value)
             self._on_change()
+
+    def clear_alarm(self, alarm: str, value: str) -> None:
+        with self._lock:
+            if alarm not in self.active:
+                return
+            self.active.discard(alarm)
+        self._chain.append("alarm", {"alarm": alarm, "raised": False, "value": value})
+        log.info("alarm %s cleared: %s", alarm, value)
+        self._on_change()
 
     def _announce(self, alarm: str, now: float) -> None:
         self._announced[alarm] = now

@@ -1,9 +1,9 @@
 """The daemon: hardware events in, one state machine deciding, recorder and chain as its services.
 
 Read `run` top to bottom: open the store and the chain, seal a boot record,
-start the camera feeding the recorder, wire the button and the control socket
-to the event queue, check the device, then handle events until shutdown, and
-seal on the way out.
+start the camera feeding the recorder, wire the buttons, the fault watch and the
+control socket to the event queue, check the device, then handle events until
+shutdown, and seal on the way out.
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ import logging
 import queue
 import signal
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.chain import Chain
+from agent.chain import Chain, read_bodies
 from agent.config import Config, voice_folder
 from agent.control import ControlServer
 from agent.cues import Cues
+from agent.faults import FaultWatch
+from agent.interruptions import Gap, Interruptions, gap_now
 from agent.keys import fingerprint, load_or_create_device_key
 from agent.recorder import Recorder
 from agent.recovery import CutRecording, move_orphans_back, recover
@@ -30,6 +33,9 @@ from agent.state import (
     ButtonHeld,
     ButtonPressed,
     Event,
+    Fault,
+    FunctionHeld,
+    FunctionPressed,
     HealthChanged,
     Shutdown,
     State,
@@ -37,6 +43,7 @@ from agent.state import (
     TriggerStart,
 )
 from agent.store import Store
+from agent.verify import unexplained
 from agent.voice import Voice
 from agent.voice_note import VoiceNoteTaker
 from hal.audio import open_microphone, open_speaker
@@ -44,6 +51,7 @@ from hal.battery import open_battery
 from hal.camera import Camera, open_camera
 from hal.clock import open_clock
 from hal.gpio import Health, OfficerControls
+from hal.thermal import open_thermal
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +76,12 @@ class Daemon:
         self.voice: Voice | None = None
         self.cues: Cues | None = None
         self.battery = None
-        self._interrupted: list[CutRecording] = []
-        self.unexplained: set[int] = set()
+        self.boot_id = _boot_id()
         self.voice_notes: VoiceNoteTaker | None = None
-        self._note_thread: threading.Thread | None = None
+        self.interruptions: Interruptions | None = None
+        self.faults: FaultWatch | None = None
+        self._stopped: dict[str, Any] | None = None  # the last record_stop, for the next gap
+        self._officer_stop: tuple[Gap, float] | None = None
 
     def post(self, event: Event) -> None:
         """Thread-safe: button callbacks, the control socket and signals all come through here."""
@@ -113,9 +123,8 @@ class Daemon:
                 self.machine.handle(event)
         finally:
             server.close()
-            if self._note_thread:
-                self.voice_notes.cancel()
-                self._note_thread.join()
+            self.interruptions.close()
+            self.faults.close()
             self.camera.stop()
             self.recorder.close()
             self.cues.close()
@@ -129,8 +138,11 @@ class Daemon:
         """The store, the device key and the chain, with a boot record saying what started."""
         self.store.prepare()
         key = load_or_create_device_key(self.store.keys)
-        self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, _boot_id())
+        self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, self.boot_id)
         move_orphans_back(self.store)
+        if not self.store.hold_reserve(self.config.store.reserve_bytes):
+            log.critical("the store has no room for its %d-byte reserve: a full disk may not "
+                         "be recorded in the chain", self.config.store.reserve_bytes)
         self.chain.append("boot", {
             "version": __version__,
             "config": str(self.config_path),
@@ -143,12 +155,16 @@ class Daemon:
         })
 
     def _start_services(self) -> None:
-        """The camera feeding the recorder, the voice, the button and LEDs, the cues."""
+        """The camera feeding the recorder, the voice, the buttons and LEDs, the cues, the
+        fault watch and the officer's spoken records."""
         self.battery = open_battery(self.config.battery, self.store.root)
         self.camera = open_camera(self.config)
-        self._interrupted = recover(self.store, self.chain, self.camera.layout)
+        cut = recover(self.store, self.chain, self.camera.layout)
+        self.faults = FaultWatch(self.config, self.store, self._fault_event,
+                                 lambda: self.recorder.stats.frames_seen, self._restart_camera,
+                                 self.battery, open_thermal(self.config.thermal, self.store.root))
         self.recorder = Recorder(self.camera.layout, self.store, self.chain,
-                                 self.config.recorder)
+                                 self.config.recorder, on_fault=self.faults.report)
         self.camera.start(self.recorder)
         self.voice = Voice(open_speaker(self.config.audio),
                            voice_folder(self.config, self.config_path),
@@ -156,59 +172,88 @@ class Daemon:
                            self.config.voice.notice_text)
         self.controls = OfficerControls(self.config.gpio,
                                         on_press=lambda g: self.post(ButtonPressed(g)),
-                                        on_hold=lambda g: self.post(ButtonHeld(g)))
+                                        on_hold=lambda g: self.post(ButtonHeld(g)),
+                                        on_function_press=lambda: self.post(FunctionPressed()),
+                                        on_function_hold=lambda: self.post(FunctionHeld()))
         self.machine = StateMachine(self)
         self.cues = Cues(self.config, self.chain, self.voice, self.controls, self.battery,
                          self.clock, recording=lambda: self.machine.state is State.RECORDING,
                          on_change=lambda: self.post(HealthChanged()))
         self.cues.start()
-        self.voice_notes = VoiceNoteTaker(self.config.voice_note, self.store, self.chain,
-                                          self.voice, lambda: open_microphone(self.config.audio),
-                                          lambda: self.controls.button.is_pressed)
-        if self._interrupted:
+        self.voice_notes = VoiceNoteTaker(
+            self.config.voice_note, self.store, self.chain, self.voice,
+            lambda: open_microphone(self.config.audio),
+            lambda: self.controls.button.is_pressed or self.controls.function_button.is_pressed)
+        self.interruptions = Interruptions(
+            self.config.voice_note, self.chain, self.voice_notes, self.voice,
+            self.controls.pulse, listen=self.config.audio.enabled,
+            unexplained_seqs=(r["seq"] for r in unexplained(read_bodies(self.store.chain))))
+        self.cues.add_reminder(self.interruptions.tick)
+        self.faults.start()
+        for recording in cut:
+            self.interruptions.begin(_power_loss_gap(recording))
+        if cut:
             # It was recording when it died: record again at once, without the officer.
             self.post(TriggerStart("resume_after_interruption"))
+
+    def _fault_event(self, event: Event) -> None:
+        """A fault raised or cleared: the alarm at once, whatever the state; then decide."""
+        if isinstance(event, Fault):
+            self.cues.raise_alarm(event.cause, event.detail)
+        else:
+            self.cues.clear_alarm(event.cause, "cleared")
+        self.post(event)
+
+    def _restart_camera(self) -> None:
+        """A new camera in place of one that stopped delivering frames."""
+        old = self.camera
+        stopping = threading.Thread(target=old.stop, name="camera-stop", daemon=True)
+        stopping.start()
+        stopping.join(self.config.camera.stall_s)
+        if stopping.is_alive():
+            log.error("the failed camera did not stop within %g s; left behind",
+                      self.config.camera.stall_s)
+        self.recorder.discard_buffered()
+        self.camera = open_camera(self.config)
+        self.camera.start(self.recorder)
 
     # --- actions the state machine takes ---------------------------------------------------
 
     def start_recording(self, trigger: str) -> None:
         recording = self.recorder.start(trigger, self.camera.origin_ns)
         log.info("recording %d started by %s", recording, trigger)
-        for cut in self._interrupted:
-            self._seal_interruption(cut, recording)
-        self._interrupted = []
+        if self._officer_stop:
+            gap, stopped_at = self._officer_stop
+            if time.monotonic() - stopped_at <= self.config.recorder.same_incident_s:
+                self.interruptions.begin(gap)
+            self._officer_stop = None
         if self.config.voice.notice_on_record:
             self.voice.notice(recording)
-
-    def _seal_interruption(self, cut: CutRecording, resumed: int) -> None:
-        """The gap from the last packet on disk to the recording that resumed after it,
-        and the officer's spoken explanation of it, asked for at once."""
-        record = self.chain.append("interruption", {
-            "cause": "power_loss_or_crash",
-            "recording_before": cut.id,
-            "last_segment": cut.last_segment["file"] if cut.last_segment else None,
-            "start": cut.last_media_wall,
-            "start_boot_id": cut.start["boot_id"],
-            "recording_after": resumed,
-            "explained": False,
-        })
-        self.unexplained.add(record["seq"])
-        if self.config.audio.enabled:
-            self._note_thread = threading.Thread(target=self._take_voice_note,
-                                                 args=(record["seq"],), name="voice-note")
-            self._note_thread.start()
-
-    def _take_voice_note(self, interruption: int) -> None:
-        note = self.voice_notes.take(interruption)
-        if note["payload"]["explained"]:
-            self.unexplained.discard(interruption)
-        else:
-            log.warning("interruption %d is unexplained: no speech in the voice note",
-                        interruption)
+        self.interruptions.resumed(recording)
 
     def stop_recording(self, reason: str) -> None:
-        record = self.recorder.stop(reason)
-        log.info("recording stopped (%s): %d segments", reason, record["payload"]["segments"])
+        self._stopped = self.recorder.stop(reason)
+        log.info("recording stopped (%s): %d segments", reason,
+                 self._stopped["payload"]["segments"])
+        if reason == "button_hold":
+            gap = gap_now("officer_stop_restart", "stopped by the officer and started again "
+                          "within one incident", self._stopped, self.boot_id)
+            self._officer_stop = (gap, time.monotonic())
+
+    def interrupted(self, cause: str, detail: str) -> None:
+        """A fault stopped the recording (or a start): the gap opens, to be sealed on resume."""
+        since = self.recorder.last_frame_mono_ns if cause == "camera_fault" else None
+        self.interruptions.begin(gap_now(cause, detail, self._stopped, self.boot_id, since))
+        self._stopped = None
+
+    def interruption_ended(self, reason: str) -> None:
+        self.interruptions.ended(reason)
+
+    def explain(self) -> None:
+        self.interruptions.explain()
+
+    def declare_exemption(self) -> None:
+        self.interruptions.declare_exemption()
 
     def show(self, state: State) -> None:
         if state is not State.SHUTTING_DOWN:
@@ -256,7 +301,8 @@ class Daemon:
             "state": self.machine.state.value,
             "health": self.health.value,
             "alarms": sorted(self.cues.active),
-            "unexplained_interruptions": sorted(self.unexplained),
+            "faults": dict(self.machine.faults),
+            "unexplained_interruptions": sorted(self.interruptions.unexplained),
             "recording": self.recorder.recording_id,
             "current_segment": self.recorder.current_segment,
             "segments_sealed": self.recorder.stats.segments_sealed,
@@ -272,11 +318,19 @@ class Daemon:
             self.post(TriggerStart(f"external:{request.get('source', 'control')}"))
             return {"ok": True}
         if command == "press":
-            self.controls.press(long=bool(request.get("long")))
+            self.controls.press(long=bool(request.get("long")),
+                                function=bool(request.get("function")))
             return {"ok": True}
         if command == "selfcheck":
             return {"ok": True, **self.selfcheck().as_record()}
         raise ValueError(f"unknown command {command!r}")
+
+
+def _power_loss_gap(cut: CutRecording) -> Gap:
+    """The gap a power cut or crash left: from the last packet on disk to the restart."""
+    return Gap("power_loss_or_crash", f"recording {cut.id} found open at start",
+               cut.id, cut.last_segment["file"] if cut.last_segment else None,
+               cut.last_media_wall, None, cut.start["boot_id"])
 
 
 def _slug(name: str) -> str:

@@ -14,6 +14,8 @@ from agent.daemon import Daemon
 from agent.state import Shutdown
 from agent.verify import verify_store
 
+_NOTE_SECONDS = 2.0
+
 
 def run_demo(config_path: Path | None, store: Path | None, seconds: float) -> int:
     store = store or Path(tempfile.mkdtemp(prefix="bodycam-demo-"))
@@ -29,7 +31,16 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float) -> in
     print(daemon.selfcheck().render(), flush=True)
     _say("press: recording starts, the notice is played")
     daemon.controls.press()
-    time.sleep(seconds)
+    time.sleep(seconds / 2)
+    _say(f"hold for {config.gpio.stop_hold_seconds:g} s: recording stops")
+    daemon.controls.press(long=True)
+    _say("press again within the same incident: an interruption, the officer is asked why")
+    daemon.controls.press()
+    if config.audio.enabled and daemon.voice_notes.listening.wait(60):
+        time.sleep(_NOTE_SECONDS)  # the officer explains (the simulated microphone's tone)
+        _say("press: the explanation ends and is sealed")
+        daemon.controls.press()
+    time.sleep(seconds / 2)
     _say(f"hold for {config.gpio.stop_hold_seconds:g} s: recording stops")
     daemon.controls.press(long=True)
     daemon.post(Shutdown("demo finished"))
@@ -46,6 +57,8 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float) -> in
           f"(including the pre-event buffer)\n"
           f"frames:     {report.video_frames}\n"
           f"gaps:       {gaps}\n"
+          f"interrupt:  {_interruption_line(records)}\n"
+          f"voice note: {_voice_note_line(records)}\n"
           f"verify:     {report.summary()}")
     if first:
         print(f"play:       ffplay {first[0]}")
@@ -73,6 +86,26 @@ def _notice_line(records: list[dict[str, Any]]) -> str:
     parts = notices[-1]["payload"]["parts"]
     return (f"played {', '.join(p['language'] for p in parts)} from {parts[0]['started']}, "
             f"sealed as record {notices[-1]['seq']}")
+
+
+def _interruption_line(records: list[dict[str, Any]]) -> str:
+    gaps = [r for r in records if r["type"] == "interruption"]
+    if not gaps:
+        return "none"
+    gap = gaps[-1]["payload"]
+    return (f"{gap['cause']} from recording {gap['recording_before']} to "
+            f"{gap['recording_after']}, {gap['start']} to {gap['end']}, sealed as record "
+            f"{gaps[-1]['seq']}")
+
+
+def _voice_note_line(records: list[dict[str, Any]]) -> str:
+    notes = [r for r in records if r["type"] == "voice_note"]
+    if not notes:
+        return "none"
+    note = notes[-1]["payload"]
+    return (f"{note['duration_ms'] / 1000:.1f} s for interruption {note['interruption']}, "
+            f"{'explained' if note['explained'] else 'UNEXPLAINED'} (ended by "
+            f"{note['ended_by']}), sealed as {note['file']}")
 
 
 def _say(message: str) -> None:

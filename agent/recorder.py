@@ -8,15 +8,21 @@ Three threads, so that neither the disk nor the chain ever holds up the encoder:
   segment and presentation times run on across the cut;
 - the sealer thread closes finished segments, moves them to sealed/ and signs them
   into the chain.
+
+When the disk fills, the segment keeps every byte the disk took and is sealed; the
+store's reserve is released so the chain can say so, and `on_fault` tells the daemon,
+which stops the recording as an interruption. Until then packets are dropped, counted.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +48,7 @@ class _Recording:
     segments: int = 0
     video_frames: int = 0
     audio_packets: int = 0
+    last_segment: str | None = None
     sealed: threading.Event = field(default_factory=threading.Event)
 
 
@@ -57,18 +64,24 @@ class RecorderStats:
     frames_seen: int = 0
     packets: int = 0
     packets_lost: int = 0
+    packets_dropped_disk_full: int = 0
     max_queue_depth: int = 0
     longest_rotation_s: float = 0.0
     segments_sealed: int = 0
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 class Recorder:
     def __init__(self, layout: StreamLayout, store: Store, chain: Chain,
-                 config: RecorderConfig) -> None:
+                 config: RecorderConfig,
+                 on_fault: Callable[[str, str], None] = lambda cause, detail: None) -> None:
         self._layout = layout
         self._store = store
         self._chain = chain
         self._config = config
+        self._on_fault = on_fault
         self._segment_us = int(config.segment_seconds * 1_000_000)
         self._prebuffer = PreEventBuffer(int(config.pre_event_seconds * 1_000_000),
                                          config.pre_event_audio)
@@ -80,11 +93,13 @@ class Recorder:
                                             | None] = queue.SimpleQueue()
         self.stats = RecorderStats()
         self.current_segment: str | None = None
+        self.last_frame_mono_ns: int | None = None
         # Owned by the writer thread:
         self._writing: _Recording | None = None
         self._segment: SegmentWriter | None = None
         self._index = 0
         self._failing = False
+        self._disk_full = False
         self._writer = threading.Thread(target=self._write_loop, name="segment-writer",
                                         daemon=True)
         self._sealer = threading.Thread(target=self._seal_loop, name="segment-sealer",
@@ -101,6 +116,7 @@ class Recorder:
         encoded = EncodedPacket(data, timestamp, keyframe, audio)
         if not audio:
             self.stats.frames_seen += 1
+            self.last_frame_mono_ns = time.monotonic_ns()
         with self._lock:
             if self._recording is None:
                 self._prebuffer.add(encoded)
@@ -139,6 +155,12 @@ class Recorder:
             self._recording = recording
         return recording.id
 
+    def discard_buffered(self) -> None:
+        """Forget the pre-event buffer: a restarted camera starts a new timeline."""
+        with self._lock:
+            dropped = len(self._prebuffer.drain())
+        log.info("pre-event buffer of the old camera discarded (%d packets)", dropped)
+
     def stop(self, reason: str) -> dict[str, Any] | None:
         """Seal the open segment and a record_stop; returns the record, or None if idle."""
         with self._lock:
@@ -150,6 +172,7 @@ class Recorder:
         return self._chain.append("record_stop", {
             "recording": recording.id,
             "reason": reason,
+            "last_segment": recording.last_segment,
             "segments": recording.segments,
             "video_frames": recording.video_frames,
             "audio_packets": recording.audio_packets,
@@ -166,26 +189,46 @@ class Recorder:
     def _write_loop(self) -> None:
         while (item := self._queue.get()) is not None:
             if isinstance(item, _Recording):
-                self._writing, self._index = item, 0
+                self._writing, self._index, self._disk_full = item, 0, False
             elif isinstance(item, _Stop):
                 self._cut()
                 self._seal_queue.put(item)
                 self.current_segment = None
+            elif self._disk_full:
+                self.stats.packets_dropped_disk_full += 1
             else:
                 try:
                     self._write(item)
                     self._failing = False
-                except (OSError, av.FFmpegError, ValueError):
-                    # Never let one bad packet or a full disk end the recording: count the
-                    # loss, seal what was written, and try again with a new segment.
-                    self.stats.packets_lost += 1
-                    if not self._failing:
-                        log.critical("recording %d: packet at %s us lost, segment %d cut",
-                                     self._writing.id, item.pts_us, self._index,
-                                     exc_info=True)
-                    self._failing = True
-                    self._cut()
+                except OSError as exc:
+                    if exc.errno in _DISK_FULL:
+                        self._fill_up(exc)
+                    else:
+                        self._lose(item)
+                except (av.FFmpegError, ValueError):
+                    self._lose(item)
         self._seal_queue.put(None)
+
+    def _lose(self, packet: EncodedPacket) -> None:
+        """Never let one bad packet end the recording: count the loss, seal what was
+        written, and go on with a new segment."""
+        self.stats.packets_lost += 1
+        if not self._failing:
+            log.critical("recording %d: packet at %s us lost, segment %d cut",
+                         self._writing.id, packet.pts_us, self._index, exc_info=True)
+        self._failing = True
+        self._cut()
+
+    def _fill_up(self, error: OSError) -> None:
+        """The disk is full: seal the segment to its last written byte, free the reserve
+        so the chain can record it, and report the fault; drop packets until stopped."""
+        self._disk_full = True
+        self.stats.packets_dropped_disk_full += 1
+        self._store.release_reserve()
+        log.critical("recording %d: the disk is full (%s); segment %d sealed as written",
+                     self._writing.id, error.strerror, self._index)
+        self._cut()
+        self._on_fault("storage_full", f"{error.strerror} writing segment {self._index}")
 
     def _write(self, packet: EncodedPacket) -> None:
         if packet.pts_us is None:
@@ -249,14 +292,17 @@ class Recorder:
         }
         if index == 0:
             payload["pre_event"] = recording.pre_event
+        if summary.write_error:
+            payload["write_error"] = summary.write_error  # the file ends where the disk did
         if self._layout.audio:
             audio = self._layout.audio
             payload["audio"] = {**_span(summary.audio), "codec": audio.codec,
                                 "samples": summary.audio.packets * audio.samples_per_packet,
                                 "sample_rate": audio.sample_rate,
                                 "samples_per_packet": audio.samples_per_packet}
-        self._chain.append("segment_sealed", payload,
-                           name_for_seq=self._store.move_to_sealed(summary.path))
+        record = self._chain.append("segment_sealed", payload,
+                                    name_for_seq=self._store.move_to_sealed(summary.path))
+        recording.last_segment = record["payload"]["file"]
         recording.segments += 1
         recording.video_frames += summary.video.packets
         recording.audio_packets += summary.audio.packets

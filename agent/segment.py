@@ -8,6 +8,7 @@ never re-reads the file.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -18,7 +19,6 @@ from typing import NamedTuple
 
 import av
 
-from agent.store import write_all
 from hal.camera import StreamLayout
 
 CONTAINER = "mpegts"
@@ -63,17 +63,31 @@ class AdtsFramer:
 
 
 class _HashingFile:
-    """The file object the muxer writes to: every byte is hashed on its way to disk."""
+    """The file object the muxer writes to: every byte that reaches the file is hashed.
+
+    A write the disk cannot take (ENOSPC) may land part of its bytes; those are hashed
+    and counted, so the file sealed after a full disk matches its record to the byte.
+    """
 
     def __init__(self, path: Path) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        write_all(self.fd, data)
-        self.size += len(data)
+        if self.error is not None:
+            raise self.error  # the muxer's tail after a failure must not land past a hole
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.fd, view)
+            except OSError as exc:
+                self.error = exc
+                raise
+            self.sha256.update(view[:written])
+            self.size += written
+            view = view[written:]
         return len(data)
 
 
@@ -100,6 +114,7 @@ class SegmentSummary:
     video: StreamSpan
     audio: StreamSpan
     opened_wall_ns: int
+    write_error: str | None  # why the file ends early (e.g. the disk filled), else None
 
 
 class SegmentWriter:
@@ -144,9 +159,20 @@ class SegmentWriter:
             self._last_sync = time.monotonic()
 
     def close(self) -> SegmentSummary:
-        """Write the muxer's tail, fsync and close; the file is then complete but not yet sealed."""
-        self._container.close()
+        """Write the muxer's tail, fsync and close; the file is then complete but not yet sealed.
+
+        After a failed write the tail cannot be written either: the file is kept as it
+        is, to its last written byte, and the summary says why it ends there.
+        """
+        try:
+            self._container.close()
+        except (OSError, av.FFmpegError):
+            if self._file.error is None:
+                raise
         os.fsync(self._file.fd)
         os.close(self._file.fd)
+        error = self._file.error
         return SegmentSummary(self.path, self._file.size, self._file.sha256.hexdigest(),
-                              self.video, self.audio, self.opened_wall_ns)
+                              self.video, self.audio, self.opened_wall_ns,
+                              None if error is None else errno.errorcode.get(error.errno,
+                                                                             str(error)))

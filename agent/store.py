@@ -34,6 +34,31 @@ class Store:
     def control_socket(self) -> Path:
         return self.root / "control.sock"
 
+    @property
+    def reserve(self) -> Path:
+        return self.root / "reserve"
+
+    def hold_reserve(self, size: int) -> bool:
+        """Preallocate the reserve; False when the disk cannot spare it now."""
+        if self.reserve.exists() and self.reserve.stat().st_blocks * 512 >= size:
+            return True
+        try:
+            fd = os.open(self.reserve, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
+            return False
+        fsync_dir(self.root)
+        return True
+
+    def release_reserve(self) -> None:
+        """Free the reserve for the records that must follow a full disk."""
+        self.reserve.unlink(missing_ok=True)
+
     def prepare(self) -> Store:
         """Create the folders; keys/ is owner-only because it holds the signing key."""
         self.root.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,10 @@ from agent.chain import GENESIS_PREV, canonical, read_records, record_hash, spli
 from agent.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.store import Store
 
+# Files sealed beside the segments, by the type of the record that names them.
+_ARTIFACTS = {"segment_sealed": "segment", "voice_note": "voice note",
+              "exemption": "exemption"}
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -159,15 +163,19 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
     return records
 
 
-def _note_unexplained(records: list[dict[str, Any]], report: Report) -> None:
-    """Art. 16: every interruption wants the officer's spoken explanation."""
+def unexplained(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The interruption records that no voice note with speech explains, oldest first."""
     explained = {r["payload"]["interruption"] for r in records
                  if r.get("type") == "voice_note" and r["payload"].get("explained")}
-    for record in records:
-        if record.get("type") == "interruption" and record["seq"] not in explained:
-            report.notes.append(f"interruption record {record['seq']} "
-                                f"({record['payload']['cause']}) is unexplained: no voice note "
-                                "with speech was sealed for it")
+    return [r for r in records if r.get("type") == "interruption" and r["seq"] not in explained]
+
+
+def _note_unexplained(records: list[dict[str, Any]], report: Report) -> None:
+    """Art. 16: every interruption wants the officer's spoken explanation."""
+    for record in unexplained(records):
+        report.notes.append(f"interruption record {record['seq']} "
+                            f"({record['payload']['cause']}) is unexplained: no voice note "
+                            "with speech was sealed for it")
 
 
 def _sequence_finding(where: str, seq: int, expected: int, present: set[int]) -> Finding:
@@ -183,7 +191,7 @@ def _sequence_finding(where: str, seq: int, expected: int, present: set[int]) ->
 
 
 def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report) -> set[str]:
-    sealed = [r for r in records if r.get("type") in ("segment_sealed", "voice_note")]
+    sealed = [r for r in records if r.get("type") in _ARTIFACTS]
     name_by_hash = {r["payload"]["sha256"]: r["payload"]["file"] for r in sealed}
     for record in sealed:
         payload = record["payload"]
@@ -193,7 +201,7 @@ def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report
             report.video_frames += payload["video"]["packets"]
             where = f"segment {name} (record {record['seq']})"
         else:
-            where = f"voice note {name} (record {record['seq']})"
+            where = f"{_ARTIFACTS[record['type']]} {name} (record {record['seq']})"
         path = store.root / name
         if not path.is_file():
             report.findings.append(Finding(where, "is missing (deleted)", "missing"))

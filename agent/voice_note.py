@@ -1,11 +1,13 @@
-"""The voice note: after an interruption the officer says why, and it is sealed (Art. 16).
+"""Spoken records: the officer's voice, asked for, listened to and sealed.
 
-The device asks (the shipped prompt), then records from the microphone until the
-officer stops speaking (simple energy detection), presses the button, or the
-maximum length is reached. The note is its own sealed artifact, a 16-bit PCM WAV
-named by its record's seq, linked to the interruption; the microphone track of
-the resumed recording hears it too. A note with no speech leaves the interruption
-unexplained, and says so.
+Two kinds: the voice note that explains an interruption (Art. 16), and the
+exemption that says why no recording is made (Art. 7). The device asks (the
+shipped prompt), then records from the microphone until the officer stops speaking
+(simple energy detection), presses a button, or the maximum length is reached. The
+recording is its own sealed artifact, a 16-bit PCM WAV named by its record's seq;
+a voice note links to its interruption, and the microphone track of the resumed
+recording hears it too. A record with no speech says so (`explained: false`), and
+an interruption with no explained note stays flagged.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from agent.store import Store
 from agent.voice import Voice
 from hal.audio import Microphone, rms_dbfs
 
+_PROMPTS = {"voice_note": "voice-note-prompt", "exemption": "exemption-prompt"}
+
 
 class VoiceNoteTaker:
     def __init__(self, config: VoiceNoteConfig, store: Store, chain: Chain, voice: Voice,
@@ -45,13 +49,13 @@ class VoiceNoteTaker:
         """End a note being taken now (shutdown); what was said so far is still sealed."""
         self._cancelled.set()
 
-    def take(self, interruption: int) -> dict[str, Any]:
-        """Prompt, listen, seal; returns the voice_note record."""
-        self._voice.say("voice-note-prompt")
+    def take(self, kind: str, link: dict[str, Any]) -> dict[str, Any]:
+        """Prompt, listen, seal as a `kind` record (voice_note, exemption) carrying `link`."""
+        self._voice.say(_PROMPTS[kind])
         self._voice.flush()
         microphone = self._open_microphone()
         pcm, ended_by, speech = self._listen(microphone)
-        return self._seal(interruption, pcm, microphone.sample_rate, ended_by, speech)
+        return self._seal(kind, link, pcm, microphone.sample_rate, ended_by, speech)
 
     def _listen(self, microphone: Microphone) -> tuple[np.ndarray, str, bool]:
         blocks: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
@@ -61,11 +65,18 @@ class VoiceNoteTaker:
         started = time.monotonic()
         last_speech: float | None = None
         ended_by = "max_length"
+        # The hold that asked for an exemption is not the press that ends it.
+        armed = not self._button_pressed()
         try:
             while time.monotonic() - started < self._config.max_s:
-                if self._button_pressed() or self._cancelled.is_set():
-                    ended_by = "button" if self._button_pressed() else "shutdown"
+                if self._cancelled.is_set():
+                    ended_by = "shutdown"
                     break
+                pressed = self._button_pressed()
+                if armed and pressed:
+                    ended_by = "button"
+                    break
+                armed = armed or not pressed
                 try:
                     block = blocks.get(timeout=0.1)
                 except queue.Empty:
@@ -86,9 +97,9 @@ class VoiceNoteTaker:
         pcm = np.concatenate(kept) if kept else np.zeros(0, dtype=np.float32)
         return pcm, ended_by, last_speech is not None
 
-    def _seal(self, interruption: int, pcm: np.ndarray, rate: int, ended_by: str,
-              speech: bool) -> dict[str, Any]:
-        path = self._store.open / f"note-{interruption:08d}.wav"
+    def _seal(self, kind: str, link: dict[str, Any], pcm: np.ndarray, rate: int,
+              ended_by: str, speech: bool) -> dict[str, Any]:
+        path = self._store.open / f"{kind}-{time.monotonic_ns()}.wav"
         samples = (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
         with wave.open(str(path), "wb") as out:
             out.setnchannels(1)
@@ -99,8 +110,8 @@ class VoiceNoteTaker:
             os.fsync(f.fileno())
             data = f.read()
         os.chmod(path, 0o444)
-        return self._chain.append("voice_note", {
-            "interruption": interruption,
+        return self._chain.append(kind, {
+            **link,
             "size": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
             "duration_ms": len(pcm) * 1000 // rate,

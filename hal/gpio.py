@@ -41,15 +41,18 @@ def pin_factory(name: str) -> Factory:
 
 
 class OfficerControls:
-    """Reports gestures on the button: `on_press(gesture)` at once on press-down,
-    `on_hold(gesture)` when the same press is held past `stop_hold_seconds`.
+    """Reports gestures on the record button: `on_press(gesture)` at once on press-down,
+    `on_hold(gesture)` when the same press is held past `stop_hold_seconds`; and on the
+    function button: `on_function_press()`, `on_function_hold()` past
+    `exemption_hold_seconds`.
 
     The gesture number lets the state machine tell the hold of the press that
     started a recording from a later, deliberate hold.
     """
 
     def __init__(self, config: GpioConfig, on_press: Callable[[int], None],
-                 on_hold: Callable[[int], None]) -> None:
+                 on_hold: Callable[[int], None], on_function_press: Callable[[], None],
+                 on_function_hold: Callable[[], None]) -> None:
         self._config = config
         self.factory = pin_factory(config.pin_factory)
         self._gestures = itertools.count(1)
@@ -59,8 +62,14 @@ class OfficerControls:
         self.record_led = LED(config.record_led_pin, pin_factory=self.factory)
         self.status_led = LED(config.status_led_pin, pin_factory=self.factory)
         self.buzzer = Buzzer(config.buzzer_pin, pin_factory=self.factory)
+        self.function_button = Button(config.function_button_pin,
+                                      pull_up=config.button_pull_up,
+                                      hold_time=config.exemption_hold_seconds,
+                                      pin_factory=self.factory)
         self.button.when_pressed = lambda: on_press(self._next_gesture())
         self.button.when_held = lambda: on_hold(self._gesture)
+        self.function_button.when_pressed = on_function_press
+        self.function_button.when_held = on_function_hold
 
     def _next_gesture(self) -> int:
         self._gesture = next(self._gestures)
@@ -90,25 +99,29 @@ class OfficerControls:
     def simulated(self) -> bool:
         return self._config.pin_factory == "mock"
 
-    def press(self, long: bool = False) -> None:
-        """Press the simulated button (a MockFactory pin), held past the stop gesture if `long`."""
+    def press(self, long: bool = False, function: bool = False) -> None:
+        """Press a simulated button (a MockFactory pin): the record button, or the function
+        button if `function`; held past its hold gesture if `long`."""
         if not self.simulated:
-            raise RuntimeError("the button can only be pressed from software on the "
+            raise RuntimeError("the buttons can only be pressed from software on the "
                                "simulated device (pin_factory = \"mock\")")
-        pin = self.factory.pin(self._config.button_pin)
+        button = self.function_button if function else self.button
+        pin = self.factory.pin(self._config.function_button_pin if function
+                               else self._config.button_pin)
         pressed, released = ((pin.drive_low, pin.drive_high) if self._config.button_pull_up
                              else (pin.drive_high, pin.drive_low))
         pressed()
         if long:
-            deadline = time.monotonic() + self._config.stop_hold_seconds + 2.0
-            while not self.button.is_held and time.monotonic() < deadline:
+            deadline = time.monotonic() + button.hold_time + 2.0
+            while not button.is_held and time.monotonic() < deadline:
                 time.sleep(0.02)
         else:
             time.sleep(0.05)
         released()
 
     def close(self) -> None:
-        for device in (self.button, self.record_led, self.status_led, self.buzzer):
+        for device in (self.button, self.function_button, self.record_led, self.status_led,
+                       self.buzzer):
             device.close()
         self.factory.close()
 

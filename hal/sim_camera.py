@@ -4,10 +4,15 @@ It behaves as picamera2's encoder does: one encoder thread pushes every packet
 to the output with a microsecond timestamp. The frames carry the UTC time and
 the device id burned in, as a body camera's overlay does, so a reviewer can
 tell any frame's moment by looking at it.
+
+Faults are simulated as the simulated battery is discharged, through a file: while
+`<store>/sim/camera/fault` says `hang` the encoder delivers nothing (a stuck sensor);
+`fail` ends the encoder thread with an error (a crashed encoder).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,6 +25,8 @@ from PIL import Image, ImageDraw, ImageFont
 from agent.config import Config
 from hal.aac import AacEncoder
 from hal.camera import AudioLayout, EncodedOutput, StreamLayout
+
+log = logging.getLogger(__name__)
 
 # Camera clock origin: keeps the AAC encoder's priming packet (-1024 samples) non-negative.
 CLOCK_ORIGIN_US = 100_000
@@ -45,6 +52,8 @@ class SimulatedCamera:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.frames_encoded = 0
+        self.fault_file = config.store_path / "sim" / "camera" / "fault"
+        self.fault_file.parent.mkdir(parents=True, exist_ok=True)
 
     def start(self, output: EncodedOutput) -> None:
         self._stop.clear()
@@ -57,6 +66,12 @@ class SimulatedCamera:
         if self._thread:
             self._thread.join()
 
+    def _fault(self) -> str:
+        try:
+            return self.fault_file.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return ""
+
     def _run(self, output: EncodedOutput) -> None:
         fps = self._config.camera.fps
         realtime = self._config.camera.realtime
@@ -68,6 +83,13 @@ class SimulatedCamera:
         audio_samples = 0
         index = 0
         while not self._stop.is_set():
+            fault = self._fault()
+            if fault == "hang":
+                self._stop.wait(0.05)
+                continue
+            if fault == "fail":
+                log.error("simulated camera: encoder failed (%s)", self.fault_file)
+                return
             if realtime:
                 delay = started_mono + index / fps - time.monotonic()
                 if delay > 0:

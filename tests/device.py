@@ -23,6 +23,8 @@ officer = "OFC-7"
 
 [store]
 path = "{store}"
+reserve_bytes = {reserve_bytes}
+resume_free_bytes = {resume_free_bytes}
 
 [camera]
 backend = "sim"
@@ -32,6 +34,7 @@ fps = 30
 keyframe_interval = {gop}
 bitrate = 400_000
 realtime = {realtime}
+stall_s = {stall_s}
 
 [audio]
 enabled = true
@@ -43,6 +46,7 @@ segment_seconds = {segment_seconds}
 flush_interval = 0.5
 pre_event_seconds = {pre_event_seconds}
 pre_event_audio = false
+same_incident_s = {same_incident_s}
 
 [gpio]
 pin_factory = "mock"
@@ -59,6 +63,8 @@ languages = {languages}
 [voice_note]
 wait_s = {note_wait}
 silence_s = {note_silence}
+max_s = {note_max}
+reminder_interval_s = {note_reminder}
 
 [cues]
 reminder_interval_s = {reminder}
@@ -69,7 +75,9 @@ storage_low_minutes = {storage_low_minutes}
 DEFAULTS = {"gop": 15, "realtime": "false", "segment_seconds": 1.0, "pre_event_seconds": 2.0,
             "export_deadline_hours": 24, "notice": "false", "audio_backend": "sim",
             "languages": '["zh", "en"]', "reminder": 120, "check_interval": 10,
-            "storage_low_minutes": 60, "note_wait": 10, "note_silence": 2.0}
+            "storage_low_minutes": 60, "note_wait": 10, "note_silence": 2.0, "note_max": 120,
+            "note_reminder": 300, "reserve_bytes": 1 << 20, "resume_free_bytes": 4 << 20,
+            "stall_s": 3.0, "same_incident_s": 600}
 
 
 def write_device_config(path: Path, store: Path, **values: object) -> Path:

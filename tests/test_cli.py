@@ -81,7 +81,8 @@ def test_status_without_a_daemon_says_so(write_config) -> None:
 
 
 def test_demo_records_several_segments_and_verifies(write_config, tmp_path: Path) -> None:
-    config = write_config(realtime="true", segment_seconds=1.0, notice="true")
+    config = write_config(realtime="true", segment_seconds=1.0, notice="true",
+                          languages='["en"]')
     result = bodycam("demo", "--config", str(config), "--store", str(tmp_path / "demo"),
                      "--seconds", "3")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -91,4 +92,6 @@ def test_demo_records_several_segments_and_verifies(write_config, tmp_path: Path
     assert summary["gaps"].strip() == "0"
     assert summary["verify"].strip().startswith("OK: ")
     assert summary["self-check"].strip().startswith("PASS, 11 items, sealed as record")
-    assert summary["notice"].strip().startswith("played zh, en from ")
+    assert summary["notice"].strip().startswith("played en from ")
+    assert summary["interrupt"].strip().startswith("officer_stop_restart from recording ")
+    assert "explained (ended by button), sealed as sealed/" in summary["voice note"]

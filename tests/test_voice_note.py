@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 import wave
 from pathlib import Path
 
@@ -11,9 +12,11 @@ import pytest
 
 from agent.chain import read_bodies
 from agent.config import default_config_path, load_config
+from agent.state import State
 from agent.verify import verify_store
 from hal.audio import conform, load_wav, open_speaker
 from tests.device import running_daemon, spawn_daemon, trigger_start, wait_for
+from tests.test_cues import buzzes
 from tests.test_notice import correlate
 
 
@@ -70,3 +73,80 @@ def test_voice_note_after_a_power_cut(pulse_server: str, write_config, tmp_path:
         assert unexplained == [f"interruption record {interruption['seq']} "
                                "(power_loss_or_crash) is unexplained: no voice note with "
                                "speech was sealed for it"]
+
+
+def speak_into_microphone(config: Path, speech: np.ndarray, rate: int) -> None:
+    """The officer talks: played into the null sink whose monitor is the microphone."""
+    open_speaker(load_config(config)[0].audio).play(speech, rate)
+
+
+def officer_words() -> tuple[np.ndarray, int]:
+    return load_wav(default_config_path().parent / "audio" / "selfcheck-fail-en.wav")
+
+
+def heard(store: Path, record: dict, speech: np.ndarray, rate: int) -> float:
+    """How clearly the sealed WAV of `record` holds `speech` (normalised correlation peak)."""
+    with wave.open(str(store / record["file"])) as recorded:
+        pcm = np.frombuffer(recorded.readframes(recorded.getnframes()), "<i2") / 32768
+    _, peak = correlate(pcm.astype(np.float32),
+                        conform(speech, rate, record["sample_rate"], 1)[:, 0])
+    return peak
+
+
+def test_exemption_declared_by_holding_the_function_button(pulse_server: str, write_config,
+                                                          tmp_path: Path) -> None:
+    config = write_config(realtime="true", audio_backend="sounddevice", languages='["en"]',
+                          note_wait=3, note_silence=1.0)
+    store = tmp_path / "store"
+    speech, rate = officer_words()
+    with running_daemon(config) as daemon:
+        daemon.controls.press(long=True, function=True)
+        wait_for(daemon.voice_notes.listening.is_set, timeout=30, what="the device listening")
+        speak_into_microphone(config, speech, rate)
+        wait_for(lambda: any(r["type"] == "exemption" for r in records(store)), timeout=30,
+                 what="the sealed exemption")
+        assert daemon.machine.state is State.STANDBY, "an exemption records no video"
+    chain = records(store)
+    [exemption] = [r["payload"] for r in chain if r["type"] == "exemption"]
+    assert exemption["explained"] is True and exemption["ended_by"] == "silence"
+    assert heard(store, exemption, speech, rate) > 0.5, "the officer's reason is in the record"
+    assert not [r for r in chain if r["type"] == "record_start"]
+    report = verify_store(store)
+    assert report.ok, report.summary()
+
+
+def test_unexplained_interruption_reminds_until_explained(pulse_server: str, write_config,
+                                                          tmp_path: Path) -> None:
+    config = write_config(realtime="true", audio_backend="sounddevice", languages='["en"]',
+                          note_wait=1.5, note_silence=1.0, note_reminder=1.0)
+    store = tmp_path / "store"
+    speech, rate = officer_words()
+    with running_daemon(config) as daemon:
+        buzzer = daemon.controls.factory.pin(daemon.config.gpio.buzzer_pin)
+        daemon.controls.press()
+        wait_for(lambda: daemon.machine.state is State.RECORDING, what="recording")
+        daemon.controls.press(long=True)
+        wait_for(lambda: daemon.machine.state is State.STANDBY, what="the officer's stop")
+        daemon.controls.press()  # again within the incident: an interruption to explain
+        wait_for(lambda: any(r["type"] == "voice_note" for r in records(store)), timeout=30,
+                 what="the first, silent voice note")
+        [interruption] = [r["seq"] for r in records(store) if r["type"] == "interruption"]
+        assert daemon.status()["unexplained_interruptions"] == [interruption]
+        reminded = buzzes(buzzer)
+        wait_for(lambda: buzzes(buzzer) >= reminded + 4, timeout=30,
+                 what="reminders while the interruption is unexplained")
+
+        daemon.controls.press(function=True)
+        wait_for(daemon.voice_notes.listening.is_set, timeout=30, what="the device listening")
+        speak_into_microphone(config, speech, rate)
+        wait_for(lambda: not daemon.status()["unexplained_interruptions"], timeout=30,
+                 what="the interruption to be explained")
+        after = buzzes(buzzer)
+        time.sleep(2.5)
+        assert buzzes(buzzer) == after, "no reminder once explained"
+    notes = [r["payload"] for r in records(store) if r["type"] == "voice_note"]
+    assert [n["explained"] for n in notes] == [False, True]
+    assert all(n["interruption"] == interruption for n in notes)
+    assert heard(store, notes[1], speech, rate) > 0.5
+    report = verify_store(store)
+    assert report.ok and not [n for n in report.notes if "unexplained" in n], report.notes
