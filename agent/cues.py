@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from agent.chain import Chain
 from agent.config import Config
+from agent.periodic import Periodic
 from agent.voice import Voice
 from hal.battery import Battery, projected_runtime_s
 from hal.clock import KernelClock, SimulatedClock
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 Condition = tuple[bool, str]  # raised?, and what was measured
 
 
-class Cues:
+class Cues(Periodic):
     def __init__(self, config: Config, chain: Chain, voice: Voice, controls: OfficerControls,
                  battery: Battery | None, clock: KernelClock | SimulatedClock,
                  recording: Callable[[], bool],
@@ -46,23 +47,8 @@ class Cues:
         self._last_reminder = 0.0
         self._last_check = float("-inf")
         self._reminders: list[Callable[[float], None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cues", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        tick = min(1.0, self._config.cues.check_interval_s, self._reminder_interval or 1.0)
-        while not self._stop.wait(tick):
-            try:
-                self.tick(time.monotonic())
-            except Exception:  # a failed sensor read must not end the reminders
-                log.exception("cues")
+        super().__init__("cues", min(1.0, config.cues.check_interval_s,
+                                     self._reminder_interval or 1.0))
 
     @property
     def _reminder_interval(self) -> float:

@@ -69,40 +69,40 @@ def _records(store: Path) -> list[dict[str, Any]]:
     return read_bodies(store / "chain.jsonl")
 
 
+def _last(records: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    return next((r for r in reversed(records) if r["type"] == kind), None)
+
+
 def _selfcheck_line(records: list[dict[str, Any]]) -> str:
-    checks = [r for r in records if r["type"] == "self_check"]
-    if not checks:
+    if not (check := _last(records, "self_check")):
         return "not run"
-    payload = checks[-1]["payload"]
+    payload = check["payload"]
     failing = [i["name"] for i in payload["items"] if i["status"] != "pass"]
     return (f"{payload['overall'].upper()}, {len(payload['items'])} items, sealed as record "
-            f"{checks[-1]['seq']}" + (f" (not passed: {', '.join(failing)})" if failing else ""))
+            f"{check['seq']}" + (f" (not passed: {', '.join(failing)})" if failing else ""))
 
 
 def _notice_line(records: list[dict[str, Any]]) -> str:
-    notices = [r for r in records if r["type"] == "notice_played"]
-    if not notices:
+    if not (notice := _last(records, "notice_played")):
         return "not played"
-    parts = notices[-1]["payload"]["parts"]
+    parts = notice["payload"]["parts"]
     return (f"played {', '.join(p['language'] for p in parts)} from {parts[0]['started']}, "
-            f"sealed as record {notices[-1]['seq']}")
+            f"sealed as record {notice['seq']}")
 
 
 def _interruption_line(records: list[dict[str, Any]]) -> str:
-    gaps = [r for r in records if r["type"] == "interruption"]
-    if not gaps:
+    if not (record := _last(records, "interruption")):
         return "none"
-    gap = gaps[-1]["payload"]
+    gap = record["payload"]
     return (f"{gap['cause']} from recording {gap['recording_before']} to "
             f"{gap['recording_after']}, {gap['start']} to {gap['end']}, sealed as record "
-            f"{gaps[-1]['seq']}")
+            f"{record['seq']}")
 
 
 def _voice_note_line(records: list[dict[str, Any]]) -> str:
-    notes = [r for r in records if r["type"] == "voice_note"]
-    if not notes:
+    if not (record := _last(records, "voice_note")):
         return "none"
-    note = notes[-1]["payload"]
+    note = record["payload"]
     return (f"{note['duration_ms'] / 1000:.1f} s for interruption {note['interruption']}, "
             f"{'explained' if note['explained'] else 'UNEXPLAINED'} (ended by "
             f"{note['ended_by']}), sealed as {note['file']}")

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from agent.config import Config
+from agent.periodic import Periodic
 from agent.state import Event, Fault, FaultCleared
 from agent.store import Store
 from hal.battery import Battery
@@ -31,7 +32,7 @@ _TICK_S = 0.25
 _FIRST_RESTART_S = 1.0
 
 
-class FaultWatch:
+class FaultWatch(Periodic):
     def __init__(self, config: Config, store: Store, post: Callable[[Event], None],
                  frames_seen: Callable[[], int], restart_camera: Callable[[], None],
                  battery: Battery | None, thermal: Thermal | None) -> None:
@@ -49,15 +50,7 @@ class FaultWatch:
         self._next_restart = 0.0
         self._restart_delay = _FIRST_RESTART_S
         self.camera_restarts = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fault-watch", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__("fault-watch", _TICK_S)
 
     def report(self, cause: str, detail: str) -> None:
         """Raise a fault found elsewhere (the recorder's full disk); thread-safe."""
@@ -75,15 +68,13 @@ class FaultWatch:
         log.warning("fault %s cleared: %s", cause, detail)
         self._post(FaultCleared(cause))
 
-    def _run(self) -> None:
-        while not self._stop.wait(_TICK_S):
-            now = time.monotonic()
-            for check in (self._check_camera, self._check_storage, self._check_battery,
-                          self._check_thermal):
-                try:
-                    check(now)
-                except Exception:  # a failed sensor read must not end the watch
-                    log.exception("fault watch: %s", check.__name__)
+    def tick(self, now: float) -> None:
+        for check in (self._check_camera, self._check_storage, self._check_battery,
+                      self._check_thermal):
+            try:
+                check(now)
+            except Exception:  # one failed sensor read must not hide the other faults
+                log.exception("fault watch: %s", check.__name__)
 
     def _check_camera(self, now: float) -> None:
         frames = self._frames_seen()
