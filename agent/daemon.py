@@ -14,6 +14,7 @@ import queue
 import signal
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from agent.chain import Chain
 from agent.config import Config, voice_folder
 from agent.control import ControlServer
 from agent.cues import Cues
+from agent.fleet_status import device_status
 from agent.keys import fingerprint, load_or_create_device_key
 from agent.recorder import Recorder
 from agent.recovery import CutRecording, move_orphans_back, recover
@@ -37,6 +39,7 @@ from agent.state import (
     TriggerStart,
 )
 from agent.store import Store
+from agent.telemetry import Telemetry, open_telemetry
 from agent.voice import Voice
 from agent.voice_note import VoiceNoteTaker
 from hal.audio import open_microphone, open_speaker
@@ -47,6 +50,7 @@ from hal.gpio import Health, OfficerControls
 
 log = logging.getLogger(__name__)
 
+_LOCATE_PULSES = 5
 _HEALTH = {Status.PASS: Health.OK, Status.WARN: Health.WARNING, Status.FAIL: Health.FAULT}
 
 
@@ -72,6 +76,7 @@ class Daemon:
         self.unexplained: set[int] = set()
         self.voice_notes: VoiceNoteTaker | None = None
         self._note_thread: threading.Thread | None = None
+        self.telemetry: Telemetry | None = None
 
     def post(self, event: Event) -> None:
         """Thread-safe: button callbacks, the control socket and signals all come through here."""
@@ -113,6 +118,8 @@ class Daemon:
                 self.machine.handle(event)
         finally:
             server.close()
+            if self.telemetry:
+                self.telemetry.stop_commands()
             if self._note_thread:
                 self.voice_notes.cancel()
                 self._note_thread.join()
@@ -122,6 +129,8 @@ class Daemon:
             self.voice.close()
             self.controls.close()
             self.chain.append("shutdown", {"reason": shutdown_reason})
+            if self.telemetry:  # after the shutdown record, so that it is sent too
+                self.telemetry.close()
             self.chain.close()
         return 0
 
@@ -130,6 +139,7 @@ class Daemon:
         self.store.prepare()
         key = load_or_create_device_key(self.store.keys)
         self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, _boot_id())
+        self.telemetry = open_telemetry(self.config, self.config_path, self.chain, self.store)
         move_orphans_back(self.store)
         self.chain.append("boot", {
             "version": __version__,
@@ -165,6 +175,8 @@ class Daemon:
         self.voice_notes = VoiceNoteTaker(self.config.voice_note, self.store, self.chain,
                                           self.voice, lambda: open_microphone(self.config.audio),
                                           lambda: self.controls.button.is_pressed)
+        if self.telemetry:
+            self.telemetry.start(lambda: device_status(self), self._remote_commands())
         if self._interrupted:
             # It was recording when it died: record again at once, without the officer.
             self.post(TriggerStart("resume_after_interruption"))
@@ -213,6 +225,21 @@ class Daemon:
     def show(self, state: State) -> None:
         if state is not State.SHUTTING_DOWN:
             self.controls.show(recording=state is State.RECORDING, health=self.health)
+        if self.telemetry:
+            self.telemetry.status_changed()
+
+    # --- what the fleet may ask over MQTT (nothing that stops a recording or deletes) -------
+
+    def _remote_commands(self) -> dict[str, Callable[[], dict[str, Any]]]:
+        return {"locate": self.locate, "selfcheck": lambda: self.selfcheck().as_record()}
+
+    def locate(self) -> dict[str, Any]:
+        """Buzz and flash green so the device can be found; the red LED keeps meaning recording."""
+        self.controls.pulse(_LOCATE_PULSES)
+        self.controls.status_led.blink(on_time=0.1, off_time=0.1, n=_LOCATE_PULSES * 3,
+                                       background=False)
+        self.post(HealthChanged())  # back to the LED pattern for the state and health
+        return {"pulses": _LOCATE_PULSES}
 
     # --- the self-check -------------------------------------------------------------------
 

@@ -15,9 +15,10 @@ from agent.state import Shutdown
 from agent.verify import verify_store
 
 
-def run_demo(config_path: Path | None, store: Path | None, seconds: float) -> int:
+def run_demo(config_path: Path | None, store: Path | None, seconds: float,
+             mqtt: str | None = None) -> int:
     store = store or Path(tempfile.mkdtemp(prefix="bodycam-demo-"))
-    config, config_path = load_config(config_path, store)
+    config, config_path = load_config(config_path, store, mqtt)
     daemon = Daemon(config, config_path)
     thread = threading.Thread(target=daemon.run, name="daemon",
                               kwargs={"install_signals": False, "selfcheck_at_start": False})
@@ -32,6 +33,7 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float) -> in
     time.sleep(seconds)
     _say(f"hold for {config.gpio.stop_hold_seconds:g} s: recording stops")
     daemon.controls.press(long=True)
+    reached = daemon.telemetry is not None and daemon.telemetry.connected.is_set()
     daemon.post(Shutdown("demo finished"))
     thread.join()
 
@@ -46,7 +48,8 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float) -> in
           f"(including the pre-event buffer)\n"
           f"frames:     {report.video_frames}\n"
           f"gaps:       {gaps}\n"
-          f"verify:     {report.summary()}")
+          f"verify:     {report.summary()}\n"
+          f"telemetry:  {_telemetry_line(daemon, reached)}")
     if first:
         print(f"play:       ffplay {first[0]}")
     return 0 if report.ok else 1
@@ -73,6 +76,18 @@ def _notice_line(records: list[dict[str, Any]]) -> str:
     parts = notices[-1]["payload"]["parts"]
     return (f"played {', '.join(p['language'] for p in parts)} from {parts[0]['started']}, "
             f"sealed as record {notices[-1]['seq']}")
+
+
+def _telemetry_line(daemon: Daemon, reached: bool) -> str:
+    """Whether the demo reached a broker (`reached`: connected before shutdown)."""
+    telemetry = daemon.telemetry
+    if telemetry is None:
+        return "off (no broker configured; --mqtt mqtt://host:port publishes)"
+    kept = f"{len(telemetry.outbox)} event(s) kept in the outbox for the next run"
+    if not reached:
+        return f"{daemon.config.mqtt.url} not reachable: {kept}"
+    return (f"published to {daemon.config.mqtt.url}: {telemetry.delivered} event(s) "
+            f"delivered on {telemetry.topics.events}, status and availability; {kept}")
 
 
 def _say(message: str) -> None:
