@@ -78,6 +78,7 @@ class Outbox:
     """Thread-safe: the chain's listener adds, the publisher takes and removes."""
 
     def __init__(self, path: Path, device: str, limit: int) -> None:
+        self.path = path
         self._device = device
         self._limit = limit
         self._lock = threading.Lock()
@@ -137,8 +138,8 @@ class Outbox:
         with self._lock:
             self._db.execute("BEGIN")
             try:
-                if self._count >= self._limit:
-                    self._drop_one()
+                while self._count >= self._limit and self._drop_one():
+                    pass
                 self._db.execute("INSERT INTO events (tier, seq, type, body) VALUES (?, ?, ?, ?)",
                                  (tier, body["seq"], body["type"], event))
                 self._count += 1
@@ -182,9 +183,10 @@ class Outbox:
         self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
                          "DO UPDATE SET value = excluded.value", (key, value))
 
-    def _drop_one(self) -> None:
+    def _drop_one(self) -> bool:
         """Drop the oldest event of the lowest tier not yet handed to the publisher, and
-        count it in the open overflow event (made in the dropped event's place)."""
+        count it in the open overflow event (made in the dropped event's place); False when
+        there is nothing that may be dropped."""
         for tier in (_TIER_ROUTINE, _TIER_OTHER):
             victim = self._db.execute(
                 "SELECT id, seq, type FROM events WHERE tier = ? AND id > ? ORDER BY id LIMIT 1",
@@ -192,7 +194,7 @@ class Outbox:
             if victim is not None:
                 break
         else:
-            return  # everything is in flight: nothing can be dropped, the queue grows by one
+            return False  # all of it is in flight: the queue grows by one
         victim_id, seq, type_ = victim
         self._db.execute("DELETE FROM events WHERE id = ?", (victim_id,))
         self._count -= 1
@@ -219,3 +221,4 @@ class Outbox:
         payload["last_seq"] = max(payload["last_seq"], seq)
         self._db.execute("UPDATE events SET body = ? WHERE id = ?",
                          (_encode(marker), self._open_marker))
+        return True

@@ -230,6 +230,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def mqtt_section(url: str, **values: object) -> str:
     """An [mqtt] section for a device config (appended to tests.device's FAST_DEVICE)."""
     settings = {"enabled": True, "url": url, "heartbeat_s": 1.0, "drain_on_exit_s": 2.0,
-                **values}
+                "reconnect_max_s": 1, **values}
     return "\n[mqtt]\n" + "".join(f"{key} = {json.dumps(value)}\n"
                                  for key, value in settings.items())
