@@ -254,10 +254,11 @@ def test_commands_safe_ones_run_the_rest_are_refused_answered_and_logged(
         wait_for(lambda: daemon.recorder.recording_id is not None, 10, "recording")
         buzzes = _count_buzzes(daemon)
         for command in ({"id": "c1", "cmd": "stop"}, {"id": "c2", "cmd": "purge"},
-                        {"id": "c3", "cmd": "locate"}, {"id": "c4", "cmd": "status"}):
+                        {"id": "c3", "cmd": "locate"}, {"id": "c4", "cmd": "status"},
+                        {"id": "c5", "cmd": "selfcheck"}):
             fleet.client.publish(f"{TOPIC}/cmd", json.dumps(command), qos=1)
         fleet.client.publish(f"{TOPIC}/cmd", b"not json", qos=1)
-        fleet.wait(lambda: len(fleet.messages) == 5, what="five answers")
+        fleet.wait(lambda: len(fleet.messages) == 6, timeout=60, what="six answers")
         answers = {a["id"]: a for a in fleet.json_on(f"{TOPIC}/cmd/response")}
         assert daemon.recorder.recording_id is not None, "nothing remote stops a recording"
         assert buzzes() >= 5, "locate buzzed"
@@ -268,10 +269,12 @@ def test_commands_safe_ones_run_the_rest_are_refused_answered_and_logged(
     assert answers["c3"] == {"id": "c3", "cmd": "locate", "accepted": True,
                              "result": {"pulses": 5}}
     assert answers["c4"]["accepted"] is True
+    assert answers["c5"]["accepted"] is True and answers["c5"]["result"]["overall"] in (
+        "pass", "warn", "fail")
     assert answers[None]["accepted"] is False and "not a command" in answers[None]["reason"]
     assert [(r["id"], r["cmd"], r["accepted"]) for r in records] == [
         ("c1", "stop", False), ("c2", "purge", False), ("c3", "locate", True),
-        ("c4", "status", True), (None, None, False)]
+        ("c4", "status", True), ("c5", "selfcheck", True), (None, None, False)]
     refusals = [r.getMessage() for r in caplog.records if "refused remote command" in
                 r.getMessage()]
     assert len(refusals) == 3 and "stop (id c1)" in refusals[0]
