@@ -83,7 +83,7 @@ def _telemetry_line(daemon: Daemon, reached: bool) -> str:
     telemetry = daemon.telemetry
     if telemetry is None:
         return "off (no broker configured; --mqtt mqtt://host:port publishes)"
-    kept = f"{len(telemetry.outbox)} event(s) kept in the outbox for the next run"
+    kept = f"{len(telemetry.outbox)} event(s) left in {telemetry.outbox.path}"
     if not reached:
         return f"{daemon.config.mqtt.url} not reachable: {kept}"
     return (f"published to {daemon.config.mqtt.url}: {telemetry.delivered} event(s) "

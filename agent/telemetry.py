@@ -97,6 +97,8 @@ class Telemetry:
         client.reconnect_delay_set(1, self._mqtt.reconnect_max_s)
         client.max_inflight_messages_set(WINDOW)
         client.max_queued_messages_set(0)
+        client.enable_logger(log)
+        client.suppress_exceptions = True  # a bug in a callback must not end paho's thread
         if self._mqtt.tls:
             ca, cert, key = (mqtt_file(self._config, config_path, name)
                              for name in ("ca", "cert", "key"))
@@ -265,8 +267,11 @@ class Telemetry:
     def _on_message(self, _client: mqtt.Client, _userdata: Any,
                     message: mqtt.MQTTMessage) -> None:
         if message.topic == self.topics.cmd:
-            if self._accepting_commands:
-                self._runner.submit(self._command, message.payload)
+            try:
+                if self._accepting_commands:
+                    self._runner.submit(self._command, message.payload)
+            except RuntimeError:  # shut down between the check and the submit
+                log.info("command ignored: shutting down")
         elif message.payload == HA_STATUS_ONLINE:  # Home Assistant (re)started
             self._discovery_due = True
             self._kick.set()

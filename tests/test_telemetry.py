@@ -6,6 +6,8 @@ import itertools
 import json
 import logging
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ from agent.daemon import Daemon
 from agent.keys import load_or_create_device_key
 from agent.store import Store
 from agent.telemetry import Telemetry, open_telemetry
+from agent.verify import verify_store
 from hal.clock import SimulatedClock
 from tests.device import running_daemon, spawn_daemon, trigger_start, wait_for
 from tests.mosquitto import Brokers, Pki, Subscriber, free_port, mqtt_section
@@ -278,6 +281,7 @@ def test_commands_safe_ones_run_the_rest_are_refused_answered_and_logged(
     refusals = [r.getMessage() for r in caplog.records if "refused remote command" in
                 r.getMessage()]
     assert len(refusals) == 3 and "stop (id c1)" in refusals[0]
+    assert verify_store(daemon.store.root).ok, "command records are part of a valid chain"
     fleet.close()
 
 
@@ -296,3 +300,24 @@ def test_no_broker_the_daemon_records_and_keeps_the_events(
         telemetry: Telemetry = daemon.telemetry
         assert not telemetry.connected.is_set()
         assert len(telemetry.outbox) >= 4, "boot, record_start and the segments wait"
+
+
+def test_demo_publishes_to_the_broker_and_says_so(brokers: Brokers, write_config: Callable[
+        ..., Path], tmp_path: Path) -> None:
+    broker = brokers()
+    fleet = Subscriber(broker.port, [f"{TOPIC}/#"])
+    store = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "agent", "demo", "--config",
+                             str(write_config(realtime="true")), "--store", str(store),
+                             "--seconds", "2", "--mqtt", broker.url],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("telemetry:"))
+    chain = read_bodies(store / "chain.jsonl")
+    assert f"published to {broker.url}: {len(chain)} event(s) delivered" in line
+    assert "0 event(s) left" in line
+    fleet.wait(lambda: fleet.on(f"{TOPIC}/availability")[-1:] and
+               fleet.on(f"{TOPIC}/availability")[-1].payload == b"offline")
+    assert [e["seq"] for e in unique_in_order(fleet.json_on(f"{TOPIC}/events"))] == [
+        b["seq"] for b in chain]
+    fleet.close()
