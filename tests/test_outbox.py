@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.chain import Chain
+from agent.chain import Chain, read_records, record_hash, split_line
 from agent.keys import load_or_create_device_key
 from agent.outbox import Outbox
 from agent.store import Store
@@ -24,7 +25,7 @@ def open_chain(root: Path) -> Chain:
 
 
 @pytest.fixture
-def chain(tmp_path: Path) -> Chain:
+def chain(tmp_path: Path) -> Iterator[Chain]:
     chain = open_chain(tmp_path / "store")
     yield chain
     chain.close()
@@ -50,12 +51,11 @@ def test_events_are_in_chain_order_and_survive_a_reopen(chain: Chain, tmp_path: 
     assert [e["seq"] for e in got] == [b["seq"] for b in bodies[1:]]
     assert got[0]["id"] == f"DEV-1:{bodies[1]['seq']}:{chain_hash(tmp_path, 2)[:16]}"
     assert got[0]["hash"] == chain_hash(tmp_path, 2) and got[0]["prev"] == bodies[1]["prev"]
-    assert len(reopened) == 4
+    assert len(reopened) == 4, "only the acknowledged event is gone"
 
 
 def chain_hash(tmp_path: Path, line: int) -> str:
-    from agent.chain import read_records, record_hash, split_line
-
+    """The SHA-256 of the signed bytes of the journal's `line` (1-based)."""
     return record_hash(split_line(dict(read_records(tmp_path / "store/chain.jsonl"))[line])[0])
 
 

@@ -45,8 +45,10 @@ def mqtt_config(write_config: Callable[..., Path]) -> Callable[..., Path]:
 
 def unique_in_order(events: list[dict]) -> list[dict]:
     """The subscriber's contract: deliveries are at least once, so keep the first of each id."""
-    seen: set[str] = set()
-    return [e for e in events if not (e["id"] in seen or seen.add(e["id"]))]
+    first: dict[str, dict] = {}
+    for event in events:
+        first.setdefault(event["id"], event)
+    return list(first.values())
 
 
 # --- configuration ---------------------------------------------------------------------------
