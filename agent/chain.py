@@ -13,6 +13,7 @@ import base64
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -27,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.store import fsync_dir, write_all
 from hal.clock import ClockState
+
+log = logging.getLogger(__name__)
 
 GENESIS_PREV = "0" * 64
 _SIG_SUFFIX = re.compile(rb',"sig":"([A-Za-z0-9+/]+={0,2})"\}$')
@@ -86,8 +89,16 @@ class TailRepair:
     kept_in: str
 
 
+Listener = Callable[[dict[str, Any], str], None]
+
+
 class Chain:
-    """Appends records; `identity` gives (device id, officer id) at the moment of each record."""
+    """Appends records; `identity` gives (device id, officer id) at the moment of each record.
+
+    `listeners` are called with each sealed record's body and hash, in sequence
+    order, under the chain's lock (that is what keeps them in order): they must be
+    quick, must not append, and what they raise is logged, never passed to the writer.
+    """
 
     def __init__(self, path: Path, key: Ed25519PrivateKey,
                  identity: Callable[[], tuple[str, str]],
@@ -107,6 +118,7 @@ class Chain:
         fsync_dir(path.parent)
         self.repair = _repair_torn_tail(path)
         self._head = _read_head(path)
+        self.listeners: list[Listener] = []
 
     @property
     def head(self) -> ChainHead:
@@ -141,6 +153,11 @@ class Chain:
             write_all(self._fd, encode_line(body_bytes, self._key.sign(body_bytes)))
             os.fsync(self._fd)
             self._head = ChainHead(seq, record_hash(body_bytes))
+            for listener in self.listeners:
+                try:
+                    listener(body, self._head.hash)
+                except Exception:  # the record is sealed; a listener cannot undo that
+                    log.exception("chain listener %r failed on record %d", listener, seq)
             return body
 
     def close(self) -> None:

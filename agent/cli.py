@@ -39,10 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bodycam", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", parents=[common], help="run the recorder daemon")
+    broker = argparse.ArgumentParser(add_help=False)
+    broker.add_argument("--mqtt", metavar="URL", help="publish telemetry to this broker, "
+                        "mqtt://host:port or mqtts://host:port (turns [mqtt] on, overrides "
+                        "its url)")
+
+    run = commands.add_parser("run", parents=[common, broker], help="run the recorder daemon")
     run.set_defaults(func=_run)
 
-    demo = commands.add_parser("demo", parents=[common],
+    demo = commands.add_parser("demo", parents=[common, broker],
                                help="the whole daemon on the simulated device: press, record, "
                                "stop, verify")
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to record")
@@ -85,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    config, args.config = load_config(args.config, args.store)
+    config, args.config = load_config(args.config, args.store, getattr(args, "mqtt", None))
     return config
 
 
@@ -99,7 +104,7 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo(args.config, args.store, args.seconds)
+    return run_demo(args.config, args.store, args.seconds, args.mqtt)
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -12,8 +12,16 @@ import tomllib
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
 _INSTALLED_CONFIG = Path(sys.prefix) / "share" / "bodycam" / "config"
@@ -193,6 +201,49 @@ class GpioConfig(_Section):
         return self
 
 
+class MqttConfig(_Section):
+    """Fleet telemetry (docs/telemetry.md). Off unless enabled here or by `--mqtt URL`."""
+
+    enabled: bool = False
+    url: str = "mqtts://localhost:8883"   # mqtt://host[:1883] or mqtts://host[:8883]
+    ca: str = ""                 # CA bundle (PEM) for mqtts; relative to this file; "" = system
+    cert: str = ""               # this device's client certificate (PEM), CN = [device] id
+    key: str = ""                # its private key (PEM)
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    reconnect_max_s: Annotated[int, Field(ge=1, le=3600)] = 60
+    outbox_limit: Annotated[int, Field(ge=1000, le=10_000_000)] = 100_000
+    drain_on_exit_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    discovery: bool = True       # Home Assistant MQTT discovery
+    discovery_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$")] = "homeassistant"
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("expected mqtt://host:port or mqtts://host:port")
+        try:
+            parts.port  # noqa: B018  (parsing the port is the check)
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        if parts.path not in ("", "/") or parts.query or parts.username:
+            raise ValueError("expected mqtt://host:port or mqtts://host:port, nothing more")
+        return url
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+
 class Config(_Section):
     device: DeviceConfig
     store: StoreConfig
@@ -207,6 +258,25 @@ class Config(_Section):
     voice: VoiceConfig = VoiceConfig()
     cues: CuesConfig = CuesConfig()
     voice_note: VoiceNoteConfig = VoiceNoteConfig()
+    mqtt: MqttConfig = MqttConfig()
+
+    @model_validator(mode="after")
+    def _tls_files_need_mqtts(self) -> Config:
+        mqtt = self.mqtt
+        if bool(mqtt.cert) != bool(mqtt.key):
+            raise ValueError(f"[mqtt] cert = {mqtt.cert!r}, key = {mqtt.key!r}: a client "
+                             "certificate needs its key: set both or neither")
+        if not mqtt.tls and (mqtt.ca or mqtt.cert):
+            raise ValueError(f"[mqtt] url = {mqtt.url!r}: ca, cert and key need mqtts://")
+        return self
+
+    @model_validator(mode="after")
+    def _discovery_needs_a_plain_id(self) -> Config:
+        if self.mqtt.enabled and self.mqtt.discovery and "." in self.device.id:
+            raise ValueError(f"[device] id = {self.device.id!r}: Home Assistant discovery "
+                             "topics admit only letters, digits, _ and -: "
+                             "rename the device or set [mqtt] discovery = false")
+        return self
 
     @model_validator(mode="after")
     def _real_microphone_runs_in_real_time(self) -> Config:
@@ -239,6 +309,13 @@ def voice_folder(config: Config, config_path: Path) -> Path:
     return default_config_path().parent / "audio"
 
 
+def mqtt_file(config: Config, config_path: Path,
+              name: Literal["ca", "cert", "key"]) -> Path | None:
+    """A TLS file of [mqtt], relative to the config file; None when not set."""
+    value = getattr(config.mqtt, name)
+    return (config_path.parent / os.path.expanduser(value)).resolve() if value else None
+
+
 def default_config_path(name: str = "sim.toml") -> Path:
     """The shipped file: beside the source tree, else where the wheel installed it."""
     for folder in (_REPO_CONFIG, _INSTALLED_CONFIG):
@@ -248,8 +325,10 @@ def default_config_path(name: str = "sim.toml") -> Path:
                       f"or {_INSTALLED_CONFIG}")
 
 
-def load_config(path: Path | None = None, store: Path | None = None) -> tuple[Config, Path]:
-    """Read and validate `path` (the simulated device when None); `store` overrides [store]."""
+def load_config(path: Path | None = None, store: Path | None = None,
+                mqtt: str | None = None) -> tuple[Config, Path]:
+    """Read and validate `path` (the simulated device when None); `store` overrides [store],
+    `mqtt` (a broker URL, from `--mqtt`) turns [mqtt] on with that url."""
     path = path or default_config_path()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -259,11 +338,14 @@ def load_config(path: Path | None = None, store: Path | None = None) -> tuple[Co
         raise ConfigError(f"config error in {path}: not valid TOML: {exc}") from exc
     if store is not None:
         raw.setdefault("store", {})["path"] = str(store)
+    if mqtt is not None:
+        raw.setdefault("mqtt", {}).update(enabled=True, url=mqtt)
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(path, err) for err in exc.errors())) from exc
     check_store_writable(config.store_path, path)
+    check_mqtt_files(config, path)
     return config, path
 
 
@@ -295,3 +377,14 @@ def check_store_writable(store: Path, source: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"config error in {source}: [store] path = {str(store)!r}: "
                           f"not writable ({exc.strerror})") from exc
+
+
+def check_mqtt_files(config: Config, source: Path) -> None:
+    """Refuse TLS files that are not there: a device that cannot connect says so at start."""
+    if not config.mqtt.enabled:
+        return
+    for name in ("ca", "cert", "key"):
+        file = mqtt_file(config, source, name)
+        if file is not None and not file.is_file():
+            raise ConfigError(f"config error in {source}: [mqtt] {name} = "
+                              f"{getattr(config.mqtt, name)!r}: no such file ({file})")

@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from agent.config import Config, voice_folder
 from agent.control import ControlServer
 from agent.cues import Cues
 from agent.faults import FaultWatch
+from agent.fleet_status import device_status
 from agent.interruptions import Gap, Interruptions, gap_now
 from agent.keys import fingerprint, load_or_create_device_key
 from agent.recorder import Recorder
@@ -43,6 +45,7 @@ from agent.state import (
     TriggerStart,
 )
 from agent.store import Store
+from agent.telemetry import Telemetry, open_telemetry
 from agent.verify import unexplained
 from agent.voice import Voice
 from agent.voice_note import VoiceNoteTaker
@@ -55,6 +58,7 @@ from hal.thermal import open_thermal
 
 log = logging.getLogger(__name__)
 
+_LOCATE_PULSES = 5
 _HEALTH = {Status.PASS: Health.OK, Status.WARN: Health.WARNING, Status.FAIL: Health.FAULT}
 
 
@@ -82,6 +86,7 @@ class Daemon:
         self.faults: FaultWatch | None = None
         self._stopped: dict[str, Any] | None = None  # the last record_stop, for the next gap
         self._officer_stop: tuple[Gap, float] | None = None
+        self.telemetry: Telemetry | None = None
 
     def post(self, event: Event) -> None:
         """Thread-safe: button callbacks, the control socket and signals all come through here."""
@@ -123,6 +128,8 @@ class Daemon:
                 self.machine.handle(event)
         finally:
             server.close()
+            if self.telemetry:
+                self.telemetry.stop_commands()
             self.interruptions.close()
             self.faults.close()
             self.camera.stop()
@@ -131,6 +138,8 @@ class Daemon:
             self.voice.close()
             self.controls.close()
             self.chain.append("shutdown", {"reason": shutdown_reason})
+            if self.telemetry:  # after the shutdown record, so that it is sent too
+                self.telemetry.close()
             self.chain.close()
         return 0
 
@@ -139,6 +148,7 @@ class Daemon:
         self.store.prepare()
         key = load_or_create_device_key(self.store.keys)
         self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, self.boot_id)
+        self.telemetry = open_telemetry(self.config, self.config_path, self.chain, self.store)
         move_orphans_back(self.store)
         if not self.store.hold_reserve(self.config.store.reserve_bytes):
             log.critical("the store has no room for its %d-byte reserve: a full disk may not "
@@ -190,6 +200,8 @@ class Daemon:
             unexplained_seqs=(r["seq"] for r in unexplained(read_bodies(self.store.chain))))
         self.cues.add_reminder(self.interruptions.tick)
         self.faults.start()
+        if self.telemetry:
+            self.telemetry.start(lambda: device_status(self), self._remote_commands())
         for recording in cut:
             self.interruptions.begin(_power_loss_gap(recording))
         if cut:
@@ -258,6 +270,21 @@ class Daemon:
     def show(self, state: State) -> None:
         if state is not State.SHUTTING_DOWN:
             self.controls.show(recording=state is State.RECORDING, health=self.health)
+        if self.telemetry:
+            self.telemetry.status_changed()
+
+    # --- what the fleet may ask over MQTT (nothing that stops a recording or deletes) -------
+
+    def _remote_commands(self) -> dict[str, Callable[[], dict[str, Any]]]:
+        return {"locate": self.locate, "selfcheck": lambda: self.selfcheck().as_record()}
+
+    def locate(self) -> dict[str, Any]:
+        """Buzz and flash green so the device can be found; the red LED keeps meaning recording."""
+        self.controls.pulse(_LOCATE_PULSES)
+        self.controls.status_led.blink(on_time=0.1, off_time=0.1, n=_LOCATE_PULSES * 3,
+                                       background=False)
+        self.post(HealthChanged())  # back to the LED pattern for the state and health
+        return {"pulses": _LOCATE_PULSES}
 
     # --- the self-check -------------------------------------------------------------------
 

@@ -17,9 +17,10 @@ from agent.verify import verify_store
 _NOTE_SECONDS = 2.0
 
 
-def run_demo(config_path: Path | None, store: Path | None, seconds: float) -> int:
+def run_demo(config_path: Path | None, store: Path | None, seconds: float,
+             mqtt: str | None = None) -> int:
     store = store or Path(tempfile.mkdtemp(prefix="bodycam-demo-"))
-    config, config_path = load_config(config_path, store)
+    config, config_path = load_config(config_path, store, mqtt)
     daemon = Daemon(config, config_path)
     thread = threading.Thread(target=daemon.run, name="daemon",
                               kwargs={"install_signals": False, "selfcheck_at_start": False})
@@ -43,6 +44,7 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float) -> in
     time.sleep(seconds / 2)
     _say(f"hold for {config.gpio.stop_hold_seconds:g} s: recording stops")
     daemon.controls.press(long=True)
+    reached = daemon.telemetry is not None and daemon.telemetry.connected.is_set()
     daemon.post(Shutdown("demo finished"))
     thread.join()
 
@@ -59,7 +61,8 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float) -> in
           f"gaps:       {gaps}\n"
           f"interrupt:  {_interruption_line(records)}\n"
           f"voice note: {_voice_note_line(records)}\n"
-          f"verify:     {report.summary()}")
+          f"verify:     {report.summary()}\n"
+          f"telemetry:  {_telemetry_line(daemon, reached)}")
     if first:
         print(f"play:       ffplay {first[0]}")
     return 0 if report.ok else 1
@@ -106,6 +109,18 @@ def _voice_note_line(records: list[dict[str, Any]]) -> str:
     return (f"{note['duration_ms'] / 1000:.1f} s for interruption {note['interruption']}, "
             f"{'explained' if note['explained'] else 'UNEXPLAINED'} (ended by "
             f"{note['ended_by']}), sealed as {note['file']}")
+
+
+def _telemetry_line(daemon: Daemon, reached: bool) -> str:
+    """Whether the demo reached a broker (`reached`: connected before shutdown)."""
+    telemetry = daemon.telemetry
+    if telemetry is None:
+        return "off (no broker configured; --mqtt mqtt://host:port publishes)"
+    kept = f"{len(telemetry.outbox)} event(s) left in {telemetry.outbox.path}"
+    if not reached:
+        return f"{daemon.config.mqtt.url} not reachable: {kept}"
+    return (f"published to {daemon.config.mqtt.url}: {telemetry.delivered} event(s) "
+            f"delivered on {telemetry.topics.events}, status and availability; {kept}")
 
 
 def _say(message: str) -> None:

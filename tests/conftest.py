@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.device import record_segments, write_device_config
+from tests.mosquitto import brokers, pki  # noqa: F401  (private Mosquitto brokers, certificates)
 from tests.pulse import pulse_server  # noqa: F401  (a session fixture for the audio tests)
 
 
