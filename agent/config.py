@@ -106,6 +106,16 @@ class BatteryConfig(_Section):
         return self
 
 
+class EncryptionConfig(_Section):
+    """Media encrypted at rest, as it is written, to the agency's age recipients.
+
+    Recipients here are added to those installed at enrollment (keys/recipients.txt).
+    """
+
+    enabled: bool = False
+    recipients: list[Annotated[str, Field(pattern=r"^age1[02-9ac-hj-np-z]{58}$")]] = []
+
+
 class ThermalConfig(_Section):
     """The SoC's temperature: recording stops, sealed, before the board throttles or dies."""
 
@@ -254,6 +264,7 @@ class Config(_Section):
     battery: BatteryConfig = BatteryConfig()
     clock: ClockConfig = ClockConfig()
     thermal: ThermalConfig = ThermalConfig()
+    encryption: EncryptionConfig = EncryptionConfig()
     selfcheck: SelfCheckConfig = SelfCheckConfig()
     voice: VoiceConfig = VoiceConfig()
     cues: CuesConfig = CuesConfig()

@@ -19,7 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
 from agent import __version__
+from agent.age import encryption_record
 from agent.chain import Chain, read_bodies
 from agent.config import Config, voice_folder
 from agent.control import ControlServer
@@ -27,7 +30,7 @@ from agent.cues import Cues
 from agent.faults import FaultWatch
 from agent.fleet_status import device_status
 from agent.interruptions import Gap, Interruptions, gap_now
-from agent.keys import fingerprint, load_or_create_device_key
+from agent.keys import fingerprint, load_or_create_device_key, load_recipients
 from agent.recorder import Recorder
 from agent.recovery import CutRecording, move_orphans_back, recover
 from agent.selfcheck import SelfCheckResult, Status, device_under_check, run_selfcheck
@@ -87,6 +90,7 @@ class Daemon:
         self._stopped: dict[str, Any] | None = None  # the last record_stop, for the next gap
         self._officer_stop: tuple[Gap, float] | None = None
         self.telemetry: Telemetry | None = None
+        self.recipients: list[X25519PublicKey] = []  # the agency's, when encrypting
 
     def post(self, event: Event) -> None:
         """Thread-safe: button callbacks, the control socket and signals all come through here."""
@@ -147,6 +151,7 @@ class Daemon:
         """The store, the device key and the chain, with a boot record saying what started."""
         self.store.prepare()
         key = load_or_create_device_key(self.store.keys)
+        self.recipients = load_recipients(self.config.encryption, self.store.keys)
         self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, self.boot_id)
         self.telemetry = open_telemetry(self.config, self.config_path, self.chain, self.store)
         move_orphans_back(self.store)
@@ -159,6 +164,7 @@ class Daemon:
             "config_sha256": hashlib.sha256(self.config_path.read_bytes()).hexdigest(),
             "key_fingerprint": fingerprint(key.public_key()),
             "camera": self.config.camera.backend,
+            "encryption": (encryption_record(self.recipients) if self.recipients else None),
             "tail_repair": (None if self.chain.repair is None else
                             {"torn_bytes": self.chain.repair.torn_bytes,
                              "kept_in": self.chain.repair.kept_in}),
@@ -174,7 +180,8 @@ class Daemon:
                                  lambda: self.recorder.stats.frames_seen, self._restart_camera,
                                  self.battery, open_thermal(self.config.thermal, self.store.root))
         self.recorder = Recorder(self.camera.layout, self.store, self.chain,
-                                 self.config.recorder, on_fault=self.faults.report)
+                                 self.config.recorder, on_fault=self.faults.report,
+                                 recipients=self.recipients)
         self.camera.start(self.recorder)
         self.voice = Voice(open_speaker(self.config.audio),
                            voice_folder(self.config, self.config_path),
@@ -193,7 +200,8 @@ class Daemon:
         self.voice_notes = VoiceNoteTaker(
             self.config.voice_note, self.store, self.chain, self.voice,
             lambda: open_microphone(self.config.audio),
-            lambda: self.controls.button.is_pressed or self.controls.function_button.is_pressed)
+            lambda: self.controls.button.is_pressed or self.controls.function_button.is_pressed,
+            self.recipients)
         self.interruptions = Interruptions(
             self.config.voice_note, self.chain, self.voice_notes, self.voice,
             self.controls.pulse, listen=self.config.audio.enabled,

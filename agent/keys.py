@@ -9,6 +9,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+
+from agent.age import AgeError, parse_recipient
+from agent.config import EncryptionConfig
 
 PRIVATE_NAME = "device.key"
 PUBLIC_NAME = "device.pub"
@@ -31,6 +35,35 @@ def load_or_create_device_key(keys_dir: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyMaterialError(f"{private_path} is not an Ed25519 private key")
     return key
+
+
+RECIPIENTS_NAME = "recipients.txt"
+
+
+def load_recipients(config: EncryptionConfig, keys_dir: Path) -> list[X25519PublicKey]:
+    """The agency's age recipients: the configured ones and those installed at enrollment;
+    none when encryption is off. Encryption on with no recipient is refused: footage
+    must never be written in the clear by mistake."""
+    if not config.enabled:
+        return []
+    texts = [(f"[encryption] recipients[{n}]", text)
+             for n, text in enumerate(config.recipients)]
+    installed = keys_dir / RECIPIENTS_NAME
+    if installed.exists():
+        texts += [(f"{installed}:{n}", line.strip())
+                  for n, line in enumerate(installed.read_text().splitlines(), 1)
+                  if line.strip() and not line.startswith("#")]
+    recipients = []
+    for where, text in texts:
+        try:
+            recipients.append(parse_recipient(text))
+        except AgeError as exc:
+            raise KeyMaterialError(f"{where}: {exc}") from None
+    if not recipients:
+        raise KeyMaterialError(
+            "[encryption] enabled = true but no agency recipient is known: give "
+            f"[encryption] recipients, or enroll the device to install {installed}")
+    return recipients
 
 
 def _create(keys_dir: Path) -> None:

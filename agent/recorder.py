@@ -27,11 +27,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import av
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from agent.age import encryption_record
 from agent.chain import Chain, utc_iso
 from agent.config import RecorderConfig
 from agent.prebuffer import PreEventBuffer
-from agent.segment import SUFFIX, EncodedPacket, SegmentSummary, SegmentWriter, StreamSpan
+from agent.segment import (
+    AGE_SUFFIX,
+    SUFFIX,
+    EncodedPacket,
+    Progress,
+    SegmentSummary,
+    SegmentWriter,
+    StreamSpan,
+)
 from agent.store import Store
 from hal.camera import StreamLayout
 
@@ -76,12 +86,14 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 class Recorder:
     def __init__(self, layout: StreamLayout, store: Store, chain: Chain,
                  config: RecorderConfig,
-                 on_fault: Callable[[str, str], None] = lambda cause, detail: None) -> None:
+                 on_fault: Callable[[str, str], None] = lambda cause, detail: None,
+                 recipients: list[X25519PublicKey] | None = None) -> None:
         self._layout = layout
         self._store = store
         self._chain = chain
         self._config = config
         self._on_fault = on_fault
+        self._recipients = recipients or []
         self._segment_us = int(config.segment_seconds * 1_000_000)
         self._prebuffer = PreEventBuffer(int(config.pre_event_seconds * 1_000_000),
                                          config.pre_event_audio)
@@ -257,8 +269,9 @@ class Recorder:
 
     def _open_segment(self, recording_id: int, index: int) -> SegmentWriter:
         name = f"{recording_id:08d}-{index:05d}{SUFFIX}"
-        self.current_segment = f"open/{name}"
-        return SegmentWriter(self._store.open / name, self._layout, self._config.flush_interval)
+        self.current_segment = f"open/{name}{AGE_SUFFIX if self._recipients else ''}"
+        return SegmentWriter(self._store.open / name, self._layout, self._config.flush_interval,
+                             self._recipients)
 
     # --- sealer thread ------------------------------------------------------------------
 
@@ -294,6 +307,9 @@ class Recorder:
             payload["pre_event"] = recording.pre_event
         if summary.write_error:
             payload["write_error"] = summary.write_error  # the file ends where the disk did
+        if self._recipients:
+            payload["encryption"] = encryption_record(self._recipients)
+            payload["plaintext"] = summary.plaintext
         if self._layout.audio:
             audio = self._layout.audio
             payload["audio"] = {**_span(summary.audio), "codec": audio.codec,
@@ -303,6 +319,7 @@ class Recorder:
         record = self._chain.append("segment_sealed", payload,
                                     name_for_seq=self._store.move_to_sealed(summary.path))
         recording.last_segment = record["payload"]["file"]
+        Progress.remove(summary.path)
         recording.segments += 1
         recording.video_frames += summary.video.packets
         recording.audio_packets += summary.audio.packets

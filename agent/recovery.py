@@ -5,6 +5,10 @@ segment renamed into sealed/ whose record never reached the chain, and a recordi
 with no record_stop. Each open segment is cut back to its last whole MPEG-TS
 packet and sealed as recovered; the recording is closed with the reason; and the
 caller resumes recording and seals the interruption that covers the gap.
+
+An encrypted segment (`.ts.age`) cannot be read without the agency's key: it is
+sealed as it is, with the times its progress file gives (as of the last sync), and
+`bodycam decrypt` recovers it up to its last whole chunk.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 import av
 
 from agent.chain import Chain, read_bodies, utc_iso
-from agent.segment import SUFFIX
+from agent.segment import AGE_SUFFIX, SUFFIX, Progress
 from agent.store import Store, fsync_dir
 from hal.camera import StreamLayout
 
@@ -29,7 +33,7 @@ log = logging.getLogger(__name__)
 
 TS_PACKET = 188
 TS_SYNC = 0x47
-_OPEN_NAME = re.compile(r"^(\d{8})-(\d{5})\.ts$")
+_OPEN_NAME = re.compile(r"^(\d{8})-(\d{5})(\.ts(?:\.age)?)$")
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,9 @@ def move_orphans_back(store: Store) -> None:
     sealed = [r for r in records if r["type"] == "segment_sealed"
               and r["payload"]["recording"] == recording]
     index = len(sealed)
-    for path in sorted(store.sealed.glob(f"*{SUFFIX}")):
+    for path in sorted(store.sealed.glob(f"*{SUFFIX}*")):
         if f"sealed/{path.name}" not in named:
-            target = store.open / f"{recording:08d}-{index:05d}{SUFFIX}"
+            target = store.open / f"{recording:08d}-{index:05d}{''.join(path.suffixes)}"
             os.chmod(path, 0o644)
             os.rename(path, target)
             log.warning("%s had no record: back to %s for recovery", path.name, target.name)
@@ -81,7 +85,9 @@ def recover(store: Store, chain: Chain, layout: StreamLayout) -> list[CutRecordi
     for recording in sorted(_open_recordings(records)):
         sealed = [r["payload"] for r in records if r["type"] == "segment_sealed"
                   and r["payload"]["recording"] == recording]
-        for path in sorted(store.open.glob(f"{recording:08d}-*{SUFFIX}")):
+        for path in sorted(store.open.glob(f"{recording:08d}-*{SUFFIX}*")):
+            if path.name.endswith(Progress.SUFFIX):
+                continue
             payload = _seal_recovered(store, chain, path, recording, layout)
             if payload is not None:
                 sealed.append(payload)
@@ -104,20 +110,30 @@ def _seal_recovered(store: Store, chain: Chain, path: Path, recording: int,
     if not match:
         log.error("open/%s is not a segment name; left where it is", path.name)
         return None
-    original, kept = path.stat().st_size, _last_whole_packet(path)
+    encrypted = match.group(3).endswith(AGE_SUFFIX)
+    original = path.stat().st_size
+    kept = original if encrypted else _last_whole_packet(path)
     if kept == 0:
         log.warning("%s held no whole packet; removed", path.name)
         path.unlink()
+        Progress.remove(path)
         return None
-    with path.open("r+b") as f:
-        f.truncate(kept)
-        os.fsync(f.fileno())
-    spans = _spans(path)
+    extra: dict[str, Any] = {}
+    if encrypted:
+        progress = Progress.read(path) or {}
+        spans = {kind: progress.get(kind, _NO_SPAN) for kind in ("video", "audio")}
+        extra = {"encryption": progress.get("encryption"), "plaintext": None}
+    else:
+        with path.open("r+b") as f:
+            f.truncate(kept)
+            os.fsync(f.fileno())
+        spans = _spans(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     os.chmod(path, 0o444)
     payload = {
         "recording": recording, "index": int(match.group(2)), "container": "mpegts",
         "size": kept, "sha256": digest, "recovered": True, "cut_bytes": original - kept,
+        **extra,
         "video": {**spans["video"], "fps": layout.fps, "width": layout.width,
                   "height": layout.height},
         "audio": None,
@@ -129,6 +145,7 @@ def _seal_recovered(store: Store, chain: Chain, path: Path, recording: int,
                             "sample_rate": audio.sample_rate,
                             "samples_per_packet": audio.samples_per_packet}
     record = chain.append("segment_sealed", payload, name_for_seq=store.move_to_sealed(path))
+    Progress.remove(path)
     log.warning("recovered %s as %s (%d bytes cut)", path.name, record["payload"]["file"],
                 original - kept)
     return record["payload"]
@@ -143,10 +160,12 @@ def _last_whole_packet(path: Path) -> int:
     return end
 
 
+_NO_SPAN = {"first_pts_us": None, "last_pts_us": None, "packets": 0}
+
+
 def _spans(path: Path) -> dict[str, dict[str, Any]]:
     """First and last presentation time and packet count per stream type, as demuxed."""
-    spans = {kind: {"first_pts_us": None, "last_pts_us": None, "packets": 0}
-             for kind in ("video", "audio")}
+    spans = {kind: dict(_NO_SPAN) for kind in ("video", "audio")}
     with av.open(str(path)) as container:
         for packet in container.demux():
             if packet.pts is None or packet.size == 0 or packet.stream.type not in spans:

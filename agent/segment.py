@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import av
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from agent.age import AgeEncryptor, encryption_record
 from hal.camera import StreamLayout
 
 CONTAINER = "mpegts"
 SUFFIX = ".ts"
+AGE_SUFFIX = ".age"
 _MICROSECONDS = Fraction(1, 1_000_000)
 # Every packet goes to the OS as soon as it is muxed (a crash of the process loses
 # nothing), and each audio frame is its own PES so none waits in the muxer.
@@ -62,22 +67,50 @@ class AdtsFramer:
                                     0xFC]) + payload
 
 
-class _HashingFile:
-    """The file object the muxer writes to: every byte that reaches the file is hashed.
+class _Digest:
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def add(self, data: bytes | memoryview) -> None:
+        self.sha256.update(data)
+        self.size += len(data)
+
+
+class _SegmentFile:
+    """The file object the muxer writes to: hashes what the muxer gives (the plaintext)
+    and what reaches the disk (the stored bytes), encrypting in between when there are
+    recipients, so that no plaintext is ever written.
 
     A write the disk cannot take (ENOSPC) may land part of its bytes; those are hashed
     and counted, so the file sealed after a full disk matches its record to the byte.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, recipients: list[X25519PublicKey]) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self.sha256 = hashlib.sha256()
-        self.size = 0
+        self.stored = _Digest()
+        self.plaintext = _Digest()
+        self.encryptor = AgeEncryptor(recipients) if recipients else None
         self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
         if self.error is not None:
             raise self.error  # the muxer's tail after a failure must not land past a hole
+        self.plaintext.add(data)
+        self._store(self.encryptor.update(data) if self.encryptor else data)
+        return len(data)
+
+    def finish(self) -> None:
+        if self.encryptor and self.error is None:
+            self._store(self.encryptor.finalize())
+
+    @property
+    def plaintext_on_disk(self) -> int:
+        if self.encryptor:
+            return self.encryptor.plaintext_written
+        return self.stored.size
+
+    def _store(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:
@@ -85,10 +118,8 @@ class _HashingFile:
             except OSError as exc:
                 self.error = exc
                 raise
-            self.sha256.update(view[:written])
-            self.size += written
+            self.stored.add(view[:written])
             view = view[written:]
-        return len(data)
 
 
 @dataclass
@@ -106,6 +137,53 @@ class StreamSpan:
         self.packets += 1
 
 
+class Progress:
+    """Beside an encrypted segment: which packets are wholly inside the chunks on disk.
+
+    Recovery cannot read an encrypted segment's times without the key; this small
+    file (numbers only, no media) tells it, as of the last sync. Packets are
+    followed from the muxer's output offset to the encryptor's last whole chunk.
+    """
+
+    SIZE = 512
+    SUFFIX = ".progress"
+
+    def __init__(self, segment: Path, encryption: dict[str, object]) -> None:
+        self.path = segment.with_name(segment.name + self.SUFFIX)
+        self._encryption = encryption
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._pending: deque[tuple[int, bool, int]] = deque()
+        self.video = StreamSpan()
+        self.audio = StreamSpan()
+
+    def muxed(self, end_offset: int, packet: EncodedPacket) -> None:
+        self._pending.append((end_offset, packet.audio, packet.pts_us))
+
+    def sync(self, plaintext_on_disk: int) -> None:
+        """Call after the segment's own sync: never claims more than is durable."""
+        while self._pending and self._pending[0][0] <= plaintext_on_disk:
+            _, audio, pts_us = self._pending.popleft()
+            (self.audio if audio else self.video).add(pts_us)
+        state = {"encryption": self._encryption, "video": asdict(self.video),
+                 "audio": asdict(self.audio)}
+        os.pwrite(self._fd, json.dumps(state).encode().ljust(self.SIZE), 0)
+        os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    @classmethod
+    def remove(cls, segment: Path) -> None:
+        segment.with_name(segment.name + cls.SUFFIX).unlink(missing_ok=True)
+
+    @classmethod
+    def read(cls, segment: Path) -> dict[str, Any] | None:
+        try:
+            return json.loads(segment.with_name(segment.name + cls.SUFFIX).read_bytes())
+        except (OSError, ValueError):
+            return None
+
+
 @dataclass
 class SegmentSummary:
     path: Path
@@ -115,18 +193,23 @@ class SegmentSummary:
     audio: StreamSpan
     opened_wall_ns: int
     write_error: str | None  # why the file ends early (e.g. the disk filled), else None
+    plaintext: dict[str, int | str] | None  # sha256 and size before encryption, if known
 
 
 class SegmentWriter:
-    """Muxes packets into open/<name>.ts and syncs the file at most `flush_interval` apart."""
+    """Muxes packets into open/<name>.ts (`.ts.age` when encrypting to `recipients`) and
+    syncs the file at most `flush_interval` apart."""
 
-    def __init__(self, path: Path, layout: StreamLayout, flush_interval: float) -> None:
-        self.path = path
+    def __init__(self, path: Path, layout: StreamLayout, flush_interval: float,
+                 recipients: list[X25519PublicKey]) -> None:
+        self.path = path.with_name(path.name + AGE_SUFFIX) if recipients else path
         self.flush_interval = flush_interval
         self.video = StreamSpan()
         self.audio = StreamSpan()
         self.opened_wall_ns = time.time_ns()
-        self._file = _HashingFile(path)
+        self._file = _SegmentFile(self.path, recipients)
+        self.progress = (Progress(self.path, encryption_record(recipients)) if recipients
+                         else None)
         self._container = av.open(self._file, "w", format=CONTAINER, options=_MUX_OPTIONS)
         # Mux-only streams: opening an encoder per segment would cost milliseconds of
         # CPU under the GIL at every cut, for packets that are already encoded.
@@ -154,9 +237,16 @@ class SegmentWriter:
             av_packet.stream = self._video_stream
             self.video.add(packet.pts_us)
         self._container.mux(av_packet)
+        if self.progress:
+            self.progress.muxed(self._file.plaintext.size, packet)
         if time.monotonic() - self._last_sync >= self.flush_interval:
-            os.fdatasync(self._file.fd)
-            self._last_sync = time.monotonic()
+            self._sync()
+
+    def _sync(self) -> None:
+        os.fdatasync(self._file.fd)
+        if self.progress:
+            self.progress.sync(self._file.plaintext_on_disk)
+        self._last_sync = time.monotonic()
 
     def close(self) -> SegmentSummary:
         """Write the muxer's tail, fsync and close; the file is then complete but not yet sealed.
@@ -166,13 +256,22 @@ class SegmentWriter:
         """
         try:
             self._container.close()
+            self._file.finish()
         except (OSError, av.FFmpegError):
             if self._file.error is None:
                 raise
         os.fsync(self._file.fd)
         os.close(self._file.fd)
+        if self.progress:
+            self.progress.sync(self._file.plaintext.size if self._file.error is None
+                               else self._file.plaintext_on_disk)
+            self.progress.close()
         error = self._file.error
-        return SegmentSummary(self.path, self._file.size, self._file.sha256.hexdigest(),
-                              self.video, self.audio, self.opened_wall_ns,
-                              None if error is None else errno.errorcode.get(error.errno,
-                                                                             str(error)))
+        stored, plaintext = self._file.stored, self._file.plaintext
+        return SegmentSummary(
+            self.path, stored.size, stored.sha256.hexdigest(), self.video, self.audio,
+            self.opened_wall_ns,
+            None if error is None else errno.errorcode.get(error.errno, str(error)),
+            # After a failed write the plaintext given is more than what decrypts.
+            {"sha256": plaintext.sha256.hexdigest(), "size": plaintext.size}
+            if self._file.encryptor and error is None else None)

@@ -74,7 +74,7 @@ class Store:
         open/ to sealed/<seq>, durably, before the record that names it is written."""
 
         def move(seq: int) -> dict[str, str]:
-            name = f"sealed/{seq:08d}{path.suffix}"  # named by the seq of its record
+            name = f"sealed/{seq:08d}{''.join(path.suffixes)}"  # named by its record's seq
             os.rename(path, self.root / name)
             fsync_dir(self.sealed)
             fsync_dir(path.parent)

@@ -13,6 +13,7 @@ an interruption with no explained note stays flagged.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import queue
 import threading
@@ -22,10 +23,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from agent.age import encrypt, encryption_record
 from agent.chain import Chain
 from agent.config import VoiceNoteConfig
-from agent.store import Store
+from agent.segment import AGE_SUFFIX
+from agent.store import Store, write_all
 from agent.voice import Voice
 from hal.audio import Microphone, rms_dbfs
 
@@ -35,8 +39,10 @@ _PROMPTS = {"voice_note": "voice-note-prompt", "exemption": "exemption-prompt"}
 class VoiceNoteTaker:
     def __init__(self, config: VoiceNoteConfig, store: Store, chain: Chain, voice: Voice,
                  open_microphone: Callable[[], Microphone],
-                 button_pressed: Callable[[], bool]) -> None:
+                 button_pressed: Callable[[], bool],
+                 recipients: list[X25519PublicKey] | None = None) -> None:
         self._config = config
+        self._recipients = recipients or []
         self._store = store
         self._chain = chain
         self._voice = voice
@@ -99,19 +105,32 @@ class VoiceNoteTaker:
 
     def _seal(self, kind: str, link: dict[str, Any], pcm: np.ndarray, rate: int,
               ended_by: str, speech: bool) -> dict[str, Any]:
-        path = self._store.open / f"{kind}-{time.monotonic_ns()}.wav"
-        samples = (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
-        with wave.open(str(path), "wb") as out:
+        wav = io.BytesIO()
+        with wave.open(wav, "wb") as out:
             out.setnchannels(1)
             out.setsampwidth(2)
             out.setframerate(rate)
-            out.writeframes(samples)
-        with path.open("rb") as f:
-            os.fsync(f.fileno())
-            data = f.read()
-        os.chmod(path, 0o444)
+            out.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
+        plaintext = wav.getvalue()
+        extra: dict[str, Any] = {}
+        if self._recipients:  # the officer's voice is media: never on disk in the clear
+            data = encrypt(plaintext, self._recipients)
+            extra = {"encryption": encryption_record(self._recipients),
+                     "plaintext": {"sha256": hashlib.sha256(plaintext).hexdigest(),
+                                   "size": len(plaintext)}}
+        else:
+            data = plaintext
+        path = self._store.open / f"{kind}-{time.monotonic_ns()}.wav" \
+            f"{AGE_SUFFIX if self._recipients else ''}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         return self._chain.append(kind, {
             **link,
+            **extra,
             "size": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
             "duration_ms": len(pcm) * 1000 // rate,

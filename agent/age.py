@@ -1,0 +1,271 @@
+"""The age file format (age-encryption.org/v1), streaming, to X25519 recipients.
+
+Media is encrypted while it is written, so that no plaintext reaches the store's
+disk and the device cannot read back what it recorded. The format is age's, so
+off-the-shelf tools (`age -d -i key`, rage) decrypt a sealed file; the primitives
+(X25519, HKDF-SHA-256, ChaCha20-Poly1305, HMAC-SHA-256) are the `cryptography`
+package's. No Python library streams age output to a file as it is produced, so
+the framing, which is small and fully specified, is here; its interoperability is
+tested against Debian's `age`.
+
+Layout of a file: the text header (one `X25519` stanza per recipient, then the
+header MAC), a 16-byte nonce, then the payload in chunks of 64 KiB of plaintext
+plus a 16-byte tag, the last chunk flagged in its nonce. Only whole chunks are
+written, so a file cut by a power loss decrypts up to its last whole chunk (with
+`decrypt(..., allow_truncated=True)`), which says where it was cut.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import bech32
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+VERSION_LINE = b"age-encryption.org/v1"
+CHUNK = 64 * 1024
+TAG = 16
+NONCE = 16
+_X25519_INFO = b"age-encryption.org/v1/X25519"
+_RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class AgeError(Exception):
+    """A key, recipient or file that is not valid age."""
+
+
+def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt, info).derive(ikm)
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.b64encode(data).rstrip(b"=")
+
+
+def _unb64(text: bytes) -> bytes:
+    if b"=" in text or len(text) % 4 == 1:
+        raise AgeError(f"not canonical unpadded base64: {text[:16]!r}")
+    return base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+
+
+def _bech32_decode(text: str, hrp: str) -> bytes:
+    found, data = bech32.bech32_decode(text)
+    if found != hrp or data is None:
+        raise AgeError(f"not an age {'identity' if '-' in hrp else 'recipient'}: "
+                       f"{text[:8]}… (expected bech32 with prefix {hrp!r})")
+    raw = bech32.convertbits(data, 5, 8, False)
+    if raw is None or len(raw) != 32:
+        raise AgeError(f"{text[:8]}…: a key must be 32 bytes")
+    return bytes(raw)
+
+
+def parse_recipient(text: str) -> X25519PublicKey:
+    """An `age1…` recipient (the agency's public key)."""
+    return X25519PublicKey.from_public_bytes(_bech32_decode(text.strip(), "age"))
+
+
+def parse_identity(text: str) -> X25519PrivateKey:
+    """An `AGE-SECRET-KEY-1…` identity; lines starting with # are comments, as age-keygen
+    writes them."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            secret = _bech32_decode(line.lower(), "age-secret-key-")
+            return X25519PrivateKey.from_private_bytes(secret)
+    raise AgeError("no AGE-SECRET-KEY-1… line found")
+
+
+def recipient_string(public_key: X25519PublicKey) -> str:
+    raw = public_key.public_bytes(*_RAW)
+    return bech32.bech32_encode("age", bech32.convertbits(raw, 8, 5))
+
+
+def identity_string(private_key: X25519PrivateKey) -> str:
+    raw = private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                   serialization.NoEncryption())
+    return bech32.bech32_encode("age-secret-key-", bech32.convertbits(raw, 8, 5)).upper()
+
+
+def recipient_fingerprint(public_key: X25519PublicKey) -> str:
+    """SHA-256 of the raw key, hex: names a recipient in the chain without the key itself."""
+    return hashlib.sha256(public_key.public_bytes(*_RAW)).hexdigest()
+
+
+def encryption_record(recipients: list[X25519PublicKey]) -> dict[str, object]:
+    """How a sealed file was encrypted, for its chain record: the recipients by
+    fingerprint (their keys are the agency's to publish, not the chain's)."""
+    return {"format": "age-v1",
+            "recipients": sorted(recipient_fingerprint(r) for r in recipients)}
+
+
+def _header(file_key: bytes, recipients: Iterable[X25519PublicKey]) -> bytes:
+    lines = [VERSION_LINE]
+    for recipient in recipients:
+        ephemeral = X25519PrivateKey.generate()
+        share = ephemeral.public_key().public_bytes(*_RAW)
+        recipient_raw = recipient.public_bytes(*_RAW)
+        wrap_key = _hkdf(ephemeral.exchange(recipient), share + recipient_raw, _X25519_INFO)
+        body = ChaCha20Poly1305(wrap_key).encrypt(bytes(12), file_key, None)
+        lines += [b"-> X25519 " + _b64(share), _b64(body)]  # 32 bytes: one short line
+    header = b"\n".join(lines) + b"\n---"
+    mac = hmac.new(_hkdf(file_key, b"", b"header"), header, hashlib.sha256).digest()
+    return header + b" " + _b64(mac) + b"\n"
+
+
+def _chunk_nonce(counter: int, last: bool) -> bytes:
+    return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+
+
+class AgeEncryptor:
+    """Plaintext in, age bytes out; holds back at most one chunk (in memory) until it is
+    known whether it is the last."""
+
+    def __init__(self, recipients: list[X25519PublicKey]) -> None:
+        if not recipients:
+            raise AgeError("encryption needs at least one recipient")
+        file_key = os.urandom(16)
+        nonce = os.urandom(NONCE)
+        self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
+        self._pending = bytearray(_header(file_key, recipients) + nonce)
+        self._buffer = bytearray()
+        self._counter = 0
+
+    def update(self, plaintext: bytes) -> bytes:
+        """The age bytes that can be written now: the header, then each whole chunk that
+        has more plaintext after it."""
+        self._buffer += plaintext
+        out, self._pending = self._pending, bytearray()
+        while len(self._buffer) > CHUNK:
+            out += self._seal(bytes(self._buffer[:CHUNK]), last=False)
+            del self._buffer[:CHUNK]
+        return bytes(out)
+
+    @property
+    def plaintext_written(self) -> int:
+        """Plaintext bytes inside the chunks handed out so far (all but the last)."""
+        return self._counter * CHUNK
+
+    def finalize(self) -> bytes:
+        out = bytes(self._pending) + self._seal(bytes(self._buffer), last=True)
+        self._pending, self._buffer = bytearray(), bytearray()
+        return out
+
+    def _seal(self, chunk: bytes, last: bool) -> bytes:
+        sealed = self._aead.encrypt(_chunk_nonce(self._counter, last), chunk, None)
+        self._counter += 1
+        return sealed
+
+
+def encrypt(plaintext: bytes, recipients: list[X25519PublicKey]) -> bytes:
+    encryptor = AgeEncryptor(recipients)
+    return encryptor.update(plaintext) + encryptor.finalize()
+
+
+@dataclass
+class Decrypted:
+    """What `decrypt` found: complete when the flagged last chunk was read."""
+
+    plaintext_bytes: int = 0
+    chunks: int = 0
+    complete: bool = False
+    stored_bytes_used: int = 0  # of the file: header and the chunks that decrypted
+    trailing_bytes: int = 0     # after the last whole chunk: a torn write, not decryptable
+
+    def describe(self) -> str:
+        if self.complete:
+            return f"complete: {self.plaintext_bytes} bytes in {self.chunks} chunks"
+        return (f"cut: the file ends without its final chunk (a power cut or crash); "
+                f"{self.plaintext_bytes} bytes in {self.chunks} whole chunks decrypted, up to "
+                f"byte {self.stored_bytes_used} of the file; {self.trailing_bytes} bytes after "
+                "it are an incomplete chunk")
+
+
+def header_length(data: bytes) -> int:
+    """Bytes up to and including the header's MAC line."""
+    end = data.find(b"\n---")
+    line_end = data.find(b"\n", end + 1) if end >= 0 else -1
+    if not data.startswith(VERSION_LINE + b"\n") or line_end < 0:
+        raise AgeError("not an age file: no age-encryption.org/v1 header")
+    return line_end + 1
+
+
+def _file_key(header: bytes, identity: X25519PrivateKey) -> bytes:
+    own = identity.public_key().public_bytes(*_RAW)
+    lines = header.split(b"\n")
+    for index, line in enumerate(lines):
+        if not line.startswith(b"-> X25519 "):
+            continue
+        share = _unb64(line.split(b" ")[2])
+        wrap_key = _hkdf(identity.exchange(X25519PublicKey.from_public_bytes(share)),
+                         share + own, _X25519_INFO)
+        try:
+            file_key = ChaCha20Poly1305(wrap_key).decrypt(bytes(12), _unb64(lines[index + 1]),
+                                                          None)
+        except InvalidTag:
+            continue
+        mac_line = header.rstrip(b"\n").rsplit(b"\n", 1)[1]
+        signed = header[: header.rindex(b"\n---") + 4]
+        expected = hmac.new(_hkdf(file_key, b"", b"header"), signed, hashlib.sha256).digest()
+        if not hmac.compare_digest(_unb64(mac_line[4:]), expected):
+            raise AgeError("the header's MAC does not verify: the file was changed")
+        return file_key
+    raise AgeError("none of the file's recipients is this identity")
+
+
+def decrypt_stream(source: BinaryIO, identity: X25519PrivateKey,
+                   report: Decrypted) -> Iterator[bytes]:
+    """Yield plaintext chunk by chunk; `report` says how far it got. A chunk that fails
+    authentication raises; a file that simply ends early (power cut) stops cleanly."""
+    head = source.read(4096)
+    length = header_length(head)
+    file_key = _file_key(head[:length], identity)
+    rest = head[length:]
+    nonce, rest = rest[:NONCE], rest[NONCE:]
+    if len(nonce) < NONCE:
+        nonce += source.read(NONCE - len(nonce))
+    if len(nonce) < NONCE:
+        raise AgeError("the file ends inside the payload nonce")
+    aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
+    report.stored_bytes_used = length + NONCE
+    buffer = bytearray(rest)
+    while True:
+        want = CHUNK + TAG
+        while len(buffer) < want + 1 and (more := source.read(1 << 20)):
+            buffer += more
+        chunk, following = bytes(buffer[:want]), len(buffer) > want
+        if not following:
+            try:  # the last chunk, if the file is whole
+                plaintext = aead.decrypt(_chunk_nonce(report.chunks, True), chunk, None)
+            except InvalidTag:
+                pass
+            else:
+                report.complete = True
+                yield from _counted(report, plaintext, len(chunk))
+                return
+        if len(chunk) < want:
+            report.trailing_bytes = len(chunk)
+            return
+        try:
+            plaintext = aead.decrypt(_chunk_nonce(report.chunks, False), chunk, None)
+        except InvalidTag:
+            raise AgeError(f"chunk {report.chunks} (byte {report.stored_bytes_used} of the "
+                           "file) does not authenticate: the file was changed") from None
+        yield from _counted(report, plaintext, len(chunk))
+        del buffer[:want]
+
+
+def _counted(report: Decrypted, plaintext: bytes, stored: int) -> Iterator[bytes]:
+    report.chunks += 1
+    report.plaintext_bytes += len(plaintext)
+    report.stored_bytes_used += stored
+    yield plaintext
