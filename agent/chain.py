@@ -18,13 +18,14 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.store import fsync_dir, write_all
 from hal.clock import ClockState
@@ -61,11 +62,29 @@ def record_hash(body_bytes: bytes) -> str:
     return hashlib.sha256(body_bytes).hexdigest()
 
 
+def current_boot_id() -> str:
+    """The kernel's id of this boot, which ties monotonic times to one power cycle."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return str(uuid.uuid4())
+
+
 def utc_iso(ns: int) -> str:
     """ISO 8601 UTC with microseconds and Z, the one time format of the chain."""
     seconds, rest = divmod(ns, 1_000_000_000)
     stamp = datetime.fromtimestamp(seconds, tz=UTC).replace(microsecond=rest // 1000)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Signer(Protocol):
+    """What signs the records: the software Ed25519 key by default
+    (`Ed25519PrivateKey` is one); a secure element or TPM holding the key can stand in
+    with the same two calls (docs/keys.md)."""
+
+    def sign(self, data: bytes) -> bytes: ...
+
+    def public_key(self) -> Ed25519PublicKey: ...
 
 
 class ChainBusyError(Exception):
@@ -100,7 +119,7 @@ class Chain:
     quick, must not append, and what they raise is logged, never passed to the writer.
     """
 
-    def __init__(self, path: Path, key: Ed25519PrivateKey,
+    def __init__(self, path: Path, key: Signer,
                  identity: Callable[[], tuple[str, str]],
                  clock: Callable[[], ClockState], boot_id: str) -> None:
         self._path = path
@@ -133,31 +152,43 @@ class Chain:
         get, for work that must be named by it (a segment is renamed to its seq).
         """
         with self._lock:
-            seq = self._head.seq + 1
-            if name_for_seq is not None:
-                payload = {**payload, **name_for_seq(seq)}
-            device, officer = self._identity()
-            body = {
-                "seq": seq,
-                "prev": self._head.hash,
-                "type": type_,
-                "wall": utc_iso(time.time_ns()),
-                "mono_ns": time.monotonic_ns(),
-                "boot_id": self._boot_id,
-                "clock": self._clock().as_record(),
-                "device": device,
-                "officer": officer,
-                "payload": payload,
-            }
-            body_bytes = canonical(body)
-            write_all(self._fd, encode_line(body_bytes, self._key.sign(body_bytes)))
-            os.fsync(self._fd)
-            self._head = ChainHead(seq, record_hash(body_bytes))
-            for listener in self.listeners:
-                try:
-                    listener(body, self._head.hash)
-                except Exception:  # the record is sealed; a listener cannot undo that
-                    log.exception("chain listener %r failed on record %d", listener, seq)
+            return self._append_locked(type_, payload, name_for_seq)
+
+    def _append_locked(self, type_: str, payload: dict[str, Any],
+                       name_for_seq: Callable[[int], dict[str, Any]] | None) -> dict[str, Any]:
+        seq = self._head.seq + 1
+        if name_for_seq is not None:
+            payload = {**payload, **name_for_seq(seq)}
+        device, officer = self._identity()
+        body = {
+            "seq": seq,
+            "prev": self._head.hash,
+            "type": type_,
+            "wall": utc_iso(time.time_ns()),
+            "mono_ns": time.monotonic_ns(),
+            "boot_id": self._boot_id,
+            "clock": self._clock().as_record(),
+            "device": device,
+            "officer": officer,
+            "payload": payload,
+        }
+        body_bytes = canonical(body)
+        write_all(self._fd, encode_line(body_bytes, self._key.sign(body_bytes)))
+        os.fsync(self._fd)
+        self._head = ChainHead(seq, record_hash(body_bytes))
+        for listener in self.listeners:
+            try:
+                listener(body, self._head.hash)
+            except Exception:  # the record is sealed; a listener cannot undo that
+                log.exception("chain listener %r failed on record %d", listener, seq)
+        return body
+
+    def rotate(self, payload: dict[str, Any], new_key: Signer) -> dict[str, Any]:
+        """Seal a key_rotation record with the current key, then sign with `new_key`:
+        the record is what carries trust from one key to the next."""
+        with self._lock:
+            body = self._append_locked("key_rotation", payload, None)
+            self._key = new_key
             return body
 
     def close(self) -> None:

@@ -30,11 +30,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument("-v", "--verbose", action="store_true")
+    common = argparse.ArgumentParser(add_help=False, parents=[verbosity])
     common.add_argument("--config", type=Path, help="TOML configuration (default: the "
                         "simulated device, config/sim.toml)")
     common.add_argument("--store", type=Path, help="store folder (overrides [store] path)")
-    common.add_argument("-v", "--verbose", action="store_true")
 
     parser = argparse.ArgumentParser(prog="bodycam", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -86,6 +87,28 @@ def _parser() -> argparse.ArgumentParser:
     press.add_argument("--function", action="store_true",
                        help="the function button: explains an interruption now")
     press.set_defaults(func=_press)
+
+    decrypt = commands.add_parser("decrypt", parents=[verbosity],
+                                  help="decrypt a sealed file with the agency's age identity "
+                                  "and check it against the chain")
+    decrypt.add_argument("file", type=Path, help="a sealed .age file (from a store's sealed/)")
+    decrypt.add_argument("-i", "--identity", type=Path, required=True,
+                         help="the agency's age identity file (AGE-SECRET-KEY-1…)")
+    decrypt.add_argument("-o", "--out", type=Path,
+                         help="where the media goes (default: the file's name without .age, "
+                              "in the current folder)")
+    decrypt.set_defaults(func=_decrypt)
+
+    keys = commands.add_parser("keys", parents=[common],
+                               help="the device's identity: request, enroll, rotate, retire "
+                               "(with the daemon stopped)")
+    keys.add_argument("action", choices=["show", "request", "enroll", "rotate", "retire"])
+    keys.add_argument("--cert", type=Path, help="enroll: the agency-signed device certificate")
+    keys.add_argument("--dock-ca", type=Path, help="enroll: the dock CA certificate")
+    keys.add_argument("--recipients", type=Path,
+                      help="enroll: the agency's age recipients, one age1… per line")
+    keys.add_argument("--reason", default="", help="rotate, retire: why (sealed)")
+    keys.set_defaults(func=_keys)
     return parser
 
 
@@ -171,6 +194,63 @@ def _press(args: argparse.Namespace) -> int:
     print(f"{'long press' if args.long else 'press'} on the "
           f"{'function' if args.function else 'record'} button")
     return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from agent import enrollment
+    from agent.chain import Chain, current_boot_id
+    from agent.keys import fingerprint, load_or_create_device_key
+    from agent.store import Store
+    from hal.clock import open_clock
+
+    config = _config(args)
+    store = Store(config.store_path).prepare()
+    key = load_or_create_device_key(store.keys, store.chain)
+    if args.action == "show":
+        print(f"device {config.device.id}, signing key {fingerprint(key.public_key())}")
+        for name in ("device.pub", "current.pub", "device.csr", "device.crt", "dock-ca.pem",
+                     "recipients.txt"):
+            path = store.keys / name
+            print(f"  {path}: {'present' if path.exists() else 'absent'}")
+        return 0
+    if args.action == "request":
+        print(enrollment.request(store.keys, key, config.device.id))
+        return 0
+    if args.action == "enroll" and not (args.cert and args.dock_ca and args.recipients):
+        raise KeyMaterialError("keys enroll needs --cert, --dock-ca and --recipients")
+    chain = Chain(store.chain, key, lambda: (config.device.id, config.device.officer),
+                  open_clock(config.clock).state, current_boot_id())
+    try:
+        if args.action == "enroll":
+            record = enrollment.enroll(store.keys, chain, key, config.device.id,
+                                       args.cert.read_bytes(), args.dock_ca.read_bytes(),
+                                       args.recipients.read_text())
+        elif args.action == "rotate":
+            record = enrollment.rotate(store.keys, chain, key, config.device.id, args.reason)
+        else:
+            record = enrollment.retire(store.keys, chain, key, args.reason)
+    finally:
+        chain.close()
+    print(f"sealed as {record['type']} record {record['seq']}")
+    return 0
+
+
+def _decrypt(args: argparse.Namespace) -> int:
+    """Exit 0: whole and matching the chain; 1: a mismatch or a changed file; 3: cut short
+    (recovered after a power cut): what decrypts is written."""
+    from agent.age import AgeError
+    from agent.decrypt import decrypt_file
+
+    out = args.out or Path(args.file.name.removesuffix(".age"))
+    try:
+        outcome = decrypt_file(args.file, args.identity, out)
+    except AgeError as exc:
+        print(f"bodycam: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file} -> {out}\n{outcome.describe()}")
+    if outcome.matches is False:
+        return 1
+    return 0 if outcome.decrypted.complete else 3
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import queue
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from agent import __version__
 from agent.age import encryption_record
-from agent.chain import Chain, read_bodies
+from agent.chain import Chain, current_boot_id, read_bodies
 from agent.config import Config, voice_folder
 from agent.control import ControlServer
 from agent.cues import Cues
@@ -83,7 +82,7 @@ class Daemon:
         self.voice: Voice | None = None
         self.cues: Cues | None = None
         self.battery = None
-        self.boot_id = _boot_id()
+        self.boot_id = current_boot_id()
         self.voice_notes: VoiceNoteTaker | None = None
         self.interruptions: Interruptions | None = None
         self.faults: FaultWatch | None = None
@@ -97,11 +96,12 @@ class Daemon:
         self._events.put(event)
 
     def check_once(self) -> SelfCheckResult:
-        """`bodycam selfcheck` with no daemon running: start, check, say it, shut down."""
-        thread = threading.Thread(target=self.run, kwargs={"install_signals": False,
-                                                           "selfcheck_at_start": False})
+        """`bodycam selfcheck` with no daemon running: start, check, say it, shut down.
+
+        Starts on the caller's thread, so that a device that cannot start says why."""
+        server = self._start(install_signals=False, selfcheck_at_start=False)
+        thread = threading.Thread(target=self._serve, args=(server,), name="daemon")
         thread.start()
-        self.ready.wait()
         try:
             result = self.selfcheck()
             self.voice.flush()
@@ -111,6 +111,9 @@ class Daemon:
             thread.join()
 
     def run(self, install_signals: bool = True, selfcheck_at_start: bool | None = None) -> int:
+        return self._serve(self._start(install_signals, selfcheck_at_start))
+
+    def _start(self, install_signals: bool, selfcheck_at_start: bool | None) -> ControlServer:
         self._open_chain()
         self._start_services()
         server = ControlServer(self.store.control_socket, self._control)
@@ -123,6 +126,10 @@ class Daemon:
             threading.Thread(target=self.selfcheck, name="selfcheck", daemon=True).start()
         log.info("device %s ready, store %s", self.config.device.id, self.store.root)
         self.ready.set()
+        return server
+
+    def _serve(self, server: ControlServer) -> int:
+        """Handle events until shutdown, then seal on the way out."""
         shutdown_reason = "unknown"
         try:
             while self.machine.state is not State.SHUTTING_DOWN:
@@ -150,7 +157,7 @@ class Daemon:
     def _open_chain(self) -> None:
         """The store, the device key and the chain, with a boot record saying what started."""
         self.store.prepare()
-        key = load_or_create_device_key(self.store.keys)
+        key = load_or_create_device_key(self.store.keys, self.store.chain)
         self.recipients = load_recipients(self.config.encryption, self.store.keys)
         self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, self.boot_id)
         self.telemetry = open_telemetry(self.config, self.config_path, self.chain, self.store)
@@ -370,11 +377,3 @@ def _power_loss_gap(cut: CutRecording) -> Gap:
 
 def _slug(name: str) -> str:
     return name.replace(" ", "-").lower()
-
-
-def _boot_id() -> str:
-    """The kernel's id of this boot, which ties monotonic times to one power cycle."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return str(uuid.uuid4())

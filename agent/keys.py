@@ -12,25 +12,41 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from agent.age import AgeError, parse_recipient
+from agent.chain import read_bodies
 from agent.config import EncryptionConfig
 
 PRIVATE_NAME = "device.key"
-PUBLIC_NAME = "device.pub"
+PUBLIC_NAME = "device.pub"    # the first key: the verifier's anchor, which rotations extend
+CURRENT_NAME = "current.pub"  # the key signing now, after a rotation
+RETIRED_NAME = "RETIRED"
 
 
 class KeyMaterialError(Exception):
     """The key material cannot be used safely."""
 
 
-def load_or_create_device_key(keys_dir: Path) -> Ed25519PrivateKey:
-    """Load keys/device.key, creating it (0600) and keys/device.pub on first start."""
+def load_or_create_device_key(keys_dir: Path, chain_path: Path | None = None
+                              ) -> Ed25519PrivateKey:
+    """Load keys/device.key, creating it (0600) and keys/device.pub on first start.
+
+    Refuses a retired device, and keys that others can read. A rotation cut short
+    (the new key staged) is finished if the chain already names the new key, else
+    undone.
+    """
+    retired = keys_dir / RETIRED_NAME
+    if retired.exists():
+        raise KeyMaterialError(f"this device is retired ({retired}: "
+                               f"{retired.read_text().strip()}); it signs and records no more")
+    for path in (keys_dir, *keys_dir.glob("*.key*")):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise KeyMaterialError(f"{path} is open to others (mode {mode:04o}): the daemon "
+                                   f"will not sign with it; run: chmod "
+                                   f"{'700' if path.is_dir() else '600'} {path}")
+    _finish_rotation(keys_dir, chain_path)
     private_path = keys_dir / PRIVATE_NAME
     if not private_path.exists():
         _create(keys_dir)
-    mode = stat.S_IMODE(private_path.stat().st_mode)
-    if mode & 0o077:
-        raise KeyMaterialError(f"{private_path} is readable by others (mode {mode:04o}); "
-                        f"run: chmod 600 {private_path}")
     key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyMaterialError(f"{private_path} is not an Ed25519 private key")
@@ -68,17 +84,37 @@ def load_recipients(config: EncryptionConfig, keys_dir: Path) -> list[X25519Publ
 
 def _create(keys_dir: Path) -> None:
     key = Ed25519PrivateKey.generate()
+    tmp = keys_dir / (PRIVATE_NAME + ".tmp")
+    write_private_key(tmp, key)
+    (keys_dir / PUBLIC_NAME).write_bytes(public_pem(key.public_key()))
+    os.replace(tmp, keys_dir / PRIVATE_NAME)
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
+    """PKCS#8 PEM, created owner-only (never briefly readable), synced."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    tmp = keys_dir / (PRIVATE_NAME + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, pem)
         os.fsync(fd)
     finally:
         os.close(fd)
-    (keys_dir / PUBLIC_NAME).write_bytes(public_pem(key.public_key()))
-    os.replace(tmp, keys_dir / PRIVATE_NAME)
+
+
+def _finish_rotation(keys_dir: Path, chain_path: Path | None) -> None:
+    staged = keys_dir / (PRIVATE_NAME + ".next")
+    if not staged.exists():
+        return
+    key = serialization.load_pem_private_key(staged.read_bytes(), password=None)
+    rotations = [b for b in (read_bodies(chain_path) if chain_path and chain_path.exists()
+                             else []) if b["type"] == "key_rotation"]
+    if rotations and rotations[-1]["payload"]["new_fingerprint"] == fingerprint(
+            key.public_key()):
+        os.replace(staged, keys_dir / PRIVATE_NAME)
+        (keys_dir / CURRENT_NAME).write_bytes(public_pem(key.public_key()))
+    else:
+        staged.unlink()
 
 
 def public_pem(public_key: Ed25519PublicKey) -> bytes:

@@ -65,7 +65,6 @@ class Store:
         for folder in (self.open, self.sealed):
             folder.mkdir(exist_ok=True)
         self.keys.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.keys, 0o700)
         fsync_dir(self.root)
         return self
 

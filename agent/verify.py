@@ -9,6 +9,7 @@ and line) or the segment, and say what is wrong in words an investigator uses.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -104,6 +105,7 @@ def verify_tail(root: Path, count: int, public_key_path: Path | None = None) -> 
     key = load_public_key(public_key_path or store.keys / PUBLIC_NAME)
     report.key_fingerprint = fingerprint(key)
     lines = read_records(store.chain)
+    key = _key_in_force(lines[:-count], key)
     _verify_segments(store, _verify_records(store, key, report, lines[-count:],
                                             lines[-count - 1 : -count]), report)
     return report
@@ -126,6 +128,7 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
         with contextlib.suppress(ValueError, KeyError, TypeError, UnicodeDecodeError):
             seqs_present.add(json.loads(split_line(line)[0])["seq"])
     records: list[dict[str, Any]] = []
+    retired: int | None = None
     for number, line in lines:
         where = f"line {number}"
         try:
@@ -140,6 +143,9 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
             prev_hash = None
             continue
         where = f"record {seq} (line {number})"
+        if retired is not None:
+            report.findings.append(Finding(where, f"was signed after the device was retired "
+                                           f"by record {retired}", "inserted"))
         try:
             key.verify(signature, body_bytes)
         except InvalidSignature:
@@ -149,6 +155,10 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
             if canonical(body) != body_bytes:
                 report.findings.append(Finding(where, "is not in canonical form (edited)",
                                                "changed"))
+            elif body.get("type") == "key_rotation":
+                key = _rotated_key(body, where, report)
+            elif body.get("type") == "retirement":
+                retired = seq
         if seq != expected_seq:
             report.findings.append(_sequence_finding(where, seq, expected_seq, seqs_present))
         elif prev_hash is not None and body.get("prev") != prev_hash:
@@ -161,6 +171,31 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
     if records:
         report.head = {"seq": records[-1]["seq"], "hash": prev_hash}
     return records
+
+
+def _rotated_key(body: dict[str, Any], where: str, report: Report) -> Ed25519PublicKey:
+    """The key a verified key_rotation record hands over to: it signs what follows."""
+    payload = body["payload"]
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(payload["new_public_key"]))
+    if fingerprint(key) != payload["new_fingerprint"]:
+        report.findings.append(Finding(where, "names a new key whose fingerprint does not "
+                                       "match it", "changed"))
+    report.notes.append(f"{where}: the signing key was rotated to {fingerprint(key)[:16]}… "
+                        f"({payload.get('reason') or 'no reason given'})")
+    return key
+
+
+def _key_in_force(lines: list[tuple[int, bytes]], anchor: Ed25519PublicKey) -> Ed25519PublicKey:
+    """The key signing after `lines`, following their rotations without re-verifying them:
+    the quick tail check's starting point."""
+    key = anchor
+    for _, line in lines:
+        if b'"type":"key_rotation"' in line:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                payload = json.loads(split_line(line)[0])["payload"]
+                key = Ed25519PublicKey.from_public_bytes(
+                    base64.b64decode(payload["new_public_key"]))
+    return key
 
 
 def unexplained(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
