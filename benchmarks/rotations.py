@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import av
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -279,14 +280,14 @@ class AgentRun:
 
 
 def run_agent(loop: Loop, schedule: list[Fed], workdir: Path, segment_seconds: float,
-              max_lead_s: float) -> AgentRun:
+              max_lead_s: float, recipients: list[X25519PublicKey] | None = None) -> AgentRun:
     store = Store(workdir / "store").prepare()
     key = load_or_create_device_key(store.keys)
     chain = Chain(store.chain, key, lambda: ("BENCH-0001", "BENCH-OFFICER"),
                   SimulatedClock().state, "benchmark-boot")
     config = RecorderConfig(segment_seconds=segment_seconds, flush_interval=1.0,
                             pre_event_seconds=0.0)
-    recorder = Recorder(loop.layout, store, chain, config)
+    recorder = Recorder(loop.layout, store, chain, config, recipients=recipients)
     timeline = Timeline()
     instrumented = instrument(recorder, timeline)
     recorder.start("benchmark")
