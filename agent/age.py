@@ -137,32 +137,41 @@ class AgeEncryptor:
         nonce = os.urandom(NONCE)
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
         self._pending = bytearray(_header(file_key, recipients) + nonce)
-        self._buffer = bytearray()
+        self._chunk = bytearray(CHUNK)  # filled in place: no copies beyond the one in
+        self._filled = 0
         self._counter = 0
+        self._plaintext_out = 0
 
     def update(self, plaintext: bytes) -> bytes:
         """The age bytes that can be written now: the header, then each whole chunk that
         has more plaintext after it."""
-        self._buffer += plaintext
         out, self._pending = self._pending, bytearray()
-        while len(self._buffer) > CHUNK:
-            out += self._seal(bytes(self._buffer[:CHUNK]), last=False)
-            del self._buffer[:CHUNK]
+        view = memoryview(plaintext)
+        while view:
+            if self._filled == CHUNK:  # full, and more follows: not the last
+                out += self._seal(self._chunk, last=False)
+                self._filled = 0
+            take = min(CHUNK - self._filled, len(view))
+            self._chunk[self._filled:self._filled + take] = view[:take]
+            self._filled += take
+            view = view[take:]
         return bytes(out)
 
     @property
     def plaintext_written(self) -> int:
-        """Plaintext bytes inside the chunks handed out so far (all but the last)."""
-        return self._counter * CHUNK
+        """Plaintext bytes inside the chunks handed out so far."""
+        return self._plaintext_out
 
     def finalize(self) -> bytes:
-        out = bytes(self._pending) + self._seal(bytes(self._buffer), last=True)
-        self._pending, self._buffer = bytearray(), bytearray()
+        out = bytes(self._pending) + self._seal(memoryview(self._chunk)[:self._filled],
+                                                last=True)
+        self._pending, self._filled = bytearray(), 0
         return out
 
-    def _seal(self, chunk: bytes, last: bool) -> bytes:
+    def _seal(self, chunk: bytes | bytearray | memoryview, last: bool) -> bytes:
         sealed = self._aead.encrypt(_chunk_nonce(self._counter, last), chunk, None)
         self._counter += 1
+        self._plaintext_out += len(chunk)
         return sealed
 
 

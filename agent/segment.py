@@ -143,21 +143,38 @@ class Progress:
     Recovery cannot read an encrypted segment's times without the key; this small
     file (numbers only, no media) tells it, as of the last sync. Packets are
     followed from the muxer's output offset to the encryptor's last whole chunk.
+    The muxer holds a packet back until every stream has one at least as late (it
+    interleaves by time), so a packet counts as written only once each stream has
+    been given one with a later or equal timestamp.
     """
 
     SIZE = 512
     SUFFIX = ".progress"
 
-    def __init__(self, segment: Path, encryption: dict[str, object]) -> None:
+    def __init__(self, segment: Path, encryption: dict[str, object], audio: bool) -> None:
         self.path = segment.with_name(segment.name + self.SUFFIX)
         self._encryption = encryption
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._pending: deque[tuple[int, bool, int]] = deque()
+        self._latest: dict[bool, int | None] = {False: None} | ({True: None} if audio else {})
+        self._muxing: deque[tuple[bool, int]] = deque()     # given, maybe still held
+        self._pending: deque[tuple[int, bool, int]] = deque()  # written, maybe not synced
         self.video = StreamSpan()
         self.audio = StreamSpan()
 
     def muxed(self, end_offset: int, packet: EncodedPacket) -> None:
-        self._pending.append((end_offset, packet.audio, packet.pts_us))
+        self._muxing.append((packet.audio, packet.pts_us))
+        self._latest[packet.audio] = packet.pts_us
+        if None in self._latest.values():
+            return
+        written_up_to = min(self._latest.values())
+        while self._muxing and self._muxing[0][1] <= written_up_to:
+            audio, pts_us = self._muxing.popleft()
+            self._pending.append((end_offset, audio, pts_us))
+
+    def muxer_closed(self, end_offset: int) -> None:
+        """The muxer wrote out everything it held."""
+        self._pending.extend((end_offset, audio, pts_us) for audio, pts_us in self._muxing)
+        self._muxing.clear()
 
     def sync(self, plaintext_on_disk: int) -> None:
         """Call after the segment's own sync: never claims more than is durable."""
@@ -208,8 +225,8 @@ class SegmentWriter:
         self.audio = StreamSpan()
         self.opened_wall_ns = time.time_ns()
         self._file = _SegmentFile(self.path, recipients)
-        self.progress = (Progress(self.path, encryption_record(recipients)) if recipients
-                         else None)
+        self.progress = (Progress(self.path, encryption_record(recipients),
+                                  audio=layout.audio is not None) if recipients else None)
         self._container = av.open(self._file, "w", format=CONTAINER, options=_MUX_OPTIONS)
         # Mux-only streams: opening an encoder per segment would cost milliseconds of
         # CPU under the GIL at every cut, for packets that are already encoded.
@@ -263,8 +280,9 @@ class SegmentWriter:
         os.fsync(self._file.fd)
         os.close(self._file.fd)
         if self.progress:
-            self.progress.sync(self._file.plaintext.size if self._file.error is None
-                               else self._file.plaintext_on_disk)
+            if self._file.error is None:
+                self.progress.muxer_closed(self._file.plaintext.size)
+            self.progress.sync(self._file.plaintext_on_disk)
             self.progress.close()
         error = self._file.error
         stored, plaintext = self._file.stored, self._file.plaintext

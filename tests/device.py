@@ -70,6 +70,8 @@ reminder_interval_s = {note_reminder}
 reminder_interval_s = {reminder}
 check_interval_s = {check_interval}
 storage_low_minutes = {storage_low_minutes}
+
+{extra}
 """
 
 DEFAULTS = {"gop": 15, "realtime": "false", "segment_seconds": 1.0, "pre_event_seconds": 2.0,
@@ -77,7 +79,7 @@ DEFAULTS = {"gop": 15, "realtime": "false", "segment_seconds": 1.0, "pre_event_s
             "languages": '["zh", "en"]', "reminder": 120, "check_interval": 10,
             "storage_low_minutes": 60, "note_wait": 10, "note_silence": 2.0, "note_max": 120,
             "note_reminder": 300, "reserve_bytes": 1 << 20, "resume_free_bytes": 4 << 20,
-            "stall_s": 3.0, "same_incident_s": 600}
+            "stall_s": 3.0, "same_incident_s": 600, "extra": ""}
 
 
 def write_device_config(path: Path, store: Path, **values: object) -> Path:
