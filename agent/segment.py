@@ -89,15 +89,19 @@ class _SegmentFile:
     def __init__(self, path: Path, recipients: list[X25519PublicKey]) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self.stored = _Digest()
-        self.plaintext = _Digest()
+        self.plaintext_size = 0
         self.encryptor = AgeEncryptor(recipients) if recipients else None
         self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
         if self.error is not None:
             raise self.error  # the muxer's tail after a failure must not land past a hole
-        self.plaintext.add(data)
-        self._store(self.encryptor.update(data) if self.encryptor else data)
+        self.plaintext_size += len(data)
+        if self.encryptor:
+            if stored := self.encryptor.update(data):
+                self._store(stored)
+        else:
+            self._store(data)  # the stored bytes are the plaintext
         return len(data)
 
     def finish(self) -> None:
@@ -255,7 +259,7 @@ class SegmentWriter:
             self.video.add(packet.pts_us)
         self._container.mux(av_packet)
         if self.progress:
-            self.progress.muxed(self._file.plaintext.size, packet)
+            self.progress.muxed(self._file.plaintext_size, packet)
         if time.monotonic() - self._last_sync >= self.flush_interval:
             self._sync()
 
@@ -281,15 +285,15 @@ class SegmentWriter:
         os.close(self._file.fd)
         if self.progress:
             if self._file.error is None:
-                self.progress.muxer_closed(self._file.plaintext.size)
+                self.progress.muxer_closed(self._file.plaintext_size)
             self.progress.sync(self._file.plaintext_on_disk)
             self.progress.close()
-        error = self._file.error
-        stored, plaintext = self._file.stored, self._file.plaintext
+        error, stored, encryptor = self._file.error, self._file.stored, self._file.encryptor
         return SegmentSummary(
             self.path, stored.size, stored.sha256.hexdigest(), self.video, self.audio,
             self.opened_wall_ns,
             None if error is None else errno.errorcode.get(error.errno, str(error)),
             # After a failed write the plaintext given is more than what decrypts.
-            {"sha256": plaintext.sha256.hexdigest(), "size": plaintext.size}
-            if self._file.encryptor and error is None else None)
+            {"sha256": encryptor.plaintext_sha256.hexdigest(),
+             "size": self._file.plaintext_size}
+            if encryptor and error is None else None)
