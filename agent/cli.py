@@ -11,6 +11,7 @@ from pathlib import Path
 from agent.chain import ChainBusyError
 from agent.config import Config, ConfigError, load_config
 from agent.control import request
+from agent.dock_cli import add_commands as add_dock_commands
 from agent.keys import KeyMaterialError
 from agent.store import Store
 
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
                                 help="press the simulated device's record button")
     press.add_argument("--long", action="store_true", help="hold it: the stop gesture")
     press.set_defaults(func=_press)
+    add_dock_commands(commands)
     return parser
 
 

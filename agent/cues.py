@@ -1,4 +1,5 @@
-"""The officer's cues: a reminder while recording, and alarms for battery, clock and storage.
+"""The officer's cues: a reminder while recording, and alarms for battery, clock, storage
+and footage not exported in time.
 
 The device has no screen, so it says what matters by vibration, LED and voice. An
 alarm is sealed when it is raised and when it clears, so the chain shows how long
@@ -29,7 +30,8 @@ class Cues:
     def __init__(self, config: Config, chain: Chain, voice: Voice, controls: OfficerControls,
                  battery: Battery | None, clock: KernelClock | SimulatedClock,
                  recording: Callable[[], bool],
-                 on_change: Callable[[], None]) -> None:
+                 on_change: Callable[[], None],
+                 export_overdue: Callable[[], Condition] | None = None) -> None:
         self._config = config
         self._chain = chain
         self._voice = voice
@@ -38,6 +40,7 @@ class Cues:
         self._clock = clock
         self._recording = recording
         self._on_change = on_change
+        self._export_overdue = export_overdue  # Art. 20, from the dock's custody ledger
         self.active: set[str] = set()
         self._announced: dict[str, float] = {}
         self._recording_since: float | None = None
@@ -91,6 +94,8 @@ class Cues:
             conditions["clock_unsynced"] = self._clock_unsynced()
         if cues.storage_alarm:
             conditions["storage_low"] = self._storage_low()
+        if self._export_overdue is not None:
+            conditions["export_overdue"] = self._export_overdue()
         changed = False
         for alarm, (raised, value) in conditions.items():
             if raised and alarm not in self.active:

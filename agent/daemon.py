@@ -12,6 +12,7 @@ import hashlib
 import logging
 import queue
 import signal
+import ssl
 import threading
 import uuid
 from pathlib import Path
@@ -22,7 +23,10 @@ from agent.chain import Chain
 from agent.config import Config, voice_folder
 from agent.control import ControlServer
 from agent.cues import Cues
+from agent.custody import Ledger, export_overdue
 from agent.keys import fingerprint, load_or_create_device_key
+from agent.offload import DockedDevice, OffloadServer
+from agent.purge import Purger
 from agent.recorder import Recorder
 from agent.recovery import CutRecording, move_orphans_back, recover
 from agent.selfcheck import SelfCheckResult, Status, device_under_check, run_selfcheck
@@ -72,6 +76,9 @@ class Daemon:
         self.unexplained: set[int] = set()
         self.voice_notes: VoiceNoteTaker | None = None
         self._note_thread: threading.Thread | None = None
+        self.ledger: Ledger | None = None
+        self.purger: Purger | None = None
+        self.offload: OffloadServer | None = None
 
     def post(self, event: Event) -> None:
         """Thread-safe: button callbacks, the control socket and signals all come through here."""
@@ -113,6 +120,7 @@ class Daemon:
                 self.machine.handle(event)
         finally:
             server.close()
+            self._stop_dock()
             if self._note_thread:
                 self.voice_notes.cancel()
                 self._note_thread.join()
@@ -130,6 +138,7 @@ class Daemon:
         self.store.prepare()
         key = load_or_create_device_key(self.store.keys)
         self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, _boot_id())
+        self.ledger = Ledger(self.store.chain).refresh()
         move_orphans_back(self.store)
         self.chain.append("boot", {
             "version": __version__,
@@ -160,11 +169,14 @@ class Daemon:
         self.machine = StateMachine(self)
         self.cues = Cues(self.config, self.chain, self.voice, self.controls, self.battery,
                          self.clock, recording=lambda: self.machine.state is State.RECORDING,
-                         on_change=lambda: self.post(HealthChanged()))
+                         on_change=lambda: self.post(HealthChanged()),
+                         export_overdue=self._export_overdue if self.config.dock.export_alarm
+                         else None)
         self.cues.start()
         self.voice_notes = VoiceNoteTaker(self.config.voice_note, self.store, self.chain,
                                           self.voice, lambda: open_microphone(self.config.audio),
                                           lambda: self.controls.button.is_pressed)
+        self._start_dock()
         if self._interrupted:
             # It was recording when it died: record again at once, without the officer.
             self.post(TriggerStart("resume_after_interruption"))
@@ -209,6 +221,8 @@ class Daemon:
     def stop_recording(self, reason: str) -> None:
         record = self.recorder.stop(reason)
         log.info("recording stopped (%s): %d segments", reason, record["payload"]["segments"])
+        if "export_overdue" in self.cues.active:  # Art. 20: remind at the end of a recording
+            self.voice.say("export-overdue")
 
     def show(self, state: State) -> None:
         if state is not State.SHUTTING_DOWN:
@@ -246,13 +260,16 @@ class Daemon:
         return self._checked_health
 
     def _identity(self) -> tuple[str, str]:
-        return self.config.device.id, self.config.device.officer
+        """The officer follows the last officer_assigned record; before any, the config's."""
+        officer = self.ledger.officer if self.ledger and self.ledger.officer is not None \
+            else self.config.device.officer
+        return self.config.device.id, officer
 
     def status(self) -> dict[str, Any]:
         head = self.chain.head
         return {
             "device": self.config.device.id,
-            "officer": self.config.device.officer,
+            "officer": self._identity()[1],
             "state": self.machine.state.value,
             "health": self.health.value,
             "alarms": sorted(self.cues.active),
@@ -277,6 +294,37 @@ class Daemon:
         if command == "selfcheck":
             return {"ok": True, **self.selfcheck().as_record()}
         raise ValueError(f"unknown command {command!r}")
+
+
+    # --- docking ------------------------------------------------------------------------
+
+    def _start_dock(self) -> None:
+        """Purge under custody as the policy says; serve the dock when [dock] enabled.
+
+        A dock link that cannot start (a missing certificate) is logged and left off:
+        recording never waits for it.
+        """
+        self.purger = Purger(self.store, self.chain, self.ledger, self.config.dock)
+        self.purger.start()
+        if not self.config.dock.enabled:
+            return
+        try:
+            self.offload = OffloadServer(DockedDevice(
+                self.config.device.id, self.store, self.chain, self.ledger, self.clock,
+                self.purger.run, lambda: self._identity()[1]), self.config.dock)
+            self.offload.start()
+        except (OSError, ssl.SSLError) as exc:
+            log.error("offload server not started: %s", exc)
+            self.offload = None
+
+    def _stop_dock(self) -> None:
+        if self.offload:
+            self.offload.close()
+        if self.purger:
+            self.purger.close()
+
+    def _export_overdue(self) -> tuple[bool, str]:
+        return export_overdue(self.ledger, self.config.selfcheck.export_deadline_hours)
 
 
 def _slug(name: str) -> str:
