@@ -82,7 +82,7 @@ def _session(url: str, link: DockLink, connections: int) -> aiohttp.ClientSessio
     connector = aiohttp.TCPConnector(ssl=link.context(), limit=connections)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
     return aiohttp.ClientSession(url.rstrip("/") + "/", connector=connector, timeout=timeout,
-                                 raise_for_status=False)
+                                 raise_for_status=False, read_bufsize=4 * CHUNK)
 
 
 async def _json(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
@@ -151,6 +151,8 @@ class _Fetch:
         self.dest = folder / record["payload"]["file"]
         self.part = folder / "partial" / f"{self.dest.name}.part"
         self.received = 0
+        self.digest = ""
+        self._hash = hashlib.sha256()
 
     async def run(self) -> str | None:
         """None when the file is held and matches its record, else what went wrong."""
@@ -167,38 +169,73 @@ class _Fetch:
                 attempt += 1
 
     async def _attempt(self) -> str | None:
-        digest = hashlib.sha256()
+        self._hash = hashlib.sha256()
         offset = self.part.stat().st_size if self.part.exists() else 0
         if offset > self.size:
             offset = 0
         if offset:
-            await asyncio.to_thread(_hash_into, digest, self.part)
+            await asyncio.to_thread(_hash_into, self._hash, self.part)
+        if offset < self.size or not self.size:  # a whole part left by a cut: check it only
+            outcome = await self._download(offset)
+            if outcome:
+                return outcome
+        size, self.digest = self.part.stat().st_size, self._hash.hexdigest()
+        if size != self.size or self.digest != self.sha256:
+            self.part.rename(self.part.with_suffix(".mismatch"))
+            return (f"sealed seq {self.seq}: the device served {size} bytes with sha256 "
+                    f"{self.digest}, its chain seals {self.size} bytes, {self.sha256}")
+        return None
+
+    async def _download(self, offset: int) -> str | None:
+        """From `offset` on into the part file; "purged" when the device no longer has it."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        async with self.session.get(f"{API}/sealed/{self.seq}",
-                                    headers=headers) as response:
+        async with self.session.get(f"{API}/sealed/{self.seq}", headers=headers) as response:
             if response.status == 410:
                 return "purged"
             if response.status == 200 and offset:
-                offset, digest = 0, hashlib.sha256()  # the device ignored Range: start over
+                offset, self._hash = 0, hashlib.sha256()  # the device ignored Range: restart
             elif response.status not in (200, 206):
                 await _json(response, f"sealed seq {self.seq}")
             with self.part.open("r+b" if offset else "wb") as f:
                 f.truncate(offset)
                 f.seek(offset)
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    digest.update(chunk)
-                    f.write(chunk)
-                    self.received += len(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-        size = self.part.stat().st_size
-        if size != self.size or digest.hexdigest() != self.sha256:
-            self.part.rename(self.part.with_suffix(".mismatch"))
-            return (f"sealed seq {self.seq}: the device served {size} bytes with sha256 "
-                    f"{digest.hexdigest()}, its chain seals {self.size} bytes, {self.sha256}")
-        self.part.chmod(0o444)
-        os.replace(self.part, self.dest)
+                await self._receive(response, self._hash, f)
         return None
+
+    async def settle(self) -> None:
+        """Durable first, then named: sealed/ only ever holds whole, fsync'd files."""
+        await asyncio.to_thread(_settle, self.part, self.dest)
+
+
+    async def _receive(self, response: aiohttp.ClientResponse, digest: Any, f: Any) -> None:
+        """Hash and write each block on a worker thread while the next one is decrypted
+        (both release the GIL); one block in flight keeps the bytes in order."""
+
+        def absorb(chunk: bytes) -> None:
+            digest.update(chunk)
+            f.write(chunk)
+
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[None] | None = None
+        try:
+            async for chunk in response.content.iter_chunked(CHUNK):
+                if pending is not None:
+                    await pending
+                pending = loop.run_in_executor(None, absorb, chunk)
+                self.received += len(chunk)
+        finally:
+            if pending is not None:
+                await pending
+
+
+def _settle(part: Path, dest: Path) -> None:
+    fd = os.open(part, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    part.chmod(0o444)
+    os.replace(part, dest)
 
 
 def _hash_into(digest: Any, path: Path) -> None:
@@ -238,12 +275,17 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
         limit = asyncio.Semaphore(connections)
 
         async def fetch(job: _Fetch) -> str | None:
-            async with limit:
-                return await job.run()
+            async with limit:  # the next file starts while this one is flushed to disk
+                outcome = await job.run()
+            if outcome is None:
+                await job.settle()
+            return outcome
 
         outcomes = await asyncio.gather(*(fetch(job) for job in fetches))
         fsync_dir(folder / "sealed")
-        report = await asyncio.to_thread(verify_store, folder)
+        report = await asyncio.to_thread(verify_store, folder, None, {
+            str(j.dest.relative_to(folder)): j.digest
+            for j, o in zip(fetches, outcomes, strict=True) if o is None})
         result = PullResult(folder, identity["device"], report,
                             [j.seq for j, o in zip(fetches, outcomes, strict=True) if o is None],
                             sum(j.received for j in fetches))

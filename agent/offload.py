@@ -171,8 +171,7 @@ class OffloadServer:
         path = self._device.store.root / sealed.file
         if seq in self._device.ledger.purged or not path.is_file():
             raise _error(web.HTTPGone, f"{sealed.file} (seq {seq}) was purged after custody")
-        return web.FileResponse(path, chunk_size=CHUNK, headers={
-            "Content-Type": "application/octet-stream", "X-Sha256": sealed.sha256})
+        return await _send_file(request, path, sealed.sha256)
 
     # --- changing -----------------------------------------------------------------------
 
@@ -287,6 +286,64 @@ async def _body(request: web.Request, model: type[_Model]) -> _Model:
             web.HTTPUnprocessableEntity
         raise _error(status, f"{model.__name__}: {where}: {first['msg']} "
                      f"(got {str(first.get('input'))[:60]!r})") from exc
+
+
+async def _send_file(request: web.Request, path: Path, sha256: str) -> web.StreamResponse:
+    """The file, or the one byte range asked for (206), read in large blocks off the loop.
+
+    Not `web.FileResponse`: on a TLS transport its sendfile falls back to asyncio's
+    copy loop of 16 KiB blocks with a thread hop each, a third of the speed of this.
+    Sealed files never change, so their SHA-256 is a strong ETag.
+    """
+    size = path.stat().st_size
+    start, stop = _byte_range(request, size)
+    headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
+               "ETag": f'"{sha256}"', "X-Sha256": sha256}
+    response = web.StreamResponse(status=200 if (start, stop) == (0, size) else 206,
+                                  headers=headers)
+    if response.status == 206:
+        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    response.content_length = stop - start
+    if request.transport is not None:  # let a few blocks queue before the writer waits
+        request.transport.set_write_buffer_limits(high=4 * CHUNK)
+    await response.prepare(request)
+    with path.open("rb") as f:
+        f.seek(start)
+        left = stop - start
+        while left > 0:
+            block = await asyncio.to_thread(f.read, min(CHUNK, left))
+            if not block:
+                raise ConnectionResetError(f"{path} ended {left} bytes early")
+            await response.write(block)
+            left -= len(block)
+    await response.write_eof()
+    return response
+
+
+def _byte_range(request: web.Request, size: int) -> tuple[int, int]:
+    """[start, stop) of the one range in the Range header; the whole file without one.
+    A malformed header or a range past the end is refused with 416."""
+    try:
+        wanted = request.http_range
+    except ValueError as exc:
+        raise _unsatisfiable(request, size) from exc
+    start, stop = wanted.start, wanted.stop
+    if start is None and stop is None:
+        return 0, size
+    if start is not None and start < 0:  # bytes=-N: the last N bytes
+        start, stop = max(size + start, 0), size
+    start, stop = start or 0, size if stop is None else min(stop, size)
+    if start >= stop:
+        raise _unsatisfiable(request, size)
+    return start, stop
+
+
+def _unsatisfiable(request: web.Request, size: int) -> web.HTTPException:
+    return web.HTTPRequestRangeNotSatisfiable(
+        headers={"Content-Range": f"bytes */{size}"},
+        text=json.dumps({"error": f"Range {request.headers.get('Range', '')[:60]!r} is not "
+                                  f"one satisfiable byte range of a {size}-byte file"}),
+        content_type="application/json")
 
 
 def _lines_from(chain: Path, start: int) -> bytes:

@@ -308,9 +308,12 @@ def test_a_partial_file_from_an_earlier_pull_is_resumed_and_checked(device: Dock
     partial = tmp_path / "dock" / "TEST-0001" / "partial"
     partial.mkdir(parents=True)
     (partial / f"{name}.part").write_bytes(data[: len(data) // 2])
+    whole = _segments(device.store)[3]["payload"]["file"]  # complete, cut before its rename
+    (partial / f"{Path(whole).name}.part").write_bytes((device.store / whole).read_bytes())
     result = device.pull(tmp_path / "dock")
     assert result.ok, result.problem
     assert (tmp_path / "dock" / "TEST-0001" / "sealed" / name).read_bytes() == data
+    assert snapshot(tmp_path / "dock" / "TEST-0001") == snapshot(device.store)
 
     # Bytes that are not the device's in a partial file: caught by the hash, no custody.
     custody = len(device.records("custody"))
@@ -433,3 +436,17 @@ def test_the_verifier_accepts_a_missing_file_only_under_a_purge_after_custody(
         f"purge record {report.records - 2}: deletes {held[1]['file']} (seq {held[1]['seq']}), "
         "which no earlier custody record holds with that hash (deleted without custody)",
         f"segment {held[1]['file']} (record {held[1]['seq']}): is missing (deleted)"]
+
+
+def test_ranges_of_a_sealed_file(device: Docked) -> None:
+    segment = _segments(device.store)[0]
+    data = (device.store / segment["payload"]["file"]).read_bytes()
+    path = f"/v1/sealed/{segment['seq']}"
+    assert request(device, "GET", path) == (200, data)
+    for header, part in (("bytes=100-", data[100:]), ("bytes=0-9", data[:10]),
+                         ("bytes=-188", data[-188:]), (f"bytes={len(data) - 1}-", data[-1:])):
+        assert request(device, "GET", path, headers={"Range": header}) == (206, part), header
+    for header in (f"bytes={len(data)}-", "bytes=5-2", "bytes=abc", "items=0-1",
+                   "bytes=0-1,5-6"):
+        status, _ = request(device, "GET", path, headers={"Range": header})
+        assert status == 416, header
