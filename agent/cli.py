@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                                help="the whole daemon on the simulated device: press, record, "
                                "stop, verify")
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to record")
+    demo.add_argument("--evidence", type=Path, help="the dock's evidence folder (default: "
+                      "STORE-evidence beside the store)")
     demo.set_defaults(func=_demo)
 
     verify = commands.add_parser("verify", parents=[common],
@@ -97,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo(args.config, args.store, args.seconds)
+    return run_demo(args.config, args.store, args.seconds, args.evidence)
 
 
 def _verify(args: argparse.Namespace) -> int:

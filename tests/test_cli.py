@@ -92,3 +92,7 @@ def test_demo_records_several_segments_and_verifies(write_config, tmp_path: Path
     assert summary["verify"].strip().startswith("OK: ")
     assert summary["self-check"].strip().startswith("PASS, 11 items, sealed as record")
     assert summary["notice"].strip().startswith("played zh, en from ")
+    assert summary["custody"].strip().startswith("record ")
+    evidence = tmp_path / "demo-evidence" / "TEST-0001"
+    assert summary["evidence"].strip().startswith(f"{evidence} (OK: ")
+    assert bodycam("verify", str(evidence)).returncode == 0
