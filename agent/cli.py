@@ -103,17 +103,23 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from agent.verify import report_json, verify_store
+    from agent.verify import report_json, stores_in, verify_store
 
     root = args.path or (args.store or _config(args).store_path)
-    report = verify_store(root, args.key)
-    if args.json:
-        print(report_json(report))
-    else:
+    roots = stores_in(root)  # a dock's evidence folder holds one store per device
+    failed = 0
+    for store in roots:
+        report = verify_store(store, args.key)
+        failed += not report.ok
+        if args.json:
+            print(report_json(report))
+            continue
+        if len(roots) > 1:
+            print(f"{store}:")
         print(report.summary())
         for note in report.notes:
             print(f"note: {note}")
-    return 0 if report.ok else 1
+    return 1 if failed else 0
 
 
 def _selfcheck(args: argparse.Namespace) -> int:

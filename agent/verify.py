@@ -99,6 +99,15 @@ def verify_store(root: Path, public_key_path: Path | None = None,
     return report
 
 
+def stores_in(path: Path) -> list[Path]:
+    """`path` when it is a store; else the per-device folders of a dock's evidence folder."""
+    if (path / "chain.jsonl").exists() or not path.is_dir():
+        return [path]
+    found = sorted(p for p in path.iterdir() if (p / "chain.jsonl").is_file()
+                   and (p / "manifest.json").is_file())
+    return found or [path]
+
+
 def verify_tail(root: Path, count: int, public_key_path: Path | None = None) -> Report:
     """The last `count` records (signatures, links to each other and to the record before)
     and their segments: the self-check's quick look, not a substitute for `verify_store`."""

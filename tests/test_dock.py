@@ -19,6 +19,7 @@ from agent.verify import verify_store
 from tests.device import record_segments, wait_for, write_device_config
 from tests.dockside import Docked, docked_device, snapshot
 from tests.pki import Pki, make_pki
+from tests.test_chain_format import run_procedure, tools  # noqa: F401  (a fixture)
 
 SEGMENTS = 16
 
@@ -98,7 +99,7 @@ def test_full_pull_verifies_and_takes_custody(device: Docked, tmp_path: Path) ->
 
 
 def test_purge_frees_space_and_both_copies_still_verify(tmp_path: Path, many_segments: Path,
-                                                       pki: Pki) -> None:
+                                                       pki: Pki, tools: Path) -> None:  # noqa: F811
     # A threshold no disk meets: "space needed" at once, so everything in custody goes.
     with docked_device(tmp_path, many_segments, pki, purge_free_below_mb=10**9) as device:
         sealed = _segments(device.store)
@@ -127,6 +128,10 @@ def test_purge_frees_space_and_both_copies_still_verify(tmp_path: Path, many_seg
 
     assert main(["verify", str(device.store)]) == 0
     assert main(["verify", str(tmp_path / "dock-a" / "TEST-0001")]) == 0
+    # And with standard tools alone, by the procedure of docs/chain-format.md.
+    shell = run_procedure(device.store, tools, tmp_path / "work")
+    assert shell.returncode == 0 and "FAIL" not in shell.stdout, shell.stdout[-2000:]
+    assert shell.stdout.count("was purged after custody") == len(result.fetched)
 
 
 def _report(device: Docked, evidence: Path, **change: Any) -> dict[str, Any]:
