@@ -22,6 +22,8 @@ Run from the repository root:
    certificates required against the same dock CA) serving the same sealed/ folder;
    `curl` with the dock's certificate fetching every file to disk, `--parallel`
    with as many connections. Timed from start to exit. curl does not verify.
+   Also printed, for what it costs to do the agent's work with those tools: the
+   same fetch followed by `sha256sum` of every file and `sync` of every file.
 5. Agent and baseline alternate `--repeats` times into fresh folders; medians.
 
 Target: agent at least 0.8 of the baseline's throughput, and at least 400 Mbit/s.
@@ -171,7 +173,9 @@ def start_nginx(work: Path, port: int, pki: DockPki, root: Path) -> subprocess.P
 
 
 def run_curl(port: int, names: list[str], out: Path, pki: DockPki,
-             connections: int) -> tuple[float, int]:
+             connections: int) -> tuple[float, float, int]:
+    """Seconds to fetch, seconds to fetch + `sha256sum` + `sync` (the same work as the
+    agent's, less the chain), and the bytes."""
     out.mkdir(parents=True)
     command = ["curl", "--silent", "--show-error", "--fail", "--no-progress-meter", "--parallel",
                "--parallel-max", str(connections), "--cert", str(pki.dock_cert),
@@ -180,8 +184,11 @@ def run_curl(port: int, names: list[str], out: Path, pki: DockPki,
         command += [f"https://127.0.0.1:{port}/sealed/{name}", "-o", str(out / name)]
     started = time.perf_counter()
     subprocess.run(command, check=True)
-    seconds = time.perf_counter() - started
-    return seconds, sum(p.stat().st_size for p in out.iterdir())
+    fetched = time.perf_counter() - started
+    files = [str(out / name) for name in names]
+    subprocess.run(["sha256sum", *files], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["sync", *files], check=True)
+    return fetched, time.perf_counter() - started, sum(p.stat().st_size for p in out.iterdir())
 
 
 def mbit(size: int, seconds: float) -> float:
@@ -217,7 +224,7 @@ def main() -> int:
             sys.exit("dock_pull: the offload server did not start")
         (root / "nginx").mkdir()
         nginx = start_nginx(root / "nginx", nginx_port, pki, store.root)
-        agent_rates, curl_rates, verified = [], [], True
+        agent_rates, curl_rates, same_work_rates, verified = [], [], [], True
         try:
             for repeat in range(args.repeats):
                 out = root / f"agent-{repeat}"
@@ -226,13 +233,14 @@ def main() -> int:
                 verified &= ok and size == total
                 agent_rates.append(mbit(size, seconds))
                 shutil.rmtree(out)
-                seconds, size = run_curl(nginx_port, names, root / f"curl-{repeat}", pki,
-                                         args.connections)
+                seconds, same_work, size = run_curl(nginx_port, names, root / f"curl-{repeat}",
+                                                    pki, args.connections)
                 curl_rates.append(mbit(size, seconds))
+                same_work_rates.append(mbit(size, same_work))
                 shutil.rmtree(root / f"curl-{repeat}")
                 print(f"repeat {repeat + 1}: agent pull+verify+custody "
-                      f"{agent_rates[-1]:.0f} Mbit/s, nginx+curl {curl_rates[-1]:.0f} Mbit/s",
-                      flush=True)
+                      f"{agent_rates[-1]:.0f} Mbit/s, nginx+curl {curl_rates[-1]:.0f} Mbit/s, "
+                      f"+sha256sum+sync {same_work_rates[-1]:.0f} Mbit/s", flush=True)
         finally:
             nginx.terminate()
             nginx.wait(10)
@@ -240,10 +248,13 @@ def main() -> int:
             device.join(10)
 
     agent, baseline = statistics.median(agent_rates), statistics.median(curl_rates)
+    same_work = statistics.median(same_work_rates)
     print(f"\nagent (bodycam dock pull, verified, custody): {agent:.0f} Mbit/s "
           f"({agent / 8:.0f} MB/s)\n"
           f"baseline (nginx + curl, not verified):       {baseline:.0f} Mbit/s "
           f"({baseline / 8:.0f} MB/s)\n"
+          f"same work (nginx + curl + sha256sum + sync): {same_work:.0f} Mbit/s "
+          f"({same_work / 8:.0f} MB/s); agent / same work: {agent / same_work:.2f}\n"
           f"ratio agent / baseline: {agent / baseline:.2f} (target >= 0.8); "
           f"agent >= 400 Mbit/s: {'yes' if agent >= 400 else 'NO'}; every pull verified: "
           f"{'yes' if verified else 'NO'}")
