@@ -103,6 +103,9 @@ async def _identity(session: aiohttp.ClientSession) -> dict[str, Any]:
     if not isinstance(identity.get("device"), str) or \
             not _DEVICE_ID.fullmatch(identity["device"]) or identity["device"] in (".", ".."):
         raise DockError(f"identity: device id {identity.get('device')!r} is not a device id")
+    for key in ("public_key", "nonce"):
+        if not isinstance(identity.get(key), str):
+            raise DockError(f"identity of {identity['device']}: no {key} in the answer")
     return identity
 
 
@@ -295,7 +298,10 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
         elif not report.ok:
             result.problem = f"the device's chain does not verify: {report.findings[0]}"
         elif custody:
-            await _report_custody(session, folder, records, report, operator, result)
+            try:
+                await _report_custody(session, folder, records, report, operator, result)
+            except DockError as exc:  # refused by the device, or a receipt that is not one
+                result.problem = str(exc)
         result.seconds = time.monotonic() - started
         _write_manifest(folder, url, operator, identity, key_source, records, result)
         return result
@@ -360,7 +366,8 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
                    "notes": result.verify.notes},
         "custody_seq": result.custody_seq,
         "purged_on_device": result.purged,
-        "status": "custody" if result.ok else "refused",
+        "status": "custody" if result.ok else
+                  "refused" if result.problem else "verified, no custody reported",
         "problem": result.problem,
     }
     tmp = folder / "manifest.json.tmp"

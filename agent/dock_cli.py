@@ -24,6 +24,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     link.add_argument("--key", required=True, type=Path, help="the dock's private key (PEM)")
     link.add_argument("--ca", required=True, type=Path, help="the agency's device CA (PEM)")
     link.add_argument("--operator", required=True, help="who operates the dock (Art. 22)")
+    link.add_argument("-v", "--verbose", action="store_true")
 
     pull_ = actions.add_parser("pull", parents=[link],
                                help="pull every sealed file not yet held, verify, report custody")

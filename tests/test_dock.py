@@ -455,3 +455,23 @@ def test_ranges_of_a_sealed_file(device: Docked) -> None:
                    "bytes=0-1,5-6"):
         status, _ = request(device, "GET", path, headers={"Range": header})
         assert status == 416, header
+
+
+def test_the_dock_commands(device: Docked, tmp_path: Path,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    tls = ["--device", device.url, "--cert", str(device.pki.pem("dock.crt")),
+           "--key", str(device.pki.pem("dock.key")), "--ca", str(device.pki.pem("device-ca.pem")),
+           "--operator", "Li"]
+    assert main(["dock", "officer", "issue", "--officer", "OFC-9", *tls]) == 0
+    assert device.daemon.status()["officer"] == "OFC-9"
+    assert main(["dock", "pull", "--out", str(tmp_path / "ev"), *tls]) == 0
+    out = capsys.readouterr().out
+    assert "custody: record" in out and f"bodycam verify {tmp_path / 'ev' / 'TEST-0001'}" in out
+    with pytest.raises(SystemExit, match="synchronised"):
+        main(["dock", "clock", *tls])
+    rogue = [*tls[:2], "--cert", str(device.pki.pem("rogue.crt")),
+             "--key", str(device.pki.pem("rogue.key")), *tls[6:]]
+    with pytest.raises(SystemExit, match="cannot talk to the device"):
+        main(["dock", "pull", "--out", str(tmp_path / "ev2"), *rogue])
