@@ -295,7 +295,6 @@ class Daemon:
             return {"ok": True, **self.selfcheck().as_record()}
         raise ValueError(f"unknown command {command!r}")
 
-
     # --- docking ------------------------------------------------------------------------
 
     def _start_dock(self) -> None:
@@ -308,14 +307,18 @@ class Daemon:
         self.purger.start()
         if not self.config.dock.enabled:
             return
+        server = None
         try:
-            self.offload = OffloadServer(DockedDevice(
+            server = OffloadServer(DockedDevice(
                 self.config.device.id, self.store, self.chain, self.ledger, self.clock,
                 self.purger.run, lambda: self._identity()[1]), self.config.dock)
-            self.offload.start()
+            server.start()
         except (OSError, ssl.SSLError) as exc:
             log.error("offload server not started: %s", exc)
-            self.offload = None
+            if server is not None:
+                server.close()
+            return
+        self.offload = server
 
     def _stop_dock(self) -> None:
         if self.offload:

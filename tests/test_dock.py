@@ -14,10 +14,14 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from agent.chain import read_bodies
+from agent.chain import Chain, read_bodies
+from agent.cli import main
+from agent.dock import pull
+from agent.keys import load_or_create_device_key
 from agent.verify import verify_store
-from tests.device import record_segments, wait_for, write_device_config
-from tests.dockside import Docked, docked_device, snapshot
+from hal.clock import SimulatedClock
+from tests.device import record_segments, running_daemon, wait_for, write_device_config
+from tests.dockside import Docked, copy_store, dock_config, docked_device, snapshot
 from tests.pki import Pki, make_pki
 from tests.test_chain_format import run_procedure, tools  # noqa: F401  (a fixture)
 
@@ -124,8 +128,6 @@ def test_purge_frees_space_and_both_copies_still_verify(tmp_path: Path, many_seg
     on_device = verify_store(device.store)
     assert on_device.ok and on_device.purged == len(result.fetched), on_device.summary()
     assert verify_store(tmp_path / "dock-a" / "TEST-0001").ok
-    from agent.cli import main
-
     assert main(["verify", str(device.store)]) == 0
     assert main(["verify", str(tmp_path / "dock-a" / "TEST-0001")]) == 0
     # And with standard tools alone, by the procedure of docs/chain-format.md.
@@ -281,8 +283,6 @@ class _CuttingProxy:
 
 def test_resume_after_a_cut_connection(device: Docked, tmp_path: Path,
                                        caplog: pytest.LogCaptureFixture) -> None:
-    from agent.dock import pull
-
     sizes = [r["payload"]["size"] for r in _segments(device.store)]
     # Past the handshake, the identity and the chain, half way into the fourth segment.
     preamble = (device.store / "chain.jsonl").stat().st_size + 4000
@@ -334,8 +334,6 @@ def test_a_partial_file_from_an_earlier_pull_is_resumed_and_checked(device: Dock
 @pytest.mark.parametrize("damage", ["segment", "record"])
 def test_a_broken_chain_is_reported_and_nothing_acknowledged(
         tmp_path: Path, many_segments: Path, pki: Pki, damage: str) -> None:
-    from tests.dockside import copy_store
-
     broken = copy_store(many_segments, tmp_path / "broken")
     segment = _segments(broken)[4]
     if damage == "segment":
@@ -404,10 +402,6 @@ def test_export_overdue_alarm_until_the_dock_takes_custody(tmp_path: Path, many_
 
 def _append(store: Path, type_: str, payload: dict[str, Any]) -> None:
     """Seal a record with the device's own key, as the daemon would."""
-    from agent.chain import Chain
-    from agent.keys import load_or_create_device_key
-    from hal.clock import SimulatedClock
-
     chain = Chain(store / "chain.jsonl", load_or_create_device_key(store / "keys"),
                   lambda: ("TEST-0001", "OFC-7"), SimulatedClock().state, "test-boot")
     chain.append(type_, payload)
@@ -459,8 +453,6 @@ def test_ranges_of_a_sealed_file(device: Docked) -> None:
 
 def test_the_dock_commands(device: Docked, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
-    from agent.cli import main
-
     tls = ["--device", device.url, "--cert", str(device.pki.pem("dock.crt")),
            "--key", str(device.pki.pem("dock.key")), "--ca", str(device.pki.pem("device-ca.pem")),
            "--operator", "Li"]
@@ -475,3 +467,14 @@ def test_the_dock_commands(device: Docked, tmp_path: Path,
              "--key", str(device.pki.pem("rogue.key")), *tls[6:]]
     with pytest.raises(SystemExit, match="cannot talk to the device"):
         main(["dock", "pull", "--out", str(tmp_path / "ev2"), *rogue])
+
+
+def test_a_dock_link_without_certificates_never_stops_recording(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("ERROR"), \
+            running_daemon(dock_config(tmp_path, tmp_path / "store")) as daemon:
+        assert daemon.offload is None
+        daemon.controls.press()
+        wait_for(lambda: daemon.recorder.stats.segments_sealed >= 2, what="2 segments")
+    assert "offload server not started: [dock] certificate = 'keys/tls.crt'" in caplog.text
+    assert verify_store(tmp_path / "store").ok
