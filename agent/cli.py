@@ -11,6 +11,7 @@ from pathlib import Path
 from agent.chain import ChainBusyError
 from agent.config import Config, ConfigError, load_config
 from agent.control import request
+from agent.dock_cli import add_commands as add_dock_commands
 from agent.keys import KeyMaterialError
 from agent.store import Store
 
@@ -52,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                                help="the whole daemon on the simulated device: press, record, "
                                "stop, verify")
     demo.add_argument("--seconds", type=float, default=20.0, help="how long to record")
+    demo.add_argument("--evidence", type=Path, help="the dock's evidence folder (default: "
+                      "STORE-evidence beside the store)")
     demo.set_defaults(func=_demo)
 
     verify = commands.add_parser("verify", parents=[common],
@@ -109,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="enroll: the agency's age recipients, one age1… per line")
     keys.add_argument("--reason", default="", help="rotate, retire: why (sealed)")
     keys.set_defaults(func=_keys)
+    add_dock_commands(commands)
     return parser
 
 
@@ -127,21 +131,27 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
-    return run_demo(args.config, args.store, args.seconds, args.mqtt)
+    return run_demo(args.config, args.store, args.seconds, args.mqtt, args.evidence)
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from agent.verify import report_json, verify_store
+    from agent.verify import report_json, stores_in, verify_store
 
     root = args.path or (args.store or _config(args).store_path)
-    report = verify_store(root, args.key)
-    if args.json:
-        print(report_json(report))
-    else:
+    roots = stores_in(root)  # a dock's evidence folder holds one store per device
+    failed = 0
+    for store in roots:
+        report = verify_store(store, args.key)
+        failed += not report.ok
+        if args.json:
+            print(report_json(report))
+            continue
+        if len(roots) > 1:
+            print(f"{store}:")
         print(report.summary())
         for note in report.notes:
             print(f"note: {note}")
-    return 0 if report.ok else 1
+    return 1 if failed else 0
 
 
 def _selfcheck(args: argparse.Namespace) -> int:

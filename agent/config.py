@@ -252,6 +252,25 @@ class MqttConfig(_Section):
     @property
     def port(self) -> int:
         return urlsplit(self.url).port or (8883 if self.tls else 1883)
+class DockConfig(_Section):
+    """The offload server the docking station pulls from, and when footage in custody goes.
+
+    Paths are relative to the store; the dock CA is the only trust anchor for clients.
+    """
+
+    enabled: bool = False
+    address: str = "127.0.0.1"   # the dock link's address only, never every interface
+    port: Annotated[int, Field(ge=0, le=65535)] = 8443  # 0: any free port (tests)
+    certificate: str = "keys/tls.crt"
+    private_key: str = "keys/tls.key"
+    dock_ca: str = "keys/dock-ca.pem"
+    purge_policy: Literal["space", "after_custody"] = "space"
+    purge_free_below_mb: Annotated[int, Field(ge=0)] = 2048  # "space": purge under this free
+    purge_check_s: Annotated[float, Field(gt=0)] = 60.0
+    export_alarm: bool = True    # Art. 20: export_overdue when not in custody in time
+
+    def path(self, store: Path, name: str) -> Path:
+        return store / os.path.expanduser(name)
 
 
 class Config(_Section):
@@ -288,6 +307,7 @@ class Config(_Section):
                              "topics admit only letters, digits, _ and -: "
                              "rename the device or set [mqtt] discovery = false")
         return self
+    dock: DockConfig = DockConfig()
 
     @model_validator(mode="after")
     def _real_microphone_runs_in_real_time(self) -> Config:

@@ -1,5 +1,6 @@
-"""The officer's cues: a reminder while recording, and alarms for battery, clock and storage,
-and for the faults that interrupt a recording (raised by the daemon).
+"""The officer's cues: a reminder while recording; alarms for battery, clock, storage and
+footage not exported in time; and alarms for the faults that interrupt a recording (raised by
+the daemon).
 
 The device has no screen, so it says what matters by vibration, LED and voice. An
 alarm is sealed when it is raised and when it clears, so the chain shows how long
@@ -31,7 +32,8 @@ class Cues(Periodic):
     def __init__(self, config: Config, chain: Chain, voice: Voice, controls: OfficerControls,
                  battery: Battery | None, clock: KernelClock | SimulatedClock,
                  recording: Callable[[], bool],
-                 on_change: Callable[[], None]) -> None:
+                 on_change: Callable[[], None],
+                 export_overdue: Callable[[], Condition] | None = None) -> None:
         self._config = config
         self._chain = chain
         self._voice = voice
@@ -40,6 +42,7 @@ class Cues(Periodic):
         self._clock = clock
         self._recording = recording
         self._on_change = on_change
+        self._export_overdue = export_overdue  # Art. 20, from the dock's custody ledger
         self.active: set[str] = set()
         self._lock = threading.Lock()
         self._announced: dict[str, float] = {}
@@ -86,6 +89,8 @@ class Cues(Periodic):
             conditions["clock_unsynced"] = self._clock_unsynced()
         if cues.storage_alarm:
             conditions["storage_low"] = self._storage_low()
+        if self._export_overdue is not None:
+            conditions["export_overdue"] = self._export_overdue()
         for alarm, (raised, value) in conditions.items():
             if raised:
                 self.raise_alarm(alarm, value)

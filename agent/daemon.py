@@ -12,6 +12,7 @@ import hashlib
 import logging
 import queue
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -26,10 +27,13 @@ from agent.chain import Chain, current_boot_id, read_bodies
 from agent.config import Config, voice_folder
 from agent.control import ControlServer
 from agent.cues import Cues
+from agent.custody import Ledger, export_overdue
 from agent.faults import FaultWatch
 from agent.fleet_status import device_status
 from agent.interruptions import Gap, Interruptions, gap_now
 from agent.keys import fingerprint, load_or_create_device_key, load_recipients
+from agent.offload import DockedDevice, OffloadServer
+from agent.purge import Purger
 from agent.recorder import Recorder
 from agent.recovery import CutRecording, move_orphans_back, recover
 from agent.selfcheck import SelfCheckResult, Status, device_under_check, run_selfcheck
@@ -90,6 +94,9 @@ class Daemon:
         self._officer_stop: tuple[Gap, float] | None = None
         self.telemetry: Telemetry | None = None
         self.recipients: list[X25519PublicKey] = []  # the agency's, when encrypting
+        self.ledger: Ledger | None = None
+        self.purger: Purger | None = None
+        self.offload: OffloadServer | None = None
 
     def post(self, event: Event) -> None:
         """Thread-safe: button callbacks, the control socket and signals all come through here."""
@@ -139,6 +146,7 @@ class Daemon:
                 self.machine.handle(event)
         finally:
             server.close()
+            self._stop_dock()
             if self.telemetry:
                 self.telemetry.stop_commands()
             self.interruptions.close()
@@ -161,6 +169,7 @@ class Daemon:
         self.recipients = load_recipients(self.config.encryption, self.store.keys)
         self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, self.boot_id)
         self.telemetry = open_telemetry(self.config, self.config_path, self.chain, self.store)
+        self.ledger = Ledger(self.store.chain).refresh()
         move_orphans_back(self.store)
         if not self.store.hold_reserve(self.config.store.reserve_bytes):
             log.critical("the store has no room for its %d-byte reserve: a full disk may not "
@@ -202,7 +211,9 @@ class Daemon:
         self.machine = StateMachine(self)
         self.cues = Cues(self.config, self.chain, self.voice, self.controls, self.battery,
                          self.clock, recording=lambda: self.machine.state is State.RECORDING,
-                         on_change=lambda: self.post(HealthChanged()))
+                         on_change=lambda: self.post(HealthChanged()),
+                         export_overdue=self._export_overdue if self.config.dock.export_alarm
+                         else None)
         self.cues.start()
         self.voice_notes = VoiceNoteTaker(
             self.config.voice_note, self.store, self.chain, self.voice,
@@ -217,6 +228,7 @@ class Daemon:
         self.faults.start()
         if self.telemetry:
             self.telemetry.start(lambda: device_status(self), self._remote_commands())
+        self._start_dock()
         for recording in cut:
             self.interruptions.begin(_power_loss_gap(recording))
         if cut:
@@ -262,6 +274,8 @@ class Daemon:
         self._stopped = self.recorder.stop(reason)
         log.info("recording stopped (%s): %d segments", reason,
                  self._stopped["payload"]["segments"])
+        if "export_overdue" in self.cues.active:  # Art. 20: remind at the end of a recording
+            self.voice.say("export-overdue")
         if reason == "button_hold":
             gap = gap_now("officer_stop_restart", "stopped by the officer and started again "
                           "within one incident", self._stopped, self.boot_id)
@@ -333,13 +347,16 @@ class Daemon:
         return self._checked_health
 
     def _identity(self) -> tuple[str, str]:
-        return self.config.device.id, self.config.device.officer
+        """The officer follows the last officer_assigned record; before any, the config's."""
+        officer = self.ledger.officer if self.ledger and self.ledger.officer is not None \
+            else self.config.device.officer
+        return self.config.device.id, officer
 
     def status(self) -> dict[str, Any]:
         head = self.chain.head
         return {
             "device": self.config.device.id,
-            "officer": self.config.device.officer,
+            "officer": self._identity()[1],
             "state": self.machine.state.value,
             "health": self.health.value,
             "alarms": sorted(self.cues.active),
@@ -366,6 +383,40 @@ class Daemon:
         if command == "selfcheck":
             return {"ok": True, **self.selfcheck().as_record()}
         raise ValueError(f"unknown command {command!r}")
+
+    # --- docking ------------------------------------------------------------------------
+
+    def _start_dock(self) -> None:
+        """Purge under custody as the policy says; serve the dock when [dock] enabled.
+
+        A dock link that cannot start (a missing certificate) is logged and left off:
+        recording never waits for it.
+        """
+        self.purger = Purger(self.store, self.chain, self.ledger, self.config.dock)
+        self.purger.start()
+        if not self.config.dock.enabled:
+            return
+        server = None
+        try:
+            server = OffloadServer(DockedDevice(
+                self.config.device.id, self.store, self.chain, self.ledger, self.clock,
+                self.purger.run, lambda: self._identity()[1]), self.config.dock)
+            server.start()
+        except (OSError, ssl.SSLError) as exc:
+            log.error("offload server not started: %s", exc)
+            if server is not None:
+                server.close()
+            return
+        self.offload = server
+
+    def _stop_dock(self) -> None:
+        if self.offload:
+            self.offload.close()
+        if self.purger:
+            self.purger.close()
+
+    def _export_overdue(self) -> tuple[bool, str]:
+        return export_overdue(self.ledger, self.config.selfcheck.export_deadline_hours)
 
 
 def _power_loss_gap(cut: CutRecording) -> Gap:

@@ -1,7 +1,9 @@
-"""`bodycam demo`: the whole daemon on the simulated device, driven as an officer would drive it."""
+"""`bodycam demo`: the whole daemon on the simulated device, driven as an officer would drive it,
+then docked: a dock pulls, verifies and takes custody of what it recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import threading
 import time
@@ -9,18 +11,23 @@ from pathlib import Path
 from typing import Any
 
 from agent.chain import read_bodies
-from agent.config import load_config
+from agent.config import Config, load_config
 from agent.daemon import Daemon
+from agent.dock import DockLink, pull
+from agent.pki import write_dock_pki
 from agent.state import Shutdown
+from agent.store import Store
 from agent.verify import verify_store
 
 _NOTE_SECONDS = 2.0
 
 
 def run_demo(config_path: Path | None, store: Path | None, seconds: float,
-             mqtt: str | None = None) -> int:
+             mqtt: str | None = None, evidence: Path | None = None) -> int:
     store = store or Path(tempfile.mkdtemp(prefix="bodycam-demo-"))
+    evidence = evidence or store.parent / f"{store.name}-evidence"
     config, config_path = load_config(config_path, store, mqtt)
+    config, dock_tls = _docked(config, store, evidence)
     daemon = Daemon(config, config_path)
     thread = threading.Thread(target=daemon.run, name="daemon",
                               kwargs={"install_signals": False, "selfcheck_at_start": False})
@@ -45,6 +52,9 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float,
     _say(f"hold for {config.gpio.stop_hold_seconds:g} s: recording stops")
     daemon.controls.press(long=True)
     reached = daemon.telemetry is not None and daemon.telemetry.connected.is_set()
+    _wait_for_stop(store)
+    _say(f"docked: the dock pulls, verifies and takes custody into {evidence}")
+    docked, pulled = _dock_pull(daemon, evidence, dock_tls)
     daemon.post(Shutdown("demo finished"))
     thread.join()
 
@@ -63,9 +73,44 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float,
           f"voice note: {_voice_note_line(records)}\n"
           f"verify:     {report.summary()}\n"
           f"telemetry:  {_telemetry_line(daemon, reached)}")
+    print(pulled)
     if first:
         print(f"play:       ffplay {first[0]}")
-    return 0 if report.ok else 1
+    return 0 if report.ok and docked else 1
+
+
+def _docked(config: Config, store: Path, evidence: Path) -> tuple[Config, DockLink]:
+    """The demo's own agency PKI (device side into the store's keys/), and [dock] on."""
+    Store(store).prepare()
+    pki = write_dock_pki(store / "keys", evidence.parent / f"{evidence.name}-dock-tls",
+                         config.device.id, "DEMO-DOCK")
+    dock = config.dock.model_copy(update={"enabled": True, "address": "127.0.0.1", "port": 0})
+    return (config.model_copy(update={"dock": dock}),
+            DockLink(pki.dock_cert, pki.dock_key, pki.device_ca))
+
+
+def _wait_for_stop(store: Path, timeout: float = 30.0) -> None:
+    """Until the stop gesture's record_stop is sealed: the last segment is then in sealed/."""
+    deadline = time.monotonic() + timeout
+    while not any(r["type"] == "record_stop" for r in _records(store)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no record_stop within {timeout:g} s of the stop gesture")
+        time.sleep(0.1)
+
+
+def _dock_pull(daemon: Daemon, evidence: Path, link: DockLink) -> tuple[bool, str]:
+    """Whether the dock took custody of a copy that verifies, and the lines that say so."""
+    url = f"https://127.0.0.1:{daemon.offload.port}"
+    result = asyncio.run(pull(url, evidence, link, "demo operator"))
+    copy = verify_store(result.folder)
+    custody = (f"record {result.custody_seq} sealed on the device, receipt in "
+               f"{result.folder / 'receipts'}" if result.ok else f"REFUSED: {result.problem}")
+    return result.ok and copy.ok, (
+        f"dock pull:  {len(result.fetched)} files, {result.bytes_fetched / 1e6:.1f} MB over "
+        f"mutual TLS from {url}\n"
+        f"custody:    {custody}\n"
+        f"evidence:   {result.folder} ({copy.summary()})\n"
+        f"            check it again with: bodycam verify {result.folder}")
 
 
 def _records(store: Path) -> list[dict[str, Any]]:

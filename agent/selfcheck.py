@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.chain import read_bodies
 from agent.config import Config
+from agent.custody import Ledger
 from agent.keys import PRIVATE_NAME, load_or_create_device_key
 from agent.store import Store
 from agent.verify import verify_tail
@@ -261,12 +261,8 @@ def _export_deadline(device: DeviceUnderCheck) -> CheckItem:
 
 
 def oldest_sealed_wall(store: Store) -> datetime | None:
-    """When the oldest segment still on the device was sealed."""
-    if not store.chain.exists():
-        return None
-    for body in read_bodies(store.chain):
-        if body.get("type") == "segment_sealed" and (store.root / body["payload"]["file"]).exists():
-            return datetime.strptime(body["wall"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    """When the oldest segment still on the device and not in a dock's custody was sealed."""
+    for sealed in Ledger(store.chain).refresh().outstanding():
+        if (store.root / sealed.file).exists():
+            return sealed.sealed_at
     return None
-
-

@@ -48,6 +48,7 @@ class Report:
     recordings: int = 0
     video_frames: int = 0
     recorded_us: int = 0
+    purged: int = 0
     head: dict[str, Any] | None = None
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -64,8 +65,10 @@ class Report:
         if self.ok and self.head is None:
             return "OK: the chain is empty"
         if self.ok:
+            purged = f" ({self.purged} sealed files purged after custody)" if self.purged else ""
             return (f"OK: {self.records} records, {self.segments} segments in "
-                    f"{self.recordings} recordings verify; chain head seq {self.head['seq']} "
+                    f"{self.recordings} recordings verify{purged}; chain head seq "
+                    f"{self.head['seq']} "
                     f"{self.head['hash'][:16]}…; key {self.key_fingerprint[:16]}…")
         lines = [f"FAIL: {self.findings[0]}"]
         lines += [f"  also: {finding}" for finding in self.findings[1:]]
@@ -74,7 +77,12 @@ class Report:
         return "\n".join(lines)
 
 
-def verify_store(root: Path, public_key_path: Path | None = None) -> Report:
+def verify_store(root: Path, public_key_path: Path | None = None,
+                 digests: dict[str, str] | None = None) -> Report:
+    """Everything in the module docstring. `digests` (sha256 by file name, e.g.
+    "sealed/00000003.ts") are hashes a caller computed of the very bytes it wrote
+    to those files just now, as the dock does while receiving: reading them back
+    from the page cache would hash the same bytes twice."""
     store = Store(root)
     key = load_public_key(public_key_path or store.keys / PUBLIC_NAME)
     report = Report(str(root), fingerprint(key))
@@ -82,7 +90,8 @@ def verify_store(root: Path, public_key_path: Path | None = None) -> Report:
         report.findings.append(Finding("chain.jsonl", "missing", "missing"))
         return report
     records = _verify_records(store, key, report)
-    seen_files = _verify_segments(store, records, report)
+    seen_files = _verify_segments(store, records, report, _verify_purges(records, report),
+                                  digests or {})
     _verify_continuity(records, report)
     _note_unexplained(records, report)
     for path in sorted(store.sealed.glob("*")) if store.sealed.exists() else []:
@@ -93,6 +102,15 @@ def verify_store(root: Path, public_key_path: Path | None = None) -> Report:
         report.notes.append(f"open/{path.name} is not sealed yet (being written, or left by "
                             "a power cut for recovery)")
     return report
+
+
+def stores_in(path: Path) -> list[Path]:
+    """`path` when it is a store; else the per-device folders of a dock's evidence folder."""
+    if (path / "chain.jsonl").exists() or not path.is_dir():
+        return [path]
+    found = sorted(p for p in path.iterdir() if (p / "chain.jsonl").is_file()
+                   and (p / "manifest.json").is_file())
+    return found or [path]
 
 
 def verify_tail(root: Path, count: int, public_key_path: Path | None = None) -> Report:
@@ -106,8 +124,8 @@ def verify_tail(root: Path, count: int, public_key_path: Path | None = None) -> 
     report.key_fingerprint = fingerprint(key)
     lines = read_records(store.chain)
     key = _key_in_force(lines[:-count], key)
-    _verify_segments(store, _verify_records(store, key, report, lines[-count:],
-                                            lines[-count - 1 : -count]), report)
+    records = _verify_records(store, key, report, lines[-count:], lines[-count - 1 : -count])
+    _verify_segments(store, records, report, _purged(records), {})
     return report
 
 
@@ -225,7 +243,39 @@ def _sequence_finding(where: str, seq: int, expected: int, present: set[int]) ->
                    "missing (deleted)", "missing")
 
 
-def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report) -> set[str]:
+def _purged(records: list[dict[str, Any]]) -> dict[int, str]:
+    """seq -> sha256 of each file a purge record names; for the tail, whose custody
+    records may lie before it (`verify_store` checks them)."""
+    return {item["seq"]: item["sha256"] for r in records if r.get("type") == "purge"
+            for item in r["payload"]["files"]}
+
+
+def _verify_purges(records: list[dict[str, Any]], report: Report) -> dict[int, str]:
+    """Art. 21: a file may be purged only after a custody record named it with the same hash.
+
+    Returns the purges that keep this rule (seq -> sha256): only they excuse a missing file.
+    """
+    held: dict[int, str] = {}
+    purged: dict[int, str] = {}
+    for record in records:
+        payload = record.get("payload", {})
+        if record.get("type") == "custody":
+            held.update((item["seq"], item["sha256"]) for item in payload["segments"])
+        elif record.get("type") == "purge":
+            for item in payload["files"]:
+                if held.get(item["seq"]) == item["sha256"]:
+                    purged[item["seq"]] = item["sha256"]
+                    continue
+                report.findings.append(Finding(
+                    f"purge record {record['seq']}", f"deletes {item['file']} (seq "
+                    f"{item['seq']}), which no earlier custody record holds with that "
+                    "hash (deleted without custody)", "missing"))
+    return purged
+
+
+def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report,
+                     purged: dict[int, str], digests: dict[str, str]) -> set[str]:
+    """Each sealed file against its record; one that `purged` covers may be gone."""
     sealed = [r for r in records if r.get("type") in _ARTIFACTS]
     name_by_hash = {r["payload"]["sha256"]: r["payload"]["file"] for r in sealed}
     for record in sealed:
@@ -238,10 +288,13 @@ def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report
         else:
             where = f"{_ARTIFACTS[record['type']]} {name} (record {record['seq']})"
         path = store.root / name
+        if not path.is_file() and purged.get(record["seq"]) == payload["sha256"]:
+            report.purged += 1  # gone after custody, as a purge record says
+            continue
         if not path.is_file():
             report.findings.append(Finding(where, "is missing (deleted)", "missing"))
             continue
-        size, digest = path.stat().st_size, _sha256(path)
+        size, digest = path.stat().st_size, digests.get(name) or _sha256(path)
         if digest == payload["sha256"] and size == payload["size"]:
             continue
         if name_by_hash.get(digest, name) != name:

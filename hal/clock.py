@@ -207,3 +207,18 @@ class SimulatedClock:
 
 def open_clock(config: ClockConfig) -> KernelClock | SimulatedClock:
     return SimulatedClock() if config.backend == "sim" else KernelClock()
+
+
+def set_wall_clock(clock: KernelClock | SimulatedClock, target_ns: int) -> int:
+    """Step the wall clock to `target_ns`; returns the step in ns (target minus before).
+
+    The kernel clock is set with clock_settime(CLOCK_REALTIME), which needs
+    CAP_SYS_TIME (PermissionError without it) and, like settimeofday, leaves the
+    clock unsynchronised until NTP takes over; the simulated clock is stepped.
+    """
+    step_ns = target_ns - clock.now_ns()
+    if isinstance(clock, SimulatedClock):
+        clock.step(step_ns / 1e9)
+    else:
+        time.clock_settime_ns(time.CLOCK_REALTIME, target_ns)
+    return step_ns

@@ -95,3 +95,9 @@ def test_demo_records_several_segments_and_verifies(write_config, tmp_path: Path
     assert summary["notice"].strip().startswith("played en from ")
     assert summary["interrupt"].strip().startswith("officer_stop_restart from recording ")
     assert "explained (ended by button), sealed as sealed/" in summary["voice note"]
+    assert summary["custody"].strip().startswith("record ")
+    evidence = tmp_path / "demo-evidence" / "TEST-0001"
+    assert summary["evidence"].strip().startswith(f"{evidence} (OK: ")
+    assert bodycam("verify", str(evidence)).returncode == 0
+    whole = bodycam("verify", str(evidence.parent))  # the evidence folder of every device
+    assert whole.stdout.startswith("OK: ") and str(evidence) not in whole.stdout

@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Dock pull: pull-and-verify throughput over loopback mutual TLS, against nginx + curl.
+
+Run from the repository root:
+
+    python benchmarks/dock_pull.py [--gib 2] [--segment-mib 32] [--connections 4]
+
+1. Store (not timed): three real segments are recorded on the simulated device
+   (320x240); their bytes are repeated to `--segment-mib` each (as big as a 60 s
+   segment at 4 Mbit/s) and each file made distinct with one MPEG-TS null packet
+   holding its index, until `--gib` of segments. They are sealed with the device
+   key into a chain built by `agent.chain.Chain`: one recording per segment, so the
+   verifier's continuity check holds, every file under a `segment_sealed` record
+   with its size and SHA-256.
+2. Device: `agent.offload.OffloadServer` over that store in its own process (as on
+   the device), mutual TLS with certificates from `agent.pki`.
+3. Agent: `agent.dock.pull` (the code behind `bodycam dock pull`), timed from the
+   first request to the custody receipt: chain, every segment streamed to disk and
+   hashed as it arrives, `verify_store` over the whole copy (every signature,
+   link and SHA-256 again, from the page cache), custody report and receipt.
+4. Baseline: nginx (one worker, TLS 1.3 with the same device certificate, client
+   certificates required against the same dock CA) serving the same sealed/ folder;
+   `curl` with the dock's certificate fetching every file to disk, `--parallel`
+   with as many connections. Timed from start to exit. curl does not verify.
+   Also printed, for what it costs to do the agent's work with those tools: the
+   same fetch followed by `sha256sum` of every file and `sync` of every file.
+5. Agent and baseline alternate `--repeats` times into fresh folders; medians.
+
+Target: agent at least 0.8 of the baseline's throughput, and at least 400 Mbit/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import multiprocessing
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.chain import Chain, read_bodies
+from agent.config import DockConfig
+from agent.custody import Ledger
+from agent.dock import DockLink, pull
+from agent.keys import load_or_create_device_key
+from agent.offload import DockedDevice, OffloadServer
+from agent.pki import DockPki, write_dock_pki
+from agent.store import Store
+from hal.clock import SimulatedClock
+from tests.device import record_segments, write_device_config
+
+TS_PACKET = 188
+DEVICE = "BENCH-0001"
+
+
+def _null_packet(index: int) -> bytes:
+    """An MPEG-TS null packet (PID 0x1FFF) carrying `index`: makes each file distinct."""
+    payload = index.to_bytes(8, "big")
+    return bytes([0x47, 0x1F, 0xFF, 0x10]) + payload + b"\xff" * (TS_PACKET - 4 - len(payload))
+
+
+def build_store(root: Path, total: int, segment_size: int) -> tuple[Store, int]:
+    """A store of real segment bytes replicated to `total`; returns it and the file count."""
+    source = root / "source"
+    record_segments(write_device_config(root / "source.toml", source / "store"), 3)
+    real = [b for b in read_bodies(source / "store" / "chain.jsonl")
+            if b["type"] == "segment_sealed"][:3]
+    blobs = [(source / "store" / r["payload"]["file"]).read_bytes() for r in real]
+    store = Store(root / "device").prepare()
+    chain = Chain(store.chain, load_or_create_device_key(store.keys),
+                  lambda: (DEVICE, "BENCH-OFFICER"), SimulatedClock().state, "benchmark")
+    chain.append("boot", {"benchmark": "dock_pull"})
+    count = total // segment_size
+    for index in range(count):
+        template = real[index % len(real)]
+        blob = blobs[index % len(blobs)]
+        body = blob * (segment_size // len(blob)) + _null_packet(index)
+        path = store.open / f"{index:08d}-00000.ts"
+        path.write_bytes(body)
+        path.chmod(0o444)
+        recording = chain.append("record_start", {"trigger": "benchmark"})["seq"]
+        payload = {**template["payload"], "recording": recording, "index": 0,
+                   "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        payload.pop("file")
+        chain.append("segment_sealed", payload, name_for_seq=store.move_to_sealed(path))
+        chain.append("record_stop", {"recording": recording, "reason": "benchmark",
+                                     "segments": 1, "video_frames": 0, "audio_packets": 0})
+    chain.close()
+    shutil.rmtree(source)
+    return store, count
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(store_root: Path, port: int, ready: Any) -> None:
+    """The device's offload server, alone in this process, until terminated."""
+    store = Store(store_root)
+    chain = Chain(store.chain, load_or_create_device_key(store.keys),
+                  lambda: (DEVICE, "BENCH-OFFICER"), SimulatedClock().state, "benchmark-serve")
+    ledger = Ledger(store.chain).refresh()
+    config = DockConfig(enabled=True, port=port)
+    server = OffloadServer(DockedDevice(DEVICE, store, chain, ledger, SimulatedClock(),
+                                        lambda: None, lambda: "BENCH-OFFICER"), config)
+    server.start()
+    ready.set()
+    while True:
+        time.sleep(3600)
+
+
+def run_agent(url: str, out: Path, pki: DockPki, connections: int) -> tuple[float, int, bool]:
+    link = DockLink(pki.dock_cert, pki.dock_key, pki.device_ca)
+    started = time.perf_counter()
+    result = asyncio.run(pull(url, out, link, "benchmark", connections=connections))
+    seconds = time.perf_counter() - started
+    return seconds, result.bytes_fetched, result.ok and result.verify.ok
+
+
+NGINX_CONF = """
+user root;
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log;
+daemon off;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/body;
+  proxy_temp_path {work}/proxy;
+  fastcgi_temp_path {work}/fastcgi;
+  uwsgi_temp_path {work}/uwsgi;
+  scgi_temp_path {work}/scgi;
+  default_type application/octet-stream;
+  sendfile on;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_client_certificate {dock_ca};
+    ssl_verify_client on;
+    root {root};
+  }}
+}}
+"""
+
+
+def start_nginx(work: Path, port: int, pki: DockPki, root: Path) -> subprocess.Popen[bytes]:
+    conf = work / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(work=work, port=port, cert=pki.device_cert,
+                                      key=pki.device_key, dock_ca=pki.dock_ca, root=root))
+    nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return nginx
+        time.sleep(0.05)
+    nginx.terminate()
+    raise RuntimeError(f"nginx did not listen; see {work / 'error.log'}")
+
+
+def run_curl(port: int, names: list[str], out: Path, pki: DockPki,
+             connections: int) -> tuple[float, float, int]:
+    """Seconds to fetch, seconds to fetch + `sha256sum` + `sync` (the same work as the
+    agent's, less the chain), and the bytes."""
+    out.mkdir(parents=True)
+    command = ["curl", "--silent", "--show-error", "--fail", "--no-progress-meter", "--parallel",
+               "--parallel-max", str(connections), "--cert", str(pki.dock_cert),
+               "--key", str(pki.dock_key), "--cacert", str(pki.device_ca)]
+    for name in names:
+        command += [f"https://127.0.0.1:{port}/sealed/{name}", "-o", str(out / name)]
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    fetched = time.perf_counter() - started
+    files = [str(out / name) for name in names]
+    subprocess.run(["sha256sum", *files], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["sync", *files], check=True)
+    return fetched, time.perf_counter() - started, sum(p.stat().st_size for p in out.iterdir())
+
+
+def mbit(size: int, seconds: float) -> float:
+    return size * 8 / 1e6 / seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gib", type=float, default=2.0)
+    parser.add_argument("--segment-mib", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    for tool in ("nginx", "curl"):
+        if shutil.which(tool) is None:
+            sys.exit(f"dock_pull: {tool} is not installed (scripts/setup installs it)")
+
+    with tempfile.TemporaryDirectory(prefix="bodycam-dockbench-") as tmp:
+        root = Path(tmp)
+        store, count = build_store(root, int(args.gib * 2**30), args.segment_mib * 2**20)
+        pki = write_dock_pki(store.keys, root / "dock", DEVICE, "BENCH-DOCK")
+        names = sorted(p.name for p in store.sealed.iterdir())
+        total = sum((store.sealed / n).stat().st_size for n in names)
+        print(f"store: {count} segments, {total / 2**30:.2f} GiB; "
+              f"{args.connections} connections; {args.repeats} repeats", flush=True)
+
+        agent_port, nginx_port = _free_port(), _free_port()
+        ready = multiprocessing.Event()
+        device = multiprocessing.Process(target=serve, args=(store.root, agent_port, ready),
+                                         daemon=True)
+        device.start()
+        if not ready.wait(30):
+            sys.exit("dock_pull: the offload server did not start")
+        (root / "nginx").mkdir()
+        nginx = start_nginx(root / "nginx", nginx_port, pki, store.root)
+        agent_rates, curl_rates, same_work_rates, verified = [], [], [], True
+        try:
+            for repeat in range(args.repeats):
+                out = root / f"agent-{repeat}"
+                seconds, size, ok = run_agent(f"https://127.0.0.1:{agent_port}", out, pki,
+                                              args.connections)
+                verified &= ok and size == total
+                agent_rates.append(mbit(size, seconds))
+                shutil.rmtree(out)
+                seconds, same_work, size = run_curl(nginx_port, names, root / f"curl-{repeat}",
+                                                    pki, args.connections)
+                curl_rates.append(mbit(size, seconds))
+                same_work_rates.append(mbit(size, same_work))
+                shutil.rmtree(root / f"curl-{repeat}")
+                print(f"repeat {repeat + 1}: agent pull+verify+custody "
+                      f"{agent_rates[-1]:.0f} Mbit/s, nginx+curl {curl_rates[-1]:.0f} Mbit/s, "
+                      f"+sha256sum+sync {same_work_rates[-1]:.0f} Mbit/s", flush=True)
+        finally:
+            nginx.terminate()
+            nginx.wait(10)
+            device.terminate()
+            device.join(10)
+
+    agent, baseline = statistics.median(agent_rates), statistics.median(curl_rates)
+    same_work = statistics.median(same_work_rates)
+    print(f"\nagent (bodycam dock pull, verified, custody): {agent:.0f} Mbit/s "
+          f"({agent / 8:.0f} MB/s)\n"
+          f"baseline (nginx + curl, not verified):       {baseline:.0f} Mbit/s "
+          f"({baseline / 8:.0f} MB/s)\n"
+          f"same work (nginx + curl + sha256sum + sync): {same_work:.0f} Mbit/s "
+          f"({same_work / 8:.0f} MB/s); agent / same work: {agent / same_work:.2f}\n"
+          f"ratio agent / baseline: {agent / baseline:.2f} (target >= 0.8); "
+          f"agent >= 400 Mbit/s: {'yes' if agent >= 400 else 'NO'}; every pull verified: "
+          f"{'yes' if verified else 'NO'}")
+    return 0 if verified else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
