@@ -22,9 +22,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.chain import Chain, record_hash, split_line
+from agent.chain import SEALED_FILE_TYPES, Chain, record_hash, split_line
 
-SEALED_FILE_TYPES = ("segment_sealed", "voice_note")
 NONCE_TTL_S = 600.0
 MAX_NONCES = 64
 

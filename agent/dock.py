@@ -26,8 +26,7 @@ from typing import Any
 import aiohttp
 from cryptography.exceptions import InvalidSignature
 
-from agent.chain import read_bodies, split_line, utc_iso
-from agent.custody import SEALED_FILE_TYPES
+from agent.chain import SEALED_FILE_TYPES, read_bodies, split_line, utc_iso
 from agent.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.store import fsync_dir
 from agent.verify import Report, verify_store
@@ -36,7 +35,7 @@ API = "v1"
 CHUNK = 1024 * 1024
 ATTEMPTS = 5
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)")
+_SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)(\.age)?")
 
 
 class DockError(Exception):

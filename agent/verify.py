@@ -20,13 +20,16 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.chain import GENESIS_PREV, canonical, read_records, record_hash, split_line
+from agent.chain import (
+    GENESIS_PREV,
+    SEALED_FILE_TYPES,
+    canonical,
+    read_records,
+    record_hash,
+    split_line,
+)
 from agent.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.store import Store
-
-# Files sealed beside the segments, by the type of the record that names them.
-_ARTIFACTS = {"segment_sealed": "segment", "voice_note": "voice note",
-              "exemption": "exemption"}
 
 
 @dataclass(frozen=True)
@@ -276,7 +279,7 @@ def _verify_purges(records: list[dict[str, Any]], report: Report) -> dict[int, s
 def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report,
                      purged: dict[int, str], digests: dict[str, str]) -> set[str]:
     """Each sealed file against its record; one that `purged` covers may be gone."""
-    sealed = [r for r in records if r.get("type") in _ARTIFACTS]
+    sealed = [r for r in records if r.get("type") in SEALED_FILE_TYPES]
     name_by_hash = {r["payload"]["sha256"]: r["payload"]["file"] for r in sealed}
     for record in sealed:
         payload = record["payload"]
@@ -286,7 +289,7 @@ def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report
             report.video_frames += payload["video"]["packets"]
             where = f"segment {name} (record {record['seq']})"
         else:
-            where = f"{_ARTIFACTS[record['type']]} {name} (record {record['seq']})"
+            where = f"{SEALED_FILE_TYPES[record['type']]} {name} (record {record['seq']})"
         path = store.root / name
         if not path.is_file() and purged.get(record["seq"]) == payload["sha256"]:
             report.purged += 1  # gone after custody, as a purge record says

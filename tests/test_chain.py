@@ -60,5 +60,5 @@ def test_daemon_refuses_a_key_readable_by_others(store_copy: Path, write_config)
                              str(write_config(store=store_copy))],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "device.key is readable by others (mode 0644)" in result.stderr
+    assert "device.key is open to others (mode 0644)" in result.stderr
     assert "chmod 600" in result.stderr

@@ -29,7 +29,10 @@ from tests.device import (
     spawn_daemon,
     trigger_start,
     wait_for,
+    write_device_config,
 )
+from tests.dockside import docked_device
+from tests.pki import make_pki
 
 
 @pytest.fixture(scope="module")
@@ -247,3 +250,27 @@ def test_enrollment_rotation_and_retirement_verify_in_the_chain(
     report = verify_store(store)
     assert not report.ok
     assert "was signed after the device was retired" in str(report.findings[0])
+
+
+def test_dock_pull_and_verify_end_to_end_with_encryption(write_config, tmp_path: Path,
+                                                         agency: tuple[Path, str]) -> None:
+    """The dock verifies and takes custody of encrypted files without any key; the agency
+    decrypts its copy and the plaintext is the one the chain names."""
+    key, recipient = agency
+    encryption = f'[encryption]\nenabled = true\nrecipients = ["{recipient}"]'
+    recorded = tmp_path / "recorded"
+    record_segments(write_device_config(tmp_path / "rec.toml", recorded, extra=encryption), 3)
+    pki = make_pki(tmp_path / "pki")
+    with docked_device(tmp_path, recorded, pki, device={"extra": encryption}) as device:
+        result = device.pull(tmp_path / "evidence")
+        assert result.ok, result.problem or result.verify.summary()
+        assert device.records("custody"), "the device sealed the custody"
+    copy = result.folder
+    segments = [r["payload"] for r in read_bodies(copy / "chain.jsonl")
+                if r["type"] == "segment_sealed"]
+    assert len(segments) >= 3 and all(p["file"].endswith(".ts.age") for p in segments)
+    for payload in segments:
+        plain = subprocess.run(["age", "-d", "-i", str(key), str(copy / payload["file"])],
+                               check=True, capture_output=True).stdout
+        assert hashlib.sha256(plain).hexdigest() == payload["plaintext"]["sha256"]
+    assert verify_store(copy).ok
