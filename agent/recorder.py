@@ -40,7 +40,6 @@ from agent.segment import (
     Progress,
     SegmentSummary,
     SegmentWriter,
-    StreamSpan,
 )
 from agent.store import Store
 from hal.camera import StreamLayout
@@ -299,7 +298,7 @@ class Recorder:
             "size": summary.size,
             "sha256": summary.sha256,
             "opened": utc_iso(summary.opened_wall_ns),
-            "video": {**_span(summary.video), "fps": self._layout.fps,
+            "video": {**summary.video.as_record(), "fps": self._layout.fps,
                       "width": self._layout.width, "height": self._layout.height},
             "audio": None,
         }
@@ -312,7 +311,7 @@ class Recorder:
             payload["plaintext"] = summary.plaintext
         if self._layout.audio:
             audio = self._layout.audio
-            payload["audio"] = {**_span(summary.audio), "codec": audio.codec,
+            payload["audio"] = {**summary.audio.as_record(), "codec": audio.codec,
                                 "samples": summary.audio.packets * audio.samples_per_packet,
                                 "sample_rate": audio.sample_rate,
                                 "samples_per_packet": audio.samples_per_packet}
@@ -338,6 +337,3 @@ def _pre_event_span(packets: list[EncodedPacket], layout: StreamLayout) -> dict[
             "duration_us": video[-1] - video[0] + int(layout.frame_interval_us)}
 
 
-def _span(span: StreamSpan) -> dict[str, int | None]:
-    return {"first_pts_us": span.first_pts_us, "last_pts_us": span.last_pts_us,
-            "packets": span.packets}

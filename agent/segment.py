@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -134,6 +134,10 @@ class StreamSpan:
     last_pts_us: int | None = None
     packets: int = 0
 
+    def as_record(self) -> dict[str, int | None]:
+        return {"first_pts_us": self.first_pts_us, "last_pts_us": self.last_pts_us,
+                "packets": self.packets}
+
     def add(self, pts_us: int) -> None:
         if self.first_pts_us is None:
             self.first_pts_us = pts_us
@@ -185,8 +189,8 @@ class Progress:
         while self._pending and self._pending[0][0] <= plaintext_on_disk:
             _, audio, pts_us = self._pending.popleft()
             (self.audio if audio else self.video).add(pts_us)
-        state = {"encryption": self._encryption, "video": asdict(self.video),
-                 "audio": asdict(self.audio)}
+        state = {"encryption": self._encryption, "video": self.video.as_record(),
+                 "audio": self.audio.as_record()}
         os.pwrite(self._fd, json.dumps(state).encode().ljust(self.SIZE), 0)
         os.fdatasync(self._fd)
 

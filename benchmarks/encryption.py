@@ -3,7 +3,7 @@
 
 Run from the repository root:
 
-    python benchmarks/encryption.py [--rotations 60] [--segment-seconds 2] [--repeats 3]
+    python benchmarks/encryption.py [--rotations 12] [--segment-seconds 10] [--repeats 5]
 
 The same pre-encoded stream (1280x720 30 fps H.264 with AAC, from the simulated
 camera, as in benchmarks/rotations.py) is replayed into a real Recorder, Store and
@@ -36,9 +36,9 @@ from benchmarks.rotations import GOP, capture, replay_schedule, run_agent, seale
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rotations", type=int, default=60)
-    parser.add_argument("--segment-seconds", type=float, default=2.0)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rotations", type=int, default=12)
+    parser.add_argument("--segment-seconds", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     agency = X25519PrivateKey.generate()
     with tempfile.TemporaryDirectory(prefix="bench-encryption-") as tmp:
