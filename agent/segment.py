@@ -32,6 +32,10 @@ _MICROSECONDS = Fraction(1, 1_000_000)
 # Every packet goes to the OS as soon as it is muxed (a crash of the process loses
 # nothing), and each audio frame is its own PES so none waits in the muxer.
 _MUX_OPTIONS = {"flush_packets": "1", "pes_payload_size": "0"}
+# Encrypting, bytes wait for a whole 64 KiB age chunk anyway: the muxer may then fill its
+# own buffer (this size) before handing them over, one call instead of one per packet.
+_ENCRYPTED_MUX_OPTIONS = {**_MUX_OPTIONS, "flush_packets": "0"}
+_MUXER_BUFFER = 32768
 
 
 class EncodedPacket(NamedTuple):
@@ -133,27 +137,43 @@ class StreamSpan:
     first_pts_us: int | None = None
     last_pts_us: int | None = None
     packets: int = 0
+    recent: deque[tuple[int, int]] | None = None  # (pts, packets so far), when asked for
 
     def as_record(self) -> dict[str, int | None]:
         return {"first_pts_us": self.first_pts_us, "last_pts_us": self.last_pts_us,
                 "packets": self.packets}
+
+    def up_to(self, pts_us: int) -> dict[str, int | None] | None:
+        """The span of the packets at or before `pts_us`; None if `recent` is too short."""
+        if self.last_pts_us is None or self.last_pts_us <= pts_us:
+            return self.as_record()
+        for pts, packets in reversed(self.recent or ()):
+            if pts <= pts_us:
+                return {"first_pts_us": self.first_pts_us, "last_pts_us": pts,
+                        "packets": packets}
+        return None
 
     def add(self, pts_us: int) -> None:
         if self.first_pts_us is None:
             self.first_pts_us = pts_us
         self.last_pts_us = pts_us
         self.packets += 1
+        if self.recent is not None:
+            self.recent.append((pts_us, self.packets))
 
 
 class Progress:
-    """Beside an encrypted segment: which packets are wholly inside the chunks on disk.
+    """Beside an encrypted segment: how much of it the chunks on disk hold, in times.
 
     Recovery cannot read an encrypted segment's times without the key; this small
-    file (numbers only, no media) tells it, as of the last sync. Packets are
-    followed from the muxer's output offset to the encryptor's last whole chunk.
-    The muxer holds a packet back until every stream has one at least as late (it
-    interleaves by time), so a packet counts as written only once each stream has
-    been given one with a later or equal timestamp.
+    file (numbers only, no media) tells it, as of the last sync. At every sync a
+    checkpoint is taken: the plaintext handed over so far, and per stream the span
+    of packets surely written out by then. The muxer holds a packet back until every
+    stream has one at least as late (it interleaves by time), so each stream counts
+    up to the earliest of the streams' latest timestamps (the writer keeps a short
+    record of its recent packets for this). A checkpoint counts once the disk holds
+    its plaintext plus a whole muxer buffer (where its last bytes may still have
+    been).
     """
 
     SIZE = 512
@@ -162,35 +182,35 @@ class Progress:
     def __init__(self, segment: Path, encryption: dict[str, object], audio: bool) -> None:
         self.path = segment.with_name(segment.name + self.SUFFIX)
         self._encryption = encryption
+        self._audio = audio
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._latest: dict[bool, int | None] = {False: None} | ({True: None} if audio else {})
-        self._muxing: deque[tuple[bool, int]] = deque()     # given, maybe still held
-        self._pending: deque[tuple[int, bool, int]] = deque()  # written, maybe not synced
-        self.video = StreamSpan()
-        self.audio = StreamSpan()
+        empty = StreamSpan().as_record()
+        self._taken = {"video": empty, "audio": empty}  # the last checkpoint's spans
+        self._checkpoints: deque[tuple[int, dict[str, dict[str, int | None]]]] = deque()
+        self._durable = self._taken
 
-    def muxed(self, end_offset: int, packet: EncodedPacket) -> None:
-        self._muxing.append((packet.audio, packet.pts_us))
-        self._latest[packet.audio] = packet.pts_us
-        if None in self._latest.values():
-            return
-        written_up_to = min(self._latest.values())
-        while self._muxing and self._muxing[0][1] <= written_up_to:
-            audio, pts_us = self._muxing.popleft()
-            self._pending.append((end_offset, audio, pts_us))
-
-    def muxer_closed(self, end_offset: int) -> None:
-        """The muxer wrote out everything it held."""
-        self._pending.extend((end_offset, audio, pts_us) for audio, pts_us in self._muxing)
-        self._muxing.clear()
-
-    def sync(self, plaintext_on_disk: int) -> None:
+    def sync(self, handed_over: int, on_disk: int, video: StreamSpan,
+             audio: StreamSpan) -> None:
         """Call after the segment's own sync: never claims more than is durable."""
-        while self._pending and self._pending[0][0] <= plaintext_on_disk:
-            _, audio, pts_us = self._pending.popleft()
-            (self.audio if audio else self.video).add(pts_us)
-        state = {"encryption": self._encryption, "video": self.video.as_record(),
-                 "audio": self.audio.as_record()}
+        latest = [span.last_pts_us for span in ((video, audio) if self._audio else (video,))]
+        taken = dict(self._taken)
+        if None not in latest:
+            for kind, span in (("video", video), ("audio", audio)):
+                taken[kind] = span.up_to(min(latest)) or taken[kind]
+        self._taken = taken
+        self._checkpoints.append((handed_over + _MUXER_BUFFER, taken))
+        while self._checkpoints and self._checkpoints[0][0] <= on_disk:
+            self._durable = self._checkpoints.popleft()[1]
+        self._write(self._durable)
+
+    def finished(self, video: StreamSpan, audio: StreamSpan) -> None:
+        """The muxer and the encryptor wrote out everything, and it is synced."""
+        self._checkpoints.clear()
+        self._durable = {"video": video.as_record(), "audio": audio.as_record()}
+        self._write(self._durable)
+
+    def _write(self, spans: dict[str, dict[str, int | None]]) -> None:
+        state = {"encryption": self._encryption, **spans}
         os.pwrite(self._fd, json.dumps(state).encode().ljust(self.SIZE), 0)
         os.fdatasync(self._fd)
 
@@ -233,9 +253,14 @@ class SegmentWriter:
         self.audio = StreamSpan()
         self.opened_wall_ns = time.time_ns()
         self._file = _SegmentFile(self.path, recipients)
-        self.progress = (Progress(self.path, encryption_record(recipients),
-                                  audio=layout.audio is not None) if recipients else None)
-        self._container = av.open(self._file, "w", format=CONTAINER, options=_MUX_OPTIONS)
+        self.progress = None
+        if recipients:
+            self.progress = Progress(self.path, encryption_record(recipients),
+                                     audio=layout.audio is not None)
+            self.video.recent, self.audio.recent = deque(maxlen=512), deque(maxlen=512)
+        self._container = av.open(self._file, "w", format=CONTAINER,
+                                  options=_ENCRYPTED_MUX_OPTIONS if recipients else _MUX_OPTIONS,
+                                  buffer_size=_MUXER_BUFFER)
         # Mux-only streams: opening an encoder per segment would cost milliseconds of
         # CPU under the GIL at every cut, for packets that are already encoded.
         self._video_stream = self._container.add_mux_stream(
@@ -262,15 +287,14 @@ class SegmentWriter:
             av_packet.stream = self._video_stream
             self.video.add(packet.pts_us)
         self._container.mux(av_packet)
-        if self.progress:
-            self.progress.muxed(self._file.plaintext_size, packet)
         if time.monotonic() - self._last_sync >= self.flush_interval:
             self._sync()
 
     def _sync(self) -> None:
         os.fdatasync(self._file.fd)
         if self.progress:
-            self.progress.sync(self._file.plaintext_on_disk)
+            self.progress.sync(self._file.plaintext_size, self._file.plaintext_on_disk,
+                               self.video, self.audio)
         self._last_sync = time.monotonic()
 
     def close(self) -> SegmentSummary:
@@ -289,8 +313,7 @@ class SegmentWriter:
         os.close(self._file.fd)
         if self.progress:
             if self._file.error is None:
-                self.progress.muxer_closed(self._file.plaintext_size)
-            self.progress.sync(self._file.plaintext_on_disk)
+                self.progress.finished(self.video, self.audio)
             self.progress.close()
         error, stored, encryptor = self._file.error, self._file.stored, self._file.encryptor
         return SegmentSummary(
