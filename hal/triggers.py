@@ -2,9 +2,9 @@
 
 A trigger can only start a recording, never stop one (the officer ends an incident).
 Each configured input is a gpiozero DigitalInputDevice on the controls' pin factory,
-active low behind the pull-up by default (a switch closing to ground), debounced. An
-input that is already active when the daemon starts fires once: the signal says to
-record.
+active low behind the pull-up by default (a switch closing to ground), debounced. Only
+the edge into active fires: a signal that stays on starts one recording, and after
+the officer ends it, the next edge starts the next.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ class TriggerInputs:
                                         pin_factory=factory)
             device.when_activated = lambda _device, name=name: on_trigger(name)
             self.inputs[name] = device
-        for name, device in self.inputs.items():
-            if device.is_active:
-                on_trigger(name)
 
     def close(self) -> None:
         for device in self.inputs.values():
