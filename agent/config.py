@@ -79,7 +79,8 @@ class AudioConfig(_Section):
     bitrate: Annotated[int, Field(ge=16_000, le=320_000)] = 64_000
     # Capture buffering asked of PortAudio: a Pi's USB or I2S microphone overruns at
     # PortAudio's "low" default while the CPU encodes video; 0.1 s is safe and costs nothing,
-    # since every block is stamped with its converter time.
+    # since every block is stamped with its converter time. (sounddevice; PyAudio cannot
+    # ask PortAudio for a latency and keeps the device's default.)
     input_latency_s: Annotated[float, Field(gt=0, le=1)] = 0.1
 
 
