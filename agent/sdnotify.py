@@ -4,7 +4,9 @@ The whole protocol is one datagram per message, newline-separated `KEY=VALUE`
 assignments, to the AF_UNIX socket named in $NOTIFY_SOCKET (a leading `@` names the
 abstract namespace). systemd sets $WATCHDOG_USEC (and $WATCHDOG_PID, the process it
 means) when the unit has WatchdogSec=. Outside systemd nothing is set and every
-call is a no-op, so the daemon runs the same under a test or a terminal.
+call is a no-op, so the daemon runs the same under a test or a terminal. The socket
+is non-blocking: a reader that stops reading (the queue holds only a few datagrams)
+must never stall the main loop; a message that cannot be sent is logged and dropped.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ class Notifier:
     def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
         path = environ.get("NOTIFY_SOCKET", "")
         self._address = ("\0" + path[1:]) if path.startswith("@") else path
-        self._socket = (socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                        if path else None)
+        self._socket = (socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                                      | socket.SOCK_NONBLOCK) if path else None)
         usec, pid = environ.get("WATCHDOG_USEC"), environ.get("WATCHDOG_PID")
         meant_for_us = not pid or pid == str(os.getpid())
         self.watchdog_s = int(usec) / 1e6 if usec and meant_for_us and int(usec) > 0 else None
