@@ -362,6 +362,7 @@ class Daemon:
             "segments_sealed": self.recorder.stats.segments_sealed,
             "chain_head": head.as_dict(),
             "store": str(self.store.root),
+            "absent": dict(self.absent),
         }
 
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:
