@@ -53,7 +53,7 @@ from hal.audio import open_microphone, open_speaker
 from hal.battery import open_battery
 from hal.camera import Camera, expected_layout, open_camera
 from hal.clock import open_clock
-from hal.gnss import location_fields, open_gnss
+from hal.gnss import Gnss, location_fields, open_gnss
 from hal.gpio import Health, OfficerControls
 from hal.storage import SimulatedStorageStall
 from hal.thermal import open_thermal
@@ -89,7 +89,7 @@ class Daemon:
         self._stopped: dict[str, Any] | None = None  # the last record_stop, for the next gap
         self._officer_stop: tuple[Gap, float] | None = None
         self.absent: dict[str, str] = {}  # parts that could not be opened, and why
-        self.gnss = None
+        self.gnss: Gnss | None = None
         self.triggers: TriggerInputs | None = None
         self.notifier = Notifier()
         self.watchdog: Watchdog | None = None
