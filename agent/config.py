@@ -61,6 +61,12 @@ class CameraConfig(_Section):
     bitrate: Annotated[int, Field(ge=100_000, le=50_000_000)]
     realtime: bool = True
     overlay: bool = True
+    # What the overlay burns into every frame, in this order: UTC time (with Z), device id,
+    # officer id.
+    overlay_fields: list[Literal["time", "device", "officer"]] = ["time", "device", "officer"]
+    # picamera2 only: "hardware" is the SoC's V4L2 H.264 encoder (Pi 4 and older), "software"
+    # libx264 through picamera2's LibavH264Encoder (Pi 5 has no H.264 block); "auto" picks.
+    encoder: Literal["auto", "hardware", "software"] = "auto"
     stall_s: Annotated[float, Field(gt=0, le=60)] = 3.0  # no frame this long is a fault
     restart_backoff_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
 
@@ -79,6 +85,11 @@ class AudioConfig(_Section):
     sample_rate: Literal[8000, 16000, 22050, 32000, 44100, 48000] = 48000
     channels: Annotated[int, Field(ge=1, le=2)] = 1
     bitrate: Annotated[int, Field(ge=16_000, le=320_000)] = 64_000
+    # Capture buffering asked of PortAudio: a Pi's USB or I2S microphone overruns at
+    # PortAudio's "low" default while the CPU encodes video; 0.1 s is safe and costs nothing,
+    # since every block is stamped with its converter time. (sounddevice; PyAudio cannot
+    # ask PortAudio for a latency and keeps the device's default.)
+    input_latency_s: Annotated[float, Field(gt=0, le=1)] = 0.1
 
 
 class BatteryConfig(_Section):
@@ -200,12 +211,19 @@ class GpioConfig(_Section):
     # The function button: a press explains an interruption, a hold declares an exemption.
     function_button_pin: Annotated[int, Field(ge=0, le=53)] = 24
     exemption_hold_seconds: Annotated[float, Field(ge=0.5, le=30)] = 2.0
+    # External trigger inputs (holster sensor, vehicle signal): name -> BCM pin. Active when
+    # the input closes to ground (pulled up) unless trigger_pull_up = false. They only start.
+    trigger_pins: dict[Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")],
+                       Annotated[int, Field(ge=0, le=53)]] = {}
+    trigger_pull_up: bool = True
+    trigger_bounce_s: Annotated[float, Field(ge=0, le=1)] = 0.05
 
     @model_validator(mode="after")
     def _distinct_pins(self) -> GpioConfig:
         pins = {"button_pin": self.button_pin, "record_led_pin": self.record_led_pin,
                 "status_led_pin": self.status_led_pin, "buzzer_pin": self.buzzer_pin,
-                "function_button_pin": self.function_button_pin}
+                "function_button_pin": self.function_button_pin,
+                **{f"trigger_pins.{name}": pin for name, pin in self.trigger_pins.items()}}
         if len(set(pins.values())) != len(pins):
             raise ValueError(f"pins must be distinct, got {pins}")
         return self
@@ -271,6 +289,16 @@ class DockConfig(_Section):
 
     def path(self, store: Path, name: str) -> Path:
         return store / os.path.expanduser(name)
+class GnssConfig(_Section):
+    """Where the location comes from: gpsd's JSON protocol over TCP, a scripted fix, or none."""
+
+    backend: Literal["gpsd", "sim", "none"] = "none"
+    host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 2947
+    # The simulated receiver's fix (degrees, metres); a sealed segment says how old it is.
+    sim_lat: Annotated[float, Field(ge=-90, le=90)] = 52.520008
+    sim_lon: Annotated[float, Field(ge=-180, le=180)] = 13.404954
+    sim_alt_m: float = 34.0
 
 
 class Config(_Section):
@@ -308,6 +336,7 @@ class Config(_Section):
                              "rename the device or set [mqtt] discovery = false")
         return self
     dock: DockConfig = DockConfig()
+    gnss: GnssConfig = GnssConfig()
 
     @model_validator(mode="after")
     def _real_microphone_runs_in_real_time(self) -> Config:

@@ -36,6 +36,7 @@ from agent.offload import DockedDevice, OffloadServer
 from agent.purge import Purger
 from agent.recorder import Recorder
 from agent.recovery import CutRecording, move_orphans_back, recover
+from agent.sdnotify import Notifier
 from agent.selfcheck import SelfCheckResult, Status, device_under_check, run_selfcheck
 from agent.state import (
     ButtonHeld,
@@ -55,12 +56,17 @@ from agent.telemetry import Telemetry, open_telemetry
 from agent.verify import unexplained
 from agent.voice import Voice
 from agent.voice_note import VoiceNoteTaker
+from agent.watchdog import Watchdog, take_marker
+from hal.absent import AbsentCamera, AbsentControls, AbsentSpeaker, open_or_absent
 from hal.audio import open_microphone, open_speaker
 from hal.battery import open_battery
-from hal.camera import Camera, open_camera
+from hal.camera import Camera, expected_layout, open_camera
 from hal.clock import open_clock
+from hal.gnss import Gnss, location_fields, open_gnss
 from hal.gpio import Health, OfficerControls
+from hal.storage import SimulatedStorageStall
 from hal.thermal import open_thermal
+from hal.triggers import TriggerInputs
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +103,11 @@ class Daemon:
         self.ledger: Ledger | None = None
         self.purger: Purger | None = None
         self.offload: OffloadServer | None = None
+        self.absent: dict[str, str] = {}  # parts that could not be opened, and why
+        self.gnss: Gnss | None = None
+        self.triggers: TriggerInputs | None = None
+        self.notifier = Notifier()
+        self.watchdog: Watchdog | None = None
 
     def post(self, event: Event) -> None:
         """Thread-safe: button callbacks, the control socket and signals all come through here."""
@@ -133,6 +144,7 @@ class Daemon:
             threading.Thread(target=self.selfcheck, name="selfcheck", daemon=True).start()
         log.info("device %s ready, store %s", self.config.device.id, self.store.root)
         self.ready.set()
+        self.notifier.ready(self._status_line(self.machine.state))
         return server
 
     def _serve(self, server: ControlServer) -> int:
@@ -140,15 +152,24 @@ class Daemon:
         shutdown_reason = "unknown"
         try:
             while self.machine.state is not State.SHUTTING_DOWN:
-                event = self._events.get()
+                self.watchdog.tick()
+                try:
+                    event = self._events.get(timeout=self.watchdog.beat_s)
+                except queue.Empty:
+                    continue
                 if isinstance(event, Shutdown):
                     shutdown_reason = event.reason
                 self.machine.handle(event)
         finally:
+            self.notifier.stopping(f"shutting down: {shutdown_reason}")
             server.close()
             self._stop_dock()
             if self.telemetry:
                 self.telemetry.stop_commands()
+            if self.triggers:
+                self.triggers.close()
+            if self.gnss:
+                self.gnss.close()
             self.interruptions.close()
             self.faults.close()
             self.camera.stop()
@@ -160,6 +181,7 @@ class Daemon:
             if self.telemetry:  # after the shutdown record, so that it is sent too
                 self.telemetry.close()
             self.chain.close()
+            self.notifier.close()
         return 0
 
     def _open_chain(self) -> None:
@@ -189,25 +211,43 @@ class Daemon:
     def _start_services(self) -> None:
         """The camera feeding the recorder, the voice, the buttons and LEDs, the cues, the
         fault watch and the officer's spoken records."""
-        self.battery = open_battery(self.config.battery, self.store.root)
-        self.camera = open_camera(self.config)
+        config, absent = self.config, self.absent
+        self.battery = open_or_absent("battery", lambda: open_battery(config.battery,
+                                                                      self.store.root),
+                                      lambda _reason: None, absent)
+        self.camera = open_or_absent("camera", lambda: open_camera(config),
+                                     lambda reason: AbsentCamera(expected_layout(config), reason),
+                                     absent)
         cut = recover(self.store, self.chain, self.camera.layout)
+        thermal = open_or_absent("thermal", lambda: open_thermal(config.thermal, self.store.root),
+                                 lambda _reason: None, absent)
         self.faults = FaultWatch(self.config, self.store, self._fault_event,
                                  lambda: self.recorder.stats.frames_seen, self._restart_camera,
-                                 self.battery, open_thermal(self.config.thermal, self.store.root))
+                                 self.battery, thermal)
+        self.gnss = open_gnss(config.gnss)
         self.recorder = Recorder(self.camera.layout, self.store, self.chain,
                                  self.config.recorder, on_fault=self.faults.report,
-                                 recipients=self.recipients)
+                                 recipients=self.recipients,
+                                 location=lambda: location_fields(self.gnss),
+                                 write_gate=(SimulatedStorageStall(self.store.root).wait
+                                             if self.config.camera.backend == "sim" else None))
         self.camera.start(self.recorder)
-        self.voice = Voice(open_speaker(self.config.audio),
+        self.voice = Voice(open_or_absent("speaker", lambda: open_speaker(config.audio),
+                                          AbsentSpeaker, absent),
                            voice_folder(self.config, self.config_path),
                            self.config.voice.languages, self.chain,
                            self.config.voice.notice_text)
-        self.controls = OfficerControls(self.config.gpio,
-                                        on_press=lambda g: self.post(ButtonPressed(g)),
-                                        on_hold=lambda g: self.post(ButtonHeld(g)),
-                                        on_function_press=lambda: self.post(FunctionPressed()),
-                                        on_function_hold=lambda: self.post(FunctionHeld()))
+        self.controls = open_or_absent("button and LEDs", lambda: OfficerControls(
+            self.config.gpio,
+            on_press=lambda g: self.post(ButtonPressed(g)),
+            on_hold=lambda g: self.post(ButtonHeld(g)),
+            on_function_press=lambda: self.post(FunctionPressed()),
+            on_function_hold=lambda: self.post(FunctionHeld())), AbsentControls, absent)
+        if config.gpio.trigger_pins:
+            self.triggers = open_or_absent("triggers", self._open_triggers,
+                                           lambda _reason: None, absent)
+        self.watchdog = Watchdog(self.notifier, self.store.root, lambda: {
+            **self.recorder.busy_s(), "fault watch": self.faults.stuck_s()})
         self.machine = StateMachine(self)
         self.cues = Cues(self.config, self.chain, self.voice, self.controls, self.battery,
                          self.clock, recording=lambda: self.machine.state is State.RECORDING,
@@ -229,8 +269,9 @@ class Daemon:
         if self.telemetry:
             self.telemetry.start(lambda: device_status(self), self._remote_commands())
         self._start_dock()
+        hung = take_marker(self.store.root)
         for recording in cut:
-            self.interruptions.begin(_power_loss_gap(recording))
+            self.interruptions.begin(_power_loss_gap(recording, hung))
         if cut:
             # It was recording when it died: record again at once, without the officer.
             self.post(TriggerStart("resume_after_interruption"))
@@ -254,7 +295,14 @@ class Daemon:
                       self.config.camera.stall_s)
         self.recorder.discard_buffered()
         self.camera = open_camera(self.config)
+        self.absent.pop("camera", None)
         self.camera.start(self.recorder)
+
+    def _open_triggers(self) -> TriggerInputs:
+        if isinstance(self.controls, AbsentControls):
+            raise RuntimeError(f"no GPIO: {self.controls.reason}")
+        return TriggerInputs(self.config.gpio, self.controls.factory,
+                             lambda name: self.post(TriggerStart(f"external:{name}")))
 
     # --- actions the state machine takes ---------------------------------------------------
 
@@ -301,6 +349,12 @@ class Daemon:
             self.controls.show(recording=state is State.RECORDING, health=self.health)
         if self.telemetry:
             self.telemetry.status_changed()
+        self.notifier.status(self._status_line(state))
+
+    def _status_line(self, state: State) -> str:
+        """systemctl status shows it: what the device does, how it is, what is missing."""
+        absent = f"; absent: {', '.join(sorted(self.absent))}" if self.absent else ""
+        return f"{state.value}, health {self.health.value}{absent}"
 
     # --- what the fleet may ask over MQTT (nothing that stops a recording or deletes) -------
 
@@ -322,7 +376,7 @@ class Daemon:
         result = run_selfcheck(device_under_check(
             self.config, self.store, self.clock, self.battery,
             lambda: self.recorder.stats.frames_seen,
-            lambda: self.controls.button.is_pressed))
+            lambda: self.controls.button.is_pressed, absent=self.absent, gnss=self.gnss))
         self.chain.append("self_check", result.as_record())
         self.last_selfcheck = result
         self._checked_health = _HEALTH[result.overall]
@@ -367,6 +421,7 @@ class Daemon:
             "segments_sealed": self.recorder.stats.segments_sealed,
             "chain_head": head.as_dict(),
             "store": str(self.store.root),
+            "absent": dict(self.absent),
         }
 
     def _control(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -419,9 +474,13 @@ class Daemon:
         return export_overdue(self.ledger, self.config.selfcheck.export_deadline_hours)
 
 
-def _power_loss_gap(cut: CutRecording) -> Gap:
-    """The gap a power cut or crash left: from the last packet on disk to the restart."""
-    return Gap("power_loss_or_crash", f"recording {cut.id} found open at start",
+def _power_loss_gap(cut: CutRecording, hung: dict[str, str] | None) -> Gap:
+    """The gap a power cut or crash left: from the last packet on disk to the restart; a
+    `watchdog` gap when the last run said it was hung and withheld the watchdog."""
+    detail = f"recording {cut.id} found open at start"
+    if hung:
+        detail += f"; since {hung['since']} the daemon was hung ({hung['reason']})"
+    return Gap("watchdog" if hung else "power_loss_or_crash", detail,
                cut.id, cut.last_segment["file"] if cut.last_segment else None,
                cut.last_media_wall, None, cut.start["boot_id"])
 

@@ -19,6 +19,7 @@ class Periodic:
     def __init__(self, name: str, interval: float) -> None:
         self._interval = interval
         self._stop = threading.Event()
+        self._last_tick = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -31,9 +32,14 @@ class Periodic:
     def tick(self, now: float) -> None:
         raise NotImplementedError
 
+    def stuck_s(self) -> float:
+        """Seconds since the last tick beyond its interval: 0 while it keeps its beat."""
+        return max(0.0, time.monotonic() - self._last_tick - self._interval)
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            self._last_tick = now = time.monotonic()
             try:
-                self.tick(time.monotonic())
+                self.tick(now)
             except Exception:
                 log.exception("%s", self._thread.name)

@@ -86,13 +86,16 @@ class Recorder:
     def __init__(self, layout: StreamLayout, store: Store, chain: Chain,
                  config: RecorderConfig,
                  on_fault: Callable[[str, str], None] = lambda cause, detail: None,
-                 recipients: list[X25519PublicKey] | None = None) -> None:
+                 recipients: list[X25519PublicKey] | None = None,
+                 location: Callable[[], dict[str, Any]] | None = None,
+                 write_gate: Callable[[], None] | None = None) -> None:
         self._layout = layout
         self._store = store
         self._chain = chain
         self._config = config
         self._on_fault = on_fault
         self._recipients = recipients or []
+        self._location = location  # the fields saying where the device was (hal/gnss.py)
         self._segment_us = int(config.segment_seconds * 1_000_000)
         self._prebuffer = PreEventBuffer(int(config.pre_event_seconds * 1_000_000),
                                          config.pre_event_audio)
@@ -111,6 +114,11 @@ class Recorder:
         self._index = 0
         self._failing = False
         self._disk_full = False
+        # CLOCK_MONOTONIC ns at which each worker took the item it is on; None while it waits.
+        self._busy_since: dict[str, int | None] = {"segment writer": None,
+                                                   "segment sealer": None}
+        # Called before each write: where the simulated device's storage can stall.
+        self._write_gate = write_gate
         self._writer = threading.Thread(target=self._write_loop, name="segment-writer",
                                         daemon=True)
         self._sealer = threading.Thread(target=self._seal_loop, name="segment-sealer",
@@ -189,6 +197,19 @@ class Recorder:
             "audio_packets": recording.audio_packets,
         })
 
+    def busy_s(self) -> dict[str, float]:
+        """Seconds each worker thread has spent on the item it is on (0 while it waits): what
+        the watchdog asks, since a hung disk shows as a worker that never finishes."""
+        now = time.monotonic_ns()
+        return {name: 0.0 if since is None else (now - since) / 1e9
+                for name, since in self._busy_since.items()}
+
+    def _take(self, items: queue.SimpleQueue[Any], worker: str) -> Any:
+        self._busy_since[worker] = None
+        item = items.get()
+        self._busy_since[worker] = time.monotonic_ns()
+        return item
+
     def close(self) -> None:
         """End the worker threads; call after stop()."""
         self._queue.put(None)
@@ -198,7 +219,7 @@ class Recorder:
     # --- writer thread ------------------------------------------------------------------
 
     def _write_loop(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while (item := self._take(self._queue, "segment writer")) is not None:
             if isinstance(item, _Recording):
                 self._writing, self._index, self._disk_full = item, 0, False
             elif isinstance(item, _Stop):
@@ -249,6 +270,8 @@ class Recorder:
         rotating = (segment is not None and packet.keyframe and not packet.audio
                     and segment.video.first_pts_us is not None
                     and packet.pts_us - segment.video.first_pts_us >= self._segment_us)
+        if self._write_gate:
+            self._write_gate()
         started = time.perf_counter()
         if rotating:
             self._cut()
@@ -275,7 +298,7 @@ class Recorder:
     # --- sealer thread ------------------------------------------------------------------
 
     def _seal_loop(self) -> None:
-        while (item := self._seal_queue.get()) is not None:
+        while (item := self._take(self._seal_queue, "segment sealer")) is not None:
             if isinstance(item, _Stop):
                 item.recording.sealed.set()
                 continue
@@ -302,6 +325,8 @@ class Recorder:
                       "width": self._layout.width, "height": self._layout.height},
             "audio": None,
         }
+        if self._location:
+            payload.update(self._location())
         if index == 0:
             payload["pre_event"] = recording.pre_event
         if summary.write_error:

@@ -137,6 +137,8 @@ def _seal_recovered(store: Store, chain: Chain, path: Path, recording: int,
         "video": {**spans["video"], "fps": layout.fps, "width": layout.width,
                   "height": layout.height},
         "audio": None,
+        "location": None,
+        "no_location": "not known: sealed by recovery after the recording was cut",
     }
     if layout.audio:
         audio = layout.audio

@@ -23,9 +23,10 @@ from agent.custody import Ledger
 from agent.keys import PRIVATE_NAME, load_or_create_device_key
 from agent.store import Store
 from agent.verify import verify_tail
-from hal.audio import Microphone, Speaker, open_microphone, open_speaker, rms_dbfs
+from hal.audio import AudioError, Microphone, Speaker, open_microphone, open_speaker, rms_dbfs
 from hal.battery import Battery, projected_runtime_s
 from hal.clock import KernelClock, SimulatedClock
+from hal.gnss import Gnss
 from hal.storage import free_bytes, probe_storage, recording_hours
 
 SILENCE_DBFS = -70.0
@@ -38,6 +39,12 @@ class Status(enum.IntEnum):
     PASS = 0
     WARN = 1
     FAIL = 2
+
+
+# An absent part fails its item, except the battery gauge: a body camera records without
+# knowing its charge, but not without its camera, microphone, speaker or button.
+ABSENT_STATUS = {"camera": Status.FAIL, "microphone": Status.FAIL, "speaker": Status.FAIL,
+                 "button and LEDs": Status.FAIL, "battery": Status.WARN}
 
 
 @dataclass(frozen=True)
@@ -93,19 +100,34 @@ class DeviceUnderCheck:
     controls_present: Callable[[], str]
     battery: Battery | None
     clock: KernelClock | SimulatedClock
+    absent: dict[str, str]   # part -> why it could not be opened
+    gnss: Gnss | None = None
 
 
 def device_under_check(config: Config, store: Store, clock: KernelClock | SimulatedClock,
                        battery: Battery | None,
                        frames_delivered: Callable[[], int],
-                       button_pressed: Callable[[], bool]) -> DeviceUnderCheck:
-    """The parts to check: the caller's live ones, and the audio opened here."""
+                       button_pressed: Callable[[], bool],
+                       absent: dict[str, str] | None = None,
+                       gnss: Gnss | None = None) -> DeviceUnderCheck:
+    """The parts to check: the caller's live ones, and the audio opened here (a device that
+    cannot be opened is an absent part, with the reason)."""
+    absent = dict(absent or {})
+    microphone = speaker = None
+    if config.audio.enabled:
+        try:
+            microphone = open_microphone(config.audio)
+        except AudioError as exc:
+            absent["microphone"] = str(exc)
+    try:
+        speaker = open_speaker(config.audio)
+    except AudioError as exc:
+        absent["speaker"] = str(exc)
     return DeviceUnderCheck(
         config=config, store=store, frames_delivered=frames_delivered,
-        microphone=open_microphone(config.audio) if config.audio.enabled else None,
-        speaker=open_speaker(config.audio),
+        microphone=microphone, speaker=speaker,
         controls_present=lambda: "pressed" if button_pressed() else "released",
-        battery=battery, clock=clock)
+        battery=battery, clock=clock, absent=absent, gnss=gnss)
 
 
 def run_selfcheck(device: DeviceUnderCheck) -> SelfCheckResult:
@@ -114,9 +136,14 @@ def run_selfcheck(device: DeviceUnderCheck) -> SelfCheckResult:
         ("button and LEDs", _controls), ("battery", _battery), ("storage", _storage),
         ("store writable", _store_writable), ("clock", _clock), ("device key", _key),
         ("chain tail", _chain_tail), ("export deadline", _export_deadline),
+        ("location", _location),
     ]
     items = []
     for name, check in checks:
+        if name in device.absent and name in ABSENT_STATUS:
+            items.append(CheckItem(name, ABSENT_STATUS[name], f"absent: {device.absent[name]}",
+                                   f"a working {name}"))
+            continue
         try:
             items.append(check(device))
         except Exception as exc:  # a broken check is a failed item, never a crash
@@ -266,3 +293,19 @@ def oldest_sealed_wall(store: Store) -> datetime | None:
         if (store.root / sealed.file).exists():
             return sealed.sealed_at
     return None
+
+
+
+
+def _location(device: DeviceUnderCheck) -> CheckItem:
+    """A location is evidence, not a condition of recording: without one, only a warning."""
+    threshold = "a fix, if a GNSS receiver is configured"
+    if device.gnss is None:
+        return CheckItem("location", Status.PASS, "no GNSS receiver configured", threshold)
+    fix = device.gnss.last_fix()
+    if fix is None:
+        return CheckItem("location", Status.WARN, f"no fix: {device.gnss.describe()}",
+                         threshold)
+    age_s = (time.monotonic_ns() - fix.received_ns) / 1e9
+    return CheckItem("location", Status.PASS,
+                     f"{fix.mode}D fix from {fix.source}, {age_s:.1f} s old", threshold)

@@ -148,17 +148,18 @@ def _choose(wanted: str, devices: list[_Device], default: int, kind: _Kind) -> _
     """The device whose name contains `wanted` (an exact name wins); "" is the default."""
     usable = [d for d in devices if d.channels(kind) > 0]
     names = ", ".join(repr(d.name) for d in usable) or "none"
+    key = f"[audio] {kind}_device = {wanted!r}"  # the installer's handle on the choice
     if not wanted:
         found = [d for d in usable if d.index == default]
         if not found:
-            raise AudioError(f"no default {kind} device; available: {names}")
+            raise AudioError(f"{key}: no default {kind} device; available: {names}")
         return found[0]
     found = ([d for d in usable if d.name == wanted]
              or [d for d in usable if wanted.lower() in d.name.lower()])
     if not found:
-        raise AudioError(f"no {kind} device named like {wanted!r}; available: {names}")
+        raise AudioError(f"{key}: no {kind} device named like {wanted!r}; available: {names}")
     if len(found) > 1:
-        raise AudioError(f"{kind} device {wanted!r} is ambiguous: it matches "
+        raise AudioError(f"{key} is ambiguous: it matches "
                          f"{', '.join(repr(d.name) for d in found)}")
     return found[0]
 
@@ -280,6 +281,7 @@ class SoundDeviceMicrophone:
 
         self._sd = sd
         self.sample_rate, self.channels = config.sample_rate, config.channels
+        self._latency = config.input_latency_s
         self._device = _sd_device(sd, config.input_device, "input")
         _check_channels(self._device, "input", self.channels)
         try:
@@ -301,7 +303,8 @@ class SoundDeviceMicrophone:
         try:
             self._stream = self._sd.InputStream(
                 device=self._device.index, samplerate=rate, channels=self.channels,
-                dtype="float32", blocksize=rate // BLOCKS_PER_SECOND, callback=callback)
+                dtype="float32", blocksize=rate // BLOCKS_PER_SECOND, latency=self._latency,
+                callback=callback)
         except self._sd.PortAudioError as exc:
             raise AudioError(f"cannot open input device {self._device.name!r}: {exc}") from exc
         self._stream.start()

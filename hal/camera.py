@@ -71,8 +71,25 @@ def open_camera(config: Config) -> Camera:
 
         camera = PiCamera(config)
     if config.audio.enabled and config.audio.backend != "sim":
+        from hal.absent import AbsentMicrophone, open_or_absent
         from hal.audio import open_microphone
         from hal.microphone_track import CameraWithMicrophone
 
-        return CameraWithMicrophone(camera, open_microphone(config.audio), config.audio)
+        # A dead microphone must not stop the video: the track stays, empty.
+        audio = config.audio
+        microphone = open_or_absent(
+            "microphone", lambda: open_microphone(audio),
+            lambda reason: AbsentMicrophone(audio.sample_rate, audio.channels, reason), {})
+        return CameraWithMicrophone(camera, microphone, config.audio)
     return camera
+
+
+def expected_layout(config: Config) -> StreamLayout:
+    """The streams the configured camera will deliver, for a camera not (yet) opened."""
+    audio = None
+    if config.audio.enabled and (config.camera.backend == "sim" or config.audio.backend != "sim"):
+        from hal.aac import AacEncoder
+
+        aac = AacEncoder(config.audio.sample_rate, config.audio.channels, config.audio.bitrate)
+        audio = AudioLayout("aac", aac.sample_rate, aac.channels, aac.frame_size, aac.extradata)
+    return StreamLayout(config.camera.width, config.camera.height, config.camera.fps, audio)

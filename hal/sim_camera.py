@@ -1,9 +1,9 @@
 """The simulated camera: synthetic frames encoded to real H.264 (libx264, PyAV) with AAC audio.
 
 It behaves as picamera2's encoder does: one encoder thread pushes every packet
-to the output with a microsecond timestamp. The frames carry the UTC time and
-the device id burned in, as a body camera's overlay does, so a reviewer can
-tell any frame's moment by looking at it.
+to the output with a microsecond timestamp. The frames carry the overlay of
+hal/overlay.py (UTC time, device id, officer id), as the real camera's do, so a
+reviewer can tell any frame's moment by looking at it.
 
 Faults are simulated as the simulated battery is discharged, through a file: while
 `<store>/sim/camera/fault` says `hang` the encoder delivers nothing (a stuck sensor);
@@ -20,11 +20,11 @@ from fractions import Fraction
 
 import av
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from agent.config import Config
 from hal.aac import AacEncoder
 from hal.camera import AudioLayout, EncodedOutput, StreamLayout
+from hal.overlay import Overlay
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ class SimulatedCamera:
             AudioLayout("aac", audio.sample_rate, audio.channels, self._audio.frame_size,
                         self._audio.extradata) if self._audio else None)
         self.origin_ns = 0
-        self._frames = _FrameSource(cam.width, cam.height, config.device.id, cam.overlay)
+        overlay = (Overlay(cam.width, cam.height, cam.overlay_fields, config.device.id,
+                           config.device.officer) if cam.overlay else None)
+        self._frames = _FrameSource(cam.width, cam.height, overlay)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.frames_encoded = 0
@@ -138,29 +140,18 @@ def _video_encoder(width: int, height: int, fps: int, gop: int,
 
 
 class _FrameSource:
-    """A moving test pattern with the overlay of a body camera: UTC time and device id."""
+    """A moving test pattern, with the body camera's overlay when one is configured."""
 
-    def __init__(self, width: int, height: int, device_id: str, overlay: bool) -> None:
+    def __init__(self, width: int, height: int, overlay: Overlay | None) -> None:
         x = np.linspace(0, 255, width, dtype=np.float32)
         y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
         self._base = np.stack([np.broadcast_to(x, (height, width)),
                                np.broadcast_to(y, (height, width)),
                                (x + y) % 256], axis=-1).astype(np.uint8)
-        self._device_id = device_id
         self._overlay = overlay
-        font_size = max(10, height // 24)
-        self._font = ImageFont.load_default(size=font_size)
-        self._strip = (width, font_size * 3 // 2 + 4)
 
     def render(self, index: int, wall: datetime) -> np.ndarray:
         image = np.roll(self._base, index * 4, axis=1)
         if self._overlay:
-            image[: self._strip[1], : self._strip[0]] = self._text(wall)
+            self._overlay.burn_packed(image, wall)
         return image
-
-    def _text(self, wall: datetime) -> np.ndarray:
-        strip = Image.new("RGB", self._strip, (0, 0, 0))
-        draw = ImageDraw.Draw(strip)
-        stamp = wall.strftime("%Y-%m-%dT%H:%M:%S.") + f"{wall.microsecond // 1000:03d}Z"
-        draw.text((4, 2), f"{stamp}  {self._device_id}", fill=(255, 255, 255), font=self._font)
-        return np.asarray(strip)

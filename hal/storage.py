@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,3 +106,25 @@ def recording_hours(free_bytes: int, bitrate_bps: int) -> float:
     if bitrate_bps <= 0:
         raise ValueError(f"bitrate must be positive, got {bitrate_bps}")
     return max(free_bytes, 0) * 8 / bitrate_bps / 3600
+
+
+class SimulatedStorageStall:
+    """The simulated device's card can stop answering, as a failing SD card does: while
+    `<store>/sim/storage/fault` says `hang`, every write blocks (the recorder hangs, and
+    only the watchdog can tell)."""
+
+    POLL_S = 0.05
+
+    def __init__(self, store: Path) -> None:
+        self.fault_file = store / "sim" / "storage" / "fault"
+        self.fault_file.parent.mkdir(parents=True, exist_ok=True)
+
+    def wait(self) -> None:
+        while self._hung():
+            time.sleep(self.POLL_S)
+
+    def _hung(self) -> bool:
+        try:
+            return self.fault_file.read_text(encoding="ascii").strip() == "hang"
+        except FileNotFoundError:
+            return False

@@ -24,6 +24,7 @@ class Thermal(Protocol):
 class SysfsThermal:
     def __init__(self, zone: Path) -> None:
         self.zone = zone
+        self.celsius()  # a zone that cannot be read fails at start, not at every check
 
     def celsius(self) -> float:
         path = self.zone / "temp"

@@ -91,7 +91,7 @@ def test_demo_records_several_segments_and_verifies(write_config, tmp_path: Path
     assert int(summary["segments"].split()[0]) >= 3
     assert summary["gaps"].strip() == "0"
     assert summary["verify"].strip().startswith("OK: ")
-    assert summary["self-check"].strip().startswith("PASS, 11 items, sealed as record")
+    assert summary["self-check"].strip().startswith("PASS, 12 items, sealed as record")
     assert summary["notice"].strip().startswith("played en from ")
     assert summary["interrupt"].strip().startswith("officer_stop_restart from recording ")
     assert "explained (ended by button), sealed as sealed/" in summary["voice note"]

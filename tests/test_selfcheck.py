@@ -38,7 +38,8 @@ def test_a_healthy_simulated_device_passes_and_seals_it(write_config) -> None:
         assert result.overall is Status.PASS, result.render()
         assert {i.name for i in result.items} == {
             "camera", "microphone", "speaker", "button and LEDs", "battery", "storage",
-            "store writable", "clock", "device key", "chain tail", "export deadline"}
+            "store writable", "clock", "device key", "chain tail", "export deadline",
+            "location"}
         wait_for(lambda: daemon.health is Health.OK, what="health ok")
 
 
