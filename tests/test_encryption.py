@@ -143,14 +143,18 @@ def test_decrypt_recovers_a_segment_cut_by_sigkill(write_config, tmp_path: Path,
                               pre_event_seconds=0.0)
     store = tmp_path / "store"
     daemon = spawn_daemon(config, store)
-    trigger_start(config)
-    wait_for(lambda: frames_on_disk(store) > 30, timeout=30, what="a second on disk")
-    daemon.send_signal(signal.SIGKILL)
-    daemon.wait()
+    try:
+        trigger_start(config)
+        wait_for(lambda: frames_on_disk(store) > 30, timeout=30, what="a second on disk")
+    finally:
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait()
     daemon = spawn_daemon(config, store)  # recovers, resumes
-    wait_for(lambda: list((store / "open").glob("*.ts.age")), what="the resumed recording")
-    daemon.send_signal(signal.SIGTERM)
-    daemon.wait(60)
+    try:
+        wait_for(lambda: list((store / "open").glob("*.ts.age")), what="the resumed recording")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
 
     [recovered] = [r for r in sealed(store) if r["payload"].get("recovered")]
     payload = recovered["payload"]
