@@ -19,6 +19,10 @@ from tests.device import running_daemon, spawn_daemon, trigger_start, wait_for
 from tests.test_cues import buzzes
 from tests.test_notice import correlate
 
+# Normalised correlation of the officer's words with the sealed note: chance stays under
+# 0.1; a loaded machine's PulseAudio underruns can take a true match from 0.8 to about 0.45.
+SPOKEN = 0.35
+
 
 def records(store: Path) -> list[dict]:
     return read_bodies(store / "chain.jsonl")
@@ -66,7 +70,7 @@ def test_voice_note_after_a_power_cut(pulse_server: str, write_config, tmp_path:
             pcm = np.frombuffer(recorded.readframes(recorded.getnframes()), "<i2") / 32768
         _, peak = correlate(pcm.astype(np.float32),
                             conform(speech, rate, note["sample_rate"], 1)[:, 0])
-        assert peak > 0.5, f"the officer's words are not in the note ({peak:.2f})"
+        assert peak > SPOKEN, f"the officer's words are not in the note ({peak:.2f})"
     else:
         assert note["explained"] is False and note["ended_by"] == "no_speech"
         assert status["unexplained_interruptions"] == [interruption["seq"]]
@@ -109,7 +113,7 @@ def test_exemption_declared_by_holding_the_function_button(pulse_server: str, wr
     chain = records(store)
     [exemption] = [r["payload"] for r in chain if r["type"] == "exemption"]
     assert exemption["explained"] is True and exemption["ended_by"] == "silence"
-    assert heard(store, exemption, speech, rate) > 0.5, "the officer's reason is in the record"
+    assert heard(store, exemption, speech, rate) > SPOKEN, "the officer's reason is in the record"
     assert not [r for r in chain if r["type"] == "record_start"]
     report = verify_store(store)
     assert report.ok, report.summary()
@@ -147,6 +151,6 @@ def test_unexplained_interruption_reminds_until_explained(pulse_server: str, wri
     notes = [r["payload"] for r in records(store) if r["type"] == "voice_note"]
     assert [n["explained"] for n in notes] == [False, True]
     assert all(n["interruption"] == interruption for n in notes)
-    assert heard(store, notes[1], speech, rate) > 0.5
+    assert heard(store, notes[1], speech, rate) > SPOKEN
     report = verify_store(store)
     assert report.ok and not [n for n in report.notes if "unexplained" in n], report.notes
