@@ -112,7 +112,7 @@ def test_nearly_full_storage_fails(write_config, small_filesystem: Path) -> None
 
 
 def test_cli_exit_codes_and_sealed_record(write_config, tmp_path: Path) -> None:
-    config = write_config()
+    config = write_config(languages='["en"]')  # one language: what is checked, not said
     ok = subprocess.run([sys.executable, "-m", "agent", "selfcheck", "--config", str(config)],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
