@@ -132,8 +132,8 @@ class Daemon:
         return self._serve(self._start(install_signals, selfcheck_at_start))
 
     def _start(self, install_signals: bool, selfcheck_at_start: bool | None) -> ControlServer:
-        self._open_chain()
-        self._start_services()
+        history = self._open_chain()
+        self._start_services(history)
         server = ControlServer(self.store.control_socket, self._control)
         server.start()
         if install_signals:
@@ -184,15 +184,17 @@ class Daemon:
             self.notifier.close()
         return 0
 
-    def _open_chain(self) -> None:
-        """The store, the device key and the chain, with a boot record saying what started."""
+    def _open_chain(self) -> list[dict[str, Any]]:
+        """The store, the device key and the chain, with a boot record saying what started;
+        returns the chain's records as found, read once for everything the start needs."""
         self.store.prepare()
         key = load_or_create_device_key(self.store.keys, self.store.chain)
         self.recipients = load_recipients(self.config.encryption, self.store.keys)
         self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, self.boot_id)
         self.telemetry = open_telemetry(self.config, self.config_path, self.chain, self.store)
         self.ledger = Ledger(self.store.chain).refresh()
-        move_orphans_back(self.store)
+        history = read_bodies(self.store.chain)
+        move_orphans_back(self.store, history)
         if not self.store.hold_reserve(self.config.store.reserve_bytes):
             log.critical("the store has no room for its %d-byte reserve: a full disk may not "
                          "be recorded in the chain", self.config.store.reserve_bytes)
@@ -207,8 +209,9 @@ class Daemon:
                             {"torn_bytes": self.chain.repair.torn_bytes,
                              "kept_in": self.chain.repair.kept_in}),
         })
+        return history
 
-    def _start_services(self) -> None:
+    def _start_services(self, history: list[dict[str, Any]]) -> None:
         """The camera feeding the recorder, the voice, the buttons and LEDs, the cues, the
         fault watch and the officer's spoken records."""
         config, absent = self.config, self.absent
@@ -218,7 +221,7 @@ class Daemon:
         self.camera = open_or_absent("camera", lambda: open_camera(config),
                                      lambda reason: AbsentCamera(expected_layout(config), reason),
                                      absent)
-        cut = recover(self.store, self.chain, self.camera.layout)
+        cut = recover(self.store, self.chain, self.camera.layout, history)
         thermal = open_or_absent("thermal", lambda: open_thermal(config.thermal, self.store.root),
                                  lambda _reason: None, absent)
         self.faults = FaultWatch(self.config, self.store, self._fault_event,
@@ -263,7 +266,7 @@ class Daemon:
         self.interruptions = Interruptions(
             self.config.voice_note, self.chain, self.voice_notes, self.voice,
             self.controls.pulse, listen=self.config.audio.enabled,
-            unexplained_seqs=(r["seq"] for r in unexplained(read_bodies(self.store.chain))))
+            unexplained_seqs=(r["seq"] for r in unexplained(history)))
         self.cues.add_reminder(self.interruptions.tick)
         self.faults.start()
         if self.telemetry:

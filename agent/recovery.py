@@ -24,7 +24,7 @@ from typing import Any
 
 import av
 
-from agent.chain import Chain, read_bodies, utc_iso
+from agent.chain import Chain, utc_iso
 from agent.segment import AGE_SUFFIX, SUFFIX, Progress
 from agent.store import Store, fsync_dir
 from hal.camera import StreamLayout
@@ -47,13 +47,13 @@ class CutRecording:
     last_media_wall: str | None
 
 
-def move_orphans_back(store: Store) -> None:
+def move_orphans_back(store: Store, records: list[dict[str, Any]]) -> None:
     """A segment renamed into sealed/ whose record was never written goes back to open/.
 
     Runs before anything is appended: the orphan is named by the seq its record would
-    have had, which the next record would otherwise take.
+    have had, which the next record would otherwise take. `records` are the chain's
+    bodies as found at start.
     """
-    records = _records(store)
     named = {r["payload"]["file"] for r in records if r["type"] == "segment_sealed"}
     open_recordings = _open_recordings(records)
     if not open_recordings:
@@ -73,13 +73,14 @@ def move_orphans_back(store: Store) -> None:
     fsync_dir(store.open)
 
 
-def recover(store: Store, chain: Chain, layout: StreamLayout) -> list[CutRecording]:
+def recover(store: Store, chain: Chain, layout: StreamLayout,
+            records: list[dict[str, Any]]) -> list[CutRecording]:
     """Seal what the cut left open and close the recordings it interrupted.
 
-    `layout` is the camera's, as configured now: the streams' parameters are the
-    configuration's, while times and counts are read from the file itself.
+    `records` are the chain's bodies as found at start. `layout` is the camera's, as
+    configured now: the streams' parameters are the configuration's, while times and
+    counts are read from the file itself.
     """
-    records = _records(store)
     starts = {r["seq"]: r for r in records if r["type"] == "record_start"}
     cut = []
     for recording in sorted(_open_recordings(records)):
@@ -193,10 +194,6 @@ def _media_wall(start: dict[str, Any], sealed: list[dict[str, Any]]) -> str | No
     started = datetime.strptime(start["wall"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     moment = started + timedelta(microseconds=(mono - start["mono_ns"]) / 1000)
     return utc_iso(int(moment.timestamp() * 1e9))
-
-
-def _records(store: Store) -> list[dict[str, Any]]:
-    return read_bodies(store.chain) if store.chain.exists() else []
 
 
 def _open_recordings(records: list[dict[str, Any]]) -> set[int]:

@@ -101,9 +101,10 @@ def recovery_time(root: Path, segments: int) -> tuple[float, int]:
         chain = Chain(copy_store.chain, load_or_create_device_key(copy_store.keys),
                       lambda: ("BENCH", ""), SimulatedClock().state, "bench")
         started = time.perf_counter()
-        move_orphans_back(copy_store)
-        recover(copy_store, chain, layout)
-        unexplained(read_bodies(copy_store.chain))  # the daemon's scan for the status
+        history = read_bodies(copy_store.chain)  # once, as the daemon reads it at start
+        move_orphans_back(copy_store, history)
+        recover(copy_store, chain, layout, history)
+        unexplained(history)  # the daemon's scan for the status
         times.append(time.perf_counter() - started)
         chain.close()
     held = len(list((store / "sealed").glob("*.ts")))
