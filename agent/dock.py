@@ -19,23 +19,38 @@ import re
 import ssl
 import time
 import uuid
+from collections import deque
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+import uvloop
 from cryptography.exceptions import InvalidSignature
 
 from agent.chain import SEALED_FILE_TYPES, read_bodies, split_line, utc_iso
+from agent.direct_file import DirectFile, aligned_down
 from agent.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.store import fsync_dir
 from agent.verify import Report, verify_store
 
 API = "v1"
 CHUNK = 1024 * 1024
+IN_FLIGHT = 4  # batches handed to a file's writer thread and not yet on disk
 ATTEMPTS = 5
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)(\.age)?")
+T = TypeVar("T")
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a dock operation on uvloop. Its TLS transport costs a third less CPU per byte
+    than asyncio's, and on the device and dock that CPU is what bounds a pull
+    (docs/performance.md); the offload server runs on it too."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
 
 
 class DockError(Exception):
@@ -172,11 +187,11 @@ class _Fetch:
 
     async def _attempt(self) -> str | None:
         self._hash = hashlib.sha256()
-        offset = self.part.stat().st_size if self.part.exists() else 0
+        offset = aligned_down(self.part.stat().st_size) if self.part.exists() else 0
         if offset > self.size:
             offset = 0
         if offset:
-            await asyncio.to_thread(_hash_into, self._hash, self.part)
+            await asyncio.to_thread(_hash_into, self._hash, self.part, offset)
         if offset < self.size or not self.size:  # a whole part left by a cut: check it only
             outcome = await self._download(offset)
             if outcome:
@@ -198,36 +213,37 @@ class _Fetch:
                 offset, self._hash = 0, hashlib.sha256()  # the device ignored Range: restart
             elif response.status not in (200, 206):
                 await _json(response, f"sealed seq {self.seq}")
-            with self.part.open("r+b" if offset else "wb") as f:
-                f.truncate(offset)
-                f.seek(offset)
-                await self._receive(response, self._hash, f)
+            with DirectFile(self.part, offset, self._hash) as f:
+                await self._receive(response, f)
         return None
 
     async def settle(self) -> None:
         """Durable first, then named: sealed/ only ever holds whole, fsync'd files."""
         await asyncio.to_thread(_settle, self.part, self.dest)
 
-
-    async def _receive(self, response: aiohttp.ClientResponse, digest: Any, f: Any) -> None:
-        """Hash and write each block on a worker thread while the next one is decrypted
-        (both release the GIL); one block in flight keeps the bytes in order."""
-
-        def absorb(chunk: bytes) -> None:
-            digest.update(chunk)
-            f.write(chunk)
-
+    async def _receive(self, response: aiohttp.ClientResponse, f: DirectFile) -> None:
+        """Hand the bytes, a batch at a time, to a thread of this file's own that copies,
+        hashes and writes them in order, while the loop decrypts what follows (the
+        work on both threads releases the GIL). A batch is the blocks as they came off
+        the connection, never joined on the loop; a few in flight keep the disk busy."""
         loop = asyncio.get_running_loop()
-        pending: asyncio.Future[None] | None = None
-        try:
-            async for chunk in response.content.iter_chunked(CHUNK):
-                if pending is not None:
-                    await pending
-                pending = loop.run_in_executor(None, absorb, chunk)
-                self.received += len(chunk)
-        finally:
-            if pending is not None:
-                await pending
+        in_flight: deque[asyncio.Future[None]] = deque()
+        batch: list[bytes] = []
+        batched = 0
+        with ThreadPoolExecutor(1, thread_name_prefix=f"dock-seq{self.seq}") as writer:
+            try:
+                async for block, _ in response.content.iter_chunks():
+                    batch.append(block)
+                    batched += len(block)
+                    self.received += len(block)
+                    if batched >= CHUNK:
+                        if len(in_flight) == IN_FLIGHT:
+                            await in_flight.popleft()
+                        in_flight.append(loop.run_in_executor(writer, f.write_all, batch))
+                        batch, batched = [], 0
+            finally:  # what arrived before a cut is kept: a resume starts after it
+                in_flight.append(loop.run_in_executor(writer, f.write_all, batch))
+                await asyncio.gather(*in_flight)
 
 
 def _settle(part: Path, dest: Path) -> None:
@@ -240,10 +256,12 @@ def _settle(part: Path, dest: Path) -> None:
     os.replace(part, dest)
 
 
-def _hash_into(digest: Any, path: Path) -> None:
+def _hash_into(digest: Any, path: Path, length: int) -> None:
+    """The first `length` bytes of `path`: what a resumed download keeps."""
     with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
+        while length and (chunk := f.read(min(CHUNK, length))):
             digest.update(chunk)
+            length -= len(chunk)
 
 
 def _wanted(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

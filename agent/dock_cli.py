@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ssl
 import sys
 import time
@@ -57,10 +56,10 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run one dock operation; a failure is a one-line message and exit code, not a trace."""
     import aiohttp
 
-    from agent.dock import DockError
+    from agent.dock import DockError, run
 
     try:
-        return asyncio.run(coroutine)
+        return run(coroutine)
     except DockError as exc:
         raise SystemExit(f"bodycam dock: {exc}") from exc
     except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:

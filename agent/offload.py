@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import uvloop
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from pydantic import BaseModel, Field, ValidationError
@@ -104,7 +105,7 @@ class OffloadServer:
         self._config = config
         self._context = server_context(config, device.store.root)
         self._nonces = Nonces()
-        self._loop = asyncio.new_event_loop()
+        self._loop = uvloop.new_event_loop()  # see agent.dock.run: its TLS is cheaper
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="offload",
                                         daemon=True)

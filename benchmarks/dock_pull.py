@@ -32,7 +32,6 @@ Target: agent at least 0.8 of the baseline's throughput, and at least 400 Mbit/s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import multiprocessing
 import shutil
@@ -50,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.chain import Chain, read_bodies
 from agent.config import DockConfig
 from agent.custody import Ledger
-from agent.dock import DockLink, pull
+from agent.dock import DockLink, pull, run
 from agent.keys import load_or_create_device_key
 from agent.offload import DockedDevice, OffloadServer
 from agent.pki import DockPki, write_dock_pki
@@ -123,7 +122,7 @@ def serve(store_root: Path, port: int, ready: Any) -> None:
 def run_agent(url: str, out: Path, pki: DockPki, connections: int) -> tuple[float, int, bool]:
     link = DockLink(pki.dock_cert, pki.dock_key, pki.device_ca)
     started = time.perf_counter()
-    result = asyncio.run(pull(url, out, link, "benchmark", connections=connections))
+    result = run(pull(url, out, link, "benchmark", connections=connections))
     seconds = time.perf_counter() - started
     return seconds, result.bytes_fetched, result.ok and result.verify.ok
 
@@ -216,9 +215,9 @@ def main() -> int:
               f"{args.connections} connections; {args.repeats} repeats", flush=True)
 
         agent_port, nginx_port = _free_port(), _free_port()
-        ready = multiprocessing.Event()
-        device = multiprocessing.Process(target=serve, args=(store.root, agent_port, ready),
-                                         daemon=True)
+        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter, as on the device
+        ready = spawn.Event()
+        device = spawn.Process(target=serve, args=(store.root, agent_port, ready), daemon=True)
         device.start()
         if not ready.wait(30):
             sys.exit("dock_pull: the offload server did not start")
