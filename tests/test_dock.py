@@ -469,12 +469,12 @@ def test_the_dock_commands(device: Docked, tmp_path: Path,
         main(["dock", "pull", "--out", str(tmp_path / "ev2"), *rogue])
 
 
-def test_a_dock_link_without_certificates_never_stops_recording(
+def test_a_dock_link_without_a_dock_ca_never_stops_recording(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("ERROR"), \
             running_daemon(dock_config(tmp_path, tmp_path / "store")) as daemon:
         assert daemon.offload is None
         daemon.controls.press()
         wait_for(lambda: daemon.recorder.stats.segments_sealed >= 2, what="2 segments")
-    assert "offload server not started: [dock] certificate = 'keys/tls.crt'" in caplog.text
+    assert "offload server not started: [dock] dock_ca = 'keys/dock-ca.pem'" in caplog.text
     assert verify_store(tmp_path / "store").ok
