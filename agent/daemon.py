@@ -33,7 +33,12 @@ from agent.enrollment import enrolled_identity
 from agent.faults import FaultWatch
 from agent.fleet_status import device_status
 from agent.interruptions import Gap, Interruptions, gap_now
-from agent.keys import fingerprint, load_or_create_device_key, load_recipients
+from agent.keys import (
+    KeyMaterialError,
+    fingerprint,
+    load_or_create_device_key,
+    load_recipients,
+)
 from agent.offload import DockedDevice, OffloadServer
 from agent.purge import Purger
 from agent.recorder import Recorder
@@ -464,7 +469,7 @@ class Daemon:
                 self.config.device.id, self.key, self.store, self.chain, self.ledger, self.clock,
                 self.purger.run, lambda: self._identity()[1]), self.config.dock)
             server.start()
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, ssl.SSLError, KeyMaterialError) as exc:
             log.error("offload server not started: %s", exc)
             if server is not None:
                 server.close()

@@ -31,10 +31,10 @@ import aiohttp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.x509.oid import NameOID
 
 from agent.chain import SEALED_FILE_TYPES, read_bodies, split_line, utc_iso
 from agent.keys import PUBLIC_NAME, fingerprint, load_public_key
+from agent.pki import common_names
 from agent.store import fsync_dir
 from agent.verify import Report, verify_store
 
@@ -61,7 +61,7 @@ class DeviceCheck:
 
     def check(self, der: bytes) -> None:
         cert = x509.load_der_x509_certificate(der)
-        names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        names = common_names(cert.subject)
         if len(names) != 1:
             raise ssl.SSLCertVerificationError(f"the device's certificate names no one device "
                                                f"(CN={names})")
@@ -71,12 +71,18 @@ class DeviceCheck:
             raise ssl.SSLCertVerificationError(f"the device's certificate is for CN="
                                                f"{names[0]!r}, not device {self.device_id!r}")
         if self.key_fingerprint is not None:
-            key = cert.public_key()
-            held = fingerprint(key) if isinstance(key, Ed25519PublicKey) else "not Ed25519"
+            held = key_fingerprint(cert.public_key())
             if held != self.key_fingerprint:
                 raise ssl.SSLCertVerificationError(
                     f"the device's TLS key is {held}, not the expected {self.key_fingerprint}")
         self.certificate = der
+
+
+def key_fingerprint(public_key: Any) -> str:
+    """A device key's fingerprint as `bodycam keys show` prints it (devices sign with Ed25519)."""
+    if isinstance(public_key, Ed25519PublicKey):
+        return fingerprint(public_key)
+    return f"a {type(public_key).__name__}, not an Ed25519 key"
 
 
 class DeviceContext(ssl.SSLContext):

@@ -21,11 +21,18 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from agent.dock import API, DockError, DockLink, device_identity, open_session, read_json
-from agent.keys import fingerprint
-from agent.pki import Issued, certify_device
+from agent.dock import (
+    API,
+    DockError,
+    DockLink,
+    device_identity,
+    key_fingerprint,
+    open_session,
+    read_json,
+)
+from agent.pki import Issued, certify_device, common_names
 
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 
@@ -45,9 +52,10 @@ def load_device_ca(cert: Path, key: Path) -> Issued:
     except (OSError, ValueError, TypeError) as exc:
         raise DockError(f"the device CA (--ca {cert}, --device-ca-key {key}): {exc}") from exc
     spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if private.public_key().public_bytes(*spki) != ca.public_key().public_bytes(*spki):
+    if not isinstance(private, CertificateIssuerPrivateKeyTypes) or \
+            private.public_key().public_bytes(*spki) != ca.public_key().public_bytes(*spki):
         raise DockError(f"--device-ca-key {key} is not the key of the device CA --ca {cert}")
-    return Issued(ca, private)  # type: ignore[arg-type]  # any CA key type signs
+    return Issued(ca, private)
 
 
 async def enroll(url: str, link: DockLink, device_ca: Issued, expect_key: str,
@@ -91,12 +99,11 @@ def _request(asked: dict[str, Any], expected: str, device: str | None
         csr = x509.load_pem_x509_csr(str(asked.get("csr")).encode("ascii"))
     except (ValueError, UnicodeEncodeError) as exc:
         raise DockError(f"the device's certificate request is not a PEM request: {exc}") from exc
-    key = csr.public_key()
-    held = fingerprint(key) if isinstance(key, Ed25519PublicKey) else "not an Ed25519 key"
+    held = key_fingerprint(csr.public_key())
     if held != expected:
         raise DockError(f"the device's certificate request is for key {held}, not the expected "
                         f"{expected} (--expect-key): refusing to sign")
-    names = [str(a.value) for a in csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    names = common_names(csr.subject)
     if names != [device] or asked.get("device") != device:
         raise DockError(f"the device's certificate request is for CN={names}, its TLS "
                         f"certificate for {device!r}, its answer for {asked.get('device')!r}")

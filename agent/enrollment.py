@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from agent.age import AgeError, parse_recipient, recipient_fingerprint
 from agent.chain import Chain, utc_iso
@@ -43,8 +44,10 @@ from agent.keys import (
     public_pem,
     write_private_key,
 )
-from agent.pki import device_request, self_signed
+from agent.pki import common_names, device_request, self_signed
 from agent.store import fsync_dir
+
+log = logging.getLogger(__name__)
 
 CSR_NAME = "device.csr"
 CERT_NAME = "device.crt"
@@ -62,19 +65,27 @@ def request(keys_dir: Path, key: Ed25519PrivateKey, device_id: str) -> Path:
 def current_request(keys_dir: Path, key: Ed25519PrivateKey, device_id: str) -> bytes:
     """keys/device.csr (PEM), written anew when missing or not for this key and id."""
     path = keys_dir / CSR_NAME
-    if path.is_file():
+    try:
         csr = x509.load_pem_x509_csr(path.read_bytes())
-        if _same_key(csr.public_key(), key) and _common_names(csr.subject) == [device_id]:
+        if _same_key(csr.public_key(), key) and common_names(csr.subject) == [device_id]:
             return path.read_bytes()
+    except (OSError, ValueError):
+        pass  # none yet, or not one: written below
     return request(keys_dir, key, device_id).read_bytes()
 
 
 def enrolled_certificate(keys_dir: Path, key: Ed25519PrivateKey) -> x509.Certificate | None:
-    """keys/device.crt when it certifies this signing key (after a rotation it is gone)."""
+    """keys/device.crt when it certifies this signing key (after a rotation it is gone).
+    One that does not parse is logged and taken as none: the device then serves its
+    enrollment, so a dock can enroll it again, and it records as ever."""
     path = keys_dir / CERT_NAME
     if not path.is_file():
         return None
-    cert = _load_cert(path.read_bytes(), str(path))
+    try:
+        cert = _load_cert(path.read_bytes(), str(path))
+    except KeyMaterialError as exc:
+        log.error("not enrolled: %s", exc)
+        return None
     return cert if _same_key(cert.public_key(), key) else None
 
 
@@ -92,10 +103,12 @@ def tls_certificate(keys_dir: Path, key: Ed25519PrivateKey, device_id: str) -> t
     if enrolled_certificate(keys_dir, key) is not None:
         return keys_dir / CERT_NAME, True
     path = keys_dir / BOOTSTRAP_NAME
-    if path.is_file():
-        cert = _load_cert(path.read_bytes(), str(path))
-        if _same_key(cert.public_key(), key) and _common_names(cert.subject) == [device_id]:
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        if _same_key(cert.public_key(), key) and common_names(cert.subject) == [device_id]:
             return path, False
+    except (OSError, ValueError):
+        pass  # none yet, or not one: made below
     _install(path, self_signed(key, device_id).public_bytes(serialization.Encoding.PEM),
              mode=0o644)
     return path, False
@@ -114,7 +127,7 @@ def enroll(keys_dir: Path, chain: Chain, key: Ed25519PrivateKey, device_id: str,
     if not _same_key(cert.public_key(), key):
         raise KeyMaterialError("the device certificate is not for this device's key "
                                f"(key {fingerprint(key.public_key())[:16]}…)")
-    names = _common_names(cert.subject)
+    names = common_names(cert.subject)
     if names != [device_id]:
         raise KeyMaterialError(f"the device certificate is for CN={names}, this device is "
                                f"{device_id!r}")
@@ -182,10 +195,6 @@ _TLS_USAGES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth (the dock link)",
 def _same_key(public_key: Any, key: Ed25519PrivateKey) -> bool:
     return isinstance(public_key, Ed25519PublicKey) and \
         public_key.public_bytes(*_RAW) == key.public_key().public_bytes(*_RAW)
-
-
-def _common_names(name: x509.Name) -> list[str]:
-    return [str(a.value) for a in name.get_attributes_for_oid(NameOID.COMMON_NAME)]
 
 
 def _check_usage(cert: x509.Certificate) -> None:

@@ -353,7 +353,7 @@ async def _name_the_dock(request: web.Request,
         raise _error(web.HTTPForbidden, "no verified client certificate")
     names = [value for rdn in peer.get("subject", ()) for key, value in rdn
              if key == "commonName"]
-    fingerprint = hashlib.sha256(_client_certificate(request)).hexdigest()
+    fingerprint = hashlib.sha256(ssl_object.getpeercert(binary_form=True)).hexdigest()
     request[DOCK] = DockIdentity(names[0] if names else "", fingerprint)
     return await handler(request)
 

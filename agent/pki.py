@@ -54,6 +54,11 @@ class Issued:
                 f.write(self.key_pem)
 
 
+def common_names(name: x509.Name) -> list[str]:
+    """The CNs of a subject: a device's certificate or request must hold exactly its id."""
+    return [str(a.value) for a in name.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "bodycam agency"),
                       x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
