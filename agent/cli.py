@@ -216,15 +216,18 @@ def _keys(args: argparse.Namespace) -> int:
     config = _config(args)
     store = Store(config.store_path).prepare()
     key = load_or_create_device_key(store.keys, store.chain)
+    # The fingerprint is what the dock operator types as `bodycam dock enroll --expect-key`.
+    described = f"device {config.device.id}, signing key {fingerprint(key.public_key())}"
     if args.action == "show":
-        print(f"device {config.device.id}, signing key {fingerprint(key.public_key())}")
+        enrolled = enrollment.enrolled_certificate(store.keys, key)
+        print(f"{described}, {'enrolled' if enrolled else 'not enrolled'}")
         for name in ("device.pub", "current.pub", "device.csr", "device.crt", "dock-ca.pem",
                      "recipients.txt"):
             path = store.keys / name
             print(f"  {path}: {'present' if path.exists() else 'absent'}")
         return 0
     if args.action == "request":
-        print(enrollment.request(store.keys, key, config.device.id))
+        print(f"{enrollment.request(store.keys, key, config.device.id)}: {described}")
         return 0
     if args.action == "enroll" and not (args.cert and args.dock_ca and args.recipients):
         raise KeyMaterialError("keys enroll needs --cert, --dock-ca and --recipients")

@@ -235,8 +235,10 @@ class MqttConfig(_Section):
     enabled: bool = False
     url: str = "mqtts://localhost:8883"   # mqtt://host[:1883] or mqtts://host[:8883]
     ca: str = ""                 # CA bundle (PEM) for mqtts; relative to this file; "" = system
-    cert: str = ""               # this device's client certificate (PEM), CN = [device] id
-    key: str = ""                # its private key (PEM)
+    # The client certificate (PEM, CN = [device] id) and its key; both "" = once the device
+    # is enrolled, the enrolled certificate (<store>/keys/device.crt) and the signing key.
+    cert: str = ""
+    key: str = ""
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     heartbeat_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     reconnect_max_s: Annotated[int, Field(ge=1, le=3600)] = 60
@@ -273,15 +275,15 @@ class MqttConfig(_Section):
 class DockConfig(_Section):
     """The offload server the docking station pulls from, and when footage in custody goes.
 
-    Paths are relative to the store; the dock CA is the only trust anchor for clients.
+    The dock CA (relative to the store) is the only trust anchor for clients. The server
+    presents the enrolled certificate (keys/device.crt) with the signing key; before
+    enrollment a self-signed one for that key (docs/docking.md, "Enrollment").
     """
 
     enabled: bool = False
     address: str = "127.0.0.1"   # the dock link's address only, never every interface
     port: Annotated[int, Field(ge=0, le=65535)] = 8443  # 0: any free port (tests)
-    certificate: str = "keys/tls.crt"
-    private_key: str = "keys/tls.key"
-    dock_ca: str = "keys/dock-ca.pem"
+    dock_ca: str = "keys/dock-ca.pem"  # where enrollment installs it
     purge_policy: Literal["space", "after_custody"] = "space"
     purge_free_below_mb: Annotated[int, Field(ge=0)] = 2048  # "space": purge under this free
     purge_check_s: Annotated[float, Field(gt=0)] = 60.0

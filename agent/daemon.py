@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from agent import __version__
@@ -28,10 +29,16 @@ from agent.config import Config, voice_folder
 from agent.control import ControlServer
 from agent.cues import Cues
 from agent.custody import Ledger, export_overdue
+from agent.enrollment import enrolled_identity
 from agent.faults import FaultWatch
 from agent.fleet_status import device_status
 from agent.interruptions import Gap, Interruptions, gap_now
-from agent.keys import fingerprint, load_or_create_device_key, load_recipients
+from agent.keys import (
+    KeyMaterialError,
+    fingerprint,
+    load_or_create_device_key,
+    load_recipients,
+)
 from agent.offload import DockedDevice, OffloadServer
 from agent.purge import Purger
 from agent.recorder import Recorder
@@ -99,6 +106,7 @@ class Daemon:
         self._stopped: dict[str, Any] | None = None  # the last record_stop, for the next gap
         self._officer_stop: tuple[Gap, float] | None = None
         self.telemetry: Telemetry | None = None
+        self.key: Ed25519PrivateKey | None = None  # the signing key, once the chain is open
         self.recipients: list[X25519PublicKey] = []  # the agency's, when encrypting
         self.ledger: Ledger | None = None
         self.purger: Purger | None = None
@@ -188,10 +196,11 @@ class Daemon:
         """The store, the device key and the chain, with a boot record saying what started;
         returns the chain's records as found, read once for everything the start needs."""
         self.store.prepare()
-        key = load_or_create_device_key(self.store.keys, self.store.chain)
+        key = self.key = load_or_create_device_key(self.store.keys, self.store.chain)
         self.recipients = load_recipients(self.config.encryption, self.store.keys)
         self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, self.boot_id)
-        self.telemetry = open_telemetry(self.config, self.config_path, self.chain, self.store)
+        self.telemetry = open_telemetry(self.config, self.config_path, self.chain, self.store,
+                                        enrolled_identity(self.store.keys, key))
         self.ledger = Ledger(self.store.chain).refresh()
         history = read_bodies(self.store.chain)
         move_orphans_back(self.store, history)
@@ -447,8 +456,8 @@ class Daemon:
     def _start_dock(self) -> None:
         """Purge under custody as the policy says; serve the dock when [dock] enabled.
 
-        A dock link that cannot start (a missing certificate) is logged and left off:
-        recording never waits for it.
+        A dock link that cannot start (no dock CA) is logged and left off: recording never
+        waits for it. A device not yet enrolled serves only its enrollment.
         """
         self.purger = Purger(self.store, self.chain, self.ledger, self.config.dock)
         self.purger.start()
@@ -457,10 +466,10 @@ class Daemon:
         server = None
         try:
             server = OffloadServer(DockedDevice(
-                self.config.device.id, self.store, self.chain, self.ledger, self.clock,
+                self.config.device.id, self.key, self.store, self.chain, self.ledger, self.clock,
                 self.purger.run, lambda: self._identity()[1]), self.config.dock)
             server.start()
-        except (OSError, ssl.SSLError) as exc:
+        except (OSError, ssl.SSLError, KeyMaterialError) as exc:
             log.error("offload server not started: %s", exc)
             if server is not None:
                 server.close()

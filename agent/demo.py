@@ -13,6 +13,7 @@ from agent.chain import read_bodies
 from agent.config import Config, load_config
 from agent.daemon import Daemon
 from agent.dock import DockLink, pull, run
+from agent.keys import load_or_create_device_key
 from agent.pki import write_dock_pki
 from agent.state import Shutdown
 from agent.store import Store
@@ -80,9 +81,10 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float,
 
 def _docked(config: Config, store: Path, evidence: Path) -> tuple[Config, DockLink]:
     """The demo's own agency PKI (device side into the store's keys/), and [dock] on."""
-    Store(store).prepare()
-    pki = write_dock_pki(store / "keys", evidence.parent / f"{evidence.name}-dock-tls",
-                         config.device.id, "DEMO-DOCK")
+    keys = Store(store).prepare().keys
+    pki = write_dock_pki(keys, load_or_create_device_key(keys),
+                         evidence.parent / f"{evidence.name}-dock-tls", config.device.id,
+                         "DEMO-DOCK")
     dock = config.dock.model_copy(update={"enabled": True, "address": "127.0.0.1", "port": 0})
     return (config.model_copy(update={"dock": dock}),
             DockLink(pki.dock_cert, pki.dock_key, pki.device_ca))

@@ -7,6 +7,10 @@ Only a copy that verifies whole is reported for custody; the device's signed
 custody record comes back as the receipt. The evidence folder per device is a
 store (chain.jsonl, sealed/, keys/device.pub), so `bodycam verify` reads it as is,
 plus receipts/ and manifest.json. See docs/docking.md.
+
+The device is checked at every TLS handshake: its certificate must chain to the
+agency's device CA and name (CN) the device id it serves, the same on every
+connection; not its address, which on a dock link is arbitrary.
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from typing import Any, TypeVar
 
 import aiohttp
 import uvloop
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.chain import SEALED_FILE_TYPES, read_bodies, split_line, utc_iso
 from agent.direct_file import DirectFile, aligned_down
 from agent.keys import PUBLIC_NAME, fingerprint, load_public_key
+from agent.pki import common_names
 from agent.store import fsync_dir
 from agent.verify import Report, verify_store
 
@@ -57,21 +64,84 @@ class DockError(Exception):
     """The pull could not be done or must not be acknowledged; says which and why."""
 
 
+@dataclass
+class DeviceCheck:
+    """Who may answer on one session's connections, checked at each TLS handshake: a
+    certificate naming one device id (CN), the one expected or else the first seen, and,
+    when pinned, holding the key the operator read off the device."""
+
+    device_id: str | None = None
+    key_fingerprint: str | None = None
+    certificate: bytes = b""  # the last one seen, DER
+
+    def check(self, der: bytes) -> None:
+        cert = x509.load_der_x509_certificate(der)
+        names = common_names(cert.subject)
+        if len(names) != 1:
+            raise ssl.SSLCertVerificationError(f"the device's certificate names no one device "
+                                               f"(CN={names})")
+        if self.device_id is None:
+            self.device_id = names[0]
+        elif names[0] != self.device_id:
+            raise ssl.SSLCertVerificationError(f"the device's certificate is for CN="
+                                               f"{names[0]!r}, not device {self.device_id!r}")
+        if self.key_fingerprint is not None:
+            held = key_fingerprint(cert.public_key())
+            if held != self.key_fingerprint:
+                raise ssl.SSLCertVerificationError(
+                    f"the device's TLS key is {held}, not the expected {self.key_fingerprint}")
+        self.certificate = der
+
+
+def key_fingerprint(public_key: Any) -> str:
+    """A device key's fingerprint as `bodycam keys show` prints it (devices sign with Ed25519)."""
+    if isinstance(public_key, Ed25519PublicKey):
+        return fingerprint(public_key)
+    return f"a {type(public_key).__name__}, not an Ed25519 key"
+
+
+class DeviceContext(ssl.SSLContext):
+    """A client context whose every handshake ends with its `check` of the device."""
+
+    check: DeviceCheck
+
+
+class _CheckedObject(ssl.SSLObject):
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        context = self.context
+        assert isinstance(context, DeviceContext)
+        context.check.check(self.getpeercert(binary_form=True))
+
+
 @dataclass(frozen=True)
 class DockLink:
-    """The dock's TLS material: its certificate and key, and the agency's device CA."""
+    """The dock's TLS material: its certificate and key, the agency's device CA, and the
+    device id expected (`--device-id`; None: whichever device the certificate names)."""
 
     cert: Path
     key: Path
     device_ca: Path
+    device_id: str | None = None
 
-    def context(self) -> ssl.SSLContext:
+    def context(self, pin: str | None = None) -> DeviceContext:
+        """The device's certificate is verified against the device CA by chain, not host
+        name (it names the device, not an address), then checked by `DeviceCheck`. With
+        `pin` (a key fingerprint) no CA is asked: a device not yet enrolled is trusted by
+        its key alone."""
         for what, path in (("--cert", self.cert), ("--key", self.key), ("--ca", self.device_ca)):
             if not path.is_file():
                 raise DockError(f"{what} {path}: no such file")
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.device_ca)
+        context = DeviceContext(ssl.PROTOCOL_TLS_CLIENT)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = False
+        if pin is None:
+            context.load_verify_locations(cafile=self.device_ca)
+        else:
+            context.verify_mode = ssl.CERT_NONE
         context.load_cert_chain(self.cert, self.key)
+        context.check = DeviceCheck(self.device_id, pin)
+        context.sslobject_class = _CheckedObject
         return context
 
 
@@ -92,14 +162,14 @@ class PullResult:
         return self.problem is None and self.verify.ok and self.custody_seq is not None
 
 
-def _session(url: str, link: DockLink, connections: int) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(ssl=link.context(), limit=connections)
+def open_session(url: str, context: DeviceContext, connections: int) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(ssl=context, limit=connections)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
     return aiohttp.ClientSession(url.rstrip("/") + "/", connector=connector, timeout=timeout,
                                  raise_for_status=False, read_bufsize=4 * CHUNK)
 
 
-async def _json(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
+async def read_json(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
     body = await response.read()
     try:
         data = json.loads(body)
@@ -111,12 +181,16 @@ async def _json(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
     return data
 
 
-async def _identity(session: aiohttp.ClientSession) -> dict[str, Any]:
+async def device_identity(session: aiohttp.ClientSession, check: DeviceCheck) -> dict[str, Any]:
+    """The device's identity, served over a certificate for that very device."""
     async with session.get(f"{API}/identity") as response:
-        identity = await _json(response, "identity")
+        identity = await read_json(response, "identity")
     if not isinstance(identity.get("device"), str) or \
             not _DEVICE_ID.fullmatch(identity["device"]) or identity["device"] in (".", ".."):
         raise DockError(f"identity: device id {identity.get('device')!r} is not a device id")
+    if identity["device"] != check.device_id:
+        raise DockError(f"identity: the device says it is {identity['device']!r}, its "
+                        f"certificate is for CN={check.device_id!r}")
     for key in ("public_key", "nonce"):
         if not isinstance(identity.get(key), str):
             raise DockError(f"identity of {identity['device']}: no {key} in the answer")
@@ -147,7 +221,7 @@ async def _pull_chain(session: aiohttp.ClientSession, chain: Path) -> int:
     held = chain.read_bytes().count(b"\n") if chain.exists() else 0
     async with session.get(f"{API}/chain", params={"from": str(held + 1)}) as r:
         if r.status != 200:
-            await _json(r, "chain")
+            await read_json(r, "chain")
         data = await r.read()
     whole = data[: data.rfind(b"\n") + 1]
     with chain.open("ab") as f:
@@ -212,7 +286,7 @@ class _Fetch:
             if response.status == 200 and offset:
                 offset, self._hash = 0, hashlib.sha256()  # the device ignored Range: restart
             elif response.status not in (200, 206):
-                await _json(response, f"sealed seq {self.seq}")
+                await read_json(response, f"sealed seq {self.seq}")
             with DirectFile(self.part, offset, self._hash) as f:
                 await self._receive(response, f)
         return None
@@ -283,8 +357,9 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                custody: bool = True) -> PullResult:
     """Pull, verify and (when it verifies) report custody of one device."""
     started = time.monotonic()
-    async with _session(url, link, connections) as session:
-        identity = await _identity(session)
+    context = link.context()
+    async with open_session(url, context, connections) as session:
+        identity = await device_identity(session, context.check)
         folder = out / identity["device"]
         key_source = _trust_key(folder, identity, device_key)
         for sub in ("sealed", "partial", "receipts"):
@@ -316,25 +391,27 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
             result.problem = f"the device's chain does not verify: {report.findings[0]}"
         elif custody:
             try:
-                await _report_custody(session, folder, records, report, operator, result)
+                await _report_custody(session, context.check, folder, records, report,
+                                      operator, result)
             except DockError as exc:  # refused by the device, or a receipt that is not one
                 result.problem = str(exc)
         result.seconds = time.monotonic() - started
-        _write_manifest(folder, url, operator, identity, key_source, records, result)
+        _write_manifest(folder, url, operator, identity, key_source, records, result,
+                        context.check.certificate)
         return result
 
 
-async def _report_custody(session: aiohttp.ClientSession, folder: Path,
+async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, folder: Path,
                           records: list[dict[str, Any]], report: Report, operator: str,
                           result: PullResult) -> None:
     """Tell the device what this dock now holds; keep its signed receipt."""
-    nonce = (await _identity(session))["nonce"]  # fresh: a long pull outlives a nonce
+    nonce = (await device_identity(session, check))["nonce"]  # fresh: a long pull outlives a nonce
     held = [{"seq": r["seq"], "sha256": r["payload"]["sha256"]} for r in records
             if r.get("type") in SEALED_FILE_TYPES and (folder / r["payload"]["file"]).is_file()]
     body = {"report_id": str(uuid.uuid4()), "nonce": nonce, "operator": operator,
             "head": report.head, "segments": held}
     async with session.post(f"{API}/custody", json=body) as response:
-        answer = await _json(response, "custody report")
+        answer = await read_json(response, "custody report")
     receipt = answer["receipt"].encode("utf-8")
     custody = _check_receipt(folder, receipt, body)
     (folder / "receipts" / f"{custody['seq']:08d}-custody.jsonl").write_bytes(receipt)
@@ -360,7 +437,8 @@ def _check_receipt(folder: Path, receipt: bytes, sent: dict[str, Any]) -> dict[s
 
 
 def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, Any],
-                    key_source: str, records: list[dict[str, Any]], result: PullResult) -> None:
+                    key_source: str, records: list[dict[str, Any]], result: PullResult,
+                    certificate: bytes) -> None:
     key = load_public_key(folder / "keys" / PUBLIC_NAME)
     held = [{"seq": r["seq"], **{k: r["payload"][k] for k in ("file", "size", "sha256")}}
             for r in records if r.get("type") in SEALED_FILE_TYPES
@@ -373,6 +451,7 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
         "pulled_at": utc_iso(time.time_ns()),
         "key_fingerprint": fingerprint(key),
         "key_source": key_source,
+        "device_certificate": hashlib.sha256(certificate).hexdigest(),
         "head": result.verify.head,
         "records": result.verify.records,
         "held": held,
@@ -393,7 +472,10 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
 
 
 async def post(url: str, link: DockLink, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """One change on the device (officer assignment, clock), as the dock."""
-    async with _session(url, link, 1) as session, \
-            session.post(f"{API}/{path}", json=body) as response:
-        return await _json(response, path)
+    """One change on the device (officer assignment, clock), as the dock, on the connection
+    the device's identity was checked on."""
+    context = link.context()
+    async with open_session(url, context, 1) as session:
+        await device_identity(session, context.check)
+        async with session.post(f"{API}/{path}", json=body) as response:
+            return await read_json(response, path)

@@ -1,4 +1,5 @@
-"""`bodycam dock ...`: the docking station's commands (pull and custody, officer, clock)."""
+"""`bodycam dock ...`: the docking station's commands (enroll, pull and custody, officer,
+clock)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,25 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     link.add_argument("--key", required=True, type=Path, help="the dock's private key (PEM)")
     link.add_argument("--ca", required=True, type=Path, help="the agency's device CA (PEM)")
     link.add_argument("--operator", required=True, help="who operates the dock (Art. 22)")
+    link.add_argument("--device-id", help="the device must be this one (its certificate's CN); "
+                      "default: whichever device the certificate names")
     link.add_argument("-v", "--verbose", action="store_true")
+
+    enroll = actions.add_parser("enroll", parents=[link],
+                                help="certify a device over the dock link and install its "
+                                     "certificate, the dock CA and the agency's recipients")
+    enroll.add_argument("--expect-key", required=True, metavar="FINGERPRINT",
+                        help="the device's key fingerprint, as `bodycam keys show` prints it "
+                             "on the device: the only trust in a device not yet enrolled")
+    enroll.add_argument("--device-ca-key", required=True, type=Path,
+                        help="the private key of the device CA (--ca), which signs the request")
+    enroll.add_argument("--recipients", required=True, type=Path,
+                        help="the agency's age recipients, one age1… per line")
+    enroll.add_argument("--dock-ca", type=Path, help="the dock CA to install (PEM; default: "
+                        "the device keeps the one that let this dock in)")
+    enroll.add_argument("--replace", action="store_true",
+                        help="enroll a device that is already enrolled (a renewal)")
+    enroll.set_defaults(func=_enroll)
 
     pull_ = actions.add_parser("pull", parents=[link],
                                help="pull every sealed file not yet held, verify, report custody")
@@ -49,7 +68,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _link(args: argparse.Namespace) -> Any:
     from agent.dock import DockLink  # aiohttp loads only for the dock's commands
 
-    return DockLink(args.cert, args.key, args.ca)
+    return DockLink(args.cert, args.key, args.ca, args.device_id)
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -62,6 +81,9 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
         return run(coroutine)
     except DockError as exc:
         raise SystemExit(f"bodycam dock: {exc}") from exc
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise SystemExit(f"bodycam dock: the device's certificate is refused: "
+                         f"{exc.certificate_error}") from exc
     except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
         raise SystemExit(f"bodycam dock: cannot talk to the device: {exc}") from exc
 
@@ -82,6 +104,25 @@ def _pull(args: argparse.Namespace) -> int:
         print(f"custody: record {result.custody_seq} sealed on the device; receipt in "
               f"{result.folder / 'receipts'}; purged on the device: {len(result.purged)}")
     print(f"evidence: {result.folder} (bodycam verify {result.folder})")
+    return 0
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from agent.dock import DockError
+    from agent.dock_enroll import enroll, load_device_ca
+
+    try:
+        recipients = args.recipients.read_text()
+        dock_ca = args.dock_ca.read_bytes() if args.dock_ca else None
+        device_ca = load_device_ca(args.ca, args.device_ca_key)
+    except (OSError, DockError) as exc:
+        raise SystemExit(f"bodycam dock: {exc}") from exc
+    done = _run(enroll(args.device, _link(args), device_ca, args.expect_key, recipients,
+                       args.operator, dock_ca, args.replace))
+    certificate = done.certificate
+    print(f"{done.device}: enrolled, sealed as record {done.seq}; certificate sha256 "
+          f"{certificate['sha256']}, valid until {certificate['not_after']}; the device now "
+          f"presents it, verified against {args.ca}")
     return 0
 
 

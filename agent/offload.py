@@ -1,12 +1,16 @@
 """The offload server: the only way footage leaves the device (Art. 20), to an agency dock.
 
 HTTPS with mutual TLS: the client must present a certificate that chains to the
-agency's dock CA, the one trust anchor loaded; TLS 1.2 or newer. It runs on its
-own thread with its own event loop, so a slow dock never holds up the recorder,
-and it serves only what the chain names: a sealed file is asked for by the seq
-of its record, parsed strictly, and its path comes from that record, never from
-the request. Every access is logged with the dock's name. The API is specified
-in docs/offload-openapi.yaml; the protocol and custody rules in docs/docking.md.
+agency's dock CA, the one trust anchor loaded; TLS 1.2 or newer. The device
+presents its enrolled certificate with its signing key; a device not yet enrolled
+presents a self-signed one for the same key and serves only its identity and
+enrollment, until a dock enrolls it (then new connections get the enrolled
+certificate, without a restart). It runs on its own thread with its own event
+loop, so a slow dock never holds up the recorder, and it serves only what the
+chain names: a sealed file is asked for by the seq of its record, parsed
+strictly, and its path comes from that record, never from the request. Every
+access is logged with the dock's name. The API is specified in
+docs/offload-openapi.yaml; the protocol and custody rules in docs/docking.md.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import uvloop
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, Field, ValidationError
 
 from agent import __version__
@@ -40,7 +45,14 @@ from agent.custody import (
     StrictModel,
     take_custody,
 )
-from agent.keys import PUBLIC_NAME
+from agent.enrollment import (
+    current_request,
+    describe,
+    enroll,
+    enrolled_certificate,
+    tls_certificate,
+)
+from agent.keys import PRIVATE_NAME, PUBLIC_NAME, KeyMaterialError, fingerprint
 from agent.store import Store
 from hal.clock import KernelClock, SimulatedClock, set_wall_clock
 
@@ -50,6 +62,8 @@ API = "/v1"
 MAX_BODY = 32 * 1024 * 1024
 CHUNK = 1024 * 1024
 _SEQ = re.compile(r"[1-9][0-9]{0,15}")
+_PEM_MAX = 64 * 1024
+_ENROLLMENT_MODE = frozenset({f"{API}/identity", f"{API}/enrollment"})
 _Model = TypeVar("_Model", bound=BaseModel)
 DOCK = web.RequestKey("dock", DockIdentity)
 
@@ -69,11 +83,22 @@ class ClockSet(StrictModel):
     operator: Annotated[str, Field(min_length=1, max_length=64)]
 
 
+class EnrollmentRequest(StrictModel):
+    """What a dock hands over to enroll the device; `dock_ca` absent keeps the one in use."""
+
+    certificate: Annotated[str, Field(min_length=1, max_length=_PEM_MAX)]
+    dock_ca: Annotated[str, Field(min_length=1, max_length=_PEM_MAX)] | None = None
+    recipients: Annotated[str, Field(min_length=1, max_length=_PEM_MAX)]
+    operator: Annotated[str, Field(min_length=1, max_length=64)]
+    replace: bool = False
+
+
 @dataclass(frozen=True)
 class DockedDevice:
     """What the server works on: the daemon's store, chain and clock, shared, not copied."""
 
     device_id: str
+    key: Ed25519PrivateKey
     store: Store
     chain: Chain
     ledger: Ledger
@@ -82,18 +107,17 @@ class DockedDevice:
     officer: Callable[[], str]
 
 
-def server_context(config: DockConfig, store: Path) -> ssl.SSLContext:
+def server_context(config: DockConfig, store: Path, certificate: Path,
+                   private_key: Path) -> ssl.SSLContext:
     """Mutual TLS: our certificate, and the dock CA as the only anchor for client certificates."""
+    dock_ca = config.path(store, config.dock_ca)
+    if not dock_ca.is_file():
+        raise FileNotFoundError(f"[dock] dock_ca = {config.dock_ca!r}: no file {dock_ca}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.verify_mode = ssl.CERT_REQUIRED
-    for key in ("certificate", "private_key", "dock_ca"):
-        path = config.path(store, getattr(config, key))
-        if not path.is_file():
-            raise FileNotFoundError(f"[dock] {key} = {getattr(config, key)!r}: no file {path}")
-    context.load_cert_chain(config.path(store, config.certificate),
-                            config.path(store, config.private_key))
-    context.load_verify_locations(cafile=config.path(store, config.dock_ca))
+    context.load_cert_chain(certificate, private_key)
+    context.load_verify_locations(cafile=dock_ca)
     return context
 
 
@@ -103,7 +127,10 @@ class OffloadServer:
     def __init__(self, device: DockedDevice, config: DockConfig) -> None:
         self._device = device
         self._config = config
-        self._context = server_context(config, device.store.root)
+        self._context, self._enrolled = self._tls()
+        self._live = self._context  # what new handshakes get; replaced at enrollment
+        self._context.sni_callback = self._newest
+        self._enrolling = asyncio.Lock()
         self._nonces = Nonces()
         self._loop = uvloop.new_event_loop()  # see agent.dock.run: its TLS is cheaper
         self._runner: web.AppRunner | None = None
@@ -111,12 +138,17 @@ class OffloadServer:
                                         daemon=True)
         self.port = 0
 
+    @property
+    def enrolled(self) -> bool:
+        return self._enrolled
+
     def start(self) -> None:
         self._thread.start()
         future = asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
         self.port = future.result(30)
-        log.info("offload server on %s:%d (mutual TLS, dock CA %s)", self._config.address,
-                 self.port, self._config.dock_ca)
+        log.info("offload server on %s:%d (mutual TLS, dock CA %s)%s", self._config.address,
+                 self.port, self._config.dock_ca, "" if self._enrolled else
+                 ": not enrolled, serving only identity and enrollment")
 
     def close(self) -> None:
         if self._runner is not None:
@@ -125,10 +157,27 @@ class OffloadServer:
         self._thread.join(30)
         self._loop.close()
 
+    def _tls(self) -> tuple[ssl.SSLContext, bool]:
+        """A context for the certificate the device has now, and whether it is enrolled."""
+        keys = self._device.store.keys
+        certificate, enrolled = tls_certificate(keys, self._device.key, self._device.device_id)
+        return server_context(self._config, self._device.store.root, certificate,
+                              keys / PRIVATE_NAME), enrolled
+
+    def _newest(self, ssl_object: ssl.SSLObject, _server_name: str | None,
+                listening: ssl.SSLContext) -> None:
+        """Called at every ClientHello (with or without SNI): the handshake takes the newest
+        context, so an enrollment is served at once; connections already open keep theirs."""
+        if self._live is not listening:
+            ssl_object.context = self._live
+
     async def _serve(self) -> int:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[_name_the_dock])
+        app = web.Application(client_max_size=MAX_BODY,
+                              middlewares=[_name_the_dock, self._enrollment_mode])
         app.add_routes([
             web.get(f"{API}/identity", self._identity),
+            web.get(f"{API}/enrollment", self._certificate_request),
+            web.post(f"{API}/enrollment", self._enroll),
             web.get(f"{API}/chain", self._chain),
             web.get(API + "/sealed/{seq}", self._sealed),
             web.post(f"{API}/custody", self._custody),
@@ -142,6 +191,18 @@ class OffloadServer:
         await site.start()
         return self._runner.addresses[0][1]
 
+    @web.middleware
+    async def _enrollment_mode(self, request: web.Request,
+                               handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                               ) -> web.StreamResponse:
+        """Not enrolled: no dock can have checked the device against the agency's device
+        CA, so nothing is served that custody or the officer's record would rest on."""
+        if not self._enrolled and request.path not in _ENROLLMENT_MODE:
+            raise _error(web.HTTPForbidden, f"{request.path}: this device is not enrolled; "
+                         "until a dock enrolls it (bodycam dock enroll) it serves only "
+                         f"{' and '.join(sorted(_ENROLLMENT_MODE))}")
+        return await handler(request)
+
     # --- reading ------------------------------------------------------------------------
 
     async def _identity(self, request: web.Request) -> web.Response:
@@ -154,6 +215,8 @@ class OffloadServer:
             "officer": device.officer(),
             "version": __version__,
             "public_key": public,
+            "key_fingerprint": fingerprint(device.key.public_key()),
+            "enrolled": self._enrolled,
             "head": head.as_dict(),
             "clock": device.clock.state().as_record(),
             "nonce": self._nonces.issue(),
@@ -174,7 +237,48 @@ class OffloadServer:
             raise _error(web.HTTPGone, f"{sealed.file} (seq {seq}) was purged after custody")
         return await _send_file(request, path, sealed.sha256)
 
+    async def _certificate_request(self, request: web.Request) -> web.Response:
+        device = self._device
+        pem = await asyncio.to_thread(current_request, device.store.keys, device.key,
+                                      device.device_id)
+        return web.json_response({"device": device.device_id,
+                                  "key_fingerprint": fingerprint(device.key.public_key()),
+                                  "csr": pem.decode("ascii")})
+
     # --- changing -----------------------------------------------------------------------
+
+    async def _enroll(self, request: web.Request) -> web.Response:
+        """Install the agency's certificate, dock CA and recipients (sealed), then serve the
+        certificate to new connections. An enrolled device is enrolled again only when asked
+        to replace its certificate: a dock must not change a device's identity by accident."""
+        body = await _body(request, EnrollmentRequest)
+        device, dock = self._device, request[DOCK]
+        async with self._enrolling:
+            held = await asyncio.to_thread(enrolled_certificate, device.store.keys, device.key)
+            if held is not None and not body.replace:
+                current = describe(held)
+                raise _error(web.HTTPConflict, f"this device is already enrolled (certificate "
+                             f"sha256 {current['sha256']}, {current['subject']}, issued by "
+                             f"{current['issuer']}); send \"replace\": true to replace it")
+            dock_ca = body.dock_ca.encode() if body.dock_ca else \
+                self._config.path(device.store.root, self._config.dock_ca).read_bytes()
+            context = {"dock": dock.as_record(), "operator": body.operator,
+                       "replaces": describe(held) if held is not None else None}
+            try:
+                record = await asyncio.to_thread(
+                    enroll, device.store.keys, device.chain, device.key, device.device_id,
+                    body.certificate.encode(), dock_ca, body.recipients, context,
+                    _client_certificate(request))
+            except KeyMaterialError as exc:
+                log.warning("enrollment by dock %s refused: %s", dock.name, exc)
+                raise _error(web.HTTPUnprocessableEntity, f"EnrollmentRequest: {exc}") from exc
+            self._live, self._enrolled = await asyncio.to_thread(self._tls)
+        certificate = record["payload"]["device_certificate"]
+        log.info("enrolled by dock %s, operator %s: certificate sha256 %s until %s, sealed "
+                 "as record %d", dock.name, body.operator, certificate["sha256"],
+                 certificate["not_after"], record["seq"])
+        return web.json_response({"seq": record["seq"], "certificate": certificate})
+
 
     async def _custody(self, request: web.Request) -> web.Response:
         report = await _body(request, CustodyReport)
@@ -231,6 +335,12 @@ class OffloadServer:
             "operator": setting.operator, "before": utc_iso(before_ns),
             "after": utc_iso(setting.time_ns), "step_ns": step})
         return web.json_response({"seq": record["seq"], "step_ns": step})
+
+
+def _client_certificate(request: web.Request) -> bytes | None:
+    """The dock's verified client certificate (DER), from the TLS session."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    return ssl_object.getpeercert(binary_form=True) if ssl_object else None
 
 
 @web.middleware

@@ -1,15 +1,17 @@
 """X.509 material for the dock link: an agency CA, and leaf certificates it issues.
 
 The agency runs two CAs: the dock CA, whose certificates a device accepts as
-docks, and the device CA, whose certificates a dock accepts as devices. This
-module makes both and their leaves for the demo, the tests and the benchmark; a
-real agency issues them from its own PKI, and the device only ever reads PEM files.
+docks, and the device CA, whose certificates a dock accepts as devices. A device
+certificate certifies the device's own Ed25519 signing key (from its request, at
+enrollment: `certify_device`, which `bodycam dock enroll` uses); before that, a
+device presents a self-signed certificate for the same key. This module makes
+the CAs and dock leaves for the demo, the tests and the benchmark; a real agency
+issues them from its own PKI, and the device only ever reads PEM files.
 """
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,12 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -25,7 +33,7 @@ class Issued:
     """A certificate with its private key."""
 
     certificate: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: CertificateIssuerPrivateKeyTypes
 
     @property
     def cert_pem(self) -> bytes:
@@ -44,6 +52,11 @@ class Issued:
             fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(self.key_pem)
+
+
+def common_names(name: x509.Name) -> list[str]:
+    """The CNs of a subject: a device's certificate or request must hold exactly its id."""
+    return [str(a.value) for a in name.get_attributes_for_oid(NameOID.COMMON_NAME)]
 
 
 def _name(common_name: str) -> x509.Name:
@@ -78,31 +91,58 @@ def make_ca(common_name: str, days: int = 3650) -> Issued:
     return Issued(cert, key)
 
 
-def issue(ca: Issued, common_name: str, *, server: bool, hosts: tuple[str, ...] = (),
-          days: int = 825, expired: bool = False) -> Issued:
-    """A leaf for a device (`server`: TLS server, named by `hosts`) or a dock (TLS client)."""
+def issue(ca: Issued, common_name: str, *, days: int = 825, expired: bool = False) -> Issued:
+    """A dock's client certificate, with a new key."""
     key = ec.generate_private_key(ec.SECP256R1())
+    return Issued(_leaf(ca, _name(common_name), key.public_key(),
+                        [ExtendedKeyUsageOID.CLIENT_AUTH], days, expired), key)
+
+
+def device_request(key: Ed25519PrivateKey, device_id: str) -> x509.CertificateSigningRequest:
+    """What a device asks its agency to certify: its signing key, CN = its id."""
+    return (x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
+            .sign(key, None))
+
+
+def certify_device(ca: Issued, request: x509.CertificateSigningRequest,
+                   days: int = 825) -> x509.Certificate:
+    """The agency's device certificate for a device's request: its key and its subject (CN =
+    the device id), for both ends of TLS: server on the dock link, client to the MQTT
+    broker. No address in it: a docked device's address is arbitrary, its id is not."""
+    if not request.is_signature_valid:
+        raise ValueError("the certificate request's signature does not verify: it was not "
+                         "made with the key it names")
+    return _leaf(ca, request.subject, request.public_key(),
+                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], days, False)
+
+
+def self_signed(key: Ed25519PrivateKey, common_name: str, days: int = 825) -> x509.Certificate:
+    """A device's certificate for its own key, before any CA has certified it: what an
+    un-enrolled device presents, which a dock can only pin by the key's fingerprint."""
+    start, end = _validity(days, expired=False)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, None))
+
+
+def _leaf(ca: Issued, subject: x509.Name, public_key: CertificatePublicKeyTypes,
+          usages: list[x509.ObjectIdentifier], days: int, expired: bool) -> x509.Certificate:
     start, end = _validity(days, expired)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    builder = (x509.CertificateBuilder()
-               .subject_name(_name(common_name)).issuer_name(ca.certificate.subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(start).not_valid_after(end)
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                   ca.key.public_key()), critical=False))
-    if hosts:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [_general_name(host) for host in hosts]), critical=False)
-    return Issued(builder.sign(ca.key, hashes.SHA256()), key)
-
-
-def _general_name(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
+    digest = None if isinstance(ca.key, Ed25519PrivateKey | Ed448PrivateKey) else hashes.SHA256()
+    return (x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(ca.certificate.subject)
+            .public_key(public_key).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca.key.public_key()), critical=False)
+            .sign(ca.key, digest))
 
 
 @dataclass(frozen=True)
@@ -117,17 +157,18 @@ class DockPki:
     device_ca: Path
 
 
-def write_dock_pki(device_keys: Path, dock_dir: Path, device_id: str, dock_name: str,
-                   hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> DockPki:
-    """Both CAs and both leaves, the device's into its keys/ and the dock's into `dock_dir`."""
+def write_dock_pki(device_keys: Path, key: Ed25519PrivateKey, dock_dir: Path, device_id: str,
+                   dock_name: str) -> DockPki:
+    """Both CAs and the dock's leaf into `dock_dir`; into the device's keys/, the dock CA and
+    the device certificate for its signing key `key` (as enrollment installs them)."""
     dock_ca, device_ca = make_ca("agency dock CA"), make_ca("agency device CA")
     dock_dir.mkdir(parents=True, exist_ok=True)
-    files = DockPki(device_keys / "tls.crt", device_keys / "tls.key",
+    files = DockPki(device_keys / "device.crt", device_keys / "device.key",
                     device_keys / "dock-ca.pem", dock_dir / "dock.crt", dock_dir / "dock.key",
                     dock_dir / "device-ca.pem")
-    issue(device_ca, device_id, server=True, hosts=hosts).write(files.device_cert,
-                                                                files.device_key)
+    files.device_cert.write_bytes(certify_device(device_ca, device_request(key, device_id))
+                                  .public_bytes(serialization.Encoding.PEM))
     dock_ca.write(files.dock_ca)
-    issue(dock_ca, dock_name, server=False).write(files.dock_cert, files.dock_key)
+    issue(dock_ca, dock_name).write(files.dock_cert, files.dock_key)
     device_ca.write(files.device_ca)
     return files

@@ -65,8 +65,10 @@ class Telemetry:
     """One device's MQTT session. `on_record` is the chain listener."""
 
     def __init__(self, config: Config, config_path: Path, outbox: Outbox,
-                 seal: Callable[[str, dict[str, Any]], Any]) -> None:
+                 seal: Callable[[str, dict[str, Any]], Any],
+                 enrolled: tuple[Path, Path] | None = None) -> None:
         self._config = config
+        self._enrolled = enrolled  # (certificate, key): the client identity when none is set
         self._mqtt = config.mqtt
         self._device = config.device.id
         self.topics = Topics.for_device(self._device)
@@ -102,6 +104,8 @@ class Telemetry:
         if self._mqtt.tls:
             ca, cert, key = (mqtt_file(self._config, config_path, name)
                              for name in ("ca", "cert", "key"))
+            if cert is None and self._enrolled is not None:
+                cert, key = self._enrolled
             # PROTOCOL_TLS_CLIENT: certificate and host name are checked; never tls_insecure_set
             client.tls_set(ca_certs=None if ca is None else str(ca),
                            certfile=None if cert is None else str(cert),
@@ -313,17 +317,19 @@ class Telemetry:
         return {"published": True}
 
 
-def open_telemetry(config: Config, config_path: Path, chain: Chain,
-                   store: Store) -> Telemetry | None:
+def open_telemetry(config: Config, config_path: Path, chain: Chain, store: Store,
+                   enrolled: tuple[Path, Path] | None = None) -> Telemetry | None:
     """The outbox (caught up from the chain) and the client, listening to the chain from now
-    on; None when [mqtt] is off, or when it cannot be set up (logged: recording goes on)."""
+    on; None when [mqtt] is off, or when it cannot be set up (logged: recording goes on).
+    `enrolled` (certificate, key) is the client identity when [mqtt] sets none: read here,
+    at start, because paho fixes its TLS context when the client is made."""
     if not config.mqtt.enabled:
         return None
     try:
         outbox = Outbox(store.root / "outbox.sqlite", config.device.id,
                         config.mqtt.outbox_limit)
         outbox.catch_up(store.chain, chain.head.seq)
-        telemetry = Telemetry(config, config_path, outbox, chain.append)
+        telemetry = Telemetry(config, config_path, outbox, chain.append, enrolled)
     except Exception:
         log.exception("telemetry is off: it could not be set up; recording is not affected")
         return None

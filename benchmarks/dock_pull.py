@@ -18,7 +18,7 @@ Run from the repository root:
    first request to the custody receipt: chain, every segment streamed to disk and
    hashed as it arrives, `verify_store` over the whole copy (every signature,
    link and SHA-256 again, from the page cache), custody report and receipt.
-4. Baseline: nginx (one worker, TLS 1.3 with the same device certificate, client
+4. Baseline: nginx (one worker, TLS 1.3 with the same device certificate and Ed25519 key, client
    certificates required against the same dock CA) serving the same sealed/ folder;
    `curl` with the dock's certificate fetching every file to disk, `--parallel`
    with as many connections. Timed from start to exit. curl does not verify.
@@ -111,8 +111,9 @@ def serve(store_root: Path, port: int, ready: Any) -> None:
                   lambda: (DEVICE, "BENCH-OFFICER"), SimulatedClock().state, "benchmark-serve")
     ledger = Ledger(store.chain).refresh()
     config = DockConfig(enabled=True, port=port)
-    server = OffloadServer(DockedDevice(DEVICE, store, chain, ledger, SimulatedClock(),
-                                        lambda: None, lambda: "BENCH-OFFICER"), config)
+    server = OffloadServer(DockedDevice(DEVICE, load_or_create_device_key(store.keys), store,
+                                        chain, ledger, SimulatedClock(), lambda: None,
+                                        lambda: "BENCH-OFFICER"), config)
     server.start()
     ready.set()
     while True:
@@ -176,11 +177,13 @@ def run_curl(port: int, names: list[str], out: Path, pki: DockPki,
     """Seconds to fetch, seconds to fetch + `sha256sum` + `sync` (the same work as the
     agent's, less the chain), and the bytes."""
     out.mkdir(parents=True)
+    # The device certificate names the device, not an address: curl checks that name.
     command = ["curl", "--silent", "--show-error", "--fail", "--no-progress-meter", "--parallel",
                "--parallel-max", str(connections), "--cert", str(pki.dock_cert),
-               "--key", str(pki.dock_key), "--cacert", str(pki.device_ca)]
+               "--key", str(pki.dock_key), "--cacert", str(pki.device_ca),
+               "--resolve", f"{DEVICE}:{port}:127.0.0.1"]
     for name in names:
-        command += [f"https://127.0.0.1:{port}/sealed/{name}", "-o", str(out / name)]
+        command += [f"https://{DEVICE}:{port}/sealed/{name}", "-o", str(out / name)]
     started = time.perf_counter()
     subprocess.run(command, check=True)
     fetched = time.perf_counter() - started
@@ -208,7 +211,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bodycam-dockbench-") as tmp:
         root = Path(tmp)
         store, count = build_store(root, int(args.gib * 2**30), args.segment_mib * 2**20)
-        pki = write_dock_pki(store.keys, root / "dock", DEVICE, "BENCH-DOCK")
+        pki = write_dock_pki(store.keys, load_or_create_device_key(store.keys), root / "dock",
+                             DEVICE, "BENCH-DOCK")
         names = sorted(p.name for p in store.sealed.iterdir())
         total = sum((store.sealed / n).stat().st_size for n in names)
         print(f"store: {count} segments, {total / 2**30:.2f} GiB; "

@@ -88,7 +88,8 @@ class Broker:
     """`mosquitto -c <folder>/mosquitto.conf`; stop and start keep the ports and, with
     persistence, the persistent sessions and their queued messages."""
 
-    def __init__(self, folder: Path, pki: Pki | None = None, persistence: bool = True) -> None:
+    def __init__(self, folder: Path, pki: Pki | None = None, persistence: bool = True,
+                 client_cas: Path | None = None) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -105,7 +106,7 @@ class Broker:
         lines += [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
         if pki:
             lines += [f"listener {self.tls_port} 127.0.0.1",
-                      f"cafile {pki.ca}", f"certfile {pki.server_cert}",
+                      f"cafile {client_cas or pki.ca}", f"certfile {pki.server_cert}",
                       f"keyfile {pki.server_key}", "require_certificate true",
                       "use_identity_as_username true", f"acl_file {SHIPPED_ACL}"]
         self.conf.write_text("\n".join(lines) + "\n")
@@ -207,8 +208,12 @@ class Brokers:
     folder: Path
     started: list[Broker] = field(default_factory=list)
 
-    def __call__(self, pki: Pki | None = None, persistence: bool = True) -> Broker:
-        broker = Broker(self.folder / f"broker-{len(self.started)}", pki, persistence)
+    def __call__(self, pki: Pki | None = None, persistence: bool = True,
+                 client_cas: Path | None = None) -> Broker:
+        """`client_cas`: the CAs whose client certificates the TLS listener accepts (default:
+        `pki`'s own), e.g. with the agency's device CA for enrolled devices."""
+        broker = Broker(self.folder / f"broker-{len(self.started)}", pki, persistence,
+                        client_cas)
         broker.start()
         self.started.append(broker)
         return broker
