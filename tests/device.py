@@ -28,11 +28,11 @@ resume_free_bytes = {resume_free_bytes}
 
 [camera]
 backend = "sim"
-width = 320
-height = 240
+width = {width}
+height = {height}
 fps = 30
 keyframe_interval = {gop}
-bitrate = 400_000
+bitrate = {bitrate}
 realtime = {realtime}
 stall_s = {stall_s}
 
@@ -74,7 +74,8 @@ storage_low_minutes = {storage_low_minutes}
 {extra}
 """
 
-DEFAULTS = {"gop": 15, "realtime": "false", "segment_seconds": 1.0, "pre_event_seconds": 2.0,
+DEFAULTS = {"width": 320, "height": 240, "bitrate": 400_000, "gop": 15, "realtime": "false",
+            "segment_seconds": 1.0, "pre_event_seconds": 2.0,
             "export_deadline_hours": 24, "notice": "false", "audio_backend": "sim",
             "languages": '["zh", "en"]', "reminder": 120, "check_interval": 10,
             "storage_low_minutes": 60, "note_wait": 10, "note_silence": 2.0, "note_max": 120,
