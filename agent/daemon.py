@@ -200,7 +200,7 @@ class Daemon:
         self.recipients = load_recipients(self.config.encryption, self.store.keys)
         self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, self.boot_id)
         self.telemetry = open_telemetry(self.config, self.config_path, self.chain, self.store,
-                                        enrolled_identity(self.store.keys, key))
+                                        lambda: enrolled_identity(self.store.keys, key))
         self.ledger = Ledger(self.store.chain).refresh()
         history = read_bodies(self.store.chain)
         move_orphans_back(self.store, history)

@@ -66,9 +66,11 @@ class Telemetry:
 
     def __init__(self, config: Config, config_path: Path, outbox: Outbox,
                  seal: Callable[[str, dict[str, Any]], Any],
-                 enrolled: tuple[Path, Path] | None = None) -> None:
+                 enrolled: Callable[[], tuple[Path, Path] | None] | None = None) -> None:
         self._config = config
         self._enrolled = enrolled  # (certificate, key): the client identity when none is set
+        self._context: ssl.SSLContext | None = None
+        self._identity: tuple[Path, Path] | None = None  # the enrolled one, once presented
         self._mqtt = config.mqtt
         self._device = config.device.id
         self.topics = Topics.for_device(self._device)
@@ -104,18 +106,30 @@ class Telemetry:
         if self._mqtt.tls:
             ca, cert, key = (mqtt_file(self._config, config_path, name)
                              for name in ("ca", "cert", "key"))
-            if cert is None and self._enrolled is not None:
-                cert, key = self._enrolled
-            # PROTOCOL_TLS_CLIENT: certificate and host name are checked; never tls_insecure_set
-            client.tls_set(ca_certs=None if ca is None else str(ca),
-                           certfile=None if cert is None else str(cert),
-                           keyfile=None if key is None else str(key),
-                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            # The broker's certificate and host name are always checked.
+            self._context = ssl.create_default_context(cafile=None if ca is None else str(ca))
+            if cert is not None:
+                self._context.load_cert_chain(cert, key)
+            elif self._enrolled is not None:
+                client.on_pre_connect = self._present_enrolled_identity
+            client.tls_set_context(self._context)
+            client.tls_insecure_set(False)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
+
+    def _present_enrolled_identity(self, _client: mqtt.Client, _userdata: Any) -> None:
+        """Before each connection attempt: once a dock has enrolled the device, present
+        the enrolled certificate. Loaded into the live context, so an enrollment at the
+        dock takes effect at the next (re)connect, without a restart."""
+        assert self._context is not None and self._enrolled is not None
+        identity = self._enrolled()
+        if identity is not None and identity != self._identity:
+            self._context.load_cert_chain(*identity)
+            self._identity = identity
+            log.info("MQTT: presenting the enrolled certificate %s", identity[0])
 
     # --- the daemon's side -------------------------------------------------------------------
 
@@ -318,11 +332,13 @@ class Telemetry:
 
 
 def open_telemetry(config: Config, config_path: Path, chain: Chain, store: Store,
-                   enrolled: tuple[Path, Path] | None = None) -> Telemetry | None:
+                   enrolled: Callable[[], tuple[Path, Path] | None] | None = None
+                   ) -> Telemetry | None:
     """The outbox (caught up from the chain) and the client, listening to the chain from now
     on; None when [mqtt] is off, or when it cannot be set up (logged: recording goes on).
-    `enrolled` (certificate, key) is the client identity when [mqtt] sets none: read here,
-    at start, because paho fixes its TLS context when the client is made."""
+    `enrolled` gives the enrolled (certificate, key), the client identity when [mqtt] sets
+    none; it is asked before every connection attempt, so a device enrolled at the dock
+    while running presents its certificate at its next connection."""
     if not config.mqtt.enabled:
         return None
     try:

@@ -26,7 +26,7 @@ from agent.dock import DockError, DockLink
 from agent.dock_enroll import enroll
 from agent.pki import certify_device, device_request, issue, make_ca
 from agent.verify import verify_store
-from tests.device import BODYCAM, running_daemon, spawn_daemon, wait_for, write_device_config
+from tests.device import BODYCAM, running_daemon, spawn_daemon, wait_for
 from tests.dockside import dock_config
 from tests.mosquitto import Brokers, Subscriber, brokers, free_port, mqtt_section  # noqa: F401
 from tests.mosquitto import Pki as BrokerPki
@@ -216,7 +216,7 @@ def test_an_enrollment_installing_a_new_dock_ca_is_served_without_a_restart(
     assert verify_store(store).ok
 
 
-def test_an_enrolled_device_reaches_mosquitto_with_its_enrolled_certificate(
+def test_a_device_enrolled_while_running_reaches_mosquitto_with_its_enrolled_certificate(
         tmp_path: Path, pki: Pki, brokers: Brokers) -> None:  # noqa: F811
     broker_pki = BrokerPki(tmp_path / "broker-pki")
     client_cas = tmp_path / "client-cas.pem"
@@ -224,13 +224,18 @@ def test_an_enrolled_device_reaches_mosquitto_with_its_enrolled_certificate(
     broker = brokers(broker_pki, client_cas=client_cas)
     fleet = Subscriber(broker.tls_port, ["bodycam/#"],
                        tls=(broker_pki.ca, *broker_pki.issue("fleet")))
-    store = tmp_path / "store"
-    pki.install_on_device(store / "keys")  # as enrollment installs it; [mqtt] names no cert
-    config = write_device_config(tmp_path / "device.toml", store, realtime="true",
-                                 extra=mqtt_section(broker.tls_url, ca=str(broker_pki.ca)))
+    # [mqtt] names no client certificate: the device's identity is the enrolled one.
+    config, _, key = shipped_device(tmp_path, pki, device={
+        "realtime": "true", "extra": mqtt_section(broker.tls_url, ca=str(broker_pki.ca))})
+    link = DockLink(pki.pem("dock.crt"), pki.pem("dock.key"), pki.pem("device-ca.pem"))
     try:
         with running_daemon(config) as daemon:
-            wait_for(daemon.telemetry.connected.is_set, 10, "the device to connect")
+            # Not enrolled: no certificate the broker accepts, so not connected.
+            assert not daemon.telemetry.connected.wait(2.5)
+            asyncio.run(enroll(f"https://127.0.0.1:{daemon.offload.port}", link,
+                               pki.device_ca, key, pki.pem("recipients.txt").read_text(), "Li"))
+            # No restart: the next reconnect (at most [mqtt] reconnect_max_s) presents it.
+            wait_for(daemon.telemetry.connected.is_set, 15, "the device to connect")
             fleet.wait(lambda: fleet.on(f"bodycam/{DEVICE_ID}/status"),
                        what="the device's status, allowed by the ACL for CN=TEST-0001")
         assert fleet.on(f"bodycam/{DEVICE_ID}/availability")[0].payload == b"online"
