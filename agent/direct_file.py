@@ -40,8 +40,8 @@ class DirectFile:
 
     `digest`, when given, is fed every byte written, in the same large blocks: one
     call per 4 MiB releases the GIL for its whole length, where one per network read
-    (16 to 256 KiB) would hand the GIL back and forth with the thread decrypting.
-    Not thread-safe: one writer at a time, as the dock's one block in flight per file.
+    would hand the GIL back and forth with the threads receiving. Not thread-safe:
+    one writer per file, as the dock's one transfer per file.
     """
 
     def __init__(self, path: Path, offset: int = 0, digest: Digest | None = None) -> None:
@@ -76,10 +76,6 @@ class DirectFile:
                 if self._digest is not None:
                     self._digest.update(self._view)
                 self._drain(BUFFER)
-
-    def write_all(self, blocks: list[bytes]) -> None:
-        for block in blocks:
-            self.write(block)
 
     def close(self) -> None:
         """Write what is gathered (the last block padded), cut the padding off, close."""

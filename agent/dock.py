@@ -23,7 +23,6 @@ import re
 import ssl
 import time
 import uuid
-from collections import deque
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,8 +35,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.bulk import BulkLink, Download
 from agent.chain import SEALED_FILE_TYPES, read_bodies, split_line, utc_iso
-from agent.direct_file import DirectFile, aligned_down
+from agent.direct_file import aligned_down
 from agent.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.pki import common_names
 from agent.store import fsync_dir
@@ -45,7 +45,6 @@ from agent.verify import Report, verify_store
 
 API = "v1"
 CHUNK = 1024 * 1024
-IN_FLIGHT = 4  # batches handed to a file's writer thread and not yet on disk
 ATTEMPTS = 5
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)(\.age)?")
@@ -171,14 +170,23 @@ def open_session(url: str, context: DeviceContext, connections: int) -> aiohttp.
 
 async def read_json(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
     body = await response.read()
+    if response.status != 200:
+        raise DockError(f"{what}: the device answered {response.status}: {_error_text(body)}")
+    try:
+        return json.loads(body)
+    except ValueError:
+        return {}
+
+
+def _error_text(body: bytes) -> str:
+    """The device's message from its JSON error body, else the body's start."""
     try:
         data = json.loads(body)
     except ValueError:
-        data = {}
-    if response.status != 200:
-        raise DockError(f"{what}: the device answered {response.status}: "
-                        f"{data.get('error', body[:200].decode('utf-8', 'replace'))}")
-    return data
+        data = None
+    if isinstance(data, dict) and "error" in data:
+        return str(data["error"])
+    return body[:200].decode("utf-8", "replace")
 
 
 async def device_identity(session: aiohttp.ClientSession, check: DeviceCheck) -> dict[str, Any]:
@@ -234,8 +242,9 @@ async def _pull_chain(session: aiohttp.ClientSession, chain: Path) -> int:
 class _Fetch:
     """One sealed file into partial/, resumed with Range, hashed as it arrives, then sealed/."""
 
-    def __init__(self, session: aiohttp.ClientSession, folder: Path, record: dict[str, Any]):
-        self.session = session
+    def __init__(self, url: str, link: BulkLink, folder: Path, record: dict[str, Any]):
+        self.url = f"{url.rstrip('/')}/{API}/sealed/{record['seq']}"
+        self.link = link
         self.seq = record["seq"]
         self.size = record["payload"]["size"]
         self.sha256 = record["payload"]["sha256"]
@@ -243,81 +252,51 @@ class _Fetch:
         self.part = folder / "partial" / f"{self.dest.name}.part"
         self.received = 0
         self.digest = ""
-        self._hash = hashlib.sha256()
 
-    async def run(self) -> str | None:
-        """None when the file is held and matches its record, else what went wrong."""
+    def run(self) -> str | None:
+        """None when the file is held and matches its record, else what went wrong.
+        Blocking: the pull runs it on a thread of its own."""
         attempt = 1
         while True:
             try:
-                return await self._attempt()
-            except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+                return self._attempt()
+            except ConnectionError as exc:
                 if attempt == ATTEMPTS:
                     raise DockError(f"sealed seq {self.seq}: connection failed {ATTEMPTS} "
-                                    f"times, last: {exc!r}; run the pull again to resume "
+                                    f"times, last: {exc}; run the pull again to resume "
                                     f"from {self.part}") from exc
-                await asyncio.sleep(0.2 * attempt)
+                time.sleep(0.2 * attempt)
                 attempt += 1
 
-    async def _attempt(self) -> str | None:
-        self._hash = hashlib.sha256()
+    def _attempt(self) -> str | None:
+        digest = hashlib.sha256()
         offset = aligned_down(self.part.stat().st_size) if self.part.exists() else 0
         if offset > self.size:
             offset = 0
         if offset:
-            await asyncio.to_thread(_hash_into, self._hash, self.part, offset)
+            _hash_into(digest, self.part, offset)
         if offset < self.size or not self.size:  # a whole part left by a cut: check it only
-            outcome = await self._download(offset)
-            if outcome:
-                return outcome
-        size, self.digest = self.part.stat().st_size, self._hash.hexdigest()
+            download = Download(self.part, offset, digest)
+            try:
+                download.run(self.link, self.url)
+            finally:
+                self.received += download.received
+            if download.status == 410:
+                return "purged"
+            if download.status not in (200, 206):
+                raise DockError(f"sealed seq {self.seq}: the device answered "
+                                f"{download.status}: {_error_text(bytes(download.error))}")
+            digest = download.digest
+        size, self.digest = self.part.stat().st_size, digest.hexdigest()
         if size != self.size or self.digest != self.sha256:
             self.part.rename(self.part.with_suffix(".mismatch"))
             return (f"sealed seq {self.seq}: the device served {size} bytes with sha256 "
                     f"{self.digest}, its chain seals {self.size} bytes, {self.sha256}")
         return None
 
-    async def _download(self, offset: int) -> str | None:
-        """From `offset` on into the part file; "purged" when the device no longer has it."""
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        async with self.session.get(f"{API}/sealed/{self.seq}", headers=headers) as response:
-            if response.status == 410:
-                return "purged"
-            if response.status == 200 and offset:
-                offset, self._hash = 0, hashlib.sha256()  # the device ignored Range: restart
-            elif response.status not in (200, 206):
-                await read_json(response, f"sealed seq {self.seq}")
-            with DirectFile(self.part, offset, self._hash) as f:
-                await self._receive(response, f)
-        return None
-
-    async def settle(self) -> None:
+    def settle(self) -> None:
         """Durable first, then named: sealed/ only ever holds whole, fsync'd files."""
-        await asyncio.to_thread(_settle, self.part, self.dest)
-
-    async def _receive(self, response: aiohttp.ClientResponse, f: DirectFile) -> None:
-        """Hand the bytes, a batch at a time, to a thread of this file's own that copies,
-        hashes and writes them in order, while the loop decrypts what follows (the
-        work on both threads releases the GIL). A batch is the blocks as they came off
-        the connection, never joined on the loop; a few in flight keep the disk busy."""
-        loop = asyncio.get_running_loop()
-        in_flight: deque[asyncio.Future[None]] = deque()
-        batch: list[bytes] = []
-        batched = 0
-        with ThreadPoolExecutor(1, thread_name_prefix=f"dock-seq{self.seq}") as writer:
-            try:
-                async for block, _ in response.content.iter_chunks():
-                    batch.append(block)
-                    batched += len(block)
-                    self.received += len(block)
-                    if batched >= CHUNK:
-                        if len(in_flight) == IN_FLIGHT:
-                            await in_flight.popleft()
-                        in_flight.append(loop.run_in_executor(writer, f.write_all, batch))
-                        batch, batched = [], 0
-            finally:  # what arrived before a cut is kept: a resume starts after it
-                in_flight.append(loop.run_in_executor(writer, f.write_all, batch))
-                await asyncio.gather(*in_flight)
+        _settle(self.part, self.dest)
 
 
 def _settle(part: Path, dest: Path) -> None:
@@ -366,17 +345,21 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
             (folder / sub).mkdir(parents=True, exist_ok=True)
         await _pull_chain(session, folder / "chain.jsonl")
         records = read_bodies(folder / "chain.jsonl")
-        fetches = [_Fetch(session, folder, r) for r in _wanted(folder, records)]
+        bulk = BulkLink(link.cert, link.key, link.device_ca,
+                        BulkLink.pin(context.check.certificate))
+        fetches = [_Fetch(url, bulk, folder, r) for r in _wanted(folder, records)]
         limit = asyncio.Semaphore(connections)
+        loop = asyncio.get_running_loop()
 
-        async def fetch(job: _Fetch) -> str | None:
+        async def fetch(job: _Fetch, transfers: ThreadPoolExecutor) -> str | None:
             async with limit:  # the next file starts while this one is flushed to disk
-                outcome = await job.run()
+                outcome = await loop.run_in_executor(transfers, job.run)
             if outcome is None:
-                await job.settle()
+                await asyncio.to_thread(job.settle)
             return outcome
 
-        outcomes = await asyncio.gather(*(fetch(job) for job in fetches))
+        with ThreadPoolExecutor(connections, thread_name_prefix="dock-transfer") as transfers:
+            outcomes = await asyncio.gather(*(fetch(job, transfers) for job in fetches))
         fsync_dir(folder / "sealed")
         report = await asyncio.to_thread(verify_store, folder, None, {
             str(j.dest.relative_to(folder)): j.digest

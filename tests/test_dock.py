@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import json
 import ssl
 import uuid
@@ -14,6 +16,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from agent.bulk import BulkLink, Download
 from agent.chain import Chain, read_bodies
 from agent.cli import main
 from agent.direct_file import ALIGN
@@ -243,12 +246,34 @@ def test_traversal_and_malformed_sequence_numbers_are_refused(device: Docked) ->
         assert b"PRIVATE KEY" not in body and not body.startswith(b"\x47"), path
 
 
-class _CuttingProxy:
-    """A TCP relay on loopback that cuts its first connection after `cut_after` bytes
-    from the device: a dock cable pulled in the middle of a segment."""
+def test_sealed_files_come_only_from_the_device_key_the_session_checked(
+        device: Docked, tmp_path: Path) -> None:
+    link = device.link()
+    record = _segments(device.store)[0]
+    url = f"{device.url}/v1/sealed/{record['seq']}"
+    served = ssl.get_server_certificate(("127.0.0.1", device.daemon.offload.port))
+    right = BulkLink(link.cert, link.key, link.device_ca,
+                     BulkLink.pin(ssl.PEM_cert_to_DER_cert(served)))
+    wrong = dataclasses.replace(right, pinned_key="sha256//" + "A" * 43 + "=")
 
-    def __init__(self, target_port: int, cut_after: int) -> None:
+    with pytest.raises(ConnectionError, match="libcurl error 90"):  # pinned key mismatch
+        Download(tmp_path / "wrong.part", 0, hashlib.sha256()).run(wrong, url)
+    download = Download(tmp_path / "right.part", 0, hashlib.sha256())
+    download.run(right, url)
+
+    assert download.status == 200
+    assert download.digest.hexdigest() == record["payload"]["sha256"]
+    assert (tmp_path / "right.part").read_bytes() == \
+        (device.store / record["payload"]["file"]).read_bytes()
+
+
+class _CuttingProxy:
+    """A TCP relay on loopback that cuts its `cut_connection`th connection after
+    `cut_after` bytes from the device: a dock cable pulled in the middle of a segment."""
+
+    def __init__(self, target_port: int, cut_connection: int, cut_after: int) -> None:
         self.target_port = target_port
+        self.cut_connection = cut_connection
         self.cut_after = cut_after
         self.connections = 0
         self.cuts = 0
@@ -259,7 +284,7 @@ class _CuttingProxy:
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        limit = self.cut_after if self.connections == 1 else None
+        limit = self.cut_after if self.connections == self.cut_connection else None
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter,
@@ -286,10 +311,10 @@ class _CuttingProxy:
 def test_resume_after_a_cut_connection(device: Docked, tmp_path: Path,
                                        caplog: pytest.LogCaptureFixture) -> None:
     sizes = [r["payload"]["size"] for r in _segments(device.store)]
-    # Past the handshake, the identity and the chain, half way into the fourth segment.
-    preamble = (device.store / "chain.jsonl").stat().st_size + 4000
-    proxy = _CuttingProxy(device.daemon.offload.port,
-                          cut_after=preamble + sum(sizes[:3]) + sizes[3] // 2)
+    # One connection for the API calls, then one per sealed file, one at a time: the
+    # fifth carries the fourth segment; cut it half way.
+    proxy = _CuttingProxy(device.daemon.offload.port, cut_connection=5,
+                          cut_after=sizes[3] // 2)
 
     async def pull_through_proxy() -> Any:
         port = await proxy.start()

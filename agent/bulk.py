@@ -1,0 +1,126 @@
+"""Sealed files off the device through libcurl (pycurl): the bulk of a pull.
+
+A pull's API calls are few and small and stay on aiohttp (agent/dock.py); the
+sealed files are nearly all of its bytes. libcurl reads TLS straight off the
+socket in C, and each transfer runs on a thread of its own with the GIL released,
+where Python's TLS under an event loop copies every byte through memory BIOs on
+one thread: on the build machine the pull went from 0.56 to about 0.9 of nginx +
+curl's throughput (docs/performance.md).
+
+The device answering is the one the API session verified: the dock's client
+certificate, the device CA as the only trust anchor, no host name (a device
+certificate names the device, not an address), and the device's TLS key pinned to
+the key of the certificate whose CN the session checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pycurl
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from agent.direct_file import DirectFile
+
+BUFFER = 512 * 1024         # libcurl's receive buffer: fewer, larger callbacks
+CONNECT_TIMEOUT_S = 30
+STALL_S = 60                # no byte for this long: the connection is taken as cut
+_ERROR_BODY_MAX = 4096
+
+
+@dataclass(frozen=True)
+class BulkLink:
+    """The TLS material of one pull's transfers."""
+
+    cert: Path
+    key: Path
+    device_ca: Path
+    pinned_key: str  # libcurl's form: sha256//<base64 of the SHA-256 of the DER public key>
+
+    @staticmethod
+    def pin(device_certificate: bytes) -> str:
+        """The pin of the device's key, from its certificate (DER) as the session saw it."""
+        public = x509.load_der_x509_certificate(device_certificate).public_key()
+        der = public.public_bytes(serialization.Encoding.DER,
+                                  serialization.PublicFormat.SubjectPublicKeyInfo)
+        return "sha256//" + base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
+
+
+@dataclass
+class Download:
+    """One transfer of a sealed file into its part file, from `offset` on.
+
+    `digest` holds the hash of the part's first `offset` bytes and takes every byte
+    received; if the device answers a Range with the whole file (200), the part and
+    the hash start again from zero.
+    """
+
+    part: Path
+    offset: int
+    digest: Any
+    status: int = 0
+    received: int = 0
+    error: bytearray = field(default_factory=bytearray)
+    _file: DirectFile | None = None
+
+    def run(self, link: BulkLink, url: str) -> None:
+        """Transfer; raises ConnectionError when the connection fails (what arrived is
+        on disk, so a retry resumes after it)."""
+        curl = pycurl.Curl()
+        try:
+            _configure(curl, link, url, self.offset)
+            curl.setopt(pycurl.HEADERFUNCTION, self._header)
+            curl.setopt(pycurl.WRITEFUNCTION, self._write)
+            curl.perform()
+            if self.status in (200, 206) and self._file is None:  # an empty file
+                self._open()
+        except pycurl.error as exc:
+            code, message = exc.args
+            raise ConnectionError(f"{url}: libcurl error {code}: {message}") from exc
+        finally:
+            curl.close()
+            if self._file is not None:
+                self._file.close()
+
+    def _header(self, line: bytes) -> None:
+        if line.startswith(b"HTTP/"):
+            self.status = int(line.split()[1])
+
+    def _write(self, data: bytes) -> None:
+        if self.status not in (200, 206):  # the device's JSON error, not the file
+            self.error += data[: _ERROR_BODY_MAX - len(self.error)]
+            return
+        if self._file is None:
+            self._open()
+        assert self._file is not None
+        self._file.write(data)
+        self.received += len(data)
+
+    def _open(self) -> None:
+        if self.status == 200 and self.offset:  # the device ignored Range: start again
+            self.offset, self.digest = 0, hashlib.sha256()
+        self._file = DirectFile(self.part, self.offset, self.digest)
+
+
+def _configure(curl: pycurl.Curl, link: BulkLink, url: str, offset: int) -> None:
+    curl.setopt(pycurl.URL, url)
+    curl.setopt(pycurl.SSLCERT, str(link.cert))
+    curl.setopt(pycurl.SSLKEY, str(link.key))
+    curl.setopt(pycurl.CAINFO, str(link.device_ca))
+    curl.unsetopt(pycurl.CAPATH)  # the device CA only, never the system's anchors
+    curl.setopt(pycurl.SSL_VERIFYPEER, 1)
+    curl.setopt(pycurl.SSL_VERIFYHOST, 0)  # checked by the pinned key instead of a name
+    curl.setopt(pycurl.PINNEDPUBLICKEY, link.pinned_key)
+    curl.setopt(pycurl.SSLVERSION, pycurl.SSLVERSION_TLSv1_2)
+    curl.setopt(pycurl.BUFFERSIZE, BUFFER)
+    curl.setopt(pycurl.CONNECTTIMEOUT, CONNECT_TIMEOUT_S)
+    curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+    curl.setopt(pycurl.LOW_SPEED_TIME, STALL_S)
+    curl.setopt(pycurl.NOSIGNAL, 1)  # on threads: no SIGALRM for timeouts
+    if offset:
+        curl.setopt(pycurl.RANGE, f"{offset}-")
