@@ -52,9 +52,9 @@ T = TypeVar("T")
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a dock operation on uvloop. Its TLS transport costs a third less CPU per byte
-    than asyncio's, and on the device and dock that CPU is what bounds a pull
-    (docs/performance.md); the offload server runs on it too."""
+    """Run a dock operation on uvloop, the loop the device's offload server runs on (its
+    TLS costs less CPU per byte than asyncio's); the sealed files themselves come
+    through libcurl (agent/bulk.py)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coroutine)
 
