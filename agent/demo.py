@@ -3,6 +3,7 @@ then docked: a dock pulls, verifies and takes custody of what it recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 from agent.chain import read_bodies
 from agent.config import Config, load_config
 from agent.daemon import Daemon
-from agent.dock import DockLink, pull, run
+from agent.dock import DockLink, pull
 from agent.keys import load_or_create_device_key
 from agent.pki import write_dock_pki
 from agent.state import Shutdown
@@ -102,7 +103,7 @@ def _wait_for_stop(store: Path, timeout: float = 30.0) -> None:
 def _dock_pull(daemon: Daemon, evidence: Path, link: DockLink) -> tuple[bool, str]:
     """Whether the dock took custody of a copy that verifies, and the lines that say so."""
     url = f"https://127.0.0.1:{daemon.offload.port}"
-    result = run(pull(url, evidence, link, "demo operator"))
+    result = asyncio.run(pull(url, evidence, link, "demo operator"))
     copy = verify_store(result.folder)
     custody = (f"record {result.custody_seq} sealed on the device, receipt in "
                f"{result.folder / 'receipts'}" if result.ok else f"REFUSED: {result.problem}")

@@ -23,14 +23,12 @@ import re
 import ssl
 import time
 import uuid
-from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
-import uvloop
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -48,15 +46,6 @@ CHUNK = 1024 * 1024
 ATTEMPTS = 5
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)(\.age)?")
-T = TypeVar("T")
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a dock operation on uvloop, the loop the device's offload server runs on (its
-    TLS costs less CPU per byte than asyncio's); the sealed files themselves come
-    through libcurl (agent/bulk.py)."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coroutine)
 
 
 class DockError(Exception):
@@ -165,7 +154,7 @@ def open_session(url: str, context: DeviceContext, connections: int) -> aiohttp.
     connector = aiohttp.TCPConnector(ssl=context, limit=connections)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
     return aiohttp.ClientSession(url.rstrip("/") + "/", connector=connector, timeout=timeout,
-                                 raise_for_status=False, read_bufsize=4 * CHUNK)
+                                 raise_for_status=False)
 
 
 async def read_json(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ clock)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ssl
 import sys
 import time
@@ -75,10 +76,10 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run one dock operation; a failure is a one-line message and exit code, not a trace."""
     import aiohttp
 
-    from agent.dock import DockError, run
+    from agent.dock import DockError
 
     try:
-        return run(coroutine)
+        return asyncio.run(coroutine)
     except DockError as exc:
         raise SystemExit(f"bodycam dock: {exc}") from exc
     except aiohttp.ClientConnectorCertificateError as exc:

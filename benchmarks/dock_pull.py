@@ -35,6 +35,7 @@ Target: agent at least 0.8 of the baseline's throughput, and at least 400 Mbit/s
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import multiprocessing
 import os
@@ -54,11 +55,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.chain import Chain, read_bodies
 from agent.config import DockConfig
 from agent.custody import Ledger
-from agent.dock import DockLink, pull, run
+from agent.dock import DockLink, pull
 from agent.keys import load_or_create_device_key
 from agent.offload import DockedDevice, OffloadServer
 from agent.pki import DockPki, write_dock_pki
 from agent.store import Store
+from benchmarks.cpu import process_cpu_seconds
 from hal.clock import SimulatedClock
 from tests.device import record_segments, write_device_config
 
@@ -128,7 +130,7 @@ def serve(store_root: Path, port: int, ready: Any) -> None:
 def run_agent(url: str, out: Path, pki: DockPki, connections: int) -> tuple[float, int, bool]:
     link = DockLink(pki.dock_cert, pki.dock_key, pki.device_ca)
     started = time.perf_counter()
-    result = run(pull(url, out, link, "benchmark", connections=connections))
+    result = asyncio.run(pull(url, out, link, "benchmark", connections=connections))
     seconds = time.perf_counter() - started
     return seconds, result.bytes_fetched, result.ok and result.verify.ok
 
@@ -177,15 +179,6 @@ def start_nginx(work: Path, port: int, pki: DockPki, root: Path) -> subprocess.P
     raise RuntimeError(f"nginx did not listen; see {work / 'error.log'}")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of running processes, from /proc."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def run_curl(port: int, names: list[str], out: Path, pki: DockPki, connections: int,
              nginx_pids: list[int]) -> tuple[float, float, int, float]:
     """Seconds to fetch, seconds to fetch + `sha256sum` + `sync` (the same work as the
@@ -199,11 +192,11 @@ def run_curl(port: int, names: list[str], out: Path, pki: DockPki, connections: 
                "--resolve", f"{DEVICE}:{port}:127.0.0.1"]
     for name in names:
         command += [f"https://{DEVICE}:{port}/sealed/{name}", "-o", str(out / name)]
-    cpu = cpu_seconds(nginx_pids) + _children_cpu()
+    cpu = process_cpu_seconds(*nginx_pids) + _children_cpu()
     started = time.perf_counter()
     subprocess.run(command, check=True)
     fetched = time.perf_counter() - started
-    cpu = cpu_seconds(nginx_pids) + _children_cpu() - cpu
+    cpu = process_cpu_seconds(*nginx_pids) + _children_cpu() - cpu
     files = [str(out / name) for name in names]
     subprocess.run(["sha256sum", *files], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["sync", *files], check=True)

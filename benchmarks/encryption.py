@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import signal
 import statistics
 import sys
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from agent.age import Decrypted, decrypt_stream, recipient_string
 from agent.verify import verify_store
+from benchmarks.cpu import process_cpu_seconds
 from benchmarks.rotations import GOP, capture, replay_schedule, run_agent, sealed_segments
 from tests.device import spawn_daemon, trigger_start, write_device_config
 
@@ -61,9 +61,9 @@ def whole_agent(root: Path, recipient: str | None, seconds: float) -> float:
     try:
         trigger_start(config)
         time.sleep(WARM_UP_S)
-        cpu0, wall0 = _cpu_seconds(daemon.pid), time.monotonic()
+        cpu0, wall0 = process_cpu_seconds(daemon.pid), time.monotonic()
         time.sleep(seconds)
-        cpu1, wall1 = _cpu_seconds(daemon.pid), time.monotonic()
+        cpu1, wall1 = process_cpu_seconds(daemon.pid), time.monotonic()
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(60)
@@ -75,11 +75,6 @@ def whole_agent(root: Path, recipient: str | None, seconds: float) -> float:
         sys.exit(f"encryption benchmark: {len(encrypted)} encrypted files with "
                  f"encryption {'on' if recipient else 'off'}")
     return (cpu1 - cpu0) / (wall1 - wall0)
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:

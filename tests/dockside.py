@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import Any
 
 from agent.chain import read_bodies
 from agent.daemon import Daemon
-from agent.dock import DockLink, PullResult, pull, run
+from agent.dock import DockLink, PullResult, pull
 from tests.device import running_daemon, write_device_config
 from tests.pki import Pki
 
@@ -32,7 +33,7 @@ class Docked:
                         self.pki.pem("device-ca.pem"))
 
     def pull(self, out: Path, **kwargs: Any) -> PullResult:
-        return run(pull(self.url, out, self.link(), "operator Li", **kwargs))
+        return asyncio.run(pull(self.url, out, self.link(), "operator Li", **kwargs))
 
     def records(self, type_: str) -> list[dict[str, Any]]:
         return [r for r in read_bodies(self.store / "chain.jsonl") if r["type"] == type_]
