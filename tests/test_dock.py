@@ -322,7 +322,7 @@ def test_resume_after_a_cut_connection(device: Docked, tmp_path: Path,
             return await pull(f"https://127.0.0.1:{port}", tmp_path / "dock", device.link(),
                               "operator Li", connections=1)
 
-    with caplog.at_level("INFO", logger="aiohttp.access"):
+    with caplog.at_level("INFO", logger="agent.offload.access"):
         result = asyncio.run(pull_through_proxy())
 
     assert proxy.cuts == 1 and proxy.connections >= 2
