@@ -230,7 +230,8 @@ class _Connection(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve()
 
-    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_TRACE = do_CONNECT = \
+        do_GET  # routed, so a known path answers 405 with Allow; an unknown method gets 501
 
     def _serve(self) -> None:
         started, status, sent = time.monotonic(), 500, 0
@@ -346,8 +347,11 @@ class _Connection(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
         """The standard library's own refusals (a malformed request line, headers too
-        long, an unknown method) in the API's JSON form."""
+        long, an unknown method) in the API's JSON form, with a status line even when the
+        request line was too broken to name its HTTP version."""
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = self.protocol_version
         text = f"{message or self.responses.get(code, ('',))[0]}" + \
             (f": {explain}" if explain else "")
         self._send_reply(json_reply({"error": text}, code))

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import http.client
 import json
+import socket
 import ssl
 import uuid
 from pathlib import Path
@@ -244,6 +246,63 @@ def test_traversal_and_malformed_sequence_numbers_are_refused(device: Docked) ->
         status, body = request(device, "GET", path)
         assert 400 <= status < 500, (path, status)
         assert b"PRIVATE KEY" not in body and not body.startswith(b"\x47"), path
+
+
+def _raw_exchange(device: Docked, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """`request` as bytes on a dock's TLS connection; the status, headers and body back."""
+    with socket.create_connection(("127.0.0.1", device.daemon.offload.port), timeout=10) as raw, \
+            device.link().context().wrap_socket(raw) as tls:
+        tls.sendall(request)
+        answer = http.client.HTTPResponse(tls, method=request.split(b" ", 1)[0].decode())
+        answer.begin()
+        return answer.status, dict(answer.getheaders()), answer.read()
+
+
+def test_malformed_http_gets_a_json_refusal_and_never_a_5xx(device: Docked) -> None:
+    segment = _segments(device.store)[0]
+    size = segment["payload"]["size"]
+    cases = [
+        (b"NONSENSE\r\n\r\n", 400),
+        (b"GET /v1/identity HTTP/9.9\r\n\r\n", 505),
+        (b"DELETE /v1/identity HTTP/1.1\r\n\r\n", 405),
+        (b"TRACE /v1/identity HTTP/1.1\r\n\r\n", 405),
+        (b"GET /v1/nothing-here HTTP/1.1\r\n\r\n", 404),
+        (b"POST /v1/custody HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+         b"Content-Type: application/json\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 411),
+        (b"POST /v1/custody HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", 413),
+        (b"POST /v1/custody HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"GET /v1/identity HTTP/1.1\r\n" + b"X-Long: " + b"a" * 70_000 + b"\r\n\r\n", 431),
+    ]
+    for raw, expected in cases:
+        status, headers, body = _raw_exchange(device, raw)
+        assert status == expected, (raw[:60], status, body[:200])
+        assert headers["Content-Type"].startswith("application/json"), raw[:60]
+        assert json.loads(body)["error"], raw[:60]
+        if status == 405:
+            assert headers["Allow"] == "GET"
+    # HEAD: the headers a GET would have, no body.
+    status, headers, body = _raw_exchange(
+        device, f"HEAD /v1/sealed/{segment['seq']} HTTP/1.1\r\n\r\n".encode())
+    assert (status, headers["Content-Length"], headers["X-Sha256"], body) == \
+        (200, str(size), segment["payload"]["sha256"], b"")
+    assert request(device, "GET", "/v1/identity")[0] == 200  # still serving
+
+
+def test_a_stalled_client_holds_up_no_dock(device: Docked) -> None:
+    """Handshakes and requests run on each connection's own thread: connections that
+    never finish their handshake, or their request, do not stop a dock's pull."""
+    port = device.daemon.offload.port
+    with contextlib.ExitStack() as stack:
+        for _ in range(3):  # TCP only, never a ClientHello
+            stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+        raw = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
+        half = stack.enter_context(device.link().context().wrap_socket(raw))
+        half.sendall(b"POST /v1/custody HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        segment = _segments(device.store)[0]
+        data = (device.store / segment["payload"]["file"]).read_bytes()
+        assert request(device, "GET", f"/v1/sealed/{segment['seq']}",
+                       timeout=aiohttp.ClientTimeout(total=10)) == (200, data)
+    assert not device.records("custody")
 
 
 def test_sealed_files_come_only_from_the_device_key_the_session_checked(
