@@ -13,7 +13,8 @@ Run from the repository root:
    verifier's continuity check holds, every file under a `segment_sealed` record
    with its size and SHA-256.
 2. Device: `agent.offload.OffloadServer` over that store in its own process (as on
-   the device), mutual TLS with certificates from `agent.pki`.
+   the device), mutual TLS with certificates from `agent.pki`; its CPU is read
+   from /proc around each pull.
 3. Agent: `agent.dock.pull` (the code behind `bodycam dock pull`), timed from the
    first request to the custody receipt: chain, every segment streamed to disk and
    hashed as it arrives, `verify_store` over the whole copy (every signature,
@@ -127,12 +128,17 @@ def serve(store_root: Path, port: int, ready: Any) -> None:
         time.sleep(3600)
 
 
-def run_agent(url: str, out: Path, pki: DockPki, connections: int) -> tuple[float, int, bool]:
+def run_agent(url: str, out: Path, pki: DockPki, connections: int,
+              device_pid: int) -> tuple[float, int, bool, float, float]:
+    """Seconds, bytes, whether it verified, and the CPU seconds the device and the dock
+    (this process) spent on it."""
     link = DockLink(pki.dock_cert, pki.dock_key, pki.device_ca)
+    device_cpu, dock_cpu = process_cpu_seconds(device_pid), _own_cpu()
     started = time.perf_counter()
     result = asyncio.run(pull(url, out, link, "benchmark", connections=connections))
     seconds = time.perf_counter() - started
-    return seconds, result.bytes_fetched, result.ok and result.verify.ok
+    return (seconds, result.bytes_fetched, result.ok and result.verify.ok,
+            process_cpu_seconds(device_pid) - device_cpu, _own_cpu() - dock_cpu)
 
 
 NGINX_CONF = """
@@ -204,6 +210,11 @@ def run_curl(port: int, names: list[str], out: Path, pki: DockPki, connections: 
             cpu)
 
 
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -255,20 +266,24 @@ def main() -> int:
         nginx = start_nginx(root / "nginx", nginx_port, pki, store.root)
         agent_rates, curl_rates, same_work_rates, verified = [], [], [], True
         hash_rates, ceilings = [], []
+        cpu_per_gib: dict[str, list[float]] = {"device": [], "dock": [], "nginx + curl": []}
         workers = [int(pid) for pid in Path(f"/proc/{nginx.pid}/task/{nginx.pid}/children")
                    .read_text().split()]
         try:
             for repeat in range(args.repeats):
                 out = root / f"agent-{repeat}"
-                seconds, size, ok = run_agent(f"https://127.0.0.1:{agent_port}", out, pki,
-                                              args.connections)
+                seconds, size, ok, device_cpu, dock_cpu = run_agent(
+                    f"https://127.0.0.1:{agent_port}", out, pki, args.connections, device.pid)
                 verified &= ok and size == total
+                cpu_per_gib["device"].append(device_cpu / (size / 2**30))
+                cpu_per_gib["dock"].append(dock_cpu / (size / 2**30))
                 agent_rates.append(mbit(size, seconds))
                 shutil.rmtree(out)
                 seconds, same_work, size, cpu = run_curl(
                     nginx_port, names, root / f"curl-{repeat}", pki, args.connections,
                     [nginx.pid, *workers])
                 curl_rates.append(mbit(size, seconds))
+                cpu_per_gib["nginx + curl"].append(cpu / (size / 2**30))
                 same_work_rates.append(mbit(size, same_work))
                 shutil.rmtree(root / f"curl-{repeat}")
                 hashing, _ = sha256_alone([store.sealed / n for n in names])
@@ -301,6 +316,8 @@ def main() -> int:
           "of the baseline's fetch)\n"
           f"ceiling for any verifying pull on {cores} cores (nginx's and curl's CPU plus the "
           f"SHA-256, all cores busy): {ceiling:.2f} of the baseline\n"
+          "CPU-seconds per GiB: " + ", ".join(f"{who} {statistics.median(values):.2f}"
+                                              for who, values in cpu_per_gib.items()) + "\n"
           f"ratio agent / baseline: {agent / baseline:.2f} (target >= 0.8); "
           f"agent >= 400 Mbit/s: {'yes' if agent >= 400 else 'NO'}; every pull verified: "
           f"{'yes' if verified else 'NO'}")
