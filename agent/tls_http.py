@@ -121,7 +121,6 @@ class HttpsServer:
         self.max_body = max_body
         self.access_log = access_log
         self.guard = guard
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._open: set[ssl.SSLSocket] = set()
         self._open_lock = threading.Lock()
         self._listener = _Listener((address, port), self)
@@ -180,24 +179,19 @@ class HttpsServer:
             with self._open_lock:
                 self._open.discard(connection)
 
-    def admit(self) -> bool:
-        return self._slots.acquire(blocking=False)
-
-    def release(self) -> None:
-        self._slots.release()
-
 
 class _Listener(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], server: HttpsServer) -> None:
+    def __init__(self, address: tuple[str, int], https: HttpsServer) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.server = server
+        self.https = https
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Connection)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.server.admit():
+        if not self._slots.acquire(blocking=False):
             log.warning("%s: refused, %d connections already open", client_address[0],
                         MAX_CONNECTIONS)
             self.shutdown_request(request)
@@ -208,10 +202,10 @@ class _Listener(socketserver.ThreadingTCPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.server.release()
+            self._slots.release()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        self.server.connection(request, client_address)
+        self.https.connection(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.exception("connection from %s failed", client_address[0])
@@ -249,12 +243,12 @@ class _Connection(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             name = request.peer_name if request else "-"
-            self.server.server.access_log.info("%s: %s %s %d %d bytes %.3f s", name,
+            self.server.https.access_log.info("%s: %s %s %d %d bytes %.3f s", name,
                                                self.command, self.path[:200], status, sent,
                                                time.monotonic() - started)
 
     def _answer(self, request: Request) -> Reply | FileReply:
-        server = self.server.server
+        server = self.server.https
         handler, params = server.route(request.method, request.path)
         request = replace(request, params=params)
         server.guard(request)
@@ -276,10 +270,10 @@ class _Connection(BaseHTTPRequestHandler):
             self.close_connection = True
             raise Refused(400, f"Content-Length {length_header[:40]!r} is not a byte count")
         length = int(length_header)
-        if length > self.server.server.max_body:
+        if length > self.server.https.max_body:
             self.close_connection = True
             raise Refused(413, f"a body of {length} bytes; at most "
-                          f"{self.server.server.max_body} are read")
+                          f"{self.server.https.max_body} are read")
         body = self.rfile.read(length) if length else b""
         if len(body) < length:
             self.close_connection = True
