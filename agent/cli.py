@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -124,6 +126,8 @@ def _config(args: argparse.Namespace) -> Config:
 def _run(args: argparse.Namespace) -> int:
     from agent.daemon import Daemon
 
+    # `kill -USR1 <pid>`: every thread's stack to stderr (the journal), and it runs on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     config = _config(args)
     return Daemon(config, args.config).run()
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
+import signal
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from agent.chain import read_bodies
 from agent.config import Config, load_config
@@ -101,7 +107,15 @@ def running_daemon(config_path: Path) -> Iterator[Daemon]:
     finally:
         daemon.post(Shutdown("test finished"))
         thread.join(60)
-        assert not thread.is_alive(), "daemon did not shut down"
+        assert not thread.is_alive(), f"daemon did not shut down\n{thread_stacks()}"
+
+
+def thread_stacks() -> str:
+    """Every thread's stack in this process, for a failure message."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    return "\n".join(f"Thread {names.get(ident, ident)} (most recent call last):\n"
+                     + "".join(traceback.format_stack(frame))
+                     for ident, frame in sys._current_frames().items())
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
@@ -113,15 +127,79 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
 
 
 BODYCAM = [sys.executable, "-m", "agent"]
+STACK_DUMP = re.compile(r"^(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):$",
+                        re.MULTILINE)
 
 
-def spawn_daemon(config_path: Path, store: Path) -> subprocess.Popen[bytes]:
-    """`bodycam run` as its own process, returned once its control socket answers."""
+class DaemonProcess(subprocess.Popen[bytes]):
+    """`bodycam run` with its stdout and stderr in `log` and Python's faulthandler on: a
+    `wait` that times out fails with the end of that log and the stacks of all its threads
+    (SIGUSR1, which `bodycam run` answers with a dump and goes on; SIGABRT if it does not),
+    and kills it."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None,
+                 **popen: Any) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            super().__init__(args, stdout=out, stderr=subprocess.STDOUT,
+                             env={**(os.environ if env is None else env),
+                                  "PYTHONFAULTHANDLER": "1"}, **popen)
+
+    def wait(self, timeout: float | None = None) -> int:
+        try:
+            return super().wait(timeout)
+        except subprocess.TimeoutExpired:
+            stacks = self.thread_stacks()
+            self.kill()
+            super().wait()
+            raise AssertionError(f"the daemon (pid {self.pid}) did not exit within {timeout} s "
+                                 f"(killed after its stacks were taken)\n{stacks}") from None
+
+    def thread_stacks(self) -> str:
+        """Ask for a dump of every thread's stack; the log's last lines before it, and it."""
+        before = self.log.stat().st_size
+        for signum in (signal.SIGUSR1, signal.SIGABRT):
+            if self.poll() is not None:
+                break
+            self.send_signal(signum)
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and not STACK_DUMP.search(self._since(before)):
+                time.sleep(0.05)
+            if STACK_DUMP.search(self._since(before)):
+                break
+        return self.tail(before)
+
+    def tail(self, since: int | None = None, lines: int = 60) -> str:
+        """The log from byte `since` on (default: nothing), after `lines` lines before it."""
+        text = self.log.read_bytes()
+        since = len(text) if since is None else since
+        head = text[:since].decode(errors="replace").splitlines()[-lines:]
+        return (f"--- {self.log} (last {len(head)} lines, then what followed) ---\n"
+                + "\n".join([*head, text[since:].decode(errors="replace")]))
+
+    def _since(self, offset: int) -> str:
+        return self.log.read_bytes()[offset:].decode(errors="replace")
+
+
+def spawn_daemon(config_path: Path, store: Path) -> DaemonProcess:
+    """`bodycam run` as its own process, returned once its control socket answers. Its
+    output is in daemon-<n>.log beside the config (one file per process spawned)."""
     socket = store / "control.sock"
     socket.unlink(missing_ok=True)  # a SIGKILLed daemon leaves its socket behind
-    daemon = subprocess.Popen([*BODYCAM, "run", "--config", str(config_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(socket.exists, timeout=30, what="the daemon's control socket")
+    log = next(path for n in itertools.count(1)
+               if not (path := config_path.parent / f"daemon-{n}.log").exists())
+    daemon = DaemonProcess([*BODYCAM, "run", "--config", str(config_path)], log)
+    try:
+        wait_for(lambda: socket.exists() or daemon.poll() is not None, timeout=30,
+                 what="the daemon's control socket")
+    except AssertionError as exc:
+        stacks = daemon.thread_stacks()
+        daemon.kill()
+        daemon.wait()
+        raise AssertionError(f"{exc}\n{stacks}") from None
+    if not socket.exists():
+        raise AssertionError(f"the daemon exited with {daemon.returncode} before its control "
+                             f"socket answered\n{daemon.tail(lines=60)}")
     return daemon
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from agent.chain import read_bodies
-from tests.device import wait_for
+from tests.device import spawn_daemon, wait_for
 
 BODYCAM = [sys.executable, "-m", "agent"]
 
@@ -34,10 +34,8 @@ def chain_types(store: Path) -> list[tuple[str, dict]]:
 def test_daemon_runs_is_controlled_and_seals_on_sigterm(write_config, tmp_path: Path) -> None:
     config = write_config(realtime="true", segment_seconds=1.0)
     store = tmp_path / "store"
-    daemon = subprocess.Popen([*BODYCAM, "run", "--config", str(config)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    daemon = spawn_daemon(config, store)
     try:
-        wait_for(lambda: (store / "control.sock").exists(), timeout=30, what="control socket")
         socket_mode = stat.S_IMODE(os.stat(store / "control.sock").st_mode)
         assert socket_mode & 0o077 == 0, f"control socket is mode {socket_mode:o}"
         assert status(config)["state"] == "standby"
@@ -58,8 +56,8 @@ def test_daemon_runs_is_controlled_and_seals_on_sigterm(write_config, tmp_path: 
         assert "TEST-0001 (OFC-7): recording" in human and "chain head: seq" in human
     finally:
         daemon.send_signal(signal.SIGTERM)
-        output, _ = daemon.communicate(timeout=60)
-    assert daemon.returncode == 0, output
+        daemon.wait(60)
+    assert daemon.returncode == 0, daemon.tail()
 
     records = chain_types(store)
     types = [type_ for type_, _ in records]
@@ -101,3 +99,4 @@ def test_demo_records_several_segments_and_verifies(write_config, tmp_path: Path
     assert bodycam("verify", str(evidence)).returncode == 0
     whole = bodycam("verify", str(evidence.parent))  # the evidence folder of every device
     assert whole.stdout.startswith("OK: ") and str(evidence) not in whole.stdout
+

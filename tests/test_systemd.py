@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent.chain import read_bodies
-from tests.device import BODYCAM, trigger_start, wait_for, write_device_config
+from tests.device import BODYCAM, DaemonProcess, trigger_start, wait_for, write_device_config
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "bodycam.service"
@@ -92,13 +92,12 @@ class NotifySocket:
         self._sock.close()
 
 
-def run_under_systemd(config: Path, notify: NotifySocket, log: Path) -> subprocess.Popen[bytes]:
+def run_under_systemd(config: Path, notify: NotifySocket, log: Path) -> DaemonProcess:
     """`bodycam run` as systemd starts it for the unit: NOTIFY_SOCKET and WATCHDOG_USEC set."""
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [*BODYCAM, "run", "--config", str(config)], env=env, stdout=out, stderr=out,
-            cwd=log.parent, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
+    return DaemonProcess(
+        [*BODYCAM, "run", "--config", str(config)], log, env=env, cwd=log.parent,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
 
 
 def test_the_watchdog_fires_when_the_recorder_hangs_and_the_gap_is_sealed(
