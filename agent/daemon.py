@@ -78,6 +78,12 @@ from hal.triggers import TriggerInputs
 log = logging.getLogger(__name__)
 
 _LOCATE_PULSES = 5
+# The longest the event loop waits for an event. The kernel gives a process's SIGTERM to any
+# of its threads that does not block it (a thread that starts threads, as the simulated
+# camera's encoder does for every frame, may take it), and Python then runs the handler only
+# when the main thread next runs: waiting here without end, it never did, and the daemon
+# never left. So the loop comes round at least this often, and a signal acts within it.
+_EVENT_WAIT_S = 0.5
 _HEALTH = {Status.PASS: Health.OK, Status.WARN: Health.WARNING, Status.FAIL: Health.FAULT}
 
 
@@ -162,13 +168,15 @@ class Daemon:
             while self.machine.state is not State.SHUTTING_DOWN:
                 self.watchdog.tick()
                 try:
-                    event = self._events.get(timeout=self.watchdog.beat_s)
+                    event = self._events.get(
+                        timeout=min(self.watchdog.beat_s or _EVENT_WAIT_S, _EVENT_WAIT_S))
                 except queue.Empty:
                     continue
                 if isinstance(event, Shutdown):
                     shutdown_reason = event.reason
                 self.machine.handle(event)
         finally:
+            log.info("shutting down: %s", shutdown_reason)
             self.notifier.stopping(f"shutting down: {shutdown_reason}")
             server.close()
             self._stop_dock()

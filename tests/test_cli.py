@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -11,10 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.chain import read_bodies
-from tests.device import spawn_daemon, wait_for
+from tests.device import spawn_daemon, trigger_start, wait_for
 
 BODYCAM = [sys.executable, "-m", "agent"]
+SYS_TGKILL = {"x86_64": 234, "aarch64": 131, "armv7l": 268}.get(os.uname().machine)
 
 
 def bodycam(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -100,3 +104,32 @@ def test_demo_records_several_segments_and_verifies(write_config, tmp_path: Path
     whole = bodycam("verify", str(evidence.parent))  # the evidence folder of every device
     assert whole.stdout.startswith("OK: ") and str(evidence) not in whole.stdout
 
+
+def _tgkill(pid: int, tid: int, signum: int) -> bool:
+    """A signal to one thread of another process (Linux tgkill(2)); False if it is gone."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(SYS_TGKILL, pid, tid, signum) == 0
+
+
+@pytest.mark.skipif(SYS_TGKILL is None, reason="tgkill(2) number unknown on this machine")
+def test_sigterm_caught_by_another_thread_still_shuts_down(write_config, tmp_path: Path) -> None:
+    """The kernel gives a process's SIGTERM to any thread that does not block it: with the
+    simulated camera's encoder starting threads many times a second, sometimes not to the
+    main thread. Python runs the handler on the main thread only, once that runs again: the
+    event loop must not wait unboundedly for its next event (it did; the daemon never left)."""
+    config = write_config(realtime="true")
+    store = tmp_path / "store"
+    daemon = spawn_daemon(config, store)
+    try:
+        trigger_start(config)
+        wait_for(lambda: any(b["type"] == "segment_sealed"
+                             for b in read_bodies(store / "chain.jsonl")), 20, "a segment")
+        threads = sorted(int(tid) for tid in os.listdir(f"/proc/{daemon.pid}/task")
+                         if int(tid) != daemon.pid)
+        assert any(_tgkill(daemon.pid, tid, signal.SIGTERM) for tid in threads)
+        assert daemon.wait(10) == 0
+    finally:
+        daemon.kill()
+    bodies = read_bodies(store / "chain.jsonl")
+    assert bodies[-1]["type"] == "shutdown" and bodies[-1]["payload"]["reason"] == "SIGTERM"
+    assert not list((store / "open").iterdir()), "the open segment is sealed"
