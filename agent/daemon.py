@@ -92,7 +92,9 @@ class Daemon:
         self.config = config
         self.config_path = config_path
         self.store = Store(config.store_path)
-        self._events: queue.Queue[Event] = queue.Queue()
+        # SimpleQueue: the signal handlers post here on the main thread, which may be inside
+        # get(); queue.Queue's put would then wait for the lock that get holds, for ever.
+        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.ready = threading.Event()
         self._checked_health = Health.OK
         self.last_selfcheck: SelfCheckResult | None = None
