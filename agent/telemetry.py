@@ -41,6 +41,7 @@ from agent.store import Store
 log = logging.getLogger(__name__)
 
 WINDOW = 100            # events in flight (published, PUBACK not yet in)
+NETWORK_STOP_S = 3.0    # at close, the longest wait for paho's network thread to end
 HA_STATUS_ONLINE = b"online"
 
 Command = Callable[[], dict[str, Any]]
@@ -175,10 +176,24 @@ class Telemetry:
             info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
             self.connected.clear()  # a disconnect we asked for: nothing to warn about
             self._client.disconnect()
-        self._client.loop_stop()
+        self._stop_network()
         backlog = len(self.outbox)
         self.outbox.close()
         log.info("telemetry closed; %d event(s) wait in the outbox", backlog)
+
+    def _stop_network(self) -> None:
+        """paho's loop_stop() waits without a bound for its thread, and that thread goes on
+        while messages are in flight on a socket: one whose CONNACK never comes (a broker
+        that accepts the connection and does not answer) keeps it until keepalive_s, 30 s by
+        default. Wait at most NETWORK_STOP_S; left behind, the thread ends with the process
+        (its daemon flag), and a broker that did accept the session sends the last will."""
+        stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop",
+                                   daemon=True)
+        stopper.start()
+        stopper.join(NETWORK_STOP_S)
+        if stopper.is_alive():
+            log.warning("the MQTT client did not stop within %g s (no answer from %s); "
+                        "left behind", NETWORK_STOP_S, self._mqtt.url)
 
     # --- the publisher thread ---------------------------------------------------------------
 

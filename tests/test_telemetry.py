@@ -6,8 +6,10 @@ import itertools
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +22,9 @@ from agent.chain import Chain, read_bodies
 from agent.config import ConfigError, load_config
 from agent.daemon import Daemon
 from agent.keys import load_or_create_device_key
+from agent.outbox import Outbox
 from agent.store import Store
-from agent.telemetry import Telemetry, open_telemetry
+from agent.telemetry import NETWORK_STOP_S, Telemetry, open_telemetry
 from agent.verify import verify_store
 from hal.clock import SimulatedClock
 from tests.device import running_daemon, spawn_daemon, trigger_start, wait_for
@@ -292,6 +295,66 @@ def _count_buzzes(daemon: Daemon) -> Callable[[], int]:
     pin = daemon.controls.buzzer.pin
     pin.clear_states()
     return lambda: sum(1 for change in pin.states[1:] if change.state)
+
+
+class SilentBroker:
+    """A broker that accepts the first connection, never acknowledges a publish and drops it
+    after `drop_after` s; later connections it accepts and never answers (no CONNACK)."""
+
+    def __init__(self, drop_after: float = 1.0) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self._drop_after = drop_after
+        threading.Thread(target=self._serve, name="silent-broker", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            conn.recv(65536)  # CONNECT
+            if len(self.connections) == 1:
+                conn.sendall(bytes([0x20, 3, 0, 0, 0]))  # CONNACK: success, no properties
+                time.sleep(self._drop_after)
+                conn.close()
+
+    def close(self) -> None:
+        self._server.close()
+        for conn in self.connections:
+            conn.close()
+
+
+def test_close_is_bounded_while_the_broker_does_not_answer_the_connect(
+        mqtt_config: Callable[..., Path]) -> None:
+    """Shutting down while paho waits for a CONNACK, with events in flight from the last
+    connection: paho's loop_stop() waited for its thread until keepalive_s (here 30 s)."""
+    broker = SilentBroker()
+    config, path = load_config(mqtt_config(f"mqtt://127.0.0.1:{broker.port}", keepalive_s=30))
+    store = Store(config.store_path).prepare()
+    chain = Chain(store.chain, load_or_create_device_key(store.keys),
+                  lambda: (DEVICE, "OFC"), SimulatedClock().state, "boot")
+    telemetry = open_telemetry(config, path, chain, store)
+    try:
+        telemetry.start(lambda: {}, {})
+        wait_for(telemetry.connected.is_set, 10, "the agent to connect")
+        for n in range(20):
+            chain.append("alarm", {"n": n})
+        wait_for(lambda: not telemetry.connected.is_set(), 10, "the broker to drop it")
+        wait_for(lambda: len(broker.connections) >= 2, 10, "the agent to connect again")
+        time.sleep(0.2)  # its CONNECT is sent; no CONNACK will come
+        started = time.monotonic()
+        telemetry.close()
+        took = time.monotonic() - started
+    finally:
+        broker.close()
+        chain.close()
+    assert took < NETWORK_STOP_S + 3, f"close() took {took:.1f} s"
+    outbox = Outbox(store.root / "outbox.sqlite", DEVICE, config.mqtt.outbox_limit)
+    assert len(outbox) == 20, "nothing was acknowledged: every event waits for the next run"
+    outbox.close()
 
 
 def test_no_broker_the_daemon_records_and_keeps_the_events(
