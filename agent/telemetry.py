@@ -173,7 +173,10 @@ class Telemetry:
         self._remove_acked()
         if self.connected.is_set():
             info = self._client.publish(self.topics.availability, "offline", qos=1, retain=True)
-            info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
+            try:
+                info.wait_for_publish(timeout=max(0.5, deadline - time.monotonic()))
+            except (RuntimeError, ValueError) as exc:  # the link dropped in between
+                log.warning("'offline' not published (%s): the broker's will says it", exc)
             self.connected.clear()  # a disconnect we asked for: nothing to warn about
             self._client.disconnect()
         self._stop_network()
