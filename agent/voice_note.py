@@ -66,7 +66,6 @@ class VoiceNoteTaker:
     def _listen(self, microphone: Microphone) -> tuple[np.ndarray, str, bool]:
         blocks: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
         microphone.start(lambda pcm, _ns: blocks.put(pcm.mean(axis=1).copy()))
-        self.listening.set()
         kept: list[np.ndarray] = []
         started = time.monotonic()
         last_speech: float | None = None
@@ -87,6 +86,9 @@ class VoiceNoteTaker:
                     block = blocks.get(timeout=0.1)
                 except queue.Empty:
                     continue
+                # Listening from the first block in: a sound stream delivers only some time
+                # after it is opened, and what is said before then is not heard.
+                self.listening.set()
                 kept.append(block)
                 now = time.monotonic()
                 if rms_dbfs(block) > self._config.speech_dbfs:
