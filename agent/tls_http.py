@@ -4,8 +4,8 @@ Why threads and not an event loop: under asyncio (or uvloop) every byte a TLS
 server sends is encrypted into a memory BIO and copied out again on the loop's
 one thread. Here each connection has a thread of its own that reads a file into
 one buffer and hands it to OpenSSL, which encrypts it and writes straight to the
-socket with the GIL released: on the build machine 2.0 CPU-seconds per 2 GiB
-served, against 2.7 for aiohttp on uvloop and 1.6-1.9 for nginx
+socket with the GIL released: on the build machine 1.0 CPU-second per GiB
+served, against 1.3-1.4 for aiohttp on uvloop and 0.8-1.0 for nginx
 (docs/performance.md). The device serves one dock at a time over a few
 connections, so a thread each is cheap; at most `MAX_CONNECTIONS` are open.
 
@@ -221,6 +221,12 @@ class _Connection(BaseHTTPRequestHandler):
     server: _Listener  # type: ignore[assignment]
     connection: ssl.SSLSocket
 
+    def setup(self) -> None:
+        super().setup()
+        # The client's certificate, verified at the handshake: once per connection.
+        self._peer = self.connection.getpeercert() or {}
+        self._certificate = self.connection.getpeercert(binary_form=True) or b""
+
     def do_GET(self) -> None:
         self._serve()
 
@@ -286,8 +292,7 @@ class _Connection(BaseHTTPRequestHandler):
             else None
         method = "GET" if self.command == "HEAD" else self.command
         return Request(method, unquote(split.path), {}, query, content_type, body,
-                       self.connection.getpeercert() or {},
-                       self.connection.getpeercert(binary_form=True) or b"")
+                       self._peer, self._certificate)
 
     def _send(self, reply: Reply | FileReply) -> tuple[int, int]:
         if isinstance(reply, FileReply):
