@@ -12,7 +12,6 @@ import hashlib
 import logging
 import queue
 import signal
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -479,7 +478,7 @@ class Daemon:
                 self.config.device.id, self.key, self.store, self.chain, self.ledger, self.clock,
                 self.purger.run, lambda: self._identity()[1]), self.config.dock)
             server.start()
-        except (OSError, ssl.SSLError, KeyMaterialError) as exc:
+        except (OSError, KeyMaterialError) as exc:
             log.error("offload server not started: %s", exc)
             if server is not None:
                 server.close()

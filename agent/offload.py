@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from OpenSSL import SSL
 from pydantic import BaseModel, Field, ValidationError
 
 from agent import __version__
@@ -58,6 +58,7 @@ access_log = logging.getLogger(f"{__name__}.access")  # every access, with the d
 
 API = "/v1"
 MAX_BODY = 32 * 1024 * 1024
+TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20"  # for a dock on TLS 1.2: forward secrecy, AEAD
 _SEQ = re.compile(r"[1-9][0-9]{0,15}")
 _PEM_MAX = 64 * 1024
 _ENROLLMENT_MODE = frozenset({f"{API}/identity", f"{API}/enrollment"})
@@ -104,16 +105,25 @@ class DockedDevice:
 
 
 def server_context(config: DockConfig, store: Path, certificate: Path,
-                   private_key: Path) -> ssl.SSLContext:
+                   private_key: Path) -> SSL.Context:
     """Mutual TLS: our certificate, and the dock CA as the only anchor for client certificates."""
     dock_ca = config.path(store, config.dock_ca)
     if not dock_ca.is_file():
         raise FileNotFoundError(f"[dock] dock_ca = {config.dock_ca!r}: no file {dock_ca}")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_cert_chain(certificate, private_key)
-    context.load_verify_locations(cafile=dock_ca)
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION |
+                        SSL.OP_CIPHER_SERVER_PREFERENCE)
+    context.set_cipher_list(TLS12_CIPHERS)  # TLS 1.3's suites are all AEAD and forward-secret
+    context.set_session_id(b"bodycam-offload")
+    for what, load, path in (("certificate", context.use_certificate_chain_file, certificate),
+                             ("private key", context.use_privatekey_file, private_key),
+                             ("[dock] dock_ca", context.load_verify_locations, dock_ca)):
+        try:
+            load(str(path))
+        except SSL.Error as exc:
+            raise KeyMaterialError(f"{what} {path}: not usable for TLS: {exc}") from exc
+    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
     return context
 
 
@@ -156,7 +166,7 @@ class OffloadServer:
         if self._http is not None:
             self._http.close()
 
-    def _tls(self) -> tuple[ssl.SSLContext, bool]:
+    def _tls(self) -> tuple[SSL.Context, bool]:
         """A context for the certificate the device has now, and whether it is enrolled."""
         keys = self._device.store.keys
         certificate, enrolled = tls_certificate(keys, self._device.key, self._device.device_id)

@@ -4,10 +4,18 @@ Why threads and not an event loop: under asyncio (or uvloop) every byte a TLS
 server sends is encrypted into a memory BIO and copied out again on the loop's
 one thread. Here each connection has a thread of its own that reads a file into
 one buffer and hands it to OpenSSL, which encrypts it and writes straight to the
-socket with the GIL released: on the build machine 1.0 CPU-second per GiB
-served, against 1.3-1.4 for aiohttp on uvloop and 0.8-1.0 for nginx
-(docs/performance.md). The device serves one dock at a time over a few
+socket with the GIL released. The device serves one dock at a time over a few
 connections, so a thread each is cheap; at most `MAX_CONNECTIONS` are open.
+
+Why pyOpenSSL and not the standard library's `ssl`: it runs on the OpenSSL that
+the `cryptography` wheel ships and keeps current, where `ssl` runs on the
+operating system's (3.0 on Debian 12 and Raspberry Pi OS). Encrypting the stream
+is most of what serving a file costs, and newer OpenSSL does it much faster on
+the same CPU: AES-256-GCM at 7.2 GB/s against 2.2 on the build machine; see
+docs/performance.md for the pull as a whole.
+
+Timeouts are the socket's own (SO_RCVTIMEO, SO_SNDTIMEO) on a socket left
+blocking, so OpenSSL asking to retry a read or a write means the time ran out.
 
 Requests are parsed by the standard library's `http.server`, and only after the
 TLS handshake has verified the client's certificate, in the connection's thread:
@@ -20,12 +28,13 @@ that names what was wrong. Every request is logged with the client's CN.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import re
 import socket
 import socketserver
-import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,12 +44,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
+
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 16
 HANDSHAKE_S = 30
 IDLE_S = 60                 # a request, or the client reading a reply, stalled this long
 BLOCK = 1024 * 1024         # a file is read and encrypted in blocks this large
+TLS_RECORD = 16 * 1024      # the most one TLS record carries: what one read returns
 _RANGE = re.compile(r"bytes=(\d{1,19})-(\d{0,19})|bytes=-(\d{1,19})")
 
 
@@ -67,14 +81,8 @@ class Request:
     query: dict[str, str]            # the first value of each name
     content_type: str | None
     body: bytes
-    peer: dict[str, Any]             # ssl.SSLSocket.getpeercert()
-    certificate: bytes               # the same, DER
-
-    @property
-    def peer_name(self) -> str:
-        names = [value for rdn in self.peer.get("subject", ()) for key, value in rdn
-                 if key == "commonName"]
-        return names[0] if names else ""
+    peer_name: str                   # the CN of the client's certificate
+    certificate: bytes               # the client's certificate, DER
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,7 @@ class HttpsServer:
     with whatever `context()` returns at its handshake, so a new certificate serves new
     connections at once. Before every handler runs, `guard` may refuse the request."""
 
-    def __init__(self, address: str, port: int, context: Callable[[], ssl.SSLContext],
+    def __init__(self, address: str, port: int, context: Callable[[], SSL.Context],
                  routes: list[Route], max_body: int, access_log: logging.Logger,
                  guard: Callable[[Request], None] = lambda _request: None) -> None:
         self.context = context
@@ -121,7 +129,7 @@ class HttpsServer:
         self.max_body = max_body
         self.access_log = access_log
         self.guard = guard
-        self._open: set[ssl.SSLSocket] = set()
+        self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         self._listener = _Listener((address, port), self)
         self._thread = threading.Thread(target=self._listener.serve_forever, name="offload",
@@ -160,17 +168,25 @@ class HttpsServer:
 
     def connection(self, raw: socket.socket, client: tuple[str, int]) -> None:
         """One connection, on its own thread: the handshake, then its requests."""
-        raw.settimeout(HANDSHAKE_S)
-        try:
-            tls = self.context().wrap_socket(raw, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log.warning("TLS handshake with %s refused: %s", client[0], exc)
-            return
-        with tls, self._tracked(tls):
+        _set_timeouts(raw, HANDSHAKE_S)
+        tls = SSL.Connection(self.context(), raw)
+        tls.set_accept_state()
+        with self._tracked(raw):
+            try:
+                tls.do_handshake()
+            except (SSL.WantReadError, SSL.WantWriteError):
+                log.warning("TLS handshake with %s: no answer for %d s", client[0], HANDSHAKE_S)
+                return
+            except (SSL.Error, OSError) as exc:
+                log.warning("TLS handshake with %s refused: %s", client[0], exc)
+                return
+            _set_timeouts(raw, IDLE_S)
             _Connection(tls, client, self._listener)
+            with contextlib.suppress(SSL.Error, OSError):
+                tls.shutdown()  # close_notify: the client sees the end was meant
 
     @contextlib.contextmanager
-    def _tracked(self, connection: ssl.SSLSocket) -> Iterator[None]:
+    def _tracked(self, connection: socket.socket) -> Iterator[None]:
         with self._open_lock:
             self._open.add(connection)
         try:
@@ -211,21 +227,76 @@ class _Listener(socketserver.ThreadingTCPServer):
         log.exception("connection from %s failed", client_address[0])
 
 
+def _set_timeouts(raw: socket.socket, seconds: int) -> None:
+    """Reads and writes on `raw` fail after `seconds` without progress. A struct timeval's
+    size differs between ABIs (32-bit time_t or 64-bit): the kernel's answer tells which."""
+    layout = "@qq" if len(raw.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)) == 16 \
+        else "@ii"
+    for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+        raw.setsockopt(socket.SOL_SOCKET, option, struct.pack(layout, seconds, 0))
+
+
+class _TlsStream(io.RawIOBase):
+    """A TLS connection as the file `http.server` reads and writes, with pyOpenSSL's
+    errors as the socket errors the handler expects."""
+
+    def __init__(self, tls: SSL.Connection) -> None:
+        super().__init__()
+        self._tls = tls
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self._tls.recv_into(buffer, min(len(buffer), TLS_RECORD))
+        except SSL.ZeroReturnError:  # close_notify
+            return 0
+        except SSL.SysCallError as exc:
+            if exc.args[0] == -1:  # the client closed TCP without close_notify
+                return 0
+            raise _socket_error(exc) from exc
+        except SSL.Error as exc:
+            raise _socket_error(exc) from exc
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._tls.sendall(data)
+        except SSL.Error as exc:
+            raise _socket_error(exc) from exc
+
+
+def _socket_error(exc: SSL.Error) -> OSError:
+    if isinstance(exc, (SSL.WantReadError, SSL.WantWriteError)):
+        return TimeoutError(f"no progress for {IDLE_S} s")
+    if isinstance(exc, SSL.SysCallError) and exc.args[0] > 0:
+        return OSError(*exc.args)  # ECONNRESET, EPIPE: the matching ConnectionError
+    return ConnectionAbortedError(f"TLS: {exc}")
+
+
 class _Connection(BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive on one verified TLS connection."""
 
     protocol_version = "HTTP/1.1"
     server_version = "bodycam-offload"
     sys_version = ""
-    timeout = IDLE_S
     server: _Listener  # type: ignore[assignment]
-    connection: ssl.SSLSocket
+    request: SSL.Connection
 
     def setup(self) -> None:
-        super().setup()
-        # The client's certificate, verified at the handshake: once per connection.
-        self._peer = self.connection.getpeercert() or {}
-        self._certificate = self.connection.getpeercert(binary_form=True) or b""
+        """Streams over TLS (http.server's own need a socket's makefile), and the client's
+        certificate, verified at the handshake: read once per connection."""
+        self.connection = self.request
+        stream = _TlsStream(self.request)
+        self.rfile = io.BufferedReader(stream)
+        self.wfile = stream
+        peer = self.request.get_peer_certificate(as_cryptography=True)
+        self._certificate = peer.public_bytes(Encoding.DER) if peer else b""
+        names = peer.subject.get_attributes_for_oid(NameOID.COMMON_NAME) if peer else []
+        self._peer_name = str(names[0].value) if names else ""
 
     def do_GET(self) -> None:
         self._serve()
@@ -243,7 +314,7 @@ class _Connection(BaseHTTPRequestHandler):
             except Refused as exc:
                 reply = exc.reply()
             status, sent = self._send(reply)
-        except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
+        except (ConnectionError, TimeoutError) as exc:
             log.info("%s %s: connection lost after %d bytes: %s", self.command, self.path[:80],
                      sent, exc)
             self.close_connection = True
@@ -292,7 +363,7 @@ class _Connection(BaseHTTPRequestHandler):
             else None
         method = "GET" if self.command == "HEAD" else self.command
         return Request(method, unquote(split.path), {}, query, content_type, body,
-                       self._peer, self._certificate)
+                       self._peer_name, self._certificate)
 
     def _send(self, reply: Reply | FileReply) -> tuple[int, int]:
         if isinstance(reply, FileReply):
@@ -339,7 +410,7 @@ class _Connection(BaseHTTPRequestHandler):
                     self.close_connection = True
                     raise ConnectionResetError(f"{reply.path} ended {stop - start - sent} "
                                                "bytes early")
-                self.connection.sendall(view[:got])
+                self.wfile.write(view[:got])
                 sent += got
             return status, sent
 
