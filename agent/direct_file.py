@@ -59,7 +59,9 @@ class DirectFile:
         os.ftruncate(self._fd, offset)
         os.lseek(self._fd, offset, os.SEEK_SET)
         self._length = offset  # bytes accepted, the padding of the last block not counted
-        self._buffer = mmap.mmap(-1, BUFFER)  # anonymous maps are page-aligned
+        # Anonymous maps are page-aligned; a private one, unlike the default shared one, is
+        # plain memory that O_DIRECT pins on its fast path.
+        self._buffer = mmap.mmap(-1, BUFFER, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._view = memoryview(self._buffer)
         self._filled = 0
         self._digest = digest
