@@ -10,6 +10,7 @@ import http.client
 import json
 import socket
 import ssl
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from agent import tls_http
 from agent.bulk import BulkLink, Download
 from agent.chain import Chain, read_bodies
 from agent.cli import main
@@ -305,6 +307,31 @@ def test_a_stalled_client_holds_up_no_dock(device: Docked) -> None:
     assert not device.records("custody")
 
 
+def test_a_stalled_client_is_cut_when_its_time_runs_out(
+        device: Docked, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dock cable pulled mid-handshake or mid-request frees the connection: the device
+    closes a handshake silent for HANDSHAKE_S and a request silent for IDLE_S."""
+    monkeypatch.setattr(tls_http, "HANDSHAKE_S", 1)
+    monkeypatch.setattr(tls_http, "IDLE_S", 1)
+    port = device.daemon.offload.port
+
+    def seconds_until_closed(connection: socket.socket) -> float:
+        started = time.monotonic()
+        # Cut without close_notify (an SSL error, a reset): closed all the same.
+        with contextlib.suppress(ssl.SSLError, ConnectionResetError):
+            assert connection.recv(1) == b""
+        return time.monotonic() - started
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+        assert 0.8 < seconds_until_closed(silent) < 5
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with device.link().context().wrap_socket(raw) as half:
+        half.sendall(b"POST /v1/custody HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        assert 0.8 < seconds_until_closed(half) < 5
+    assert not device.records("custody")
+    assert request(device, "GET", "/v1/identity")[0] == 200  # still serving
+
+
 def test_sealed_files_come_only_from_the_device_key_the_session_checked(
         device: Docked, tmp_path: Path) -> None:
     link = device.link()
@@ -557,12 +584,19 @@ def test_the_dock_commands(device: Docked, tmp_path: Path,
         main(["dock", "pull", "--out", str(tmp_path / "ev2"), *rogue])
 
 
+@pytest.mark.parametrize("dock_ca", [None, b"-----BEGIN CERTIFICATE-----\nnot one\n"])
 def test_a_dock_link_without_a_dock_ca_never_stops_recording(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level("ERROR"), \
-            running_daemon(dock_config(tmp_path, tmp_path / "store")) as daemon:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, dock_ca: bytes | None) -> None:
+    """No dock CA, or a file that is not one: the error names it, and recording goes on."""
+    store = tmp_path / "store"
+    if dock_ca is not None:
+        (store / "keys").mkdir(parents=True, mode=0o700)
+        (store / "keys" / "dock-ca.pem").write_bytes(dock_ca)
+    with caplog.at_level("ERROR"), running_daemon(dock_config(tmp_path, store)) as daemon:
         assert daemon.offload is None
         daemon.controls.press()
         wait_for(lambda: daemon.recorder.stats.segments_sealed >= 2, what="2 segments")
-    assert "offload server not started: [dock] dock_ca = 'keys/dock-ca.pem'" in caplog.text
-    assert verify_store(tmp_path / "store").ok
+    expected = "[dock] dock_ca = 'keys/dock-ca.pem': no file" if dock_ca is None else \
+        f"[dock] dock_ca {store / 'keys' / 'dock-ca.pem'}: not usable for TLS"
+    assert f"offload server not started: {expected}" in caplog.text
+    assert verify_store(store).ok
