@@ -5,7 +5,9 @@ sealed files are nearly all of its bytes. libcurl reads TLS straight off the
 socket in C, and each transfer runs on a thread of its own with the GIL released,
 where Python's TLS under an event loop copies every byte through memory BIOs on
 one thread: on the build machine the pull went from about 3,400 to 3,700-5,000
-Mbit/s (docs/performance.md).
+Mbit/s (docs/performance.md). Each transfer thread keeps its handle, and so its
+connection and TLS session, from file to file, as `curl --parallel` does: one
+handshake per thread, not per file.
 
 The device answering is the one the API session verified: the dock's client
 certificate, the device CA as the only trust anchor, no host name (a device
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,39 @@ class BulkLink:
         return "sha256//" + base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
 
 
+class Connections:
+    """libcurl handles for the threads that call `fetch`, one each, kept open between files."""
+
+    def __init__(self, link: BulkLink) -> None:
+        self._link = link
+        self._local = threading.local()
+        self._handles: list[pycurl.Curl] = []
+        self._lock = threading.Lock()
+
+    def fetch(self, download: Download, url: str) -> None:
+        """`download.run` on this thread's connection, opened on first use."""
+        curl = getattr(self._local, "curl", None)
+        if curl is None:
+            curl = self._local.curl = pycurl.Curl()
+            _configure(curl, self._link)
+            with self._lock:
+                self._handles.append(curl)
+        download.run(curl, url)
+
+    def close(self) -> None:
+        """Once no thread fetches any more."""
+        with self._lock:
+            for curl in self._handles:
+                curl.close()
+            self._handles.clear()
+
+    def __enter__(self) -> Connections:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
 @dataclass
 class Download:
     """One transfer of a sealed file into its part file, from `offset` on.
@@ -68,12 +104,15 @@ class Download:
     error: bytearray = field(default_factory=bytearray)
     _file: DirectFile | None = None
 
-    def run(self, link: BulkLink, url: str) -> None:
-        """Transfer; raises ConnectionError when the connection fails (what arrived is
-        on disk, so a retry resumes after it)."""
-        curl = pycurl.Curl()
+    def run(self, curl: pycurl.Curl, url: str) -> None:
+        """Transfer on `curl` (see `Connections`); raises ConnectionError when the
+        connection fails (what arrived is on disk, so a retry resumes after it)."""
         try:
-            _configure(curl, link, url, self.offset)
+            curl.setopt(pycurl.URL, url)
+            if self.offset:
+                curl.setopt(pycurl.RANGE, f"{self.offset}-")
+            else:
+                curl.unsetopt(pycurl.RANGE)
             curl.setopt(pycurl.HEADERFUNCTION, self._header)
             curl.setopt(pycurl.WRITEFUNCTION, self._write)
             curl.perform()
@@ -83,7 +122,6 @@ class Download:
             code, message = exc.args
             raise ConnectionError(f"{url}: libcurl error {code}: {message}") from exc
         finally:
-            curl.close()
             if self._file is not None:
                 self._file.close()
 
@@ -107,8 +145,7 @@ class Download:
         self._file = DirectFile(self.part, self.offset, self.digest)
 
 
-def _configure(curl: pycurl.Curl, link: BulkLink, url: str, offset: int) -> None:
-    curl.setopt(pycurl.URL, url)
+def _configure(curl: pycurl.Curl, link: BulkLink) -> None:
     curl.setopt(pycurl.SSLCERT, str(link.cert))
     curl.setopt(pycurl.SSLKEY, str(link.key))
     curl.setopt(pycurl.CAINFO, str(link.device_ca))
@@ -122,5 +159,3 @@ def _configure(curl: pycurl.Curl, link: BulkLink, url: str, offset: int) -> None
     curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
     curl.setopt(pycurl.LOW_SPEED_TIME, STALL_S)
     curl.setopt(pycurl.NOSIGNAL, 1)  # on threads: no SIGALRM for timeouts
-    if offset:
-        curl.setopt(pycurl.RANGE, f"{offset}-")

@@ -33,7 +33,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.bulk import BulkLink, Download
+from agent.bulk import BulkLink, Connections, Download
 from agent.chain import SEALED_FILE_TYPES, read_bodies, split_line, utc_iso
 from agent.direct_file import aligned_down
 from agent.keys import PUBLIC_NAME, fingerprint, load_public_key
@@ -231,9 +231,10 @@ async def _pull_chain(session: aiohttp.ClientSession, chain: Path) -> int:
 class _Fetch:
     """One sealed file into partial/, resumed with Range, hashed as it arrives, then sealed/."""
 
-    def __init__(self, url: str, link: BulkLink, folder: Path, record: dict[str, Any]):
+    def __init__(self, url: str, connections: Connections, folder: Path,
+                 record: dict[str, Any]):
         self.url = f"{url.rstrip('/')}/{API}/sealed/{record['seq']}"
-        self.link = link
+        self.connections = connections
         self.seq = record["seq"]
         self.size = record["payload"]["size"]
         self.sha256 = record["payload"]["sha256"]
@@ -267,7 +268,7 @@ class _Fetch:
         if offset < self.size or not self.size:  # a whole part left by a cut: check it only
             download = Download(self.part, offset, digest)
             try:
-                download.run(self.link, self.url)
+                self.connections.fetch(download, self.url)
             finally:
                 self.received += download.received
             if download.status == 410:
@@ -334,8 +335,8 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
             (folder / sub).mkdir(parents=True, exist_ok=True)
         await _pull_chain(session, folder / "chain.jsonl")
         records = read_bodies(folder / "chain.jsonl")
-        bulk = BulkLink(link.cert, link.key, link.device_ca,
-                        BulkLink.pin(context.check.certificate))
+        bulk = Connections(BulkLink(link.cert, link.key, link.device_ca,
+                                    BulkLink.pin(context.check.certificate)))
         fetches = [_Fetch(url, bulk, folder, r) for r in _wanted(folder, records)]
         limit = asyncio.Semaphore(connections)
         loop = asyncio.get_running_loop()
@@ -347,7 +348,8 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                 await asyncio.to_thread(job.settle)
             return outcome
 
-        with ThreadPoolExecutor(connections, thread_name_prefix="dock-transfer") as transfers:
+        with bulk, ThreadPoolExecutor(connections, thread_name_prefix="dock-transfer") as \
+                transfers:
             outcomes = await asyncio.gather(*(fetch(job, transfers) for job in fetches))
         fsync_dir(folder / "sealed")
         report = await asyncio.to_thread(verify_store, folder, None, {

@@ -50,7 +50,16 @@ from agent.enrollment import (
 )
 from agent.keys import PRIVATE_NAME, PUBLIC_NAME, KeyMaterialError, fingerprint
 from agent.store import Store
-from agent.tls_http import FileReply, HttpsServer, Refused, Reply, Request, Route, json_reply
+from agent.tls_http import (
+    FileReply,
+    HttpsServer,
+    Refused,
+    Reply,
+    Request,
+    Route,
+    json_reply,
+    mutual_tls_context,
+)
 from hal.clock import KernelClock, SimulatedClock, set_wall_clock
 
 log = logging.getLogger(__name__)
@@ -58,7 +67,6 @@ access_log = logging.getLogger(f"{__name__}.access")  # every access, with the d
 
 API = "/v1"
 MAX_BODY = 32 * 1024 * 1024
-TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20"  # for a dock on TLS 1.2: forward secrecy, AEAD
 _SEQ = re.compile(r"[1-9][0-9]{0,15}")
 _PEM_MAX = 64 * 1024
 _ENROLLMENT_MODE = frozenset({f"{API}/identity", f"{API}/enrollment"})
@@ -110,21 +118,10 @@ def server_context(config: DockConfig, store: Path, certificate: Path,
     dock_ca = config.path(store, config.dock_ca)
     if not dock_ca.is_file():
         raise FileNotFoundError(f"[dock] dock_ca = {config.dock_ca!r}: no file {dock_ca}")
-    context = SSL.Context(SSL.TLS_SERVER_METHOD)
-    context.set_min_proto_version(SSL.TLS1_2_VERSION)
-    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION |
-                        SSL.OP_CIPHER_SERVER_PREFERENCE)
-    context.set_cipher_list(TLS12_CIPHERS)  # TLS 1.3's suites are all AEAD and forward-secret
-    context.set_session_id(b"bodycam-offload")
-    for what, load, path in (("certificate", context.use_certificate_chain_file, certificate),
-                             ("private key", context.use_privatekey_file, private_key),
-                             ("[dock] dock_ca", context.load_verify_locations, dock_ca)):
-        try:
-            load(str(path))
-        except SSL.Error as exc:
-            raise KeyMaterialError(f"{what} {path}: not usable for TLS: {exc}") from exc
-    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
-    return context
+    try:
+        return mutual_tls_context(certificate, private_key, dock_ca)
+    except ValueError as exc:
+        raise KeyMaterialError(f"[dock] offload TLS: {exc}") from exc
 
 
 class OffloadServer:

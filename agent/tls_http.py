@@ -55,6 +55,8 @@ HANDSHAKE_S = 30
 IDLE_S = 60                 # a request, or the client reading a reply, stalled this long
 BLOCK = 1024 * 1024         # a file is read and encrypted in blocks this large
 TLS_RECORD = 16 * 1024      # the most one TLS record carries: what one read returns
+TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20"  # for a client on TLS 1.2: forward secrecy, AEAD
+_PARTIAL_WRITE = 0x1        # SSL_MODE_ENABLE_PARTIAL_WRITE in OpenSSL's ssl.h
 _RANGE = re.compile(r"bytes=(\d{1,19})-(\d{0,19})|bytes=-(\d{1,19})")
 
 
@@ -114,6 +116,29 @@ class Route:
     method: str
     path: re.Pattern[str]
     handler: Handler
+
+
+def mutual_tls_context(certificate: Path, private_key: Path, client_ca: Path) -> SSL.Context:
+    """A server context that requires a client certificate chaining to `client_ca` alone.
+    A file OpenSSL will not load: ValueError naming it."""
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION |
+                        SSL.OP_CIPHER_SERVER_PREFERENCE)
+    context.set_cipher_list(TLS12_CIPHERS)  # TLS 1.3's suites are all AEAD and forward-secret
+    context.set_session_id(b"bodycam-offload")
+    # pyOpenSSL turns partial writes on, and its sendall then loops in Python once per
+    # 16 KiB record; off, one SSL_write sends a whole block.
+    context.clear_mode(_PARTIAL_WRITE)
+    for what, load, path in (("certificate", context.use_certificate_chain_file, certificate),
+                             ("private key", context.use_privatekey_file, private_key),
+                             ("client CA", context.load_verify_locations, client_ca)):
+        try:
+            load(str(path))
+        except SSL.Error as exc:
+            raise ValueError(f"{what} {path}: OpenSSL will not load it: {exc}") from exc
+    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT)
+    return context
 
 
 class HttpsServer:
