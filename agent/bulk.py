@@ -123,6 +123,7 @@ class Download:
             raise ConnectionError(f"{url}: libcurl error {code}: {message}") from exc
         finally:
             if self._file is not None:
+                self.received = self._file.length - self.offset
                 self._file.close()
 
     def _header(self, line: bytes) -> None:
@@ -130,14 +131,13 @@ class Download:
             self.status = int(line.split()[1])
 
     def _write(self, data: bytes) -> None:
-        if self.status not in (200, 206):  # the device's JSON error, not the file
+        if self._file is not None:  # every read but the first: 65,536 calls per GiB
+            self._file.write(data)
+        elif self.status not in (200, 206):  # the device's JSON error, not the file
             self.error += data[: _ERROR_BODY_MAX - len(self.error)]
-            return
-        if self._file is None:
+        else:
             self._open()
-        assert self._file is not None
-        self._file.write(data)
-        self.received += len(data)
+            self._write(data)
 
     def _open(self) -> None:
         if self.status == 200 and self.offset:  # the device ignored Range: start again

@@ -66,9 +66,19 @@ class DirectFile:
         self._filled = 0
         self._digest = digest
 
+    @property
+    def length(self) -> int:
+        """The file's length once closed: every byte accepted, from offset 0."""
+        return self._length
+
     def write(self, data: bytes | memoryview) -> None:
+        size = len(data)
+        self._length += size
+        if self._filled + size < BUFFER:  # the usual network read: one copy, no loop
+            self._view[self._filled:self._filled + size] = data
+            self._filled += size
+            return
         view = memoryview(data)
-        self._length += len(view)
         while view:
             take = min(len(view), BUFFER - self._filled)
             self._view[self._filled:self._filled + take] = view[:take]
