@@ -17,8 +17,9 @@ Run from the repository root:
    from /proc around each pull.
 3. Agent: `agent.dock.pull` (the code behind `bodycam dock pull`), timed from the
    first request to the custody receipt: chain, every segment streamed to disk and
-   hashed as it arrives, `verify_store` over the whole copy (every signature,
-   link and SHA-256 again, from the page cache), custody report and receipt.
+   hashed as it arrives, `verify_store` over the whole copy (every signature and
+   link; the files' SHA-256 are those taken while receiving), custody report and
+   receipt.
 4. Baseline: nginx (one worker, TLS 1.3 with the same device certificate and Ed25519 key, client
    certificates required against the same dock CA) serving the same sealed/ folder;
    `curl` with the dock's certificate fetching every file to disk, `--parallel`
@@ -265,7 +266,7 @@ def main() -> int:
         (root / "nginx").mkdir()
         nginx = start_nginx(root / "nginx", nginx_port, pki, store.root)
         agent_rates, curl_rates, same_work_rates, verified = [], [], [], True
-        hash_rates, ceilings = [], []
+        hash_rates, bounds = [], []
         cpu_per_gib: dict[str, list[float]] = {"device": [], "dock": [], "nginx + curl": []}
         workers = [int(pid) for pid in Path(f"/proc/{nginx.pid}/task/{nginx.pid}/children")
                    .read_text().split()]
@@ -288,10 +289,10 @@ def main() -> int:
                 shutil.rmtree(root / f"curl-{repeat}")
                 hashing, _ = sha256_alone([store.sealed / n for n in names])
                 hash_rates.append(mbit(size, hashing))
-                # A verifying pull does at least nginx's and curl's work plus the hash:
-                # on these cores it can at best take that much CPU time spread over all.
+                # A verifying pull whose transfer cost what nginx's and curl's does, plus
+                # the hash, spread over every core with none idle: how fast it could be.
                 best = max(seconds, (cpu + hashing) / cores)
-                ceilings.append(seconds / best)
+                bounds.append(seconds / best)
                 print(f"repeat {repeat + 1}: agent pull+verify+custody "
                       f"{agent_rates[-1]:.0f} Mbit/s, nginx+curl {curl_rates[-1]:.0f} Mbit/s, "
                       f"+sha256sum+sync {same_work_rates[-1]:.0f} Mbit/s, "
@@ -304,7 +305,7 @@ def main() -> int:
 
     agent, baseline = statistics.median(agent_rates), statistics.median(curl_rates)
     same_work, hashing = statistics.median(same_work_rates), statistics.median(hash_rates)
-    ceiling = statistics.median(ceilings)
+    bound = statistics.median(bounds)
     print(f"\nagent (bodycam dock pull, verified, custody): {agent:.0f} Mbit/s "
           f"({agent / 8:.0f} MB/s)\n"
           f"baseline (nginx + curl, not verified):       {baseline:.0f} Mbit/s "
@@ -314,8 +315,8 @@ def main() -> int:
           f"SHA-256 of every byte alone, one core:       {hashing:.0f} Mbit/s "
           f"(the verifier's floor: {baseline / hashing:.2f} of a core-second per second "
           "of the baseline's fetch)\n"
-          f"ceiling for any verifying pull on {cores} cores (nginx's and curl's CPU plus the "
-          f"SHA-256, all cores busy): {ceiling:.2f} of the baseline\n"
+          f"bound for a verifying pull on {cores} cores whose transfer costs nginx's and "
+          f"curl's CPU (that CPU plus the SHA-256, no core idle): {bound:.2f} of the baseline\n"
           "CPU-seconds per GiB: " + ", ".join(f"{who} {statistics.median(values):.2f}"
                                               for who, values in cpu_per_gib.items()) + "\n"
           f"ratio agent / baseline: {agent / baseline:.2f} (target >= 0.8); "
