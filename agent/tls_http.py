@@ -9,10 +9,10 @@ connections, so a thread each is cheap; at most `MAX_CONNECTIONS` are open.
 
 Why pyOpenSSL and not the standard library's `ssl`: it runs on the OpenSSL that
 the `cryptography` wheel ships and keeps current, where `ssl` runs on the
-operating system's (3.0 on Debian 12 and Raspberry Pi OS). Encrypting the stream
-is most of what serving a file costs, and newer OpenSSL does it much faster on
-the same CPU: AES-256-GCM at 7.2 GB/s against 2.2 on the build machine; see
-docs/performance.md for the pull as a whole.
+operating system's (3.0 on Debian 12 and the Raspberry Pi OS built on it).
+Encrypting the stream is much of what serving a file costs, and newer OpenSSL
+does it faster on the same CPU: AES-256-GCM at 7.2 GB/s against 2.2 on the build
+machine; see docs/performance.md for the pull as a whole.
 
 Timeouts are the socket's own (SO_RCVTIMEO, SO_SNDTIMEO) on a socket left
 blocking, so OpenSSL asking to retry a read or a write means the time ran out.
