@@ -332,6 +332,24 @@ def test_a_stalled_client_is_cut_when_its_time_runs_out(
     assert request(device, "GET", "/v1/identity")[0] == 200  # still serving
 
 
+def test_a_dock_that_stops_reading_is_cut_when_its_time_runs_out(
+        device: Docked, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A dock that asks for files and never reads them holds a device thread only until
+    the send times out: requests for 32 MiB, pipelined on one connection, fill every
+    buffer between the two, and the device gives up after IDLE_S."""
+    monkeypatch.setattr(tls_http, "IDLE_S", 1)
+    segment = _segments(device.store)[0]
+    get = f"GET /v1/sealed/{segment['seq']} HTTP/1.1\r\n\r\n".encode()
+    raw = socket.create_connection(("127.0.0.1", device.daemon.offload.port), timeout=10)
+    with caplog.at_level("INFO", logger="agent.tls_http"), \
+            device.link().context().wrap_socket(raw) as stalled:
+        stalled.sendall(get * (32 * 2**20 // segment["payload"]["size"] + 1))
+        wait_for(lambda: "no progress for 1 s" in caplog.text, timeout=10,
+                 what="the device to give up sending")
+    assert "connection lost after" in caplog.text
+    assert request(device, "GET", "/v1/identity")[0] == 200  # still serving
+
+
 def test_sealed_files_come_only_from_the_device_key_the_session_checked(
         device: Docked, tmp_path: Path) -> None:
     link = device.link()
