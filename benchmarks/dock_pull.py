@@ -134,12 +134,12 @@ def run_agent(url: str, out: Path, pki: DockPki, connections: int,
     """Seconds, bytes, whether it verified, and the CPU seconds the device and the dock
     (this process) spent on it."""
     link = DockLink(pki.dock_cert, pki.dock_key, pki.device_ca)
-    device_cpu, dock_cpu = process_cpu_seconds(device_pid), _own_cpu()
+    device_cpu, dock_cpu = process_cpu_seconds(device_pid), _cpu(resource.RUSAGE_SELF)
     started = time.perf_counter()
     result = asyncio.run(pull(url, out, link, "benchmark", connections=connections))
     seconds = time.perf_counter() - started
     return (seconds, result.bytes_fetched, result.ok and result.verify.ok,
-            process_cpu_seconds(device_pid) - device_cpu, _own_cpu() - dock_cpu)
+            process_cpu_seconds(device_pid) - device_cpu, _cpu(resource.RUSAGE_SELF) - dock_cpu)
 
 
 NGINX_CONF = """
@@ -199,11 +199,11 @@ def run_curl(port: int, names: list[str], out: Path, pki: DockPki, connections: 
                "--resolve", f"{DEVICE}:{port}:127.0.0.1"]
     for name in names:
         command += [f"https://{DEVICE}:{port}/sealed/{name}", "-o", str(out / name)]
-    cpu = process_cpu_seconds(*nginx_pids) + _children_cpu()
+    cpu = process_cpu_seconds(*nginx_pids) + _cpu(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(command, check=True)
     fetched = time.perf_counter() - started
-    cpu = process_cpu_seconds(*nginx_pids) + _children_cpu() - cpu
+    cpu = process_cpu_seconds(*nginx_pids) + _cpu(resource.RUSAGE_CHILDREN) - cpu
     files = [str(out / name) for name in names]
     subprocess.run(["sha256sum", *files], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["sync", *files], check=True)
@@ -211,13 +211,9 @@ def run_curl(port: int, names: list[str], out: Path, pki: DockPki, connections: 
             cpu)
 
 
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+def _cpu(who: int) -> float:
+    """User + system CPU seconds of this process (RUSAGE_SELF) or its children."""
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 
