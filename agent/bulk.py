@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import mmap
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import pycurl
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from agent.direct_file import DirectFile
+from agent.direct_file import DirectFile, aligned_buffer
 
 BUFFER = 512 * 1024         # libcurl's receive buffer: fewer, larger callbacks
 CONNECT_TIMEOUT_S = 30
@@ -55,30 +56,34 @@ class BulkLink:
 
 
 class Connections:
-    """libcurl handles for the threads that call `fetch`, one each, kept open between files."""
+    """For each thread that calls `fetch`: a libcurl handle, kept open between files, and
+    the aligned buffer its files are gathered in, kept too (see agent/direct_file.py)."""
 
     def __init__(self, link: BulkLink) -> None:
         self._link = link
         self._local = threading.local()
-        self._handles: list[pycurl.Curl] = []
+        self._opened: list[tuple[pycurl.Curl, mmap.mmap]] = []
         self._lock = threading.Lock()
 
     def fetch(self, download: Download, url: str) -> None:
         """`download.run` on this thread's connection, opened on first use."""
-        curl = getattr(self._local, "curl", None)
-        if curl is None:
-            curl = self._local.curl = pycurl.Curl()
+        opened = getattr(self._local, "opened", None)
+        if opened is None:
+            curl = pycurl.Curl()
             _configure(curl, self._link)
+            opened = self._local.opened = (curl, aligned_buffer())
             with self._lock:
-                self._handles.append(curl)
-        download.run(curl, url)
+                self._opened.append(opened)
+        curl, buffer = opened
+        download.run(curl, url, buffer)
 
     def close(self) -> None:
         """Once no thread fetches any more."""
         with self._lock:
-            for curl in self._handles:
+            for curl, buffer in self._opened:
                 curl.close()
-            self._handles.clear()
+                buffer.close()
+            self._opened.clear()
 
     def __enter__(self) -> Connections:
         return self
@@ -103,10 +108,13 @@ class Download:
     received: int = 0
     error: bytearray = field(default_factory=bytearray)
     _file: DirectFile | None = None
+    _buffer: mmap.mmap | None = None
 
-    def run(self, curl: pycurl.Curl, url: str) -> None:
-        """Transfer on `curl` (see `Connections`); raises ConnectionError when the
-        connection fails (what arrived is on disk, so a retry resumes after it)."""
+    def run(self, curl: pycurl.Curl, url: str, buffer: mmap.mmap) -> None:
+        """Transfer on `curl`, gathering in `buffer` (see `Connections`); raises
+        ConnectionError when the connection fails (what arrived is on disk, so a retry
+        resumes after it)."""
+        self._buffer = buffer
         try:
             curl.setopt(pycurl.URL, url)
             if self.offset:
@@ -142,7 +150,7 @@ class Download:
     def _open(self) -> None:
         if self.status == 200 and self.offset:  # the device ignored Range: start again
             self.offset, self.digest = 0, hashlib.sha256()
-        self._file = DirectFile(self.part, self.offset, self.digest)
+        self._file = DirectFile(self.part, self.offset, self.digest, self._buffer)
 
 
 def _configure(curl: pycurl.Curl, link: BulkLink) -> None:

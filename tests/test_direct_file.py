@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.direct_file import ALIGN, BUFFER, DirectFile, aligned_down
+from agent.direct_file import ALIGN, BUFFER, DirectFile, aligned_buffer, aligned_down
 
 SIZES = [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, BUFFER - 1, BUFFER, 2 * BUFFER + 12345]
 
@@ -34,6 +34,29 @@ def test_written_in_uneven_pieces_the_file_is_byte_exact(tmp_path: Path, size: i
             assert path.read_bytes() == data, f"{folder}: direct={out.direct}"
         finally:
             path.unlink(missing_ok=True)
+
+
+def test_files_written_one_after_another_through_one_buffer_keep_only_their_own_bytes(
+        tmp_path: Path) -> None:
+    """The dock's transfer threads keep their buffer from file to file: what the last
+    file left in it must never reach the next one, nor its padding."""
+    buffer = aligned_buffer()
+    try:
+        files = {tmp_path / "a.part": random.randbytes(BUFFER + 3 * ALIGN + 5),
+                 tmp_path / "b.part": random.randbytes(ALIGN + 1),
+                 tmp_path / "c.part": b""}
+        for path, data in files.items():
+            with DirectFile(path, buffer=buffer) as out:
+                out.write(data)
+        assert {path: path.read_bytes() for path in files} == files
+    finally:
+        buffer.close()
+
+
+@pytest.mark.parametrize("size", [0, ALIGN + 1, -ALIGN])
+def test_a_buffer_not_made_of_whole_blocks_is_refused(size: int) -> None:
+    with pytest.raises(ValueError, match=f"buffer size {size} is not a positive multiple"):
+        aligned_buffer(size)
 
 
 def test_a_resume_keeps_whole_blocks_and_replaces_the_rest(tmp_path: Path) -> None:
