@@ -28,8 +28,11 @@ Run from the repository root:
    same fetch followed by `sha256sum` of every file and `sync` of every file.
 5. Agent and baseline alternate `--repeats` times into fresh folders; medians.
 
-Also timed, each repeat: SHA-256 of every file from the page cache on one core
-(`hashlib`), the work no verifying pull can skip.
+Also timed, each repeat, the two parts of the dock's work no verifying pull can
+skip: SHA-256 of every file from the page cache on one core (`hashlib`), and
+writing every file durably (around the page cache with the dock's own
+`DirectFile`, then fsync) as many at a time as there are connections, with
+nothing else running: the disk's share.
 
 Target: agent at least 0.8 of the baseline's throughput, and at least 400 Mbit/s.
 """
@@ -49,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.chain import Chain, read_bodies
 from agent.config import DockConfig
 from agent.custody import Ledger
+from agent.direct_file import BUFFER, DirectFile
 from agent.dock import DockLink, pull
 from agent.keys import load_or_create_device_key
 from agent.offload import DockedDevice, OffloadServer
@@ -226,6 +231,30 @@ def sha256_alone(files: list[Path]) -> tuple[float, int]:
     return time.perf_counter() - started, sum(p.stat().st_size for p in files)
 
 
+def durable_write_alone(files: list[Path], out: Path, writers: int) -> float:
+    """Seconds to write every file to `out` around the page cache and fsync it, `writers`
+    at a time, with the dock's own writer: what the disk alone takes for a durable copy."""
+    out.mkdir()
+
+    def write(source: Path) -> None:
+        target = out / source.name
+        with source.open("rb") as f, DirectFile(target) as copy:
+            while block := f.read(BUFFER):
+                copy.write(block)
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(writers) as pool:
+        list(pool.map(write, files))
+    seconds = time.perf_counter() - started
+    shutil.rmtree(out)
+    return seconds
+
+
 def mbit(size: int, seconds: float) -> float:
     return size * 8 / 1e6 / seconds
 
@@ -262,7 +291,7 @@ def main() -> int:
         (root / "nginx").mkdir()
         nginx = start_nginx(root / "nginx", nginx_port, pki, store.root)
         agent_rates, curl_rates, same_work_rates, verified = [], [], [], True
-        hash_rates, bounds = [], []
+        hash_rates, disk_rates, bounds = [], [], []
         cpu_per_gib: dict[str, list[float]] = {"device": [], "dock": [], "nginx + curl": []}
         workers = [int(pid) for pid in Path(f"/proc/{nginx.pid}/task/{nginx.pid}/children")
                    .read_text().split()]
@@ -285,6 +314,8 @@ def main() -> int:
                 shutil.rmtree(root / f"curl-{repeat}")
                 hashing, _ = sha256_alone([store.sealed / n for n in names])
                 hash_rates.append(mbit(size, hashing))
+                disk_rates.append(mbit(size, durable_write_alone(
+                    [store.sealed / n for n in names], root / "disk", args.connections)))
                 # A verifying pull whose transfer cost what nginx's and curl's does, plus
                 # the hash, spread over every core with none idle: how fast it could be.
                 best = max(seconds, (cpu + hashing) / cores)
@@ -292,7 +323,8 @@ def main() -> int:
                 print(f"repeat {repeat + 1}: agent pull+verify+custody "
                       f"{agent_rates[-1]:.0f} Mbit/s, nginx+curl {curl_rates[-1]:.0f} Mbit/s, "
                       f"+sha256sum+sync {same_work_rates[-1]:.0f} Mbit/s, "
-                      f"SHA-256 alone {hash_rates[-1]:.0f} Mbit/s", flush=True)
+                      f"SHA-256 alone {hash_rates[-1]:.0f} Mbit/s, "
+                      f"durable write alone {disk_rates[-1]:.0f} Mbit/s", flush=True)
         finally:
             nginx.terminate()
             nginx.wait(10)
@@ -301,6 +333,7 @@ def main() -> int:
 
     agent, baseline = statistics.median(agent_rates), statistics.median(curl_rates)
     same_work, hashing = statistics.median(same_work_rates), statistics.median(hash_rates)
+    disk = statistics.median(disk_rates)
     bound = statistics.median(bounds)
     print(f"\nagent (bodycam dock pull, verified, custody): {agent:.0f} Mbit/s "
           f"({agent / 8:.0f} MB/s)\n"
@@ -311,6 +344,8 @@ def main() -> int:
           f"SHA-256 of every byte alone, one core:       {hashing:.0f} Mbit/s "
           f"(the verifier's floor: {baseline / hashing:.2f} of a core-second per second "
           "of the baseline's fetch)\n"
+          f"{f'durable write alone, {args.connections} at a time:':<45}{disk:.0f} Mbit/s "
+          f"(the disk alone takes {baseline / disk:.2f} of the baseline's fetch time)\n"
           f"bound for a verifying pull on {cores} cores whose transfer costs nginx's and "
           f"curl's CPU (that CPU plus the SHA-256, no core idle): {bound:.2f} of the baseline\n"
           "CPU-seconds per GiB: " + ", ".join(f"{who} {statistics.median(values):.2f}"
