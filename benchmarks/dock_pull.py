@@ -222,13 +222,13 @@ def _cpu(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def sha256_alone(files: list[Path]) -> tuple[float, int]:
+def sha256_alone(files: list[Path]) -> float:
     """Seconds to SHA-256 every file from the page cache on one core: the verifier's floor."""
     started = time.perf_counter()
     for path in files:
         with path.open("rb") as f:
             hashlib.file_digest(f, "sha256")
-    return time.perf_counter() - started, sum(p.stat().st_size for p in files)
+    return time.perf_counter() - started
 
 
 def durable_write_alone(files: list[Path], out: Path, writers: int) -> float:
@@ -276,7 +276,8 @@ def main() -> int:
         pki = write_dock_pki(store.keys, load_or_create_device_key(store.keys), root / "dock",
                              DEVICE, "BENCH-DOCK")
         names = sorted(p.name for p in store.sealed.iterdir())
-        total = sum((store.sealed / n).stat().st_size for n in names)
+        files = [store.sealed / n for n in names]
+        total = sum(f.stat().st_size for f in files)
         cores = len(os.sched_getaffinity(0))
         print(f"store: {count} segments, {total / 2**30:.2f} GiB; "
               f"{args.connections} connections; {args.repeats} repeats", flush=True)
@@ -312,10 +313,10 @@ def main() -> int:
                 cpu_per_gib["nginx + curl"].append(cpu / (size / 2**30))
                 same_work_rates.append(mbit(size, same_work))
                 shutil.rmtree(root / f"curl-{repeat}")
-                hashing, _ = sha256_alone([store.sealed / n for n in names])
+                hashing = sha256_alone(files)
                 hash_rates.append(mbit(size, hashing))
-                disk_rates.append(mbit(size, durable_write_alone(
-                    [store.sealed / n for n in names], root / "disk", args.connections)))
+                disk_rates.append(mbit(size, durable_write_alone(files, root / "disk",
+                                                                 args.connections)))
                 # A verifying pull whose transfer cost what nginx's and curl's does, plus
                 # the hash, spread over every core with none idle: how fast it could be.
                 best = max(seconds, (cpu + hashing) / cores)
