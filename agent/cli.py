@@ -10,12 +10,12 @@ import signal
 import sys
 from pathlib import Path
 
-from agent.chain import ChainBusyError
 from agent.config import Config, ConfigError, load_config
-from agent.control import request
-from agent.dock_cli import add_commands as add_dock_commands
-from agent.keys import KeyMaterialError
-from agent.store import Store
+from agent.device.control import request
+from agent.dock.cli import add_commands as add_dock_commands
+from agent.evidence.chain import ChainBusyError
+from agent.evidence.keys import KeyMaterialError
+from agent.evidence.store import Store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +124,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from agent.daemon import Daemon
+    from agent.device.daemon import Daemon
 
     # `kill -USR1 <pid>`: every thread's stack to stderr (the journal), and it runs on.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -139,7 +139,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from agent.verify import report_json, stores_in, verify_store
+    from agent.evidence.verify import report_json, stores_in, verify_store
 
     root = args.path or (args.store or _config(args).store_path)
     roots = stores_in(root)  # a dock's evidence folder holds one store per device
@@ -160,8 +160,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _selfcheck(args: argparse.Namespace) -> int:
     """Ask the running daemon (it owns the camera); with none running, check on our own."""
-    from agent.daemon import Daemon
-    from agent.selfcheck import SelfCheckResult
+    from agent.device.daemon import Daemon
+    from agent.device.selfcheck import SelfCheckResult
 
     config = _config(args)
     try:
@@ -212,9 +212,9 @@ def _press(args: argparse.Namespace) -> int:
 
 def _keys(args: argparse.Namespace) -> int:
     from agent import enrollment
-    from agent.chain import Chain, current_boot_id
-    from agent.keys import fingerprint, load_or_create_device_key
-    from agent.store import Store
+    from agent.evidence.chain import Chain, current_boot_id
+    from agent.evidence.keys import fingerprint, load_or_create_device_key
+    from agent.evidence.store import Store
     from hal.clock import open_clock
 
     config = _config(args)
@@ -255,8 +255,8 @@ def _keys(args: argparse.Namespace) -> int:
 def _decrypt(args: argparse.Namespace) -> int:
     """Exit 0: whole and matching the chain; 1: a mismatch or a changed file; 3: cut short
     (recovered after a power cut): what decrypts is written."""
-    from agent.age import AgeError
-    from agent.decrypt import decrypt_file
+    from agent.evidence.age import AgeError
+    from agent.evidence.decrypt import decrypt_file
 
     out = args.out or Path(args.file.name.removesuffix(".age"))
     try:

@@ -10,15 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.chain import read_bodies
 from agent.config import Config, load_config
-from agent.daemon import Daemon
-from agent.dock import DockLink, pull
-from agent.keys import load_or_create_device_key
+from agent.device.daemon import Daemon
+from agent.device.state import Shutdown
+from agent.dock.pull import DockLink, pull
+from agent.evidence.chain import read_bodies
+from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.store import Store
+from agent.evidence.verify import verify_store
 from agent.pki import write_dock_pki
-from agent.state import Shutdown
-from agent.store import Store
-from agent.verify import verify_store
 
 _NOTE_SECONDS = 2.0
 

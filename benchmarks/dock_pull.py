@@ -9,13 +9,13 @@ Run from the repository root:
    (320x240); their bytes are repeated to `--segment-mib` each (as big as a 60 s
    segment at 4 Mbit/s) and each file made distinct with one MPEG-TS null packet
    holding its index, until `--gib` of segments. They are sealed with the device
-   key into a chain built by `agent.chain.Chain`: one recording per segment, so the
+   key into a chain built by `agent.evidence.chain.Chain`: one recording per segment, so the
    verifier's continuity check holds, every file under a `segment_sealed` record
    with its size and SHA-256.
-2. Device: `agent.offload.OffloadServer` over that store in its own process (as on
+2. Device: `agent.device.offload.server.OffloadServer` over that store in its own process (as on
    the device), mutual TLS with certificates from `agent.pki`; its CPU is read
    from /proc around each pull.
-3. Agent: `agent.dock.pull` (the code behind `bodycam dock pull`), timed from the
+3. Agent: `agent.dock.pull.pull` (the code behind `bodycam dock pull`), timed from the
    first request to the custody receipt: chain, every segment streamed to disk and
    hashed as it arrives, `verify_store` over the whole copy (every signature and
    link; the files' SHA-256 are those taken while receiving), custody report and
@@ -58,15 +58,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.chain import Chain, read_bodies
 from agent.config import DockConfig
-from agent.custody import Ledger
-from agent.direct_file import BUFFER, DirectFile
-from agent.dock import DockLink, pull
-from agent.keys import load_or_create_device_key
-from agent.offload import DockedDevice, OffloadServer
+from agent.device.offload.custody import Ledger
+from agent.device.offload.server import DockedDevice, OffloadServer
+from agent.dock.direct_file import BUFFER, DirectFile
+from agent.dock.pull import DockLink, pull
+from agent.evidence.chain import Chain, read_bodies
+from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.store import Store
 from agent.pki import DockPki, write_dock_pki
-from agent.store import Store
 from benchmarks.cpu import process_cpu_seconds
 from hal.clock import SimulatedClock
 from tests.device import record_segments, write_device_config

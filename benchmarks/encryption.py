@@ -17,7 +17,7 @@ Run from the repository root:
    (1280x720 30 fps H.264 with AAC, from the simulated camera, as in
    benchmarks/rotations.py) is replayed into a real Recorder, Store and signed Chain,
    once writing plaintext MPEG-TS and once encrypting every segment to an age X25519
-   recipient as it is written (agent/age.py). Runs alternate `--repeats` times; the
+   recipient as it is written (agent/evidence/age.py). Runs alternate `--repeats` times; the
    figures are medians of the CPU seconds (`time.process_time`) per recorded second.
    Encrypted segments are then decrypted with the project's decryptor and their
    plaintext checked against the chain.
@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from agent.age import Decrypted, decrypt_stream, recipient_string
-from agent.verify import verify_store
+from agent.evidence.age import Decrypted, decrypt_stream, recipient_string
+from agent.evidence.verify import verify_store
 from benchmarks.cpu import process_cpu_seconds
 from benchmarks.rotations import GOP, capture, replay_schedule, run_agent, sealed_segments
 from tests.device import spawn_daemon, trigger_start, write_device_config

@@ -38,8 +38,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import load_config
-from agent.outbox import Outbox
-from agent.telemetry import Telemetry
+from agent.device.telemetry.mqtt import Telemetry
+from agent.device.telemetry.outbox import Outbox
 from tests.device import wait_for, write_device_config
 from tests.mosquitto import Broker, mqtt_section
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from hal.overlay import Overlay
+from hal.camera.overlay import Overlay
 
 SIZES = [(1280, 720), (1920, 1080)]
 FPS = 30

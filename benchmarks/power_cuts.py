@@ -33,13 +33,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.chain import Chain, read_bodies
 from agent.config import load_config
-from agent.keys import load_or_create_device_key
-from agent.recovery import move_orphans_back, recover
-from agent.store import Store
-from agent.verify import unexplained
-from hal.camera import open_camera
+from agent.device.recording.recovery import move_orphans_back, recover
+from agent.evidence.chain import Chain, read_bodies
+from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.store import Store
+from agent.evidence.verify import unexplained
+from hal.camera.factory import open_camera
 from hal.clock import SimulatedClock
 from tests.device import (
     open_recordings,

@@ -36,10 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.chain import read_bodies
 from agent.config import load_config
-from agent.daemon import Daemon
-from agent.state import ButtonHeld, Shutdown, State
+from agent.device.daemon import Daemon
+from agent.device.state import ButtonHeld, Shutdown, State
+from agent.evidence.chain import read_bodies
 from tests.device import write_device_config
 from tests.pulse import private_pulse
 

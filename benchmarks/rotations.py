@@ -64,15 +64,15 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from agent.chain import Chain  # noqa: E402
 from agent.config import Config, RecorderConfig, load_config  # noqa: E402
-from agent.keys import load_or_create_device_key  # noqa: E402
-from agent.recorder import Recorder  # noqa: E402
-from agent.store import Store  # noqa: E402
-from agent.verify import verify_store  # noqa: E402
-from hal.camera import StreamLayout  # noqa: E402
+from agent.device.recording.recorder import Recorder  # noqa: E402
+from agent.evidence.chain import Chain  # noqa: E402
+from agent.evidence.keys import load_or_create_device_key  # noqa: E402
+from agent.evidence.store import Store  # noqa: E402
+from agent.evidence.verify import verify_store  # noqa: E402
+from hal.camera.base import StreamLayout  # noqa: E402
+from hal.camera.sim import SimulatedCamera  # noqa: E402
 from hal.clock import SimulatedClock  # noqa: E402
-from hal.sim_camera import SimulatedCamera  # noqa: E402
 
 WIDTH, HEIGHT, FPS, GOP = 1280, 720, 30, 30
 CAPTURE_FRAMES = 300

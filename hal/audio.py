@@ -475,3 +475,27 @@ class SimulatedMicrophone:
             on_block(np.repeat(tone[:, None], self.channels, axis=1),
                      origin + sample * 1_000_000_000 // rate)
             sample += block
+
+
+class AbsentMicrophone:
+    """Captures nothing: the recording keeps its audio track, with no packet in it (never
+    invented silence)."""
+
+    def __init__(self, sample_rate: int, channels: int, reason: str) -> None:
+        self.sample_rate, self.channels, self.reason = sample_rate, channels, reason
+
+    def start(self, on_block: Callable[[np.ndarray, int], None]) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class AbsentSpeaker:
+    """Every playback fails with the reason: nothing is sealed as heard that was not."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def play(self, pcm: np.ndarray, sample_rate: int) -> Playback:
+        raise AudioError(f"no speaker: {self.reason}")

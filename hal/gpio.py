@@ -126,3 +126,27 @@ class OfficerControls:
         self.factory.close()
 
 
+class _Released:
+    is_pressed = False
+
+
+class AbsentControls:
+    """No button, LED or buzzer: the device is driven by triggers and the control socket."""
+
+    simulated = False
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.button = self.function_button = _Released()
+
+    def show(self, recording: bool, health: object) -> None:
+        pass
+
+    def pulse(self, times: int = 1) -> None:
+        pass
+
+    def press(self, long: bool = False, function: bool = False) -> None:
+        raise RuntimeError(f"no buttons: {self.reason}")
+
+    def close(self) -> None:
+        pass

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.store import write_all
+from agent.durable import write_all
 
 PROBE_BYTES = 4096
 

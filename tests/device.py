@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.chain import read_bodies
 from agent.config import Config, load_config
-from agent.daemon import Daemon
-from agent.state import Shutdown
+from agent.device.daemon import Daemon
+from agent.device.state import Shutdown
+from agent.evidence.chain import read_bodies
 
 FAST_DEVICE = """
 [device]

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.chain import read_bodies
-from agent.daemon import Daemon
-from agent.dock import DockLink, PullResult, pull
+from agent.device.daemon import Daemon
+from agent.dock.pull import DockLink, PullResult, pull
+from agent.evidence.chain import read_bodies
 from tests.device import running_daemon, write_device_config
 from tests.pki import Pki
 

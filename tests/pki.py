@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from agent.keys import load_or_create_device_key
+from agent.evidence.keys import load_or_create_device_key
 from agent.pki import Issued, certify_device, device_request, issue, make_ca
 
 DEVICE_ID = "TEST-0001"

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.chain import read_bodies
-from agent.verify import verify_store
+from agent.evidence.chain import read_bodies
+from agent.evidence.verify import verify_store
 from tests.device import running_daemon
 
 

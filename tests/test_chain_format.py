@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.verify import verify_store
+from agent.evidence.verify import verify_store
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "chain-format.md"
 

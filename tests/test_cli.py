@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.chain import read_bodies
+from agent.evidence.chain import read_bodies
 from tests.device import spawn_daemon, trigger_start, wait_for
 
 BODYCAM = [sys.executable, "-m", "agent"]

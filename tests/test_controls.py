@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.chain import read_bodies
-from agent.state import State, TriggerStart
+from agent.device.state import State, TriggerStart
+from agent.evidence.chain import read_bodies
 from tests.device import running_daemon, wait_for
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from agent.chain import read_bodies
-from agent.state import State
+from agent.device.state import State
+from agent.evidence.chain import read_bodies
 from hal.gpio import Health
 from tests.device import running_daemon, wait_for
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.direct_file import ALIGN, BUFFER, DirectFile, aligned_buffer, aligned_down
+from agent.dock.direct_file import ALIGN, BUFFER, DirectFile, aligned_buffer, aligned_down
 
 SIZES = [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, BUFFER - 1, BUFFER, 2 * BUFFER + 12345]
 

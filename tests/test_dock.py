@@ -20,13 +20,13 @@ import pytest
 from yarl import URL
 
 from agent import tls_http
-from agent.bulk import BulkLink, Connections, Download
-from agent.chain import Chain, read_bodies
 from agent.cli import main
-from agent.direct_file import ALIGN
-from agent.dock import pull
-from agent.keys import load_or_create_device_key
-from agent.verify import verify_store
+from agent.dock.bulk import BulkLink, Connections, Download
+from agent.dock.direct_file import ALIGN
+from agent.dock.pull import pull
+from agent.evidence.chain import Chain, read_bodies
+from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.verify import verify_store
 from hal.clock import SimulatedClock
 from tests.device import record_segments, running_daemon, wait_for, write_device_config
 from tests.dockside import Docked, copy_store, dock_config, docked_device, snapshot
@@ -341,7 +341,7 @@ def test_a_dock_that_stops_reading_is_cut_when_its_time_runs_out(
     segment = _segments(device.store)[0]
     get = f"GET /v1/sealed/{segment['seq']} HTTP/1.1\r\n\r\n".encode()
     raw = socket.create_connection(("127.0.0.1", device.daemon.offload.port), timeout=10)
-    with caplog.at_level("INFO", logger="agent.tls_http"), \
+    with caplog.at_level("INFO", logger="agent.device.offload.tls_http"), \
             device.link().context().wrap_socket(raw) as stalled:
         stalled.sendall(get * (32 * 2**20 // segment["payload"]["size"] + 1))
         wait_for(lambda: "no progress for 1 s" in caplog.text, timeout=10,
@@ -427,7 +427,7 @@ def test_resume_after_a_cut_connection(device: Docked, tmp_path: Path,
             return await pull(f"https://127.0.0.1:{port}", tmp_path / "dock", device.link(),
                               "operator Li", connections=1)
 
-    with caplog.at_level("INFO", logger="agent.offload.access"):
+    with caplog.at_level("INFO", logger="agent.device.offload.server.access"):
         result = asyncio.run(pull_through_proxy())
 
     # The API's, the files' and, after the cut, the files' again: not one per file.

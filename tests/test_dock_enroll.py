@@ -20,12 +20,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from agent.age import recipient_string
-from agent.chain import read_bodies
-from agent.dock import DockError, DockLink
-from agent.dock_enroll import enroll
+from agent.dock.enroll import enroll
+from agent.dock.pull import DockError, DockLink
+from agent.evidence.age import recipient_string
+from agent.evidence.chain import read_bodies
+from agent.evidence.verify import verify_store
 from agent.pki import certify_device, device_request, issue, make_ca
-from agent.verify import verify_store
 from tests.device import BODYCAM, running_daemon, spawn_daemon, wait_for
 from tests.dockside import dock_config
 from tests.mosquitto import Brokers, Subscriber, brokers, free_port, mqtt_section  # noqa: F401

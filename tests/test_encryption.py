@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.chain import read_bodies
-from agent.keys import KeyMaterialError, load_or_create_device_key
-from agent.state import State
-from agent.verify import verify_store
+from agent.device.state import State
+from agent.evidence.chain import read_bodies
+from agent.evidence.keys import KeyMaterialError, load_or_create_device_key
+from agent.evidence.verify import verify_store
 from tests.device import (
     BODYCAM,
     record_segments,

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent.chain import read_bodies
+from agent.evidence.chain import read_bodies
 from hal.gnss import WATCH, GpsdGnss, location_fields
 from tests.device import record_segments, wait_for, write_device_config
 

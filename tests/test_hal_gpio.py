@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.chain import read_bodies
 from agent.config import Config, ConfigError, default_config_path, load_config
-from agent.state import State
+from agent.device.state import State
+from agent.evidence.chain import read_bodies
 from hal.gpio import Health, OfficerControls
 from hal.triggers import TriggerInputs
 from tests.device import running_daemon, wait_for, write_device_config

@@ -1,7 +1,7 @@
 """The picamera2 backend through picamera2's documented Output interface, fed with real H.264.
 
 No libcamera here: tests/fakes/picamera2 stands in for the library at the boundary
-hal/picamera.py calls (see its README); everything after it is the production path:
+hal/camera/picamera.py calls (see its README); everything after it is the production path:
 the daemon, the recorder cutting on keyframes, the chain, the verifier.
 """
 
@@ -16,9 +16,9 @@ import av
 import numpy as np
 import pytest
 
-from agent.chain import read_bodies
 from agent.config import load_config
-from agent.verify import verify_store
+from agent.evidence.chain import read_bodies
+from agent.evidence.verify import verify_store
 from tests.device import running_daemon, wait_for, write_device_config
 
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -97,7 +97,7 @@ def test_the_overlay_is_burned_in_at_the_moment_of_exposure(
 def test_the_encoder_is_the_hardware_one_where_the_board_has_it(
         fake_picamera2, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str,
         setting: str, expected: str) -> None:
-    from hal.picamera import PiCamera
+    from hal.camera.picamera import PiCamera
 
     monkeypatch.setenv("FAKE_PICAMERA2_PLATFORM", platform)
     config_path = picamera2_config(tmp_path)
@@ -112,7 +112,7 @@ def test_the_encoder_is_the_hardware_one_where_the_board_has_it(
 
 def test_without_picamera2_the_backend_says_what_is_missing(tmp_path: Path) -> None:
     """On a machine without picamera2 the import fails inside the backend, not at start-up."""
-    probe = ("import agent.daemon, hal.camera, hal.picamera, sys; "
+    probe = ("import agent.device.daemon, hal.camera, hal.camera.picamera, sys; "
              "print('picamera2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parent.parent)

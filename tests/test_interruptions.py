@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.chain import read_bodies
-from agent.daemon import Daemon
-from agent.state import State
-from agent.verify import verify_store
+from agent.device.daemon import Daemon
+from agent.device.state import State
+from agent.evidence.chain import read_bodies
+from agent.evidence.verify import verify_store
 from tests.device import running_daemon, wait_for
 
 

@@ -13,8 +13,8 @@ import av
 import numpy as np
 import pytest
 
-from agent.chain import read_bodies
 from agent.config import default_config_path
+from agent.evidence.chain import read_bodies
 from hal.audio import conform, load_wav
 from tests.device import running_daemon, wait_for
 

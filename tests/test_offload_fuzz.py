@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from requests.adapters import HTTPAdapter
 from schemathesis.generation import GenerationMode
 
-from agent.verify import verify_store
+from agent.evidence.verify import verify_store
 from tests.device import record_segments, write_device_config
 from tests.dockside import docked_device, snapshot
 from tests.pki import make_pki

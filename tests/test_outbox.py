@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.chain import Chain, read_records, record_hash, split_line
-from agent.keys import load_or_create_device_key
-from agent.outbox import Outbox
-from agent.store import Store
+from agent.device.telemetry.outbox import Outbox
+from agent.evidence.chain import Chain, read_records, record_hash, split_line
+from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.store import Store
 from hal.clock import SimulatedClock
 
 LIMIT = 1000

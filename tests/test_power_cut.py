@@ -8,8 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from agent.chain import read_bodies
-from agent.verify import verify_store
+from agent.evidence.chain import read_bodies
+from agent.evidence.verify import verify_store
 from tests.device import open_recordings, spawn_daemon, trigger_start, wait_for, wall_seconds
 
 TRIALS = 20

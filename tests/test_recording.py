@@ -9,7 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from agent.chain import read_bodies
+from agent.evidence.chain import read_bodies
 from tests.device import record_segments, running_daemon, wait_for
 
 VIDEO_TICK = Fraction(1, 30)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.chain import read_bodies
-from agent.daemon import Daemon
-from agent.selfcheck import SelfCheckResult, Status
+from agent.device.daemon import Daemon
+from agent.device.selfcheck import SelfCheckResult, Status
+from agent.evidence.chain import read_bodies
 from hal.gpio import Health
 from tests.device import running_daemon, wait_for
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.chain import read_bodies
+from agent.evidence.chain import read_bodies
 from tests.device import BODYCAM, DaemonProcess, trigger_start, wait_for, write_device_config
 
 ROOT = Path(__file__).resolve().parent.parent

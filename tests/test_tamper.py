@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.chain import Chain, split_line
 from agent.config import RecorderConfig, load_config
-from agent.keys import load_or_create_device_key
-from agent.recorder import Recorder
-from agent.store import Store
-from agent.verify import verify_store
+from agent.device.recording.recorder import Recorder
+from agent.evidence.chain import Chain, split_line
+from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.store import Store
+from agent.evidence.verify import verify_store
+from hal.camera.sim import SimulatedCamera
 from hal.clock import SimulatedClock
-from hal.sim_camera import SimulatedCamera
 from tests.device import wait_for
 
 

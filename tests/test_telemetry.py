@@ -18,14 +18,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.chain import Chain, read_bodies
 from agent.config import ConfigError, load_config
-from agent.daemon import Daemon
-from agent.keys import load_or_create_device_key
-from agent.outbox import Outbox
-from agent.store import Store
-from agent.telemetry import NETWORK_STOP_S, Telemetry, open_telemetry
-from agent.verify import verify_store
+from agent.device.daemon import Daemon
+from agent.device.telemetry.mqtt import NETWORK_STOP_S, Telemetry, open_telemetry
+from agent.device.telemetry.outbox import Outbox
+from agent.evidence.chain import Chain, read_bodies
+from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.store import Store
+from agent.evidence.verify import verify_store
 from hal.clock import SimulatedClock
 from tests.device import running_daemon, spawn_daemon, trigger_start, wait_for
 from tests.mosquitto import Brokers, Pki, Subscriber, free_port, mqtt_section
@@ -253,7 +253,7 @@ def test_the_agent_over_tls_with_its_certificate(brokers: Brokers, pki: Pki,
 def test_commands_safe_ones_run_the_rest_are_refused_answered_and_logged(
         brokers: Brokers, mqtt_config: Callable[..., Path],
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="agent.telemetry")
+    caplog.set_level(logging.INFO, logger="agent.device.telemetry.mqtt")
     broker = brokers()
     fleet = Subscriber(broker.port, [f"{TOPIC}/cmd/response"])
     with running_daemon(mqtt_config(broker.url)) as daemon:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.keys import load_or_create_device_key
+from agent.device.offload.tls_http import HttpsServer, cpu_has_aes, mutual_tls_context
+from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.store import Store
 from agent.pki import DockPki, write_dock_pki
-from agent.store import Store
-from agent.tls_http import HttpsServer, cpu_has_aes, mutual_tls_context
 
 PI4 = """processor\t: 0
 BogoMIPS\t: 108.00

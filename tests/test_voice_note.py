@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.chain import read_bodies
 from agent.config import default_config_path, load_config
-from agent.state import State
-from agent.verify import verify_store
+from agent.device.state import State
+from agent.evidence.chain import read_bodies
+from agent.evidence.verify import verify_store
 from hal.audio import conform, load_wav, open_speaker
 from tests.device import running_daemon, spawn_daemon, trigger_start, wait_for
 from tests.test_cues import buzzes

@@ -1,0 +1,1 @@
+"""The body-camera daemon, its state machine and its services."""

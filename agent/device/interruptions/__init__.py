@@ -1,0 +1,1 @@
+"""Interruptions: gaps, and the officer's spoken explanations."""

@@ -1,0 +1,1 @@
+"""The device end of the dock link: server, TLS transport, custody, purge."""

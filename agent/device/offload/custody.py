@@ -1,0 +1,256 @@
+"""Custody: which sealed files a dock holds, checked against the chain, and sealed.
+
+The `Ledger` reads the chain as it grows and keeps what docking needs: every
+sealed file (segment or voice note) with its hash, which are under custody and
+by which record, which were purged, and the officer now assigned. A custody
+report is accepted only whole: every claim must match the chain, the report must
+be fresh (a nonce the device handed out, a report id never used, a head not older
+than the last custody) and complete (every sealed file up to its head not yet in
+custody). Then one `custody` record is sealed, and its signed line is the receipt.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.evidence.chain import SEALED_FILE_TYPES, Chain, record_hash, split_line
+
+NONCE_TTL_S = 600.0
+MAX_NONCES = 64
+
+Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Seq = Annotated[int, Field(ge=1, le=2**53)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Head(StrictModel):
+    seq: Seq
+    hash: Hex64
+
+
+class Claim(StrictModel):
+    seq: Seq
+    sha256: Hex64
+
+
+class CustodyReport(StrictModel):
+    """What a dock says it holds; its own identity comes from its certificate, not from here."""
+
+    report_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{8,64}$")]
+    nonce: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+    operator: Annotated[str, Field(min_length=1, max_length=64)]
+    head: Head
+    segments: Annotated[list[Claim], Field(max_length=1_000_000)]
+
+
+@dataclass(frozen=True)
+class DockIdentity:
+    """The dock as its client certificate names it."""
+
+    name: str
+    certificate_sha256: str
+
+    def as_record(self) -> dict[str, str]:
+        return {"name": self.name, "certificate_sha256": self.certificate_sha256}
+
+
+@dataclass(frozen=True)
+class SealedFile:
+    seq: int
+    file: str
+    sha256: str
+    size: int
+    wall: str
+
+    def as_record(self) -> dict[str, Any]:
+        return {"seq": self.seq, "file": self.file, "sha256": self.sha256, "size": self.size}
+
+    @property
+    def sealed_at(self) -> datetime:
+        return datetime.strptime(self.wall, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+class CustodyRefused(Exception):
+    """A report the device will not acknowledge; `status` is the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Ledger:
+    """What the chain says about sealed files, custody, purges and the officer, kept current."""
+
+    def __init__(self, chain_path: Path) -> None:
+        self._path = chain_path
+        self._offset = 0
+        self.lock = threading.RLock()
+        self.hashes: dict[int, str] = {}
+        self.files: dict[int, SealedFile] = {}
+        self.custody: dict[int, int] = {}       # file seq -> seq of the custody record
+        self.custody_lines: dict[int, bytes] = {}
+        self.purged: set[int] = set()
+        self.report_ids: set[str] = set()
+        self.custody_head = 0
+        self.officer: str | None = None         # from the last officer_assigned, if any
+
+    def refresh(self) -> Ledger:
+        """Read the whole lines appended since the last call."""
+        with self.lock:
+            if not self._path.exists():
+                return self
+            with self._path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+            end = data.rfind(b"\n") + 1
+            for line in data[:end].splitlines():
+                self._take(line)
+            self._offset += end
+            return self
+
+    def _take(self, line: bytes) -> None:
+        try:
+            body_bytes, _ = split_line(line)
+            body = json.loads(body_bytes)
+            seq, kind, payload = body["seq"], body["type"], body["payload"]
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return  # not a whole record: the verifier reports it
+        self.hashes[seq] = record_hash(body_bytes)
+        if kind in SEALED_FILE_TYPES:
+            self.files[seq] = SealedFile(seq, payload["file"], payload["sha256"],
+                                         payload["size"], body["wall"])
+        elif kind == "custody":
+            self.custody_lines[seq] = line + b"\n"
+            self.report_ids.add(payload["report_id"])
+            self.custody_head = max(self.custody_head, payload["head"]["seq"])
+            for held in payload["segments"]:
+                self.custody.setdefault(held["seq"], seq)
+        elif kind == "purge":
+            self.purged.update(item["seq"] for item in payload["files"])
+        elif kind == "officer_assigned":
+            self.officer = payload["officer"]
+
+    def outstanding(self) -> list[SealedFile]:
+        """Sealed files on the device that no dock has taken custody of yet, oldest first."""
+        with self.lock:
+            return [f for seq, f in sorted(self.files.items())
+                    if seq not in self.custody and seq not in self.purged]
+
+    def purgeable(self) -> list[SealedFile]:
+        """Sealed files under custody and not yet purged, oldest first."""
+        with self.lock:
+            return [self.files[seq] for seq in sorted(self.custody)
+                    if seq in self.files and seq not in self.purged]
+
+
+class Nonces:
+    """One-time values the device hands out; a custody report must spend one of them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._issued: dict[str, float] = {}
+
+    def issue(self) -> str:
+        now = time.monotonic()
+        nonce = secrets.token_urlsafe(24)
+        with self._lock:
+            self._issued = {n: t for n, t in self._issued.items() if t > now}
+            while len(self._issued) >= MAX_NONCES:
+                self._issued.pop(next(iter(self._issued)))
+            self._issued[nonce] = now + NONCE_TTL_S
+        return nonce
+
+    def spend(self, nonce: str) -> bool:
+        with self._lock:
+            expiry = self._issued.pop(nonce, None)
+        return expiry is not None and expiry > time.monotonic()
+
+
+def check_report(ledger: Ledger, report: CustodyReport) -> list[SealedFile]:
+    """The sealed files the report takes into custody; CustodyRefused names the first problem."""
+    head = report.head
+    if ledger.hashes.get(head.seq) != head.hash:
+        raise CustodyRefused(409, f"head seq {head.seq} hash {head.hash} is not this device's "
+                             "record: the dock verified another chain")
+    if report.report_id in ledger.report_ids:
+        raise CustodyRefused(409, f"report_id {report.report_id} was already used (replay)")
+    if head.seq < ledger.custody_head:
+        raise CustodyRefused(409, f"head seq {head.seq} is older than the last custody "
+                             f"report's head seq {ledger.custody_head} (replay)")
+    taken: dict[int, SealedFile] = {}
+    for claim in report.segments:
+        sealed = ledger.files.get(claim.seq)
+        if sealed is None or claim.seq > head.seq:
+            raise CustodyRefused(422, f"segment seq {claim.seq} is not a sealed file of this "
+                                 f"chain up to seq {head.seq} (unknown segment)")
+        if claim.sha256 != sealed.sha256:
+            raise CustodyRefused(422, f"segment seq {claim.seq} ({sealed.file}): sha256 "
+                                 f"{claim.sha256} differs from the sealed {sealed.sha256}")
+        if claim.seq in taken:
+            raise CustodyRefused(422, f"segment seq {claim.seq} is listed twice")
+        taken[claim.seq] = sealed
+    missing = [f.file for f in ledger.outstanding() if f.seq <= head.seq and f.seq not in taken]
+    if missing:
+        raise CustodyRefused(422, f"partial report: {len(missing)} sealed file(s) up to seq "
+                             f"{head.seq} not listed, first {missing[0]}")
+    return [taken[seq] for seq in sorted(taken)]
+
+
+def take_custody(chain: Chain, ledger: Ledger, nonces: Nonces, report: CustodyReport,
+                 dock: DockIdentity) -> bytes:
+    """Check and seal one report; returns the custody record's signed line (the receipt)."""
+    if not nonces.spend(report.nonce):
+        raise CustodyRefused(409, f"nonce {report.nonce} was not issued by this device, has "
+                             "expired or was already spent (replay)")
+    with ledger.lock:
+        files = check_report(ledger.refresh(), report)
+        record = chain.append("custody", {
+            "report_id": report.report_id,
+            "dock": dock.as_record(),
+            "operator": report.operator,
+            "head": report.head.model_dump(),
+            "segments": [f.as_record() for f in files],
+        })
+        return ledger.refresh().custody_lines[record["seq"]]
+
+
+@dataclass(frozen=True)
+class ExportBacklog:
+    """Art. 20: sealed footage still on the device and not in a dock's custody."""
+
+    files: int
+    oldest: SealedFile | None
+    age_h: float | None       # of the oldest, when there is one
+    deadline_h: float
+
+    @property
+    def overdue(self) -> bool:
+        return self.age_h is not None and self.age_h > self.deadline_h
+
+    def describe(self) -> str:
+        if self.oldest is None:
+            return "all sealed footage is in custody"
+        return (f"{self.files} sealed file(s) not in custody, oldest {self.oldest.file} "
+                f"{self.age_h:.2f} h old (deadline {self.deadline_h:g} h)")
+
+
+def export_backlog(ledger: Ledger, deadline_hours: float) -> ExportBacklog:
+    """The one reading of the export deadline: the alarm, the self-check and the fleet status
+    all take it from the daemon's running ledger, which reads only what the chain added."""
+    outstanding = ledger.refresh().outstanding()
+    if not outstanding:
+        return ExportBacklog(0, None, None, deadline_hours)
+    age_h = (datetime.now(UTC) - outstanding[0].sealed_at).total_seconds() / 3600
+    return ExportBacklog(len(outstanding), outstanding[0], age_h, deadline_hours)

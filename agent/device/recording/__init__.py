@@ -1,0 +1,1 @@
+"""Recording: the recorder, segments, the pre-event buffer, recovery."""

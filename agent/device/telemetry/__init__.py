@@ -1,0 +1,1 @@
+"""Fleet telemetry over MQTT: publisher, outbox, discovery, status."""

@@ -1,0 +1,1 @@
+"""The docking station: pull, bulk transfer, direct file, enroll, its CLI."""

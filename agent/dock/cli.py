@@ -1,0 +1,150 @@
+"""`bodycam dock ...`: the docking station's commands (enroll, pull and custody, officer,
+clock)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ssl
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    dock = commands.add_parser("dock", help="the docking station: pull, verify, take custody")
+    actions = dock.add_subparsers(required=True, metavar="ACTION")
+    link = argparse.ArgumentParser(add_help=False)
+    link.add_argument("--device", required=True, metavar="URL",
+                      help="the device's offload server, e.g. https://10.0.0.2:8443")
+    link.add_argument("--cert", required=True, type=Path, help="the dock's certificate (PEM)")
+    link.add_argument("--key", required=True, type=Path, help="the dock's private key (PEM)")
+    link.add_argument("--ca", required=True, type=Path, help="the agency's device CA (PEM)")
+    link.add_argument("--operator", required=True, help="who operates the dock (Art. 22)")
+    link.add_argument("--device-id", help="the device must be this one (its certificate's CN); "
+                      "default: whichever device the certificate names")
+    link.add_argument("-v", "--verbose", action="store_true")
+
+    enroll = actions.add_parser("enroll", parents=[link],
+                                help="certify a device over the dock link and install its "
+                                     "certificate, the dock CA and the agency's recipients")
+    enroll.add_argument("--expect-key", required=True, metavar="FINGERPRINT",
+                        help="the device's key fingerprint, as `bodycam keys show` prints it "
+                             "on the device: the only trust in a device not yet enrolled")
+    enroll.add_argument("--device-ca-key", required=True, type=Path,
+                        help="the private key of the device CA (--ca), which signs the request")
+    enroll.add_argument("--recipients", required=True, type=Path,
+                        help="the agency's age recipients, one age1… per line")
+    enroll.add_argument("--dock-ca", type=Path, help="the dock CA to install (PEM; default: "
+                        "the device keeps the one that let this dock in)")
+    enroll.add_argument("--replace", action="store_true",
+                        help="enroll a device that is already enrolled (a renewal)")
+    enroll.set_defaults(func=_enroll)
+
+    pull_ = actions.add_parser("pull", parents=[link],
+                               help="pull every sealed file not yet held, verify, report custody")
+    pull_.add_argument("--out", required=True, type=Path, help="evidence folder (one per device "
+                       "inside)")
+    pull_.add_argument("--device-key", type=Path, help="the device's public key from the "
+                       "enrolment register (default: the key the device serves)")
+    pull_.add_argument("--connections", type=int, default=4, help="parallel downloads")
+    pull_.add_argument("--no-custody", action="store_true", help="pull and verify only")
+    pull_.set_defaults(func=_pull)
+
+    officer = actions.add_parser("officer", parents=[link],
+                                 help="issue the device to an officer, or take it back")
+    officer.add_argument("action", choices=["issue", "return"])
+    officer.add_argument("--officer", help="the officer's id (issue)")
+    officer.set_defaults(func=_officer)
+
+    clock = actions.add_parser("clock", parents=[link],
+                               help="set an unsynchronised device clock from the dock's")
+    clock.set_defaults(func=_clock)
+
+
+def _link(args: argparse.Namespace) -> Any:
+    from agent.dock.pull import DockLink  # aiohttp loads only for the dock's commands
+
+    return DockLink(args.cert, args.key, args.ca, args.device_id)
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one dock operation; a failure is a one-line message and exit code, not a trace."""
+    import aiohttp
+
+    from agent.dock.pull import DockError
+
+    try:
+        return asyncio.run(coroutine)
+    except DockError as exc:
+        raise SystemExit(f"bodycam dock: {exc}") from exc
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise SystemExit(f"bodycam dock: the device's certificate is refused: "
+                         f"{exc.certificate_error}") from exc
+    except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
+        raise SystemExit(f"bodycam dock: cannot talk to the device: {exc}") from exc
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from agent.dock.pull import pull
+
+    result = _run(pull(args.device, args.out, _link(args), args.operator, args.device_key,
+                       args.connections, custody=not args.no_custody))
+    rate = result.bytes_fetched * 8 / 1e6 / max(result.seconds, 1e-9)
+    print(f"{result.device}: {len(result.fetched)} sealed files fetched, "
+          f"{result.bytes_fetched / 1e6:.1f} MB in {result.seconds:.2f} s ({rate:.0f} Mbit/s)\n"
+          f"verify: {result.verify.summary()}")
+    if result.problem:
+        print(f"REFUSED, nothing acknowledged: {result.problem}", file=sys.stderr)
+        return 1
+    if result.custody_seq is not None:
+        print(f"custody: record {result.custody_seq} sealed on the device; receipt in "
+              f"{result.folder / 'receipts'}; purged on the device: {len(result.purged)}")
+    print(f"evidence: {result.folder} (bodycam verify {result.folder})")
+    return 0
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from agent.dock.enroll import enroll, load_device_ca
+    from agent.dock.pull import DockError
+
+    try:
+        recipients = args.recipients.read_text()
+        dock_ca = args.dock_ca.read_bytes() if args.dock_ca else None
+        device_ca = load_device_ca(args.ca, args.device_ca_key)
+    except (OSError, DockError) as exc:
+        raise SystemExit(f"bodycam dock: {exc}") from exc
+    done = _run(enroll(args.device, _link(args), device_ca, args.expect_key, recipients,
+                       args.operator, dock_ca, args.replace))
+    certificate = done.certificate
+    print(f"{done.device}: enrolled, sealed as record {done.seq}; certificate sha256 "
+          f"{certificate['sha256']}, valid until {certificate['not_after']}; the device now "
+          f"presents it, verified against {args.ca}")
+    return 0
+
+
+def _officer(args: argparse.Namespace) -> int:
+    body = {"action": args.action, "operator": args.operator}
+    if args.officer:
+        body["officer"] = args.officer
+    answer = _run(_post(args, "officer", body))
+    print(f"officer {answer['officer'] or '(none: returned)'} sealed as record {answer['seq']}")
+    return 0
+
+
+def _clock(args: argparse.Namespace) -> int:
+    answer = _run(_post(args, "clock", {"time_ns": time.time_ns(), "operator": args.operator}))
+    print(f"device clock stepped by {answer['step_ns'] / 1e9:+.3f} s, sealed as record "
+          f"{answer['seq']}")
+    return 0
+
+
+def _post(args: argparse.Namespace, path: str, body: dict[str, Any]
+          ) -> Coroutine[Any, Any, dict[str, Any]]:
+    from agent.dock.pull import post
+
+    return post(args.device, _link(args), path, body)

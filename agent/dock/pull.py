@@ -1,0 +1,455 @@
+"""The docking station's side: pull a device's chain and sealed files, verify, take custody.
+
+`pull` copies what the device has that the evidence folder does not, resuming
+partial files with HTTP Range and hashing every byte as it arrives, then checks
+the copy with the project's verifier exactly as it would check a device store.
+Only a copy that verifies whole is reported for custody; the device's signed
+custody record comes back as the receipt. The evidence folder per device is a
+store (chain.jsonl, sealed/, keys/device.pub), so `bodycam verify` reads it as is,
+plus receipts/ and manifest.json. See docs/docking.md.
+
+The device is checked at every TLS handshake: its certificate must chain to the
+agency's device CA and name (CN) the device id it serves, the same on every
+connection; not its address, which on a dock link is arbitrary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import ssl
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.dock.bulk import BulkLink, Connections, Download
+from agent.dock.direct_file import aligned_down
+from agent.durable import fsync_dir
+from agent.evidence.chain import SEALED_FILE_TYPES, read_bodies, split_line, utc_iso
+from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
+from agent.evidence.verify import Report, verify_store
+from agent.pki import common_names
+
+API = "v1"
+CHUNK = 1024 * 1024
+ATTEMPTS = 5
+_DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)(\.age)?")
+
+
+class DockError(Exception):
+    """The pull could not be done or must not be acknowledged; says which and why."""
+
+
+@dataclass
+class DeviceCheck:
+    """Who may answer on one session's connections, checked at each TLS handshake: a
+    certificate naming one device id (CN), the one expected or else the first seen, and,
+    when pinned, holding the key the operator read off the device."""
+
+    device_id: str | None = None
+    key_fingerprint: str | None = None
+    certificate: bytes = b""  # the last one seen, DER
+
+    def check(self, der: bytes) -> None:
+        cert = x509.load_der_x509_certificate(der)
+        names = common_names(cert.subject)
+        if len(names) != 1:
+            raise ssl.SSLCertVerificationError(f"the device's certificate names no one device "
+                                               f"(CN={names})")
+        if self.device_id is None:
+            self.device_id = names[0]
+        elif names[0] != self.device_id:
+            raise ssl.SSLCertVerificationError(f"the device's certificate is for CN="
+                                               f"{names[0]!r}, not device {self.device_id!r}")
+        if self.key_fingerprint is not None:
+            held = key_fingerprint(cert.public_key())
+            if held != self.key_fingerprint:
+                raise ssl.SSLCertVerificationError(
+                    f"the device's TLS key is {held}, not the expected {self.key_fingerprint}")
+        self.certificate = der
+
+
+def key_fingerprint(public_key: Any) -> str:
+    """A device key's fingerprint as `bodycam keys show` prints it (devices sign with Ed25519)."""
+    if isinstance(public_key, Ed25519PublicKey):
+        return fingerprint(public_key)
+    return f"a {type(public_key).__name__}, not an Ed25519 key"
+
+
+class DeviceContext(ssl.SSLContext):
+    """A client context whose every handshake ends with its `check` of the device."""
+
+    check: DeviceCheck
+
+
+class _CheckedObject(ssl.SSLObject):
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        context = self.context
+        assert isinstance(context, DeviceContext)
+        context.check.check(self.getpeercert(binary_form=True))
+
+
+@dataclass(frozen=True)
+class DockLink:
+    """The dock's TLS material: its certificate and key, the agency's device CA, and the
+    device id expected (`--device-id`; None: whichever device the certificate names)."""
+
+    cert: Path
+    key: Path
+    device_ca: Path
+    device_id: str | None = None
+
+    def context(self, pin: str | None = None) -> DeviceContext:
+        """The device's certificate is verified against the device CA by chain, not host
+        name (it names the device, not an address), then checked by `DeviceCheck`. With
+        `pin` (a key fingerprint) no CA is asked: a device not yet enrolled is trusted by
+        its key alone."""
+        for what, path in (("--cert", self.cert), ("--key", self.key), ("--ca", self.device_ca)):
+            if not path.is_file():
+                raise DockError(f"{what} {path}: no such file")
+        context = DeviceContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.check_hostname = False
+        if pin is None:
+            context.load_verify_locations(cafile=self.device_ca)
+        else:
+            context.verify_mode = ssl.CERT_NONE
+        context.load_cert_chain(self.cert, self.key)
+        context.check = DeviceCheck(self.device_id, pin)
+        context.sslobject_class = _CheckedObject
+        return context
+
+
+@dataclass
+class PullResult:
+    folder: Path
+    device: str
+    verify: Report
+    fetched: list[int] = field(default_factory=list)
+    bytes_fetched: int = 0
+    seconds: float = 0.0
+    custody_seq: int | None = None
+    purged: list[int] = field(default_factory=list)
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and self.verify.ok and self.custody_seq is not None
+
+
+def open_session(url: str, context: DeviceContext, connections: int) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(ssl=context, limit=connections)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
+    return aiohttp.ClientSession(url.rstrip("/") + "/", connector=connector, timeout=timeout,
+                                 raise_for_status=False)
+
+
+async def read_json(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
+    body = await response.read()
+    if response.status != 200:
+        raise DockError(f"{what}: the device answered {response.status}: {_error_text(body)}")
+    try:
+        return json.loads(body)
+    except ValueError:
+        return {}
+
+
+def _error_text(body: bytes) -> str:
+    """The device's message from its JSON error body, else the body's start."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and "error" in data:
+        return str(data["error"])
+    return body[:200].decode("utf-8", "replace")
+
+
+async def device_identity(session: aiohttp.ClientSession, check: DeviceCheck) -> dict[str, Any]:
+    """The device's identity, served over a certificate for that very device."""
+    async with session.get(f"{API}/identity") as response:
+        identity = await read_json(response, "identity")
+    if not isinstance(identity.get("device"), str) or \
+            not _DEVICE_ID.fullmatch(identity["device"]) or identity["device"] in (".", ".."):
+        raise DockError(f"identity: device id {identity.get('device')!r} is not a device id")
+    if identity["device"] != check.device_id:
+        raise DockError(f"identity: the device says it is {identity['device']!r}, its "
+                        f"certificate is for CN={check.device_id!r}")
+    for key in ("public_key", "nonce"):
+        if not isinstance(identity.get(key), str):
+            raise DockError(f"identity of {identity['device']}: no {key} in the answer")
+    return identity
+
+
+def _trust_key(folder: Path, identity: dict[str, Any], device_key: Path | None) -> str:
+    """Put the device's public key in keys/: from the enrolment register when given,
+    else the one the TLS-authenticated device serves; a held key must never change."""
+    keys = folder / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    held = keys / PUBLIC_NAME
+    served = identity["public_key"].encode("ascii")
+    offered = device_key.read_bytes() if device_key else served
+    if device_key and offered.strip() != served.strip():
+        raise DockError(f"the device serves another public key than {device_key} (the "
+                        "enrolment register's): not this device, or its key was replaced")
+    if held.exists() and held.read_bytes().strip() != offered.strip():
+        raise DockError(f"the device's public key differs from the one held in {held}: "
+                        "refusing to mix two keys in one evidence folder")
+    if not held.exists():
+        held.write_bytes(offered)
+    return "enrolment register" if device_key else "device (TLS-authenticated)"
+
+
+async def _pull_chain(session: aiohttp.ClientSession, chain: Path) -> int:
+    """Append the records after those held; returns how many lines were added."""
+    held = chain.read_bytes().count(b"\n") if chain.exists() else 0
+    async with session.get(f"{API}/chain", params={"from": str(held + 1)}) as r:
+        if r.status != 200:
+            await read_json(r, "chain")
+        data = await r.read()
+    whole = data[: data.rfind(b"\n") + 1]
+    with chain.open("ab") as f:
+        f.write(whole)
+        f.flush()
+        os.fsync(f.fileno())
+    return whole.count(b"\n")
+
+
+class _Fetch:
+    """One sealed file into partial/, resumed with Range, hashed as it arrives, then sealed/."""
+
+    def __init__(self, url: str, connections: Connections, folder: Path,
+                 record: dict[str, Any]):
+        self.url = f"{url.rstrip('/')}/{API}/sealed/{record['seq']}"
+        self.connections = connections
+        self.seq = record["seq"]
+        self.size = record["payload"]["size"]
+        self.sha256 = record["payload"]["sha256"]
+        self.dest = folder / record["payload"]["file"]
+        self.part = folder / "partial" / f"{self.dest.name}.part"
+        self.received = 0
+        self.digest = ""
+
+    def run(self) -> str | None:
+        """None when the file is held and matches its record, else what went wrong.
+        Blocking: the pull runs it on a thread of its own."""
+        attempt = 1
+        while True:
+            try:
+                return self._attempt()
+            except ConnectionError as exc:
+                if attempt == ATTEMPTS:
+                    raise DockError(f"sealed seq {self.seq}: connection failed {ATTEMPTS} "
+                                    f"times, last: {exc}; run the pull again to resume "
+                                    f"from {self.part}") from exc
+                time.sleep(0.2 * attempt)
+                attempt += 1
+
+    def _attempt(self) -> str | None:
+        digest = hashlib.sha256()
+        offset = aligned_down(self.part.stat().st_size) if self.part.exists() else 0
+        if offset > self.size:
+            offset = 0
+        if offset:
+            _hash_into(digest, self.part, offset)
+        if offset < self.size or not self.size:  # a whole part left by a cut: check it only
+            download = Download(self.part, offset, digest)
+            try:
+                self.connections.fetch(download, self.url)
+            finally:
+                self.received += download.received
+            if download.status == 410:
+                return "purged"
+            if download.status not in (200, 206):
+                raise DockError(f"sealed seq {self.seq}: the device answered "
+                                f"{download.status}: {_error_text(bytes(download.error))}")
+            digest = download.digest
+        size, self.digest = self.part.stat().st_size, digest.hexdigest()
+        if size != self.size or self.digest != self.sha256:
+            self.part.rename(self.part.with_suffix(".mismatch"))
+            return (f"sealed seq {self.seq}: the device served {size} bytes with sha256 "
+                    f"{self.digest}, its chain seals {self.size} bytes, {self.sha256}")
+        return None
+
+    def settle(self) -> None:
+        """Durable first, then named: sealed/ only ever holds whole, fsync'd files."""
+        _settle(self.part, self.dest)
+
+
+def _settle(part: Path, dest: Path) -> None:
+    fd = os.open(part, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    part.chmod(0o444)
+    os.replace(part, dest)
+
+
+def _hash_into(digest: Any, path: Path, length: int) -> None:
+    """The first `length` bytes of `path`: what a resumed download keeps."""
+    with path.open("rb") as f:
+        while length and (chunk := f.read(min(CHUNK, length))):
+            digest.update(chunk)
+            length -= len(chunk)
+
+
+def _wanted(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sealed-file records whose file is not held; a name not of the documented form
+    (which could point outside the folder) is never written, and the verifier reports it."""
+    wanted = []
+    for record in records:
+        if record.get("type") not in SEALED_FILE_TYPES:
+            continue
+        match = _SEALED_NAME.fullmatch(str(record["payload"].get("file")))
+        if match and int(match.group(1)) == record["seq"] and \
+                not (folder / record["payload"]["file"]).exists():
+            wanted.append(record)
+    return wanted
+
+
+async def pull(url: str, out: Path, link: DockLink, operator: str,
+               device_key: Path | None = None, connections: int = 4,
+               custody: bool = True) -> PullResult:
+    """Pull, verify and (when it verifies) report custody of one device."""
+    started = time.monotonic()
+    context = link.context()
+    async with open_session(url, context, connections) as session:
+        identity = await device_identity(session, context.check)
+        folder = out / identity["device"]
+        key_source = _trust_key(folder, identity, device_key)
+        for sub in ("sealed", "partial", "receipts"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        await _pull_chain(session, folder / "chain.jsonl")
+        records = read_bodies(folder / "chain.jsonl")
+        bulk = Connections(BulkLink(link.cert, link.key, link.device_ca,
+                                    BulkLink.pin(context.check.certificate)))
+        fetches = [_Fetch(url, bulk, folder, r) for r in _wanted(folder, records)]
+        limit = asyncio.Semaphore(connections)
+        loop = asyncio.get_running_loop()
+
+        async def fetch(job: _Fetch, transfers: ThreadPoolExecutor) -> str | None:
+            async with limit:  # the next file starts while this one is flushed to disk
+                outcome = await loop.run_in_executor(transfers, job.run)
+            if outcome is None:
+                await asyncio.to_thread(job.settle)
+            return outcome
+
+        with bulk, ThreadPoolExecutor(connections, thread_name_prefix="dock-transfer") as \
+                transfers:
+            outcomes = await asyncio.gather(*(fetch(job, transfers) for job in fetches))
+        fsync_dir(folder / "sealed")
+        report = await asyncio.to_thread(verify_store, folder, None, {
+            str(j.dest.relative_to(folder)): j.digest
+            for j, o in zip(fetches, outcomes, strict=True) if o is None})
+        result = PullResult(folder, identity["device"], report,
+                            [j.seq for j, o in zip(fetches, outcomes, strict=True) if o is None],
+                            sum(j.received for j in fetches))
+        problems = [o for o in outcomes if o not in (None, "purged")]
+        if problems:
+            result.problem = problems[0]
+        elif not report.ok:
+            result.problem = f"the device's chain does not verify: {report.findings[0]}"
+        elif custody:
+            try:
+                await _report_custody(session, context.check, folder, records, report,
+                                      operator, result)
+            except DockError as exc:  # refused by the device, or a receipt that is not one
+                result.problem = str(exc)
+        result.seconds = time.monotonic() - started
+        _write_manifest(folder, url, operator, identity, key_source, records, result,
+                        context.check.certificate)
+        return result
+
+
+async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, folder: Path,
+                          records: list[dict[str, Any]], report: Report, operator: str,
+                          result: PullResult) -> None:
+    """Tell the device what this dock now holds; keep its signed receipt."""
+    nonce = (await device_identity(session, check))["nonce"]  # fresh: a long pull outlives a nonce
+    held = [{"seq": r["seq"], "sha256": r["payload"]["sha256"]} for r in records
+            if r.get("type") in SEALED_FILE_TYPES and (folder / r["payload"]["file"]).is_file()]
+    body = {"report_id": str(uuid.uuid4()), "nonce": nonce, "operator": operator,
+            "head": report.head, "segments": held}
+    async with session.post(f"{API}/custody", json=body) as response:
+        answer = await read_json(response, "custody report")
+    receipt = answer["receipt"].encode("utf-8")
+    custody = _check_receipt(folder, receipt, body)
+    (folder / "receipts" / f"{custody['seq']:08d}-custody.jsonl").write_bytes(receipt)
+    result.custody_seq = custody["seq"]
+    result.purged = answer.get("purged", [])
+
+
+def _check_receipt(folder: Path, receipt: bytes, sent: dict[str, Any]) -> dict[str, Any]:
+    """The receipt is the device's custody record: signed by its key, naming what we sent."""
+    key = load_public_key(folder / "keys" / PUBLIC_NAME)
+    try:
+        body_bytes, signature = split_line(receipt.rstrip(b"\n"))
+        key.verify(signature, body_bytes)
+        body = json.loads(body_bytes)
+    except (ValueError, InvalidSignature) as exc:
+        raise DockError(f"custody receipt is not a record signed by the device: {exc!r}") from exc
+    payload = body.get("payload", {})
+    if body.get("type") != "custody" or payload.get("report_id") != sent["report_id"] or \
+            [(s["seq"], s["sha256"]) for s in payload.get("segments", [])] != \
+            [(s["seq"], s["sha256"]) for s in sent["segments"]]:
+        raise DockError("custody receipt does not acknowledge the report that was sent")
+    return body
+
+
+def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, Any],
+                    key_source: str, records: list[dict[str, Any]], result: PullResult,
+                    certificate: bytes) -> None:
+    key = load_public_key(folder / "keys" / PUBLIC_NAME)
+    held = [{"seq": r["seq"], **{k: r["payload"][k] for k in ("file", "size", "sha256")}}
+            for r in records if r.get("type") in SEALED_FILE_TYPES
+            and (folder / r["payload"]["file"]).is_file()]
+    manifest = {
+        "device": result.device,
+        "officer": identity.get("officer"),
+        "source": url,
+        "operator": operator,
+        "pulled_at": utc_iso(time.time_ns()),
+        "key_fingerprint": fingerprint(key),
+        "key_source": key_source,
+        "device_certificate": hashlib.sha256(certificate).hexdigest(),
+        "head": result.verify.head,
+        "records": result.verify.records,
+        "held": held,
+        "fetched_now": result.fetched,
+        "bytes_fetched": result.bytes_fetched,
+        "seconds": round(result.seconds, 3),
+        "verify": {"ok": result.verify.ok, "summary": result.verify.summary(),
+                   "notes": result.verify.notes},
+        "custody_seq": result.custody_seq,
+        "purged_on_device": result.purged,
+        "status": "custody" if result.ok else
+                  "refused" if result.problem else "verified, no custody reported",
+        "problem": result.problem,
+    }
+    tmp = folder / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / "manifest.json")
+
+
+async def post(url: str, link: DockLink, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One change on the device (officer assignment, clock), as the dock, on the connection
+    the device's identity was checked on."""
+    context = link.context()
+    async with open_session(url, context, 1) as session:
+        await device_identity(session, context.check)
+        async with session.post(f"{API}/{path}", json=body) as response:
+            return await read_json(response, path)

@@ -1,0 +1,22 @@
+"""Writes that survive a power cut: every byte out, and renames made durable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """os.write until every byte is out; a short write must never drop evidence."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

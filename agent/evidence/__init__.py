@@ -1,0 +1,1 @@
+"""The evidence format: chain, store layout, keys, age, verify, decrypt."""

@@ -1,0 +1,76 @@
+"""`bodycam decrypt`: a sealed file back to its media, checked against the chain.
+
+Runs where the agency's identity is (the evidence system), never on the device.
+A file sealed cleanly must decrypt whole and match the plaintext hash its record
+holds; a file recovered after a power cut decrypts up to its last whole chunk, and
+the report says where it was cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.evidence.age import AgeError, Decrypted, decrypt_stream, parse_identity
+from agent.evidence.chain import read_bodies
+
+
+@dataclass
+class Outcome:
+    decrypted: Decrypted
+    sha256: str
+    record: dict[str, Any] | None  # the chain record that sealed the file, when found
+
+    @property
+    def matches(self) -> bool | None:
+        """Whether the plaintext is the one sealed; None when the chain holds no hash."""
+        expected = (self.record or {}).get("payload", {}).get("plaintext")
+        if not expected:
+            return None
+        return (expected["sha256"] == self.sha256
+                and expected["size"] == self.decrypted.plaintext_bytes)
+
+    def describe(self) -> str:
+        lines = [self.decrypted.describe()]
+        if self.record is None:
+            lines.append("no chain record found for this file (give the store's sealed/ "
+                         "file to check it against the chain)")
+        elif self.matches is None:
+            lines.append(f"record {self.record['seq']} holds no plaintext hash"
+                         + (" (recovered after a cut)" if self.record["payload"].get(
+                             "recovered") else ""))
+        else:
+            lines.append(f"plaintext SHA-256 {self.sha256} "
+                         + ("matches" if self.matches else "DOES NOT MATCH")
+                         + f" record {self.record['seq']}")
+        return "\n".join(lines)
+
+
+def decrypt_file(sealed: Path, identity_file: Path, out: Path) -> Outcome:
+    """Decrypt `sealed` to `out` (owner-only), hashing as it goes."""
+    try:
+        identity = parse_identity(identity_file.read_text())
+    except OSError as exc:
+        raise AgeError(f"cannot read the identity {identity_file}: {exc.strerror}") from None
+    report = Decrypted()
+    digest = hashlib.sha256()
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with sealed.open("rb") as source:
+            for chunk in decrypt_stream(source, identity, report):
+                digest.update(chunk)
+                os.write(fd, chunk)
+    finally:
+        os.close(fd)
+    return Outcome(report, digest.hexdigest(), _record_for(sealed))
+
+
+def _record_for(sealed: Path) -> dict[str, Any] | None:
+    chain = sealed.resolve().parent.parent / "chain.jsonl"
+    if sealed.resolve().parent.name != "sealed" or not chain.is_file():
+        return None
+    name = f"sealed/{sealed.name}"
+    return next((r for r in read_bodies(chain) if r["payload"].get("file") == name), None)

@@ -1,0 +1,1 @@
+"""The camera: protocols and stand-in (base), the chooser (factory), backends."""

@@ -1,0 +1,157 @@
+"""The simulated camera: synthetic frames encoded to real H.264 (libx264, PyAV) with AAC audio.
+
+It behaves as picamera2's encoder does: one encoder thread pushes every packet
+to the output with a microsecond timestamp. The frames carry the overlay of
+hal/camera/overlay.py (UTC time, device id, officer id), as the real camera's do, so a
+reviewer can tell any frame's moment by looking at it.
+
+Faults are simulated as the simulated battery is discharged, through a file: while
+`<store>/sim/camera/fault` says `hang` the encoder delivers nothing (a stuck sensor);
+`fail` ends the encoder thread with an error (a crashed encoder).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from agent.config import Config
+from hal.camera.aac import AacEncoder
+from hal.camera.base import AudioLayout, EncodedOutput, StreamLayout
+from hal.camera.overlay import Overlay
+
+log = logging.getLogger(__name__)
+
+# Camera clock origin: keeps the AAC encoder's priming packet (-1024 samples) non-negative.
+CLOCK_ORIGIN_US = 100_000
+TONE_HZ = 440.0
+
+
+class SimulatedCamera:
+    def __init__(self, config: Config) -> None:
+        cam, audio = config.camera, config.audio
+        self._config = config
+        self._video = _video_encoder(cam.width, cam.height, cam.fps, cam.keyframe_interval,
+                                     cam.bitrate)
+        # The tone is the simulated microphone of a simulated device; a real microphone
+        # is its own track (hal/camera/microphone_track.py) on the camera's clock.
+        self._audio = (AacEncoder(audio.sample_rate, audio.channels, audio.bitrate)
+                       if audio.enabled and audio.backend == "sim" else None)
+        self.layout = StreamLayout(
+            cam.width, cam.height, cam.fps,
+            AudioLayout("aac", audio.sample_rate, audio.channels, self._audio.frame_size,
+                        self._audio.extradata) if self._audio else None)
+        self.origin_ns = 0
+        overlay = (Overlay(cam.width, cam.height, cam.overlay_fields, config.device.id,
+                           config.device.officer) if cam.overlay else None)
+        self._frames = _FrameSource(cam.width, cam.height, overlay)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.frames_encoded = 0
+        self.fault_file = config.store_path / "sim" / "camera" / "fault"
+        self.fault_file.parent.mkdir(parents=True, exist_ok=True)
+
+    def start(self, output: EncodedOutput) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(output,),
+                                        name="sim-encoder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def _fault(self) -> str:
+        try:
+            return self.fault_file.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return ""
+
+    def _run(self, output: EncodedOutput) -> None:
+        fps = self._config.camera.fps
+        realtime = self._config.camera.realtime
+        started_mono_ns = time.monotonic_ns()
+        started_mono = started_mono_ns / 1e9
+        # CLOCK_MONOTONIC at camera time 0, so other tracks can share the camera's clock.
+        self.origin_ns = started_mono_ns - CLOCK_ORIGIN_US * 1000
+        started_wall = datetime.now(UTC)
+        audio_samples = 0
+        index = 0
+        while not self._stop.is_set():
+            fault = self._fault()
+            if fault == "hang":
+                self._stop.wait(0.05)
+                continue
+            if fault == "fail":
+                log.error("simulated camera: encoder failed (%s)", self.fault_file)
+                return
+            if realtime:
+                delay = started_mono + index / fps - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            offset_us = index * 1_000_000 // fps
+            image = self._frames.render(index, started_wall + timedelta(microseconds=offset_us))
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+            frame.pts = index
+            for packet in self._video.encode(frame):
+                output.outputframe(bytes(packet), packet.is_keyframe,
+                                   CLOCK_ORIGIN_US + packet.pts * 1_000_000 // fps)
+            index += 1
+            self.frames_encoded = index
+            if self._audio:
+                audio_samples = self._push_audio(output, audio_samples,
+                                                 Fraction(index, fps))
+
+    def _push_audio(self, output: EncodedOutput, samples: int, until: Fraction) -> int:
+        """Encode tone up to `until` seconds, so audio and video share one time base."""
+        enc = self._audio
+        rate = enc.sample_rate
+        end = int(until * rate)
+        t = np.arange(samples, end) / rate
+        tone = (0.1 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
+        for packet in enc.encode(np.tile(tone[:, None], (1, enc.channels))):
+            output.outputframe(None, True, CLOCK_ORIGIN_US + packet.pts * 1_000_000 // rate,
+                               packet, True)
+        return end
+
+
+def _video_encoder(width: int, height: int, fps: int, gop: int,
+                   bitrate: int) -> av.video.codeccontext.VideoCodecContext:
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+    enc.time_base = Fraction(1, fps)
+    enc.framerate = fps
+    enc.bit_rate = bitrate
+    enc.gop_size = gop
+    enc.max_b_frames = 0
+    # Fixed GOP (no scene-cut keyframes), no B-frames, SPS/PPS on every keyframe:
+    # every segment then starts decodable and rotation points are predictable.
+    enc.options = {"preset": "ultrafast", "tune": "zerolatency", "keyint_min": str(gop),
+                   "sc_threshold": "0", "x264-params": "repeat-headers=1"}
+    enc.open()
+    return enc
+
+
+class _FrameSource:
+    """A moving test pattern, with the body camera's overlay when one is configured."""
+
+    def __init__(self, width: int, height: int, overlay: Overlay | None) -> None:
+        x = np.linspace(0, 255, width, dtype=np.float32)
+        y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+        self._base = np.stack([np.broadcast_to(x, (height, width)),
+                               np.broadcast_to(y, (height, width)),
+                               (x + y) % 256], axis=-1).astype(np.uint8)
+        self._overlay = overlay
+
+    def render(self, index: int, wall: datetime) -> np.ndarray:
+        image = np.roll(self._base, index * 4, axis=1)
+        if self._overlay:
+            self._overlay.burn_packed(image, wall)
+        return image
