@@ -56,7 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agent.config import DockConfig
 from agent.device.offload.custody import Ledger
@@ -69,7 +69,7 @@ from agent.evidence.store import Store
 from agent.pki import DockPki, write_dock_pki
 from benchmarks.cpu import process_cpu_seconds
 from hal.clock import SimulatedClock
-from tests.device import record_segments, write_device_config
+from tests.support.device import record_segments, write_device_config
 
 TS_PACKET = 188
 DEVICE = "BENCH-0001"

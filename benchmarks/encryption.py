@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -44,7 +44,7 @@ from agent.evidence.age import Decrypted, decrypt_stream, recipient_string
 from agent.evidence.verify import verify_store
 from benchmarks.cpu import process_cpu_seconds
 from benchmarks.rotations import GOP, capture, replay_schedule, run_agent, sealed_segments
-from tests.device import spawn_daemon, trigger_start, write_device_config
+from tests.support.device import spawn_daemon, trigger_start, write_device_config
 
 WARM_UP_S = 3.0
 

@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -40,8 +40,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.config import load_config
 from agent.device.telemetry.mqtt import Telemetry
 from agent.device.telemetry.outbox import Outbox
-from tests.device import wait_for, write_device_config
-from tests.mosquitto import Broker, mqtt_section
+from tests.support.device import wait_for, write_device_config
+from tests.support.mosquitto import Broker, mqtt_section
 
 DEVICE = "TEST-0001"
 EVENTS = f"bodycam/{DEVICE}/events"

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agent.config import load_config
 from agent.device.recording.recovery import move_orphans_back, recover
@@ -41,7 +41,7 @@ from agent.evidence.store import Store
 from agent.evidence.verify import unexplained
 from hal.camera.factory import open_camera
 from hal.clock import SimulatedClock
-from tests.device import (
+from tests.support.device import (
     open_recordings,
     spawn_daemon,
     trigger_start,

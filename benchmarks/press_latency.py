@@ -34,14 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agent.config import load_config
 from agent.device.daemon import Daemon
 from agent.device.state import ButtonHeld, Shutdown, State
 from agent.evidence.chain import read_bodies
-from tests.device import write_device_config
-from tests.pulse import private_pulse
+from tests.support.device import write_device_config
+from tests.support.pulse import private_pulse
 
 
 def tone_wav(path: Path, seconds: float = 0.3, rate: int = 22050) -> None:

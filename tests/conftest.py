@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.device import record_segments, write_device_config
-from tests.mosquitto import brokers, pki  # noqa: F401  (private Mosquitto brokers, certificates)
-from tests.pulse import pulse_server  # noqa: F401  (a session fixture for the audio tests)
+from tests.support.device import record_segments, write_device_config
+from tests.support.mosquitto import brokers, pki  # noqa: F401  (private Mosquitto brokers, certificates)
+from tests.support.pulse import pulse_server  # noqa: F401  (a session fixture for the audio tests)
 
 
 @pytest.fixture
@@ -39,3 +39,14 @@ def store_copy(recorded_store: Path, tmp_path: Path) -> Path:
     for path in copy.rglob("*"):
         path.chmod(0o700 if path.is_dir() else 0o600)
     return copy
+
+
+SYSTEM_TESTS = Path(__file__).resolve().parent / "system"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in tests/system runs the whole daemon: it is marked `system`, like the tests
+    elsewhere that start one (marked where they stand)."""
+    for item in items:
+        if SYSTEM_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.system)

@@ -1,0 +1,1 @@
+"""The device's parts that run without a daemon: config, outbox, TLS transport, state machine."""

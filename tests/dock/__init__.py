@@ -1,0 +1,1 @@
+"""The docking station's own parts."""

@@ -1,0 +1,1 @@
+"""The evidence format: the chain, its documented shell procedure, tampering."""

@@ -1,0 +1,1 @@
+"""The hardware layer, each backend against its library's contract."""

@@ -1,0 +1,1 @@
+"""Helpers for the tests: a fast simulated device, a docked device, brokers, PKI, PulseAudio."""

@@ -1,0 +1,64 @@
+"""The officer's cues on MockFactory pins: the reminder while recording, and sealed alarms."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from agent.device.state import State
+from agent.evidence.chain import read_bodies
+from hal.gpio import Health
+from tests.support.device import running_daemon, wait_for
+
+
+def alarms(store: Path) -> list[dict]:
+    bodies = read_bodies(store / "chain.jsonl")
+    return [body["payload"] for body in bodies if body["type"] == "alarm"]
+
+
+def buzzes(pin) -> int:
+    """Rising edges the buzzer pin has seen."""
+    return sum(1 for state in pin.states if state.state)
+
+
+def test_reminder_pulses_while_recording_only(write_config) -> None:
+    with running_daemon(write_config(reminder=0.5)) as daemon:
+        buzzer = daemon.controls.factory.pin(daemon.config.gpio.buzzer_pin)
+        time.sleep(1.5)
+        assert buzzes(buzzer) == 0, "no reminder in standby"
+        daemon.controls.press()
+        time.sleep(2.4)
+        during = buzzes(buzzer)
+        assert 3 <= during <= 5, f"{during} reminders in 2.4 s at one per 0.5 s"
+        daemon.controls.press(long=True)
+        wait_for(lambda: daemon.machine.state is State.STANDBY, what="standby")
+        stopped = buzzes(buzzer)
+        time.sleep(1.5)
+        assert buzzes(buzzer) == stopped, "no reminder after the recording stopped"
+
+
+def test_low_battery_is_raised_announced_and_cleared(write_config, tmp_path: Path) -> None:
+    capacity = tmp_path / "store" / "sim" / "power_supply" / "BAT0" / "capacity"
+    with running_daemon(write_config(check_interval=0.2)) as daemon:
+        buzzer = daemon.controls.factory.pin(daemon.config.gpio.buzzer_pin)
+        capacity.write_text("8\n")
+        wait_for(lambda: "battery_low" in daemon.cues.active, timeout=5, what="the alarm")
+        wait_for(lambda: daemon.health is Health.WARNING, timeout=2, what="warning health")
+        wait_for(lambda: buzzes(buzzer) >= 3, timeout=3, what="three pulses")
+        capacity.write_text("90\n")
+        wait_for(lambda: not daemon.cues.active, timeout=5, what="the alarm to clear")
+        assert daemon.health is Health.OK
+    raised, cleared = alarms(tmp_path / "store")
+    assert raised == {"alarm": "battery_low", "raised": True, "value": "8 %, about 53 min left"}
+    assert cleared["alarm"] == "battery_low" and cleared["raised"] is False
+
+
+def test_unsynchronised_clock_and_low_storage_alarm(write_config, tmp_path: Path) -> None:
+    config = write_config(check_interval=0.2, storage_low_minutes=10**9)
+    with running_daemon(config) as daemon:
+        daemon.clock.synced = False
+        wait_for(lambda: daemon.cues.active == {"clock_unsynced", "storage_low"}, timeout=5,
+                 what="both alarms")
+    raised = {a["alarm"]: a["value"] for a in alarms(tmp_path / "store") if a["raised"]}
+    assert raised["clock_unsynced"].startswith("not synchronised")
+    assert "GB free, about" in raised["storage_low"]

@@ -1,0 +1,79 @@
+"""scripts/install-pi and scripts/uninstall-pi, run into a temporary root (no apt here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = [ROOT / "scripts" / name for name in ("install-pi", "uninstall-pi", "setup", "test")]
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
+                                reason="the install scripts run as root with /usr/bin/python3")
+
+
+def run(script: str, rootfs: Path, *args: str) -> str:
+    result = subprocess.run([str(ROOT / "scripts" / script), "--root", str(rootfs), *args],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_install_is_idempotent_and_uninstall_keeps_the_footage(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    for name in ("passwd", "shadow", "gshadow"):
+        shutil.copy(f"/etc/{name}", rootfs / "etc" / name)
+    # Raspberry Pi OS has gpio and i2c groups; this machine does not.
+    (rootfs / "etc" / "group").write_text(Path("/etc/group").read_text()
+                                          + "gpio:x:997:\ni2c:x:998:\n")
+
+    run("install-pi", rootfs, "--no-apt", "--no-deps")
+    venv = rootfs / "opt" / "bodycam" / ".venv"
+    assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
+    assert "/usr/bin" in (venv / "pyvenv.cfg").read_text()  # the interpreter apt's picamera2 is for
+    assert "agent.cli" in (venv / "bin" / "bodycam").read_text()
+    config = rootfs / "etc" / "bodycam" / "config.toml"
+    assert config.read_text() == (ROOT / "config" / "default.toml").read_text()
+    unit = rootfs / "etc" / "systemd" / "system" / "bodycam.service"
+    assert unit.read_text() == (ROOT / "systemd" / "bodycam.service").read_text()
+    wants = unit.parent / "multi-user.target.wants" / "bodycam.service"
+    assert wants.is_symlink()
+    passwd = {line.split(":")[0]: line.split(":") for line in
+              (rootfs / "etc" / "passwd").read_text().splitlines()}
+    assert passwd["bodycam"][6] == "/usr/sbin/nologin"
+    members = {line.split(":")[0]: line.split(":")[3].split(",") for line in
+               (rootfs / "etc" / "group").read_text().splitlines()}
+    assert all("bodycam" in members[group] for group in ("video", "audio", "gpio", "i2c"))
+    store = rootfs / "var" / "lib" / "bodycam"
+    assert store.stat().st_uid == int(passwd["bodycam"][2])
+    assert oct(store.stat().st_mode & 0o777) == "0o750"
+
+    # The officer's agency edited the config and recorded; installing again keeps both.
+    config.write_text(config.read_text().replace('id = "BWC-0001"', 'id = "BWC-0042"'))
+    footage = store / "sealed" / "00000005.ts"
+    footage.parent.mkdir()
+    footage.write_bytes(b"\x47" * 188)
+    out = run("install-pi", rootfs, "--no-apt", "--no-deps")
+    assert "kept the edited" in out
+    assert 'id = "BWC-0042"' in config.read_text()
+    assert (config.parent / "config.toml.dist").read_text() == \
+        (ROOT / "config" / "default.toml").read_text()
+    assert [line for line in (rootfs / "etc" / "passwd").read_text().splitlines()
+            if line.startswith("bodycam:")] == [":".join(passwd["bodycam"])]
+
+    run("uninstall-pi", rootfs)
+    assert not (rootfs / "opt" / "bodycam").exists()
+    assert not unit.exists() and not wants.exists()
+    assert footage.read_bytes() == b"\x47" * 188
+    assert 'id = "BWC-0042"' in config.read_text()
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
+def test_the_scripts_pass_shellcheck() -> None:
+    result = subprocess.run(["shellcheck", *map(str, SCRIPTS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
