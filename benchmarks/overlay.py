@@ -2,7 +2,7 @@
 
 In one run, per size, over --frames frames whose time advances one frame interval
 each (so the millisecond text changes every frame, as in recording):
-- the overlay alone on a YUV420 buffer (the picamera2 path, hal/overlay.burn_yuv420),
+- the overlay alone on a YUV420 buffer (the picamera2 path, hal/camera/overlay.burn_yuv420),
   with a new text each frame and with the text unchanged (the copy alone);
 - the overlay alone on a packed RGB frame (the simulated camera's path);
 - a libx264 ultrafast encode of the frame without the overlay, and with it, as a
