@@ -57,8 +57,11 @@ class Speaker(Protocol):
 class Microphone(Protocol):
     """Captures continuously; a lost block shows as a jump in the timestamps."""
 
-    sample_rate: int
-    channels: int
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
 
     def start(self, on_block: Callable[[np.ndarray, int], None]) -> None:
         """Call on_block(float32 frames x channels, capture ns of its first sample) per block."""
@@ -349,7 +352,8 @@ class PyAudioSpeaker:
         channels = min(2, dev.outputs)
         feed = _Feed(conform(pcm, sample_rate, dev.default_rate, channels), dev.default_rate)
 
-        def callback(_in: None, frames: int, t: dict[str, float], _status: int) -> tuple:
+        def callback(_in: None, frames: int, t: dict[str, float], _status: int
+                     ) -> tuple[bytes, int]:
             now = time.monotonic_ns()
             out = np.empty((frames, channels), np.float32)
             done = feed.fill(out, _dac_ns(now, t["current_time"], t["output_buffer_dac_time"],
@@ -405,7 +409,8 @@ class PyAudioMicrophone:
     def start(self, on_block: Callable[[np.ndarray, int], None]) -> None:
         pyaudio, rate, channels = self._pyaudio, self.sample_rate, self.channels
 
-        def callback(data: bytes, frames: int, t: dict[str, float], _status: int) -> tuple:
+        def callback(data: bytes, frames: int, t: dict[str, float], _status: int
+                     ) -> tuple[None, int]:
             now = time.monotonic_ns()
             pcm = np.frombuffer(data, np.float32).reshape(-1, channels).copy()
             on_block(pcm, _adc_ns(now, t["current_time"], t["input_buffer_adc_time"], frames,

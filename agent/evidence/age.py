@@ -85,15 +85,23 @@ def parse_identity(text: str) -> X25519PrivateKey:
     raise AgeError("no AGE-SECRET-KEY-1… line found")
 
 
+def _bech32_words(raw: bytes) -> list[int]:
+    """Bytes as bech32's 5-bit words: convertbits gives None only for values over 8 bits,
+    which bytes cannot hold."""
+    words = bech32.convertbits(raw, 8, 5)
+    assert words is not None
+    return words
+
+
 def recipient_string(public_key: X25519PublicKey) -> str:
     raw = public_key.public_bytes(*_RAW)
-    return bech32.bech32_encode("age", bech32.convertbits(raw, 8, 5))
+    return bech32.bech32_encode("age", _bech32_words(raw))
 
 
 def identity_string(private_key: X25519PrivateKey) -> str:
     raw = private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                    serialization.NoEncryption())
-    return bech32.bech32_encode("age-secret-key-", bech32.convertbits(raw, 8, 5)).upper()
+    return bech32.bech32_encode("age-secret-key-", _bech32_words(raw)).upper()
 
 
 def recipient_fingerprint(public_key: X25519PublicKey) -> str:

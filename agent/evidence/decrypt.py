@@ -30,8 +30,9 @@ class Outcome:
         expected = (self.record or {}).get("payload", {}).get("plaintext")
         if not expected:
             return None
-        return (expected["sha256"] == self.sha256
-                and expected["size"] == self.decrypted.plaintext_bytes)
+        matches: bool = (expected["sha256"] == self.sha256
+                         and expected["size"] == self.decrypted.plaintext_bytes)
+        return matches
 
     def describe(self) -> str:
         lines = [self.decrypted.describe()]

@@ -118,6 +118,8 @@ def _finish_rotation(keys_dir: Path, chain_path: Path | None) -> None:
     if not staged.exists():
         return
     key = serialization.load_pem_private_key(staged.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyMaterialError(f"{staged} is not an Ed25519 private key")
     rotations = [b for b in (read_bodies(chain_path) if chain_path and chain_path.exists()
                              else []) if b["type"] == "key_rotation"]
     if rotations and rotations[-1]["payload"]["new_fingerprint"] == fingerprint(

@@ -65,9 +65,9 @@ class Report:
                 "first_problem": str(self.findings[0]) if self.findings else None}
 
     def summary(self) -> str:
-        if self.ok and self.head is None:
-            return "OK: the chain is empty"
         if self.ok:
+            if self.head is None:
+                return "OK: the chain is empty"
             purged = f" ({self.purged} sealed files purged after custody)" if self.purged else ""
             return (f"OK: {self.records} records, {self.segments} segments in "
                     f"{self.recordings} recordings verify{purged}; chain head seq "
@@ -137,7 +137,8 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
                     before: list[tuple[int, bytes]] | None = None) -> list[dict[str, Any]]:
     """Check `lines` (default: the whole journal), linked to the one line `before` them."""
     lines = read_records(store.chain) if lines is None else lines
-    expected_seq, prev_hash = 1, GENESIS_PREV
+    expected_seq = 1
+    prev_hash: str | None = GENESIS_PREV  # None: the line before is unreadable, no link to check
     if before:
         try:
             body_bytes, _ = split_line(before[0][1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -26,11 +27,13 @@ class AacEncoder:
         self.channels = channels
         self.sample_rate = sample_rate
         self.frame_size = self._context.frame_size
-        self.extradata = bytes(self._context.extradata)
+        extradata = self._context.extradata
+        assert extradata is not None  # an open AAC encoder holds its AudioSpecificConfig
+        self.extradata = bytes(extradata)
         self._pending = np.zeros((0, channels), dtype=np.float32)
         self._samples = 0
 
-    def encode(self, pcm: np.ndarray) -> list[av.Packet]:
+    def encode(self, pcm: np.ndarray) -> list[av.Packet[Any]]:
         """`pcm` is float32 shaped (frames, channels); returns the packets now complete."""
         self._pending = np.concatenate([self._pending, pcm.astype(np.float32, copy=False)])
         packets = []

@@ -50,8 +50,18 @@ class StreamLayout:
 
 
 class Camera(Protocol):
-    layout: StreamLayout
-    origin_ns: int  # CLOCK_MONOTONIC at camera time 0, once started
+    """Read-only here: the backends set these themselves, a wrapper only passes them on."""
+
+    @property
+    def layout(self) -> StreamLayout: ...
+
+    @property
+    def origin_ns(self) -> int:
+        """CLOCK_MONOTONIC at camera time 0, once started."""
+        ...
+
+    @property
+    def frames_encoded(self) -> int: ...
 
     def start(self, output: EncodedOutput) -> None: ...
 

@@ -41,14 +41,17 @@ class MicrophoneTrack:
 
     def _on_block(self, pcm: np.ndarray, first_sample_ns: int) -> None:
         with self._lock:
+            output = self._output
+            assert output is not None  # the microphone delivers blocks only after start()
             if self._first_us is None:
                 # The priming packet sits one frame before the first sample: keep it >= 0.
                 self._first_us = max((first_sample_ns - self._origin_ns()) // 1000,
                                      self._encoder.frame_size * 1_000_000
                                      // self._encoder.sample_rate)
             for packet in self._encoder.encode(pcm):
+                assert packet.pts is not None  # AacEncoder stamps every frame it feeds
                 pts_us = self._first_us + packet.pts * 1_000_000 // self._encoder.sample_rate
-                self._output.outputframe(None, True, pts_us, packet, True)
+                output.outputframe(None, True, pts_us, packet, True)
 
 
 class CameraWithMicrophone:

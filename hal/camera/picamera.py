@@ -129,7 +129,7 @@ def _has_hardware_h264() -> bool:
     """VC4 boards (Pi 4 and older) have the V4L2 H.264 block; PiSP boards (Pi 5) have none."""
     from picamera2.platform import Platform, get_platform
 
-    return get_platform() == Platform.VC4
+    return bool(get_platform() == Platform.VC4)
 
 
 def _as_picamera2_output(camera: PiCamera, target: EncodedOutput) -> Any:

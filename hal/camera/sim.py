@@ -101,6 +101,7 @@ class SimulatedCamera:
             frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
             frame.pts = index
             for packet in self._video.encode(frame):
+                assert packet.pts is not None  # libx264 passes each frame's pts on to its packet
                 output.outputframe(bytes(packet), packet.is_keyframe,
                                    CLOCK_ORIGIN_US + packet.pts * 1_000_000 // fps)
             index += 1
@@ -112,11 +113,13 @@ class SimulatedCamera:
     def _push_audio(self, output: EncodedOutput, samples: int, until: Fraction) -> int:
         """Encode tone up to `until` seconds, so audio and video share one time base."""
         enc = self._audio
+        assert enc is not None  # called only while the tone is on
         rate = enc.sample_rate
         end = int(until * rate)
         t = np.arange(samples, end) / rate
         tone = (0.1 * np.sin(2 * np.pi * TONE_HZ * t)).astype(np.float32)
         for packet in enc.encode(np.tile(tone[:, None], (1, enc.channels))):
+            assert packet.pts is not None  # AacEncoder stamps every frame it feeds
             output.outputframe(None, True, CLOCK_ORIGIN_US + packet.pts * 1_000_000 // rate,
                                packet, True)
         return end
@@ -127,7 +130,7 @@ def _video_encoder(width: int, height: int, fps: int, gop: int,
     enc = av.CodecContext.create("libx264", "w")
     enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
     enc.time_base = Fraction(1, fps)
-    enc.framerate = fps
+    enc.framerate = Fraction(fps, 1)
     enc.bit_rate = bitrate
     enc.gop_size = gop
     enc.max_b_frames = 0
