@@ -211,10 +211,9 @@ def _press(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from agent import enrollment
+    from agent.device import enrollment
     from agent.evidence.chain import Chain, current_boot_id
     from agent.evidence.keys import fingerprint, load_or_create_device_key
-    from agent.evidence.store import Store
     from hal.clock import open_clock
 
     config = _config(args)
