@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
 
+from agent import logs
 from agent.config import Config, ConfigError, load_config
 from agent.device.control import request
 from agent.dock.cli import add_commands as add_dock_commands
@@ -20,15 +20,14 @@ from agent.evidence.store import Store
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.verbose)
     try:
         return args.func(args)
     except (ConfigError, KeyMaterialError, ChainBusyError) as exc:
-        print(f"bodycam: {exc}", file=sys.stderr)
+        print(logs.error_line(f"bodycam: {exc}"), file=sys.stderr)
         return 2
     except ConnectionError as exc:
-        print(f"bodycam: {exc}", file=sys.stderr)
+        print(logs.error_line(f"bodycam: {exc}"), file=sys.stderr)
         return 3
 
 
@@ -261,7 +260,7 @@ def _decrypt(args: argparse.Namespace) -> int:
     try:
         outcome = decrypt_file(args.file, args.identity, out)
     except AgeError as exc:
-        print(f"bodycam: {args.file}: {exc}", file=sys.stderr)
+        print(logs.error_line(f"bodycam: {args.file}: {exc}"), file=sys.stderr)
         return 1
     print(f"{args.file} -> {out}\n{outcome.describe()}")
     if outcome.matches is False:
