@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", parents=[common, broker],
                                help="the whole daemon on the simulated device: press, record, "
                                "stop, verify")
-    demo.add_argument("--seconds", type=float, default=20.0, help="how long to record")
+    demo.add_argument("--seconds", type=float, default=20.0,
+                      help="how long to record, both recordings together (the spoken notices "
+                      "and the voice note after them make the run longer: it says how long)")
     demo.add_argument("--evidence", type=Path, help="the dock's evidence folder (default: "
                       "STORE-evidence beside the store)")
     demo.set_defaults(func=_demo)
