@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
 
+from agent import logs
 from agent.config import Config, ConfigError, load_config
 from agent.device.control import request
 from agent.dock.cli import add_commands as add_dock_commands
@@ -20,15 +20,14 @@ from agent.evidence.store import Store
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.verbose)
     try:
         return args.func(args)
     except (ConfigError, KeyMaterialError, ChainBusyError) as exc:
-        print(f"bodycam: {exc}", file=sys.stderr)
+        print(logs.error_line(f"bodycam: {exc}"), file=sys.stderr)
         return 2
     except ConnectionError as exc:
-        print(f"bodycam: {exc}", file=sys.stderr)
+        print(logs.error_line(f"bodycam: {exc}"), file=sys.stderr)
         return 3
 
 
@@ -54,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", parents=[common, broker],
                                help="the whole daemon on the simulated device: press, record, "
                                "stop, verify")
-    demo.add_argument("--seconds", type=float, default=20.0, help="how long to record")
+    demo.add_argument("--seconds", type=float, default=20.0,
+                      help="how long to record, both recordings together (the spoken notices "
+                      "and the voice note after them make the run longer: it says how long)")
     demo.add_argument("--evidence", type=Path, help="the dock's evidence folder (default: "
                       "STORE-evidence beside the store)")
     demo.set_defaults(func=_demo)
@@ -214,7 +215,6 @@ def _keys(args: argparse.Namespace) -> int:
     from agent.device import enrollment
     from agent.evidence.chain import Chain, current_boot_id
     from agent.evidence.keys import fingerprint, load_or_create_device_key
-    from agent.evidence.store import Store
     from hal.clock import open_clock
 
     config = _config(args)
@@ -262,7 +262,7 @@ def _decrypt(args: argparse.Namespace) -> int:
     try:
         outcome = decrypt_file(args.file, args.identity, out)
     except AgeError as exc:
-        print(f"bodycam: {args.file}: {exc}", file=sys.stderr)
+        print(logs.error_line(f"bodycam: {args.file}: {exc}"), file=sys.stderr)
         return 1
     print(f"{args.file} -> {out}\n{outcome.describe()}")
     if outcome.matches is False:

@@ -96,7 +96,7 @@ def test_demo_records_several_segments_and_verifies(write_config, tmp_path: Path
     assert summary["self-check"].strip().startswith("PASS, 12 items, sealed as record")
     assert summary["notice"].strip().startswith("played en from ")
     assert summary["interrupt"].strip().startswith("officer_stop_restart from recording ")
-    assert "explained (ended by button), sealed as sealed/" in summary["voice note"]
+    assert "explained (ended by max_length), sealed as sealed/" in summary["voice note"]
     assert summary["custody"].strip().startswith("record ")
     evidence = tmp_path / "demo-evidence" / "TEST-0001"
     assert summary["evidence"].strip().startswith(f"{evidence} (OK: ")

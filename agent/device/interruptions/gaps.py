@@ -1,7 +1,8 @@
 """Interruptions: every gap in an incident's recording, sealed and explained (Art. 16).
 
-A gap opens when a fault stops a recording (or a power cut, found at the next
-start), or when the officer stops and starts again within one incident. It is
+A gap opens when a fault stops a recording (or a power cut, a crash or a hung
+recorder, found at the next start), or when the officer stops and starts again
+within one incident. It is
 sealed as one `interruption` record when recording resumes, with both ends and the
 recordings on each side, and the officer is asked at once to say why. An
 interruption with no spoken explanation stays flagged: the device reminds the
@@ -30,9 +31,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Gap:
-    """Where recording stopped: why, when, and what was recorded before it."""
+    """Where recording stopped: why, when, and what was recorded before it.
 
-    cause: str  # power_loss_or_crash, storage_full, camera_fault, low_battery, thermal, ...
+    The cause is a fault's (storage_full, camera_fault, battery_critical, overheated: see
+    agent/device/faults.py), officer_stop_restart, or one found at the next start:
+    power_loss_or_crash, or watchdog when the run before had found its recorder hung.
+    """
+
+    cause: str
     detail: str
     recording_before: int | None
     last_segment: str | None

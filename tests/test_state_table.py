@@ -1,0 +1,201 @@
+"""The state machine as a table: every state, every event, the state it goes to and the
+actions it takes, in milliseconds, with a recording fake for the daemon's actions.
+
+The table says what the machine does today; a row that changes is a behaviour change."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import pytest
+
+from agent.device.state import (
+    Actions,
+    ButtonHeld,
+    ButtonPressed,
+    Event,
+    Fault,
+    FaultCleared,
+    FunctionHeld,
+    FunctionPressed,
+    HealthChanged,
+    Shutdown,
+    State,
+    StateMachine,
+    TriggerStart,
+)
+
+Call = tuple[str, ...]
+
+
+class RecordedActions:
+    """Every action the machine takes, in order, as (name, *arguments)."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+
+    def start_recording(self, trigger: str) -> None:
+        self.calls.append(("start_recording", trigger))
+
+    def stop_recording(self, reason: str) -> None:
+        self.calls.append(("stop_recording", reason))
+
+    def interrupted(self, cause: str, detail: str) -> None:
+        self.calls.append(("interrupted", cause, detail))
+
+    def interruption_ended(self, reason: str) -> None:
+        self.calls.append(("interruption_ended", reason))
+
+    def explain(self) -> None:
+        self.calls.append(("explain",))
+
+    def declare_exemption(self) -> None:
+        self.calls.append(("declare_exemption",))
+
+    def show(self, state: State) -> None:
+        self.calls.append(("show", state.value))
+
+
+# How the machine got into its state: the events from a fresh machine (gesture 1 is the press
+# that started a recording, if a press did).
+SETUPS: dict[str, list[Event]] = {
+    "standby": [],
+    "standby, disk full": [Fault("storage_full", "disk full")],
+    "recording by press 1": [ButtonPressed(1)],
+    "recording by trigger": [TriggerStart("holster")],
+    "interrupted by a dead camera": [ButtonPressed(1), Fault("camera_fault", "no frames")],
+    "interrupted, camera and heat": [ButtonPressed(1), Fault("camera_fault", "no frames"),
+                                     Fault("overheated", "86 C")],
+    "interrupted at start, disk full": [Fault("storage_full", "disk full"), ButtonPressed(1)],
+    "shutting down": [Shutdown("SIGTERM")],
+}
+
+STANDBY, RECORDING = State.STANDBY, State.RECORDING
+INTERRUPTED, SHUTTING_DOWN = State.INTERRUPTED, State.SHUTTING_DOWN
+
+# (setup, event) -> (the state after, the actions taken)
+TABLE: list[tuple[str, Event, State, list[Call]]] = [
+    ("standby", ButtonPressed(2), RECORDING,
+     [("start_recording", "button"), ("show", "recording")]),
+    ("standby", ButtonHeld(2), STANDBY, []),
+    ("standby", FunctionPressed(), STANDBY, [("explain",)]),
+    ("standby", FunctionHeld(), STANDBY, [("declare_exemption",)]),
+    ("standby", TriggerStart("holster"), RECORDING,
+     [("start_recording", "holster"), ("show", "recording")]),
+    ("standby", Fault("storage_full", "disk full"), STANDBY, []),
+    ("standby", FaultCleared("storage_full"), STANDBY, []),
+    ("standby", Shutdown("SIGTERM"), SHUTTING_DOWN, [("show", "shutting_down")]),
+    ("standby", HealthChanged(), STANDBY, [("show", "standby")]),
+
+    ("standby, disk full", ButtonPressed(2), INTERRUPTED,
+     [("interrupted", "storage_full", "button while disk full"), ("show", "interrupted")]),
+    ("standby, disk full", TriggerStart("vehicle"), INTERRUPTED,
+     [("interrupted", "storage_full", "vehicle while disk full"), ("show", "interrupted")]),
+    ("standby, disk full", Fault("storage_full", "still full"), STANDBY, []),
+    ("standby, disk full", FaultCleared("storage_full"), STANDBY, []),
+    ("standby, disk full", FunctionHeld(), STANDBY, [("declare_exemption",)]),
+
+    ("recording by press 1", ButtonPressed(2), RECORDING, []),
+    ("recording by press 1", ButtonHeld(1), RECORDING, []),  # the starting press, held
+    ("recording by press 1", ButtonHeld(2), STANDBY,
+     [("stop_recording", "button_hold"), ("show", "standby")]),
+    ("recording by press 1", FunctionPressed(), RECORDING, [("explain",)]),
+    ("recording by press 1", FunctionHeld(), RECORDING, []),
+    ("recording by press 1", TriggerStart("holster"), RECORDING, []),
+    ("recording by press 1", Fault("camera_fault", "no frames"), INTERRUPTED,
+     [("stop_recording", "camera_fault"), ("interrupted", "camera_fault", "no frames"),
+      ("show", "interrupted")]),
+    ("recording by press 1", FaultCleared("camera_fault"), RECORDING, []),
+    ("recording by press 1", Shutdown("SIGTERM"), SHUTTING_DOWN,
+     [("stop_recording", "SIGTERM"), ("show", "shutting_down")]),
+    ("recording by press 1", HealthChanged(), RECORDING, [("show", "recording")]),
+
+    ("recording by trigger", ButtonPressed(1), RECORDING, []),
+    ("recording by trigger", ButtonHeld(1), STANDBY,
+     [("stop_recording", "button_hold"), ("show", "standby")]),
+    ("recording by trigger", TriggerStart("vehicle"), RECORDING, []),
+
+    ("interrupted by a dead camera", ButtonPressed(2), INTERRUPTED, []),
+    # Any hold ends the incident, the held press that started the recording too.
+    ("interrupted by a dead camera", ButtonHeld(1), STANDBY,
+     [("interruption_ended", "button_hold"), ("show", "standby")]),
+    ("interrupted by a dead camera", ButtonHeld(2), STANDBY,
+     [("interruption_ended", "button_hold"), ("show", "standby")]),
+    ("interrupted by a dead camera", FunctionPressed(), INTERRUPTED, [("explain",)]),
+    ("interrupted by a dead camera", FunctionHeld(), INTERRUPTED, []),
+    ("interrupted by a dead camera", TriggerStart("holster"), INTERRUPTED, []),
+    ("interrupted by a dead camera", Fault("overheated", "86 C"), INTERRUPTED, []),
+    ("interrupted by a dead camera", Fault("camera_fault", "again"), INTERRUPTED, []),
+    ("interrupted by a dead camera", FaultCleared("camera_fault"), RECORDING,
+     [("start_recording", "resume_after_camera_fault"), ("show", "recording")]),
+    ("interrupted by a dead camera", FaultCleared("storage_full"), INTERRUPTED, []),
+    ("interrupted by a dead camera", Shutdown("SIGTERM"), SHUTTING_DOWN,
+     [("interruption_ended", "SIGTERM"), ("show", "shutting_down")]),
+    ("interrupted by a dead camera", HealthChanged(), INTERRUPTED, [("show", "interrupted")]),
+
+    ("interrupted, camera and heat", FaultCleared("camera_fault"), INTERRUPTED, []),
+    ("interrupted, camera and heat", FaultCleared("overheated"), INTERRUPTED, []),
+
+    ("interrupted at start, disk full", ButtonHeld(1), STANDBY,
+     [("interruption_ended", "button_hold"), ("show", "standby")]),
+    ("interrupted at start, disk full", FaultCleared("storage_full"), RECORDING,
+     [("start_recording", "resume_after_storage_full"), ("show", "recording")]),
+
+    ("shutting down", ButtonPressed(2), SHUTTING_DOWN, []),
+    ("shutting down", ButtonHeld(2), SHUTTING_DOWN, []),
+    ("shutting down", FunctionPressed(), SHUTTING_DOWN, []),
+    ("shutting down", FunctionHeld(), SHUTTING_DOWN, []),
+    ("shutting down", TriggerStart("holster"), SHUTTING_DOWN, []),
+    ("shutting down", Fault("storage_full", "disk full"), SHUTTING_DOWN, []),
+    ("shutting down", FaultCleared("storage_full"), SHUTTING_DOWN, []),
+    ("shutting down", Shutdown("again"), SHUTTING_DOWN, []),
+    ("shutting down", HealthChanged(), SHUTTING_DOWN, []),
+]
+
+
+def machine_in(setup: str) -> tuple[StateMachine, RecordedActions]:
+    recorded = RecordedActions()
+    actions: Actions = recorded  # the fake is checked against the Protocol by the type checker
+    machine = StateMachine(actions)
+    for event in SETUPS[setup]:
+        machine.handle(event)
+    recorded.calls.clear()
+    return machine, recorded
+
+
+@pytest.mark.parametrize(("setup", "event", "after", "calls"), TABLE,
+                         ids=[f"{s}: {e}" for s, e, _, _ in TABLE])
+def test_transition(setup: str, event: Event, after: State, calls: list[Call]) -> None:
+    machine, recorded = machine_in(setup)
+    machine.handle(event)
+    assert (machine.state, recorded.calls) == (after, calls)
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_setups_reach_the_state_they_are_named_for(setup: str) -> None:
+    named = {"standby": STANDBY, "recording": RECORDING, "interrupted": INTERRUPTED,
+             "shutting": SHUTTING_DOWN}
+    assert machine_in(setup)[0].state is named[setup.split()[0].rstrip(",")]
+
+
+def test_the_table_covers_every_state_and_every_event() -> None:
+    covered = {(machine_in(setup)[0].state, type(event)) for setup, event, _, _ in TABLE}
+    every = {(state, kind) for state in State for kind in get_args(Event)}
+    assert every - covered == set()
+
+
+def test_a_fresh_machine_shows_standby() -> None:
+    recorded = RecordedActions()
+    assert StateMachine(recorded).state is STANDBY
+    assert recorded.calls == [("show", "standby")]
+
+
+def test_a_fault_raised_twice_needs_clearing_once() -> None:
+    """Faults are a set by cause: the second report is not a second fault."""
+    machine, recorded = machine_in("recording by press 1")
+    for event in (Fault("camera_fault", "no frames"), Fault("camera_fault", "no frames"),
+                  FaultCleared("camera_fault")):
+        machine.handle(event)
+    assert machine.state is RECORDING and machine.faults == {}
+    assert [c[0] for c in recorded.calls] == ["stop_recording", "interrupted", "show",
+                                              "start_recording", "show"]
