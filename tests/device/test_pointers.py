@@ -13,7 +13,7 @@ import pytest
 
 from agent.device.interruptions.gaps import Gap
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted(p for top in ("agent", "hal") for p in (ROOT / top).rglob("*.py"))
 # The calls that open a gap or raise the fault that opens one, and the argument with the cause.
 _CAUSE_CALLS = {"report": 0, "_on_fault": 0, "gap_now": 0, "Gap": 0}

@@ -14,7 +14,7 @@ import pytest
 
 from agent.logs import JournalFormatter, to_journal
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d")
 THERMAL_MISSING = '[thermal]\nbackend = "sysfs"\nzone = "/nonexistent/thermal_zone"\n'
 
