@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from agent import logs
 from agent.config import Config, ConfigError, load_config
@@ -176,7 +177,7 @@ def _selfcheck(args: argparse.Namespace) -> int:
     return int(result.overall)
 
 
-def _send(args: argparse.Namespace, message: dict[str, object]) -> dict[str, object]:
+def _send(args: argparse.Namespace, message: dict[str, Any]) -> dict[str, Any]:
     root = args.store or _config(args).store_path
     reply = request(Store(root).control_socket, message)
     if not reply.get("ok"):

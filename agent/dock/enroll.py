@@ -17,7 +17,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -52,10 +52,15 @@ def load_device_ca(cert: Path, key: Path) -> Issued:
     except (OSError, ValueError, TypeError) as exc:
         raise DockError(f"the device CA (--ca {cert}, --device-ca-key {key}): {exc}") from exc
     spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if not isinstance(private, CertificateIssuerPrivateKeyTypes) or \
+    if not _can_issue(private) or \
             private.public_key().public_bytes(*spki) != ca.public_key().public_bytes(*spki):
         raise DockError(f"--device-ca-key {key} is not the key of the device CA --ca {cert}")
     return Issued(ca, private)
+
+
+def _can_issue(key: object) -> TypeGuard[CertificateIssuerPrivateKeyTypes]:
+    """Whether `key` is of a kind that signs certificates, by cryptography's own list."""
+    return isinstance(key, get_args(CertificateIssuerPrivateKeyTypes))
 
 
 async def enroll(url: str, link: DockLink, device_ca: Issued, expect_key: str,

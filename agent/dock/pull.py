@@ -99,7 +99,10 @@ class _CheckedObject(ssl.SSLObject):
         super().do_handshake()
         context = self.context
         assert isinstance(context, DeviceContext)
-        context.check.check(self.getpeercert(binary_form=True))
+        certificate = self.getpeercert(binary_form=True)
+        if certificate is None:  # CERT_REQUIRED makes one certain; say so if not
+            raise ssl.SSLError("the device presented no certificate")
+        context.check.check(certificate)
 
 
 @dataclass(frozen=True)
