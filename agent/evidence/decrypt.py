@@ -30,9 +30,8 @@ class Outcome:
         expected = (self.record or {}).get("payload", {}).get("plaintext")
         if not expected:
             return None
-        matches: bool = (expected["sha256"] == self.sha256
-                         and expected["size"] == self.decrypted.plaintext_bytes)
-        return matches
+        return bool(expected["sha256"] == self.sha256
+                    and expected["size"] == self.decrypted.plaintext_bytes)
 
     def describe(self) -> str:
         lines = [self.decrypted.describe()]

@@ -95,7 +95,7 @@ def _clock(sources: StatusSources) -> dict[str, Any]:
 def _export(sources: StatusSources) -> dict[str, Any]:
     """Footage still on the device, and whether it is past the export deadline (Art. 20)."""
     backlog = export_backlog(sources.ledger, sources.config.selfcheck.export_deadline_hours)
-    if backlog.oldest is None or backlog.age_h is None:
+    if backlog.oldest is None:
         return {"oldest_sealed": None, "oldest_age_h": None, "overdue": False}
     return {"oldest_sealed": backlog.oldest.sealed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "oldest_age_h": round(backlog.age_h, 1),
@@ -104,5 +104,4 @@ def _export(sources: StatusSources) -> dict[str, Any]:
 
 def _location(sources: StatusSources) -> dict[str, Any] | None:
     """The last GNSS fix as a sealed segment carries it (docs/chain-format.md); null without."""
-    location: dict[str, Any] | None = location_fields(sources.gnss)["location"]
-    return location
+    return location_fields(sources.gnss)["location"]
