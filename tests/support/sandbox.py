@@ -1,14 +1,14 @@
 """The recorder's systemd unit re-created around a command, for tests, from the unit file itself.
 
-systemd's exec_child sets up a service's process in this order: the mount namespace
-(ProtectSystem=strict: every mount read-only but /dev, /proc and /sys, then the unit's writable
-paths; PrivateTmp=), the working directory, the environment, the capabilities, the system-call
-filter, then execve. `sandboxed()` does the same with the unit's own values: `unshare --mount`
-runs this module's `mounts` stage as root, `setpriv` drops to the unit's bounding set, the
-`filter` stage loads the unit's SystemCallFilter= into the kernel with libseccomp (pyseccomp,
-ctypes over libseccomp2) and execs the command. The filter is expanded from systemd's own group
-lists (`systemd-analyze syscall-filter`), so a call the unit does not allow fails with the
-unit's SystemCallErrorNumber=, exactly as under systemd.
+systemd's exec_child gives a service's process a mount namespace (ProtectSystem=strict: every
+mount read-only but /dev, /proc and /sys, then the unit's writable paths; PrivateTmp=), the
+working directory, the umask, the environment, the capabilities and the system-call filter,
+then execs it. `Sandbox.from_unit(...).command(argv)` does the same with the unit's own values:
+`unshare --mount` runs this module's `mounts` stage as root, `setpriv` drops to the unit's
+bounding set, the `filter` stage loads the unit's SystemCallFilter= into the kernel with
+libseccomp (pyseccomp, ctypes over libseccomp2) and execs the command. The filter is expanded
+from systemd's own group lists (`systemd-analyze syscall-filter`), so a call the unit does not
+allow fails with the unit's SystemCallErrorNumber=, as under systemd.
 
 Left out, and why: User= and ProtectHome= (the test's interpreter may live under /root, which
 they would hide; the process stays uid 0 but with only the unit's capabilities), and systemd's
@@ -97,6 +97,7 @@ class Sandbox:
     writable: list[str]
     private_tmp: bool
     workdir: str
+    umask: int
     environment: dict[str, str]
     capabilities: list[str] | None  # None: the bounding set is left as it is
     syscalls: list[str]
@@ -130,6 +131,7 @@ class Sandbox:
             writable=writable,
             private_tmp=last("PrivateTmp", "no") == "yes",
             workdir=last("WorkingDirectory", "/"),
+            umask=int(last("UMask", "0022"), 8),
             environment=environment,
             capabilities=capabilities,
             syscalls=allowed_syscalls(settings.get("SystemCallFilter", [])),
@@ -201,6 +203,7 @@ def main(stage: str, spec: str, argv: list[str]) -> None:
     if stage == "mounts":
         _set_up_mounts(sandbox)
         os.chdir(sandbox.workdir)
+        os.umask(sandbox.umask)
         next_stage = [sys.executable, __file__, "filter", spec, "--", *argv]
         if sandbox.capabilities is not None:
             caps = ",".join(["-all", *(f"+{name}" for name in sandbox.capabilities)])
