@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import os
 import time
 from collections.abc import Callable
 from importlib import import_module
@@ -36,8 +37,20 @@ _FACTORIES = {
 
 
 def pin_factory(name: str) -> Factory:
+    """The named pin factory. lgpio's import makes its notification FIFOs in $LG_WD (else the
+    working directory); where that is not writable the import fails with a bare file name, so
+    the reason says where it tried."""
     module, cls = _FACTORIES[name]
-    return getattr(import_module(module), cls)()
+    try:
+        factory: type[Factory] = getattr(import_module(module), cls)
+    except OSError as exc:
+        if name != "lgpio":
+            raise
+        folder = os.environ.get("LG_WD") or os.getcwd()
+        raise RuntimeError(f"lgpio could not make its notification FIFO in {folder} "
+                           f"($LG_WD, else the working directory, must be writable): "
+                           f"{exc}") from exc
+    return factory()
 
 
 class OfficerControls:

@@ -3,6 +3,9 @@ external trigger inputs that can start, never stop, a recording."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +17,8 @@ from agent.evidence.chain import read_bodies
 from hal.gpio import Health, OfficerControls
 from hal.triggers import TriggerInputs
 from tests.support.device import running_daemon, wait_for, write_device_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def production_config(tmp_path: Path, **replace: str) -> Config:
@@ -103,3 +108,17 @@ def test_bad_trigger_pins_are_named(tmp_path: Path, replace: dict[str, str],
     with pytest.raises(ConfigError) as error:
         production_config(tmp_path, **replace)
     assert "default.toml" in str(error.value) and message in str(error.value)
+
+
+def test_an_unwritable_lgpio_folder_is_named_in_the_reason(tmp_path: Path) -> None:
+    """The real lgpio, imported where it cannot make its FIFO (a fresh process: a failed
+    import leaves lgpio's C half loaded): the reason names the folder, not '.lgd-nfy-3'."""
+    missing = tmp_path / "no-such-folder"
+    probe = ("from hal.gpio import pin_factory\n"
+             "try:\n    pin_factory('lgpio')\n"
+             "except Exception as exc:\n    print(f'{type(exc).__name__}: {exc}')\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env={**os.environ, "LG_WD": str(missing),
+                                                         "PYTHONPATH": str(ROOT)})
+    assert done.stdout.startswith(
+        f"RuntimeError: lgpio could not make its notification FIFO in {missing} "), done

@@ -16,14 +16,17 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3"
                                 reason="the install scripts run as root with /usr/bin/python3")
 
 
-def run(script: str, rootfs: Path, *args: str) -> str:
+def run(script: str, rootfs: Path, *args: str, arch: str | None = None,
+        status: int = 0) -> str:
+    """The script's output; `arch` fakes the architecture install-pi detects."""
+    env = {**os.environ, **({"INSTALL_PI_ARCH": arch} if arch else {})}
     result = subprocess.run([str(ROOT / "scripts" / script), "--root", str(rootfs), *args],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == status, result.stdout + result.stderr
+    return result.stdout + result.stderr
 
 
-def test_install_is_idempotent_and_uninstall_keeps_the_footage(tmp_path: Path) -> None:
+def make_rootfs(tmp_path: Path) -> Path:
     rootfs = tmp_path / "rootfs"
     (rootfs / "etc").mkdir(parents=True)
     for name in ("passwd", "shadow", "gshadow"):
@@ -31,7 +34,11 @@ def test_install_is_idempotent_and_uninstall_keeps_the_footage(tmp_path: Path) -
     # Raspberry Pi OS has gpio and i2c groups; this machine does not.
     (rootfs / "etc" / "group").write_text(Path("/etc/group").read_text()
                                           + "gpio:x:997:\ni2c:x:998:\n")
+    return rootfs
 
+
+def test_install_is_idempotent_and_uninstall_keeps_the_footage(tmp_path: Path) -> None:
+    rootfs = make_rootfs(tmp_path)
     run("install-pi", rootfs, "--no-apt", "--no-deps")
     venv = rootfs / "opt" / "bodycam" / ".venv"
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
@@ -71,6 +78,31 @@ def test_install_is_idempotent_and_uninstall_keeps_the_footage(tmp_path: Path) -
     assert not unit.exists() and not wants.exists()
     assert footage.read_bytes() == b"\x47" * 188
     assert 'id = "BWC-0042"' in config.read_text()
+
+
+def apt_list(output: str) -> set[str]:
+    line = next(line for line in output.splitlines() if line.startswith("install-pi: apt "))
+    return set(line.split(": ")[-1].split())
+
+
+def test_the_architecture_decides_what_comes_from_apt_and_what_is_refused(
+        tmp_path: Path) -> None:
+    """PyPI has wheels of every dependency for aarch64; for armv7l none of numpy, Pillow or
+    cffi (docs/hardware.md): numpy comes from apt, the other two are built with apt's
+    headers. armv6l is refused before anything is installed. The device needs no ffmpeg."""
+    rootfs = make_rootfs(tmp_path)
+    arm64 = apt_list(run("install-pi", rootfs, "--no-apt", "--no-deps", arch="aarch64"))
+    assert {"python3-picamera2", "python3-lgpio", "libportaudio2"} <= arm64
+    assert not arm64 & {"ffmpeg", "portaudio19-dev", "python3-numpy"}
+    armhf = apt_list(run("install-pi", rootfs, "--no-apt", "--no-deps", arch="armv7l"))
+    assert armhf - arm64 == {"python3-numpy", "libffi-dev", "libjpeg-dev", "zlib1g-dev",
+                             "libfreetype-dev", "pkg-config"}
+
+    fresh = make_rootfs(tmp_path / "armv6")
+    refused = run("install-pi", fresh, "--no-apt", "--no-deps", arch="armv6l", status=2)
+    assert refused.startswith("install-pi: armv6l is not supported: PyPI has no wheels"), refused
+    assert len(refused.splitlines()) == 1
+    assert not (fresh / "opt").exists() and not (fresh / "var").exists()
 
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
