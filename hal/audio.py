@@ -85,6 +85,8 @@ class Microphone(Protocol):
 
 def open_speaker(config: AudioConfig) -> Speaker:
     """The configured speaker; a device name that matches nothing fails here, at start."""
+    if not config.speaker:
+        raise AudioError("[audio] speaker = false: this device has no speaker to be heard")
     if config.backend == "sounddevice":
         return SoundDeviceSpeaker(config)
     if config.backend == "pyaudio":

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from agent.config import AudioConfig
-from hal.camera.microphone_track import MicrophoneTrack
+from hal.camera.microphone_track import RESYNC_S, AudioTimingStats, MicrophoneTrack
 
 RATE = 16000               # a rate the config allows; an hour of 48 kHz AAC takes 3 times longer
 BLOCK = RATE // 50         # 20 ms blocks, as the real backends deliver them
@@ -133,3 +133,22 @@ def test_an_hour_of_a_fast_crystal_with_overruns_stays_within_a_video_frame(
     # 0.36 s of drift in 10 ms steps; timestamp noise corrected as drift would make hundreds.
     assert 30 <= track.stats.drift_corrections <= 40
     assert track.stats.samples_dropped == pytest.approx(0.36 * RATE, rel=0.1)
+
+
+def test_timestamp_noise_alone_changes_nothing() -> None:
+    microphone = CrystalMicrophone(ppm=0, overruns={}, noise_s=0.008)
+    captured_s, heard_s, track = record(microphone, 600.0)
+    assert abs(heard_s - captured_s) < RESYNC_S  # the first block's noise, never corrected
+    assert track.stats == AudioTimingStats()
+
+
+def test_a_burst_of_overruns_is_one_line_that_counts_them(
+        caplog: pytest.LogCaptureFixture) -> None:
+    overruns = {10.0: 0.02, 12.0: 0.02, 14.0: 0.02, 80.0: 0.02}
+    microphone = CrystalMicrophone(ppm=0, overruns=overruns, noise_s=0.0)
+    with caplog.at_level(logging.WARNING, "hal.camera.microphone_track"):
+        captured_s, heard_s, track = record(microphone, 90.0)
+    reports = [r.getMessage() for r in caplog.records]
+    assert len(reports) == 2 and track.stats.overruns == 4
+    assert reports[1].endswith("(2 more since the last report)")
+    assert abs(heard_s - captured_s) < 0.001
