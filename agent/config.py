@@ -82,6 +82,8 @@ class AudioConfig(_Section):
     backend: Literal["sim", "sounddevice", "pyaudio"] = "sim"
     input_device: str = ""       # a substring of the device name; "" = the system default
     output_device: str = ""
+    # false where no speaker can be heard: a prompt then fails as absent, never sealed as heard
+    speaker: bool = True
     sample_rate: Literal[8000, 16000, 22050, 32000, 44100, 48000] = 48000
     channels: Annotated[int, Field(ge=1, le=2)] = 1
     bitrate: Annotated[int, Field(ge=16_000, le=320_000)] = 64_000

@@ -3,10 +3,14 @@
 The recorder and the chain need to know when a sound was heard, not when Python
 saw it, so every timestamp here is the moment at the converter: the capture time
 of a block's first sample, the moment the first sample of a prompt left the
-speaker. PortAudio reports those moments on its own stream clock (ALSA's is
-CLOCK_REALTIME, which NTP may step); each callback maps them onto CLOCK_MONOTONIC
-through the callback's ``currentTime``. Where a host API gives no timing (all
-zeros, which PortAudio allows), the reported stream latency is used instead.
+speaker. PortAudio's ALSA host API reads those moments from ALSA's status
+timestamp, whose clock depends on the device: CLOCK_MONOTONIC for ``hw:`` devices
+and PipeWire's plugin, CLOCK_REALTIME (which NTP may step) for PulseAudio's
+plugin. A stream time that reads like CLOCK_MONOTONIC is taken as it is, free of
+the callback's own scheduling delay; any other is mapped onto CLOCK_MONOTONIC
+through the callback's ``currentTime``, read on the same clock at the same
+moment. Where a host API gives no timing (all zeros, which PortAudio allows), the
+reported stream latency is used instead.
 
 Devices are chosen by a substring of their name, because indices move when a
 USB microphone is plugged in a different order. Hardware libraries are imported
@@ -31,6 +35,9 @@ SIM_TONE_HZ = 440.0
 SIM_TONE_AMPLITUDE = 0.1  # a sine peaking at 0.1 is -20 dBFS
 BLOCKS_PER_SECOND = 50    # 20 ms capture blocks
 PLAYBACK_GRACE_S = 5.0    # beyond the audio's duration before playback is declared stuck
+# A stream time this close to CLOCK_MONOTONIC is on it: a callback runs well within a second
+# of its status timestamp, and CLOCK_REALTIME is decades away from the time since boot.
+SAME_CLOCK_S = 1.0
 # A prompt may start this late but must never crackle; its start is measured, not assumed.
 # (PortAudio's "high" default underruns continuously on ALSA's pulse plugin.)
 OUTPUT_LATENCY_S = 0.1
@@ -63,6 +70,12 @@ class Microphone(Protocol):
     @property
     def channels(self) -> int: ...
 
+    @property
+    def overruns(self) -> int:
+        """Input overflows reported since start: samples were lost just before the block
+        that reported one, and the count grows before that block is handed on."""
+        ...
+
     def start(self, on_block: Callable[[np.ndarray, int], None]) -> None:
         """Call on_block(float32 frames x channels, capture ns of its first sample) per block."""
         ...
@@ -72,6 +85,8 @@ class Microphone(Protocol):
 
 def open_speaker(config: AudioConfig) -> Speaker:
     """The configured speaker; a device name that matches nothing fails here, at start."""
+    if not config.speaker:
+        raise AudioError("[audio] speaker = false: this device has no speaker to be heard")
     if config.backend == "sounddevice":
         return SoundDeviceSpeaker(config)
     if config.backend == "pyaudio":
@@ -175,12 +190,20 @@ def _check_channels(device: _Device, kind: _Kind, channels: int) -> None:
 
 # --- timing ----------------------------------------------------------------------------------
 
+def _monotonic_ns(now_ns: int, current: float, stream_time: float) -> int:
+    """A PortAudio stream time on CLOCK_MONOTONIC: as it is when the stream clock is
+    CLOCK_MONOTONIC, else mapped through currentTime (both read from one ALSA status)."""
+    if abs(current - now_ns / 1e9) < SAME_CLOCK_S:
+        return round(stream_time * 1e9)
+    return now_ns + round((stream_time - current) * 1e9)
+
+
 def _adc_ns(now_ns: int, current: float, adc: float, frames: int, rate: int,
             latency: float) -> int:
     """Capture time of a block's first sample: PortAudio's inputBufferAdcTime on the monotonic
     clock, else (no timing from the host API) now minus the block and the input latency."""
     if current and adc:
-        return now_ns + round((adc - current) * 1e9)
+        return _monotonic_ns(now_ns, current, adc)
     return now_ns - round((frames / rate + latency) * 1e9)
 
 
@@ -188,7 +211,7 @@ def _dac_ns(now_ns: int, current: float, dac: float, latency: float) -> int:
     """When a buffer will be heard: outputBufferDacTime on the monotonic clock, else now
     plus the output latency."""
     if current and dac:
-        return now_ns + round((dac - current) * 1e9)
+        return _monotonic_ns(now_ns, current, dac)
     return now_ns + round(latency * 1e9)
 
 
@@ -294,12 +317,15 @@ class SoundDeviceMicrophone:
             raise AudioError(f"input device {self._device.name!r} refuses "
                              f"{self.sample_rate} Hz x {self.channels}: {exc}") from exc
         self._stream: Any = None
+        self.overruns = 0
 
     def start(self, on_block: Callable[[np.ndarray, int], None]) -> None:
         rate = self.sample_rate
 
-        def callback(pcm: np.ndarray, frames: int, t: Any, _status: Any) -> None:
+        def callback(pcm: np.ndarray, frames: int, t: Any, status: Any) -> None:
             now = time.monotonic_ns()
+            if status.input_overflow:
+                self.overruns += 1
             on_block(pcm.copy(), _adc_ns(now, t.currentTime, t.inputBufferAdcTime, frames,
                                          rate, self._stream.latency))
 
@@ -405,13 +431,16 @@ class PyAudioMicrophone:
             raise AudioError(f"input device {self._device.name!r} refuses "
                              f"{self.sample_rate} Hz x {self.channels}: {exc}") from exc
         self._stream: Any = None
+        self.overruns = 0
 
     def start(self, on_block: Callable[[np.ndarray, int], None]) -> None:
         pyaudio, rate, channels = self._pyaudio, self.sample_rate, self.channels
 
-        def callback(data: bytes, frames: int, t: dict[str, float], _status: int
+        def callback(data: bytes, frames: int, t: dict[str, float], status: int
                      ) -> tuple[None, int]:
             now = time.monotonic_ns()
+            if status & pyaudio.paInputOverflow:
+                self.overruns += 1
             pcm = np.frombuffer(data, np.float32).reshape(-1, channels).copy()
             on_block(pcm, _adc_ns(now, t["current_time"], t["input_buffer_adc_time"], frames,
                                   rate, self._stream.get_input_latency()))
@@ -449,6 +478,8 @@ class SimulatedSpeaker:
 class SimulatedMicrophone:
     """A 440 Hz tone at -20 dBFS, produced in real time in 20 ms blocks on its own thread."""
 
+    overruns = 0  # it never loses a sample
+
     def __init__(self, config: AudioConfig) -> None:
         self.sample_rate, self.channels = config.sample_rate, config.channels
         self._stop = threading.Event()
@@ -485,6 +516,8 @@ class SimulatedMicrophone:
 class AbsentMicrophone:
     """Captures nothing: the recording keeps its audio track, with no packet in it (never
     invented silence)."""
+
+    overruns = 0
 
     def __init__(self, sample_rate: int, channels: int, reason: str) -> None:
         self.sample_rate, self.channels, self.reason = sample_rate, channels, reason

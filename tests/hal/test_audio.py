@@ -192,3 +192,16 @@ def test_timing_falls_back_to_latency_when_portaudio_gives_none() -> None:
     assert audio._adc_ns(now, 0.0, 0.0, 960, 48000, 0.03) == now - 50_000_000
     assert audio._dac_ns(now, 5.0, 5.04, 0.03) == now + 40_000_000
     assert audio._dac_ns(now, 0.0, 0.0, 0.03) == now + 30_000_000
+
+
+def test_a_stream_time_on_clock_monotonic_is_taken_as_it_is() -> None:
+    # ALSA hw: devices and PipeWire's plugin stamp on CLOCK_MONOTONIC: the callback's own
+    # delay (now is 30 ms after PortAudio's status) must not move the block.
+    now = 1_000_030_000_000
+    assert audio._adc_ns(now, 1000.0, 999.99, 960, 48000, 0.03) == 999_990_000_000
+    assert audio._dac_ns(now, 1000.0, 1000.04, 0.03) == 1_000_040_000_000
+
+
+def test_a_device_without_a_speaker_plays_nothing_and_says_why() -> None:
+    with pytest.raises(AudioError, match=r"^\[audio\] speaker = false"):
+        open_speaker(AudioConfig(speaker=False))

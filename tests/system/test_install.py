@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.hal.test_alsa_devices import PI4_LITE_USB_MIC
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = [ROOT / "scripts" / name for name in ("install-pi", "uninstall-pi", "setup", "test")]
 
@@ -45,7 +47,9 @@ def test_install_is_idempotent_and_uninstall_keeps_the_footage(tmp_path: Path) -
     assert "/usr/bin" in (venv / "pyvenv.cfg").read_text()  # the interpreter apt's picamera2 is for
     assert "agent.cli" in (venv / "bin" / "bodycam").read_text()
     config = rootfs / "etc" / "bodycam" / "config.toml"
-    assert config.read_text() == (ROOT / "config" / "default.toml").read_text()
+    # This root has no /proc/asound: no card to name, so audio is off rather than "default".
+    assert config.read_text() == (ROOT / "config" / "default.toml").read_text().replace(
+        "enabled = true", "enabled = false", 1).replace("speaker = true", "speaker = false")
     unit = rootfs / "etc" / "systemd" / "system" / "bodycam.service"
     assert unit.read_text() == (ROOT / "systemd" / "bodycam.service").read_text()
     wants = unit.parent / "multi-user.target.wants" / "bodycam.service"
@@ -103,6 +107,25 @@ def test_the_architecture_decides_what_comes_from_apt_and_what_is_refused(
     assert refused.startswith("install-pi: armv6l is not supported: PyPI has no wheels"), refused
     assert len(refused.splitlines()) == 1
     assert not (fresh / "opt").exists() and not (fresh / "var").exists()
+
+
+def test_install_names_the_boards_microphone_and_speaker(tmp_path: Path) -> None:
+    rootfs = tmp_path / "rootfs"
+    asound = rootfs / "proc" / "asound"
+    asound.mkdir(parents=True)
+    (asound / "cards").write_text(PI4_LITE_USB_MIC[0])
+    (asound / "pcm").write_text(PI4_LITE_USB_MIC[1])
+
+    out = run("install-pi", rootfs, "--no-apt", "--no-deps")
+
+    assert "install-pi: audio: microphone: [audio] input_device = 'USB PnP Sound Device'" in out
+    config = (rootfs / "etc" / "bodycam" / "config.toml").read_text()
+    assert 'input_device = "USB PnP Sound Device"' in config
+    assert 'output_device = "bcm2835 Headphones"' in config
+    # Installing again, now with no microphone plugged in, leaves the config as it is.
+    (asound / "pcm").write_text(PI4_LITE_USB_MIC[1].replace("03-00", "#"))
+    run("install-pi", rootfs, "--no-apt", "--no-deps")
+    assert (rootfs / "etc" / "bodycam" / "config.toml").read_text() == config
 
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
