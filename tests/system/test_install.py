@@ -64,6 +64,11 @@ def test_install_is_idempotent_and_uninstall_keeps_the_footage(tmp_path: Path) -
     assert store.stat().st_uid == int(passwd["bodycam"][2])
     assert oct(store.stat().st_mode & 0o777) == "0o750"
 
+    # Installing again on the same board leaves an unedited config alone, without a word.
+    installed = config.read_text()
+    assert "kept the edited" not in run("install-pi", rootfs, "--no-apt", "--no-deps")
+    assert config.read_text() == installed and not (config.parent / "config.toml.dist").exists()
+
     # The officer's agency edited the config and recorded; installing again keeps both.
     config.write_text(config.read_text().replace('id = "BWC-0001"', 'id = "BWC-0042"'))
     footage = store / "sealed" / "00000005.ts"
@@ -72,8 +77,7 @@ def test_install_is_idempotent_and_uninstall_keeps_the_footage(tmp_path: Path) -
     out = run("install-pi", rootfs, "--no-apt", "--no-deps")
     assert "kept the edited" in out
     assert 'id = "BWC-0042"' in config.read_text()
-    assert (config.parent / "config.toml.dist").read_text() == \
-        (ROOT / "config" / "default.toml").read_text()
+    assert (config.parent / "config.toml.dist").read_text() == installed
     assert [line for line in (rootfs / "etc" / "passwd").read_text().splitlines()
             if line.startswith("bodycam:")] == [":".join(passwd["bodycam"])]
 
