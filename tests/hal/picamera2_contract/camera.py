@@ -107,7 +107,7 @@ class _CameraManager:
 
 
 class StandInPicamera2(picamera2.Picamera2):
-    def __init__(self, camera_num: int = 0, **_ignored: Any) -> None:  # noqa: D107
+    def __init__(self, camera_num: int = 0, **_ignored: Any) -> None:
         if camera_num in BUSY:
             raise RuntimeError("Failed to acquire camera: Device or resource busy")
         BUSY.add(camera_num)
