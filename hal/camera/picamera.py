@@ -1,29 +1,42 @@
 """The Raspberry Pi camera through picamera2: H.264 at the sensor's own timestamps.
 
 Targets picamera2 0.3.x as shipped by Raspberry Pi OS Bookworm and Trixie
-(`apt install python3-picamera2`; 0.3.17 or newer for `picamera2.platform` and
-`LibavH264Encoder`). What is used, and what picamera2 promises about it:
+(`apt install python3-picamera2`). The floors, checked at open (`require_supported`):
+0.3.24 with the software encoder (older releases call PyAV's `from_ndarray(width=)`, which
+the PyAV 17+ in our venv refuses on every frame), 0.3.26 with the V4L2 hardware encoder
+(older ones lock up when a frame produces no packet); docs/hardware.md gives the reasons.
+What is used, and what picamera2 promises about it:
 
 - `Picamera2.create_video_configuration(main={"size", "format": "YUV420"}, controls=
   {"FrameDurationLimits": (us, us)})` and `configure()`: a fixed frame rate, and the
-  main stream in planar YUV420, which both encoders take without conversion;
+  main stream in planar YUV420, which both encoders take without conversion. libcamera
+  may align the size and pads each row to a stride: the stream's actual size and stride
+  are read back from `camera_configuration()` and are what the overlay and the muxer use;
 - the encoder: `H264Encoder(bitrate, repeat=True, iperiod=N, framerate=fps)`, the
   SoC's V4L2 hardware encoder (Pi 4 and older, `Platform.VC4`), or on boards without
   one (Pi 5) `LibavH264Encoder` (libx264 through PyAV) with the same arguments.
   `repeat=True` puts SPS/PPS before every keyframe and `iperiod` fixes the keyframe
   interval, so every segment the recorder cuts on a keyframe decodes on its own;
-- `Picamera2.start_recording(encoder, output)`: the encoder thread calls
+- `Picamera2.start_recording(encoder, output)`: the encoder calls
   `output.outputframe(frame, keyframe, timestamp, packet, audio)` once per encoded
   frame (`picamera2.outputs.Output`). `timestamp` is in microseconds since the first
-  frame's `SensorTimestamp` (`Encoder.firsttimestamp`, set at that first frame), i.e.
-  the real capture time of each frame, not the time Python saw it. libcamera's
-  SensorTimestamp is the V4L2 buffer time on CLOCK_MONOTONIC, which gives the
-  camera's origin on the clock the microphone track and the chain use;
-- `Picamera2.pre_callback(request)`: runs on each request before it is encoded; the
-  overlay is drawn there through `MappedArray(request, "main")`, and the request's
-  metadata (`SensorTimestamp`, `ExposureTime`, `AnalogueGain`, `Lux`,
-  `ColourTemperature`) is kept: the overlay shows the moment of exposure, and
-  `sensor` tells the self-check what the sensor sees.
+  frame's `SensorTimestamp` (`Encoder.firsttimestamp`), i.e. the sensor's time of each
+  frame, not the time Python saw it. On the Pi that is the start of the frame's readout
+  (the V4L2 buffer time, CLOCK_MONOTONIC), which ends its exposure for the first row: the
+  media times are readout times, one exposure after the light was caught;
+- `Picamera2.pre_callback(request)`: runs on picamera2's camera thread for each request
+  before it is encoded; the overlay is drawn there through `MappedArray(request, "main")`,
+  stamped with the start of exposure (`SensorTimestamp` less `ExposureTime`, as picamera2's
+  own `wait_for_timestamp_` reckons it), and the request's metadata (`SensorTimestamp`,
+  `ExposureTime`, `AnalogueGain`, `Lux`, `ColourTemperature`) is kept for the self-check.
+
+picamera2's camera thread ends for good on the first exception it sees, and with it every
+frame until the process restarts. So neither the pre-callback nor the Output forwarding to
+the recorder may raise: an error is counted in `callback_errors`, logged (rate-limited) and
+the frame goes on. A `Picamera2` that fails half-way through opening is closed before the
+error goes on (else the next open finds the camera busy), and `stop()` returns within
+`[camera] stall_s` even when the camera thread is dead and picamera2's stop would wait on
+it for ever.
 
 Gapless splitting and the pre-event buffer are the recorder's (agent/device/recording/recorder.py):
 this camera has one Output for its whole life, the Recorder, which cuts on keyframes
@@ -37,7 +50,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib import metadata
 from typing import Any
 
 from agent.config import CameraConfig, Config
@@ -48,27 +63,48 @@ log = logging.getLogger(__name__)
 
 FIRST_FRAME_TIMEOUT_S = 3.0
 SENSOR_KEYS = ("SensorTimestamp", "ExposureTime", "AnalogueGain", "Lux", "ColourTemperature")
+# The oldest picamera2 each encoder works with; docs/hardware.md says why.
+FLOORS = {"LibavH264Encoder": (0, 3, 24), "H264Encoder": (0, 3, 26)}
+_ERROR_LOG_INTERVAL_S = 10.0
+
+
+class UnsupportedPicamera2(RuntimeError):
+    """The installed picamera2 is older than the floor for this board's encoder."""
 
 
 class PiCamera:
     def __init__(self, config: Config) -> None:
-        from picamera2 import Picamera2
-
         cam = config.camera
         self._config = cam
+        hardware = _hardware_encoder(cam)
+        require_supported(hardware)
+        from picamera2 import Picamera2
+
         self._picam2 = Picamera2()
-        frame_us = 1_000_000 // cam.fps
-        self._picam2.configure(self._picam2.create_video_configuration(
-            main={"size": (cam.width, cam.height), "format": "YUV420"},
-            controls={"FrameDurationLimits": (frame_us, frame_us)}))
-        self._encoder = _h264_encoder(cam)
-        self._overlay = (Overlay(cam.width, cam.height, cam.overlay_fields, config.device.id,
+        try:
+            frame_us = 1_000_000 // cam.fps
+            self._picam2.configure(self._picam2.create_video_configuration(
+                main={"size": (cam.width, cam.height), "format": "YUV420"},
+                controls={"FrameDurationLimits": (frame_us, frame_us)}))
+            main = self._picam2.camera_configuration()["main"]
+            width, height = main["size"]
+            if (width, height) != (cam.width, cam.height):
+                log.warning("picamera2: the stream is %dx%d, not the %dx%d configured",
+                            width, height, cam.width, cam.height)
+            self._encoder = _h264_encoder(cam, hardware)
+        except BaseException:
+            _close_quietly(self._picam2)
+            raise
+        self._height = height
+        self._overlay = (Overlay(width, height, cam.overlay_fields, config.device.id,
                                  config.device.officer) if cam.overlay else None)
-        self.layout = StreamLayout(cam.width, cam.height, cam.fps, audio=None)
+        self.layout = StreamLayout(width, height, cam.fps, audio=None)
         self.origin_ns = 0
         self.frames_encoded = 0
+        self.callback_errors = 0
         self.sensor: dict[str, Any] = {}
         self._first_frame = threading.Event()
+        self._errors = _RateLimitedLog()
 
     @property
     def encoder_name(self) -> str:
@@ -79,48 +115,130 @@ class PiCamera:
         (or after FIRST_FRAME_TIMEOUT_S: a camera that delivers nothing is the fault watch's)."""
         self.origin_ns = time.monotonic_ns()  # until the first frame says better
         self._picam2.pre_callback = self._pre_callback
-        self._picam2.start_recording(self._encoder, _as_picamera2_output(self, output))
+        try:
+            self._picam2.start_recording(self._encoder, _as_picamera2_output(self, output))
+        except BaseException:
+            self.stop()
+            raise
         if not self._first_frame.wait(FIRST_FRAME_TIMEOUT_S):
             log.error("picamera2: no frame within %g s of starting", FIRST_FRAME_TIMEOUT_S)
 
     def stop(self) -> None:
+        """Stop and close, within stall_s: picamera2's stop waits for its camera thread, which
+        never answers once it has died; the camera is then left to the process's end."""
+        stopping = threading.Thread(target=self._stop_and_close, name="picamera2-stop",
+                                    daemon=True)
+        stopping.start()
+        stopping.join(self._config.stall_s)
+        if stopping.is_alive():
+            log.error("picamera2 did not stop within %g s (its camera thread is gone?): "
+                      "left behind", self._config.stall_s)
+
+    def _stop_and_close(self) -> None:
         try:
             self._picam2.stop_recording()
+        except Exception:
+            log.exception("picamera2: stop_recording failed")
         finally:
-            self._picam2.close()
+            _close_quietly(self._picam2)
 
     def _pre_callback(self, request: Any) -> None:
-        """On picamera2's camera thread, before the request is encoded: keep the sensor's
-        metadata and draw the overlay at the moment of exposure."""
-        metadata = request.get_metadata()
-        self.sensor = {key: metadata[key] for key in SENSOR_KEYS if key in metadata}
+        """On picamera2's camera thread, before the request is encoded; never raises."""
+        self._guarded("pre-callback", lambda: self._annotate(request))
+
+    def _annotate(self, request: Any) -> None:
+        """Keep the sensor's metadata and draw the overlay at the start of exposure."""
+        found = request.get_metadata()
+        self.sensor = {key: found[key] for key in SENSOR_KEYS if key in found}
         if self._overlay is None:
             return
         from picamera2 import MappedArray
 
-        exposed_ns = metadata.get("SensorTimestamp", time.monotonic_ns())
-        wall = datetime.fromtimestamp(
-            (time.time_ns() - (time.monotonic_ns() - exposed_ns)) / 1e9, UTC)
+        now_mono = time.monotonic_ns()
+        exposed_ns = (found.get("SensorTimestamp", now_mono)
+                      - found.get("ExposureTime", 0) * 1000)
+        wall = datetime.fromtimestamp((time.time_ns() - (now_mono - exposed_ns)) / 1e9, UTC)
         with MappedArray(request, "main") as mapped:
-            self._overlay.burn_yuv420(mapped.array, self._config.height, wall)
+            self._overlay.burn_yuv420(mapped.array, self._height, wall)
 
-    def _first(self) -> None:
-        """The first encoded frame: its SensorTimestamp is camera time 0."""
-        first_us = self._encoder.firsttimestamp
-        if first_us is not None:
-            self.origin_ns = first_us * 1000
-        self._first_frame.set()
+    def _encoded(self, audio: bool) -> None:
+        """Count a video frame; the first one's SensorTimestamp is camera time 0."""
+        if audio:
+            return
+        if self.frames_encoded == 0:
+            first_us = self._encoder.firsttimestamp
+            if first_us is not None:
+                self.origin_ns = first_us * 1000
+            self._first_frame.set()
+        self.frames_encoded += 1
+
+    def _guarded(self, where: str, call: Callable[[], None]) -> None:
+        """Run on picamera2's threads: an error is counted and logged, never raised (the
+        frame goes on, without its overlay if that is what failed)."""
+        try:
+            call()
+        except Exception as exc:
+            self.callback_errors += 1
+            self._errors.log(f"picamera2 {where}", exc, self.callback_errors)
 
 
-def _h264_encoder(cam: CameraConfig) -> Any:
+class _RateLimitedLog:
+    """One log line per error kind per interval: a fault on every frame must not flood."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def log(self, where: str, exc: Exception, count: int) -> None:
+        now = time.monotonic()
+        if now - self._last.get(where, -_ERROR_LOG_INTERVAL_S) < _ERROR_LOG_INTERVAL_S:
+            return
+        self._last[where] = now
+        log.error("%s failed (%d error(s) so far; the frame goes on): %s: %s", where, count,
+                  type(exc).__name__, exc, exc_info=exc)
+
+
+def require_supported(hardware: bool) -> None:
+    """Refuse a picamera2 older than the floor for this encoder, naming both versions."""
+    kind = "H264Encoder" if hardware else "LibavH264Encoder"
+    installed = installed_version()
+    floor = FLOORS[kind]
+    if _release(installed) < floor:
+        raise UnsupportedPicamera2(
+            f"picamera2 {installed} is too old for {kind}: {'.'.join(map(str, floor))} or newer "
+            "is needed (docs/hardware.md)")
+
+
+def installed_version() -> str:
+    """picamera2's version from its distribution metadata (pip and apt both install it)."""
+    try:
+        return metadata.version("picamera2")
+    except metadata.PackageNotFoundError:
+        return "unknown (no picamera2 distribution metadata)"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """0.3.24 -> (0, 3, 24); anything unreadable sorts first, so it is refused."""
+    parts = []
+    for part in version.split("."):
+        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def _hardware_encoder(cam: CameraConfig) -> bool:
+    return cam.encoder == "hardware" or (cam.encoder == "auto" and _has_hardware_h264())
+
+
+def _h264_encoder(cam: CameraConfig, hardware: bool) -> Any:
     """The hardware encoder where the SoC has one, else libx264, both set for segments that
     decode on their own: SPS/PPS on every keyframe, a keyframe every keyframe_interval."""
     from picamera2.encoders import H264Encoder, LibavH264Encoder
 
-    hardware = cam.encoder == "hardware" or (cam.encoder == "auto" and _has_hardware_h264())
     kind = H264Encoder if hardware else LibavH264Encoder
-    log.info("picamera2: %s, %d bit/s, keyframe every %d frames", kind.__name__, cam.bitrate,
-             cam.keyframe_interval)
+    log.info("picamera2 %s: %s, %d bit/s, keyframe every %d frames", installed_version(),
+             kind.__name__, cam.bitrate, cam.keyframe_interval)
     return kind(bitrate=cam.bitrate, repeat=True, iperiod=cam.keyframe_interval,
                 framerate=cam.fps)
 
@@ -132,18 +250,26 @@ def _has_hardware_h264() -> bool:
     return bool(get_platform() == Platform.VC4)
 
 
+def _close_quietly(picam2: Any) -> None:
+    try:
+        picam2.close()
+    except Exception:
+        log.exception("picamera2: close failed")
+
+
 def _as_picamera2_output(camera: PiCamera, target: EncodedOutput) -> Any:
     """picamera2 accepts only its own Output subclasses, and calls start()/stop() on them;
-    forward the packets to ours, noting the first frame and counting frames."""
+    forward the packets to ours, counting frames. It runs on picamera2's threads, so it never
+    raises: the packet is handed on even when our bookkeeping fails."""
     from picamera2.outputs import Output
+
+    guarded = camera._guarded
 
     class _Forward(Output):
         def outputframe(self, frame: Any, keyframe: bool = True, timestamp: int | None = None,
                         packet: Any = None, audio: bool = False) -> None:
-            if not audio:
-                if camera.frames_encoded == 0:
-                    camera._first()
-                camera.frames_encoded += 1
-            target.outputframe(frame, keyframe, timestamp, packet, audio)
+            guarded("frame count", lambda: camera._encoded(audio))
+            guarded("output", lambda: target.outputframe(frame, keyframe, timestamp, packet,
+                                                         audio))
 
     return _Forward()

@@ -63,6 +63,9 @@ class Picamera2:
             raise NotImplementedError("this fake produces YUV420 only")
         self._config = config
 
+    def camera_configuration(self) -> dict[str, Any]:
+        return self._config or {}
+
     def start_recording(self, encoder: Any, output: Any) -> None:
         from picamera2.outputs import Output
 
