@@ -69,6 +69,10 @@ class CameraConfig(_Section):
     encoder: Literal["auto", "hardware", "software"] = "auto"
     stall_s: Annotated[float, Field(gt=0, le=60)] = 3.0  # no frame this long is a fault
     restart_backoff_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # After this many restarts in a row without a frame, from a camera that gave frames
+    # before, the daemon ends itself for systemd to start it again: picamera2 can hold a
+    # dead camera until the process ends. 0 = never.
+    restarts_before_exit: Annotated[int, Field(ge=0, le=1000)] = 5
 
     @property
     def frame_interval_us(self) -> Fraction:

@@ -20,3 +20,15 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create or replace `path` with `data`, its bytes and its name on disk before it returns:
+    what the next start must find even after a power cut."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(path.parent)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
 import signal
 import threading
@@ -27,6 +28,7 @@ from agent.device.control import ControlServer
 from agent.device.cues import Cues
 from agent.device.enrollment import enrolled_identity
 from agent.device.faults import FaultWatch
+from agent.device.interruptions.camera_restart import leave_open, take_open
 from agent.device.interruptions.gaps import Gap, Interruptions, gap_now
 from agent.device.interruptions.voice_note import VoiceNoteTaker
 from agent.device.offload.custody import Ledger, export_backlog
@@ -164,8 +166,9 @@ class Daemon:
         return server
 
     def _serve(self, server: ControlServer) -> int:
-        """Handle events until shutdown, then seal on the way out."""
-        shutdown_reason = "unknown"
+        """Handle events until shutdown, then seal on the way out. Exits EX_TEMPFAIL when it
+        ends itself for systemd to start it again (Restart=on-failure)."""
+        shutdown_reason, restart = "unknown", False
         try:
             while self.machine.state is not State.SHUTTING_DOWN:
                 self.watchdog.tick()
@@ -175,9 +178,12 @@ class Daemon:
                 except queue.Empty:
                     continue
                 if isinstance(event, Shutdown):
-                    shutdown_reason = event.reason
+                    shutdown_reason, restart = event.reason, event.restart
                 self.machine.handle(event)
         finally:
+            if restart:  # first: whatever happens on the way out, the next start knows why
+                leave_open(self.store.root, shutdown_reason, self.recorder.last_frame_mono_ns,
+                           self.interruptions.pending)
             log.info("shutting down: %s", shutdown_reason)
             self.notifier.stopping(f"shutting down: {shutdown_reason}")
             server.close()
@@ -200,7 +206,7 @@ class Daemon:
                 self.telemetry.close()
             self.chain.close()
             self.notifier.close()
-        return 0
+        return os.EX_TEMPFAIL if restart else 0
 
     def _open_chain(self) -> list[dict[str, Any]]:
         """The store, the device key and the chain, with a boot record saying what started;
@@ -245,6 +251,7 @@ class Daemon:
                                  lambda _reason: None, absent)
         self.faults = FaultWatch(self.config, self.store, self._fault_event,
                                  lambda: self.recorder.stats.frames_seen, self._restart_camera,
+                                 self._give_up_on_camera,
                                  self.battery, thermal)
         self.gnss = open_gnss(config.gnss)
         self.recorder = Recorder(self.camera.layout, self.store, self.chain,
@@ -294,10 +301,13 @@ class Daemon:
             self.telemetry.start(lambda: device_status(sources), self._remote_commands())
         self._start_dock()
         hung = take_marker(self.store.root)
-        for recording in cut:
-            self.interruptions.begin(_power_loss_gap(recording, hung))
-        if cut:
-            # It was recording when it died: record again at once, without the officer.
+        gaps = [_power_loss_gap(recording, hung) for recording in cut]
+        gaps += take_open(self.store.root)
+        for gap in gaps:
+            self.interruptions.begin(gap)
+        if gaps:
+            # It was recording (or asked to) when it ended: record again at once, without
+            # the officer.
             self.post(TriggerStart("resume_after_interruption"))
 
     def _fault_event(self, event: Event) -> None:
@@ -307,6 +317,11 @@ class Daemon:
         else:
             self.cues.clear_alarm(event.cause, "cleared")
         self.post(event)
+
+    def _give_up_on_camera(self, reason: str) -> None:
+        """The fault watch's last resort (its thread): only a new process gets the camera
+        back, so end, leaving the interruption open for the next start."""
+        self.post(Shutdown(f"camera_restart_failed: {reason}", restart=True))
 
     def _restart_camera(self) -> None:
         """A new camera in place of one that stopped delivering frames."""
@@ -499,7 +514,7 @@ class Daemon:
         return backlog.overdue, backlog.describe()
 
 
-def _power_loss_gap(cut: CutRecording, hung: dict[str, str] | None) -> Gap:
+def _power_loss_gap(cut: CutRecording, hung: dict[str, Any] | None) -> Gap:
     """The gap a power cut or crash left: from the last packet on disk to the restart; a
     `watchdog` gap when the last run said it was hung and withheld the watchdog."""
     detail = f"recording {cut.id} found open at start"

@@ -5,7 +5,11 @@ for the state machine:
 - storage_full: reported by the recorder when a write fails for space; clears when
   the store has room for the reserve and `resume_free_bytes` more (a dock purged);
 - camera_fault: no frame for `stall_s`; the camera is restarted with back-off, and
-  the fault clears when frames flow again;
+  the fault clears when frames flow again. After `restarts_before_exit` restarts in a row
+  without a frame the fault watch gives up, and the daemon ends itself for systemd to
+  start it again (picamera2 can hold a dead camera until the process ends); but only if
+  the camera gave frames earlier in this process's life: a board without one would
+  otherwise restart for ever;
 - battery_critical: at `stop_percent` off the charger, the recording is sealed while it
   still can be; clears on the charger or at `resume_percent`;
 - overheated: at `stop_celsius`; clears at `resume_celsius`.
@@ -35,12 +39,14 @@ _FIRST_RESTART_S = 1.0
 class FaultWatch(Periodic):
     def __init__(self, config: Config, store: Store, post: Callable[[Event], None],
                  frames_seen: Callable[[], int], restart_camera: Callable[[], None],
+                 give_up: Callable[[str], None],
                  battery: Battery | None, thermal: Thermal | None) -> None:
         self._config = config
         self._store = store
         self._post = post
         self._frames_seen = frames_seen
         self._restart_camera = restart_camera
+        self._give_up = give_up
         self._battery = battery
         self._thermal = thermal
         self.active: dict[str, str] = {}
@@ -50,6 +56,8 @@ class FaultWatch(Periodic):
         self._next_restart = 0.0
         self._restart_delay = _FIRST_RESTART_S
         self.camera_restarts = 0
+        self._restarts_without_frame = 0
+        self.gave_up = False
         super().__init__("fault-watch", _TICK_S)
 
     def report(self, cause: str, detail: str) -> None:
@@ -81,6 +89,7 @@ class FaultWatch(Periodic):
         if frames != self._frames:
             self._frames, self._frame_seen_at = frames, now
             self._restart_delay = _FIRST_RESTART_S
+            self._restarts_without_frame = 0
             self._clear("camera_fault", f"frames flow again after {self.camera_restarts} "
                                         "restart(s)")
             return
@@ -91,7 +100,15 @@ class FaultWatch(Periodic):
             self.report("camera_fault", f"no frame from the camera for {stall_s:g} s")
             self._next_restart = now
         if now >= self._next_restart:
+            limit = self._config.camera.restarts_before_exit
+            # frames_seen counts every camera's frames since the daemon started.
+            if limit and self._restarts_without_frame >= limit and self._frames > 0:
+                if not self.gave_up:
+                    self.gave_up = True
+                    self._give_up(f"no frame after {limit} camera restarts in a row")
+                return
             self.camera_restarts += 1
+            self._restarts_without_frame += 1
             log.warning("restarting the camera (attempt %d)", self.camera_restarts)
             try:
                 self._restart_camera()

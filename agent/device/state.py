@@ -60,7 +60,12 @@ class FaultCleared:
 
 @dataclass(frozen=True)
 class Shutdown:
+    """`restart`: the daemon ends itself for systemd to start it again (a camera that only
+    a new process can reopen); an interruption under way is left open for the next start
+    to seal when it resumes the recording."""
+
     reason: str
+    restart: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,10 +133,10 @@ class StateMachine:
                 self._actions.declare_exemption()
             case HealthChanged():
                 self._actions.show(self.state)
-            case Shutdown(reason):
+            case Shutdown(reason, restart):
                 if self.state is State.RECORDING:
                     self._actions.stop_recording(reason)
-                elif self.state is State.INTERRUPTED:
+                elif self.state is State.INTERRUPTED and not restart:
                     self._actions.interruption_ended(reason)
                 self._enter(State.SHUTTING_DOWN)
             case _:

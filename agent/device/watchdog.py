@@ -15,13 +15,13 @@ reason instead of an unexplained `power_loss_or_crash`.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from agent.device import markers
 from agent.device.sdnotify import Notifier
 from agent.evidence.chain import utc_iso
 
@@ -70,24 +70,10 @@ class Watchdog:
         self.withheld = reason
         log.critical("recorder hung (%s): withholding the watchdog so systemd restarts us",
                      reason)
-        data = json.dumps({"reason": reason, "since": utc_iso(time.time_ns())}).encode()
-        fd = os.open(self._marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        markers.leave(self._marker, {"reason": reason, "since": utc_iso(time.time_ns())})
         self._notifier.status(f"hung: {reason}; watchdog withheld")
 
 
-def take_marker(store_root: Path) -> dict[str, str] | None:
+def take_marker(store_root: Path) -> dict[str, Any] | None:
     """What the last run said when it withheld the watchdog, once: the marker is removed."""
-    path = store_root / MARKER
-    try:
-        marker = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        marker = {"reason": f"unreadable marker ({exc})", "since": ""}
-    path.unlink(missing_ok=True)
-    return marker
+    return markers.take(store_root / MARKER)

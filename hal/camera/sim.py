@@ -7,12 +7,16 @@ reviewer can tell any frame's moment by looking at it.
 
 Faults are simulated as the simulated battery is discharged, through a file: while
 `<store>/sim/camera/fault` says `hang` the encoder delivers nothing (a stuck sensor);
-`fail` ends the encoder thread with an error (a crashed encoder).
+`fail` ends the encoder thread with an error (a crashed encoder); `dead` delivers nothing
+and every open fails "busy", as picamera2 does once its camera thread has died (the
+camera stays held until the process ends).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -35,6 +39,11 @@ TONE_HZ = 440.0
 
 class SimulatedCamera:
     def __init__(self, config: Config) -> None:
+        self.fault_file = config.store_path / "sim" / "camera" / "fault"
+        self.fault_file.parent.mkdir(parents=True, exist_ok=True)
+        if self._fault() == "dead":
+            raise OSError(errno.EBUSY, f"simulated camera: {os.strerror(errno.EBUSY)} "
+                                       f"({self.fault_file})")
         cam, audio = config.camera, config.audio
         self._config = config
         self._video = _video_encoder(cam.width, cam.height, cam.fps, cam.keyframe_interval,
@@ -54,8 +63,6 @@ class SimulatedCamera:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.frames_encoded = 0
-        self.fault_file = config.store_path / "sim" / "camera" / "fault"
-        self.fault_file.parent.mkdir(parents=True, exist_ok=True)
 
     def start(self, output: EncodedOutput) -> None:
         self._stop.clear()
@@ -86,7 +93,7 @@ class SimulatedCamera:
         index = 0
         while not self._stop.is_set():
             fault = self._fault()
-            if fault == "hang":
+            if fault in ("hang", "dead"):
                 self._stop.wait(0.05)
                 continue
             if fault == "fail":

@@ -131,6 +131,9 @@ TABLE: list[tuple[str, Event, State, list[Call]]] = [
     ("interrupted by a dead camera", FaultCleared("storage_full"), INTERRUPTED, []),
     ("interrupted by a dead camera", Shutdown("SIGTERM"), SHUTTING_DOWN,
      [("interruption_ended", "SIGTERM"), ("show", "shutting_down")]),
+    # The daemon ends itself for a new camera: the gap stays open for the next start.
+    ("interrupted by a dead camera", Shutdown("camera_restart_failed", restart=True),
+     SHUTTING_DOWN, [("show", "shutting_down")]),
     ("interrupted by a dead camera", HealthChanged(), INTERRUPTED, [("show", "interrupted")]),
 
     ("interrupted, camera and heat", FaultCleared("camera_fault"), INTERRUPTED, []),

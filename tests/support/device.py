@@ -41,6 +41,7 @@ keyframe_interval = {gop}
 bitrate = {bitrate}
 realtime = {realtime}
 stall_s = {stall_s}
+restarts_before_exit = {restarts_before_exit}
 
 [audio]
 enabled = true
@@ -86,7 +87,7 @@ DEFAULTS = {"width": 320, "height": 240, "bitrate": 400_000, "gop": 15, "realtim
             "languages": '["zh", "en"]', "reminder": 120, "check_interval": 10,
             "storage_low_minutes": 60, "note_wait": 10, "note_silence": 2.0, "note_max": 120,
             "note_reminder": 300, "reserve_bytes": 1 << 20, "resume_free_bytes": 4 << 20,
-            "stall_s": 3.0, "same_incident_s": 600, "extra": ""}
+            "stall_s": 3.0, "restarts_before_exit": 5, "same_incident_s": 600, "extra": ""}
 
 
 def write_device_config(path: Path, store: Path, **values: object) -> Path:

@@ -1,9 +1,11 @@
 """systemd: the unit verifies, and `bodycam run` speaks sd_notify to a socket the test owns:
 READY, WATCHDOG while healthy, none once the recorder hangs, and STOPPING; after the kill
-and restart that systemd would do, the gap is sealed as a `watchdog` interruption."""
+and restart that systemd would do, the gap is sealed as a `watchdog` interruption. A camera
+that cannot be restarted ends the daemon by itself, and the restart seals that gap too."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -18,6 +20,7 @@ import pytest
 
 from agent.evidence.chain import read_bodies
 from tests.support.device import (
+    open_recordings,
     BODYCAM,
     DaemonProcess,
     trigger_start,
@@ -167,3 +170,85 @@ def test_the_watchdog_fires_when_the_recorder_hangs_and_the_gap_is_sealed(
     assert gap["recording_after"] is not None and gap["recording_before"] is not None
     assert not (store / "watchdog-withheld").exists()
     assert bodies[-1]["type"] == "shutdown"
+
+
+def test_a_camera_that_cannot_be_restarted_ends_the_daemon_and_the_restart_resumes(
+        tmp_path: Path) -> None:
+    """picamera2's dead camera thread holds the camera until the process ends: after
+    [camera] restarts_before_exit failed restarts the daemon ends by itself, non-zero and
+    not 2, so that Restart=on-failure starts it again; that start seals the gap from the
+    last frame on disk as `camera_restart_failed` and resumes recording."""
+    store = tmp_path / "store"
+    config = write_device_config(tmp_path / "device.toml", store, realtime="true",
+                                 stall_s=0.5, restarts_before_exit=2, note_max=1)
+    notify = NotifySocket(tmp_path / "notify")
+    log = tmp_path / "daemon.log"
+    fault = store / "sim" / "camera" / "fault"
+    daemon = run_under_systemd(config, notify, log)
+    try:
+        notify.wait_for("READY=1")
+        trigger_start(config)
+        wait_for(lambda: any(b["type"] == "segment_sealed"
+                             for b in read_bodies(store / "chain.jsonl")),
+                 timeout=30, what="a first segment")
+        fault.write_text("dead")  # no more frames, and every reopen fails "busy"
+        status = daemon.wait(60)
+        notify.wait_for("STOPPING=1", timeout=1)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    assert status not in (0, 2), f"exit {status}: systemd would not restart it\n{daemon.tail()}"
+    text = log.read_text()
+    assert "restarting the camera (attempt 2)" in text
+    assert "restarting the camera (attempt 3)" not in text
+    marker = json.loads((store / "camera-restart-failed").read_text())
+    [left_open] = marker["gaps"]
+    bodies = read_bodies(store / "chain.jsonl")
+    [first] = [b for b in bodies if b["type"] == "record_start"]
+    assert left_open["recording_before"] == first["seq"]
+    assert bodies[-1]["type"] == "shutdown"
+    assert bodies[-1]["payload"]["reason"].startswith("camera_restart_failed")
+    assert not open_recordings(store), "the camera fault had stopped the recording"
+
+    # Restart=on-failure: systemd starts it again, and the new process gets the camera.
+    fault.unlink()
+    sealed_before = sum(b["type"] == "segment_sealed" for b in bodies)
+    daemon = run_under_systemd(config, notify, log)
+    try:
+        notify.wait_for("READY=1")
+        wait_for(lambda: sum(b["type"] == "segment_sealed"
+                             for b in read_bodies(store / "chain.jsonl")) > sealed_before,
+                 timeout=30, what="a segment after the restart")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        notify.close()
+
+    verified = subprocess.run([*BODYCAM, "verify", "--config", str(config)],
+                              capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    bodies = read_bodies(store / "chain.jsonl")
+    [gap] = [b["payload"] for b in bodies if b["type"] == "interruption"]
+    assert gap["cause"] == "camera_restart_failed", gap
+    assert "no frame after 2 camera restarts" in gap["detail"]
+    assert "camera_fault" in gap["detail"]
+    starts = {b["seq"]: b for b in bodies if b["type"] == "record_start"}
+    assert gap["recording_before"] == first["seq"]
+    resumed = starts[gap["recording_after"]]
+    assert resumed["payload"]["trigger"] == "resume_after_interruption"
+    # From the last frame on disk to the recording that resumed on the new camera.
+    last = [b["payload"] for b in bodies if b["type"] == "segment_sealed"
+            and b["payload"]["recording"] == first["seq"]][-1]
+    assert gap["last_segment"] == last["file"]
+    last_frame_ns = (first["payload"]["media_origin_mono_ns"]
+                     + last["video"]["last_pts_us"] * 1000)
+    assert abs(gap["start_mono_ns"] - last_frame_ns) < 200_000_000, (gap, last)
+    assert gap["start_boot_id"] == resumed["boot_id"]
+    assert gap["end_mono_ns"] >= resumed["mono_ns"]
+    assert any(b["type"] == "segment_sealed" and b["payload"]["recording"] == resumed["seq"]
+               for b in bodies), "recording resumed after the gap"
+    assert not (store / "camera-restart-failed").exists()

@@ -35,7 +35,9 @@ class Gap:
 
     The cause is a fault's (storage_full, camera_fault, battery_critical, overheated: see
     agent/device/faults.py), officer_stop_restart, or one found at the next start:
-    power_loss_or_crash, or watchdog when the run before had found its recorder hung.
+    power_loss_or_crash, watchdog when the run before had found its recorder hung, or
+    camera_restart_failed when it had ended itself because the camera could not be
+    restarted (agent/device/interruptions/camera_restart.py).
     """
 
     cause: str
@@ -51,10 +53,14 @@ def gap_now(cause: str, detail: str, recording: dict[str, Any] | None, boot_id: 
             since_mono_ns: int | None = None) -> Gap:
     """A gap that opens on this boot, at `since_mono_ns` (the last frame) or now."""
     mono = since_mono_ns or time.monotonic_ns()
-    wall = time.time_ns() - (time.monotonic_ns() - mono)
     payload = recording["payload"] if recording else {}
     return Gap(cause, detail, payload.get("recording"), payload.get("last_segment"),
-               utc_iso(wall), mono, boot_id)
+               wall_at(mono), mono, boot_id)
+
+
+def wall_at(mono_ns: int) -> str:
+    """The wall time of a CLOCK_MONOTONIC moment of this boot, as the chain writes times."""
+    return utc_iso(time.time_ns() - (time.monotonic_ns() - mono_ns))
 
 
 class Interruptions:
