@@ -20,9 +20,9 @@ import pytest
 
 from agent.evidence.chain import read_bodies
 from tests.support.device import (
-    open_recordings,
     BODYCAM,
     DaemonProcess,
+    open_recordings,
     trigger_start,
     wait_for,
     write_device_config,

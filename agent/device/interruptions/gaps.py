@@ -37,7 +37,7 @@ class Gap:
     agent/device/faults.py), officer_stop_restart, or one found at the next start:
     power_loss_or_crash, watchdog when the run before had found its recorder hung, or
     camera_restart_failed when it had ended itself because the camera could not be
-    restarted (agent/device/interruptions/camera_restart.py).
+    restarted.
     """
 
     cause: str
