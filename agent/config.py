@@ -209,6 +209,9 @@ class GpioConfig(_Section):
     button_pin: Annotated[int, Field(ge=0, le=53)] = 17
     button_pull_up: bool = True
     stop_hold_seconds: Annotated[float, Field(ge=0.5, le=30)] = 3.0
+    # Contact bounce on the record and function buttons: an edge counts once the level has
+    # held this long (lgpio's debounce). 0 = off.
+    button_bounce_s: Annotated[float, Field(ge=0, le=0.2)] = 0.03
     record_led_pin: Annotated[int, Field(ge=0, le=53)] = 27
     status_led_pin: Annotated[int, Field(ge=0, le=53)] = 22
     buzzer_pin: Annotated[int, Field(ge=0, le=53)] = 23  # a buzzer or a vibration motor
