@@ -95,13 +95,18 @@ class AudioConfig(_Section):
 class BatteryConfig(_Section):
     """Where the charge is read, and what projects the runtime left."""
 
-    backend: Literal["sim", "sysfs", "max17048", "none"] = "sim"
+    backend: Literal["sim", "sysfs", "max17048", "ina219", "none"] = "sim"
     sysfs_root: str = "/sys/class/power_supply"
     name: str = ""               # power_supply name; "" = the first of type Battery
     i2c_bus: Annotated[int, Field(ge=0)] = 1
-    i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] = 0x36
+    # The gauge's address; unset: the chip's usual one (MAX17048 0x36, INA219 0x42).
+    i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] | None = None
+    # INA219 boards: the shunt and the pack's cells in series (UPS HAT (B): 0.1 ohm, 2).
+    shunt_ohm: Annotated[float, Field(gt=0, le=10)] = 0.1
+    cells: Annotated[int, Field(ge=1, le=4)] = 2
     capacity_wh: Annotated[float, Field(gt=0)] = 11.1
-    recording_draw_w: Annotated[float, Field(gt=0)] = 1.0
+    # Unset: the published figure for this board (hal/board.py, docs/hardware.md).
+    recording_draw_w: Annotated[float, Field(gt=0)] | None = None
     low_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
     low_minutes: Annotated[float, Field(ge=0)] = 20.0
     # Below this the recording is sealed and stopped while it still can be; it resumes
