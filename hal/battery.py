@@ -9,6 +9,7 @@ measures no charge).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -207,7 +208,7 @@ def li_ion_percent(cell_volts: float) -> float:
     """State of charge from one cell's open-circuit voltage, by the curve; an estimate."""
     if cell_volts <= LI_ION_OCV[0][0]:
         return 0.0
-    for (v0, p0), (v1, p1) in zip(LI_ION_OCV, LI_ION_OCV[1:], strict=False):
+    for (v0, p0), (v1, p1) in itertools.pairwise(LI_ION_OCV):
         if cell_volts <= v1:
             return p0 + (p1 - p0) * (cell_volts - v0) / (v1 - v0)
     return 100.0

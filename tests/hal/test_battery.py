@@ -240,7 +240,7 @@ def test_ina219_calibration_is_the_datasheets_and_waveshares(ina219: type[FakeIn
     assert isinstance(battery, Ina219Battery) and battery.calibration == 4096
     assert chip(ina219).calibration == 4096, "written MSB first, as the chip reads it"
     assert Ina219Battery(1, 0x42, shunt_ohm=0.5, cells=2).calibration == 819
-    with pytest.raises(BatteryError, match="shunt_ohm = 0.0001 gives calibration 4096000"):
+    with pytest.raises(BatteryError, match=r"shunt_ohm = 0\.0001 gives calibration 4096000"):
         Ina219Battery(1, 0x42, shunt_ohm=0.0001, cells=2)
 
 
