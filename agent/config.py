@@ -137,13 +137,21 @@ class ThermalConfig(_Section):
 
     backend: Literal["sim", "sysfs", "none"] = "sim"
     zone: str = "/sys/class/thermal/thermal_zone0"
-    stop_celsius: Annotated[float, Field(gt=0, le=150)] = 85.0
-    resume_celsius: Annotated[float, Field(gt=0, le=150)] = 75.0
+    # The firmware's under-voltage and throttling word, else the hwmon under-voltage alarm.
+    firmware_flags: str = "/sys/devices/platform/soc/soc:firmware/get_throttled"
+    hwmon_root: str = "/sys/class/hwmon"
+    # Pi 4 and Pi 5 begin to throttle at 80 °C (docs/hardware.md): warn before, stop there.
+    warn_celsius: Annotated[float, Field(gt=0, le=150)] = 75.0
+    stop_celsius: Annotated[float, Field(gt=0, le=150)] = 80.0
+    resume_celsius: Annotated[float, Field(gt=0, le=150)] = 70.0
 
     @model_validator(mode="after")
     def _resume_below_stop(self) -> ThermalConfig:
         if self.resume_celsius >= self.stop_celsius:
             raise ValueError(f"resume_celsius = {self.resume_celsius:g} must be below "
+                             f"stop_celsius = {self.stop_celsius:g}")
+        if self.warn_celsius >= self.stop_celsius:
+            raise ValueError(f"warn_celsius = {self.warn_celsius:g} must be below "
                              f"stop_celsius = {self.stop_celsius:g}")
         return self
 
