@@ -66,10 +66,10 @@ class ClockState:
 
     def describe(self) -> str:
         """What the alarm and the self-check show the officer and the custodian."""
-        kernel = "synchronised" if self.synced else "not synchronised"
+        verdict = "synchronised" if self.synced else "not synchronised"
         daemon = f", {self.time_source} stratum {self.stratum}" if self.stratum is not None \
             else ""
-        return f"kernel {kernel}{daemon}, max error {self.max_error_us / 1000:g} ms"
+        return f"{verdict} ({self.source}){daemon}, max error {self.max_error_us / 1000:g} ms"
 
 
 class Timeval(ctypes.Structure):

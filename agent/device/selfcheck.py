@@ -253,7 +253,7 @@ def _clock(device: DeviceUnderCheck) -> CheckItem:
                  f"{min(limit_ms, NTP_PHASE_LIMIT_US / 1000):g} ms")
     ok = state.trusted(limit_ms)
     return CheckItem("clock", Status.PASS if ok else Status.FAIL,
-                     f"{state.describe()} ({state.source})", threshold)
+                     state.describe(), threshold)
 
 
 def _key(device: DeviceUnderCheck) -> CheckItem:

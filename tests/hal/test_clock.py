@@ -248,4 +248,4 @@ def test_a_failed_adjtimex_is_not_synchronised(tmp_path: Path) -> None:
 def test_a_stricter_bound_from_the_config_still_applies() -> None:
     state = ClockState(True, 600_000, 0, "kernel", "timesyncd")
     assert state.trusted(16000) and not state.trusted(500)
-    assert state.describe() == "kernel synchronised, max error 600 ms"
+    assert state.describe() == "synchronised (kernel), max error 600 ms"
