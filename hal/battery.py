@@ -131,6 +131,7 @@ def _read_scaled(path: Path, divisor: int = 1) -> float | None:
 # A full cell at 3.9 V feeding about 1 W of recording; negative current = discharging (the ABI).
 _SIM_SEED = {"type": "Battery", "capacity": "100", "status": "Discharging",
              "voltage_now": "3900000", "current_now": "-256000"}
+SIM_DRAW_W = 1.0  # the simulated device's recording draw, as its seed says; no board's
 
 
 class SimulatedBattery(SysfsBattery):
@@ -331,8 +332,11 @@ def open_battery(config: BatteryConfig, store: Path) -> Battery | None:
 
 
 def recording_draw_w(config: BatteryConfig) -> float:
-    """The configured draw, else the published figure for this board."""
-    return config.recording_draw_w or this_board().recording_draw_w
+    """The configured draw, else the simulated device's, else the published figure for this
+    board."""
+    if config.recording_draw_w is not None:
+        return config.recording_draw_w
+    return SIM_DRAW_W if config.backend == "sim" else this_board().recording_draw_w
 
 
 def projected_runtime_s(state: BatteryState, config: BatteryConfig) -> float | None:

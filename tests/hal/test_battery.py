@@ -320,6 +320,10 @@ def test_the_draw_comes_from_this_board_unless_configured(
     monkeypatch.setattr("hal.battery.this_board", lambda: this_board.__wrapped__(model))
     full = BatteryState(100.0, "Discharging", 7.9, -1.0, None, None, "test")
     # 11.1 Wh at the Pi 5's 6.5 W: 1.7 h, where the old 1.0 W default said 11.1 h.
-    assert projected_runtime_s(full, BatteryConfig()) == pytest.approx(11.1 / 6.5 * 3600)
-    assert projected_runtime_s(full, BatteryConfig(recording_draw_w=2.0)) == pytest.approx(
-        11.1 / 2.0 * 3600)
+    board = BatteryConfig(backend="sysfs")
+    assert projected_runtime_s(full, board) == pytest.approx(11.1 / 6.5 * 3600)
+    assert projected_runtime_s(full, BatteryConfig(backend="sysfs", recording_draw_w=2.0)) \
+        == pytest.approx(11.1 / 2.0 * 3600)
+    # The simulated device is no board: its battery feeds the 1 W its seed says.
+    assert projected_runtime_s(full, BatteryConfig(backend="sim")) == pytest.approx(
+        11.1 * 3600)
