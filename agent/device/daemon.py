@@ -27,6 +27,7 @@ from agent.device.control import ControlServer
 from agent.device.cues import Cues
 from agent.device.enrollment import enrolled_identity
 from agent.device.faults import FaultWatch
+from agent.device.heat_power import HeatPowerWatch, take_power_marker
 from agent.device.interruptions.gaps import Gap, Interruptions, gap_now
 from agent.device.interruptions.voice_note import VoiceNoteTaker
 from agent.device.offload.custody import Ledger, export_backlog
@@ -276,6 +277,10 @@ class Daemon:
                          on_change=lambda: self.post(HealthChanged()),
                          export_overdue=self._export_overdue if self.config.dock.export_alarm
                          else None)
+        if thermal is not None:
+            self.cues.add_reminder(HeatPowerWatch(
+                config.thermal, thermal, self.store.root, self.cues.raise_alarm,
+                self.cues.clear_alarm, config.cues.check_interval_s).check)
         self.cues.start()
         self.voice_notes = VoiceNoteTaker(
             self.config.voice_note, self.store, self.chain, self.voice,
@@ -294,8 +299,9 @@ class Daemon:
             self.telemetry.start(lambda: device_status(sources), self._remote_commands())
         self._start_dock()
         hung = take_marker(self.store.root)
+        power = take_power_marker(self.store.root)
         for recording in cut:
-            self.interruptions.begin(_power_loss_gap(recording, hung))
+            self.interruptions.begin(_power_loss_gap(recording, hung, power))
         if cut:
             # It was recording when it died: record again at once, without the officer.
             self.post(TriggerStart("resume_after_interruption"))
@@ -499,13 +505,19 @@ class Daemon:
         return backlog.overdue, backlog.describe()
 
 
-def _power_loss_gap(cut: CutRecording, hung: dict[str, str] | None) -> Gap:
+def _power_loss_gap(cut: CutRecording, hung: dict[str, str] | None,
+                    power: dict[str, Any] | None = None) -> Gap:
     """The gap a power cut or crash left: from the last packet on disk to the restart; a
-    `watchdog` gap when the last run said it was hung and withheld the watchdog."""
+    `watchdog` gap when the last run said it was hung and withheld the watchdog; an
+    `under_voltage` or `throttled` gap when the last run's firmware said so until the end."""
     detail = f"recording {cut.id} found open at start"
+    power_cause = power.get("cause") if power and not hung else None
     if hung:
         detail += f"; since {hung['since']} the daemon was hung ({hung['reason']})"
-    return Gap("watchdog" if hung else "power_loss_or_crash", detail,
+    elif power:
+        detail += f"; since {power.get('since')} the firmware reported {power.get('detail')}"
+    return Gap("watchdog" if hung else "under_voltage" if power_cause == "under_voltage"
+               else "throttled" if power_cause == "throttled" else "power_loss_or_crash", detail,
                cut.id, cut.last_segment["file"] if cut.last_segment else None,
                cut.last_media_wall, None, cut.start["boot_id"])
 
