@@ -101,13 +101,18 @@ class AudioConfig(_Section):
 class BatteryConfig(_Section):
     """Where the charge is read, and what projects the runtime left."""
 
-    backend: Literal["sim", "sysfs", "max17048", "none"] = "sim"
+    backend: Literal["sim", "sysfs", "max17048", "ina219", "none"] = "sim"
     sysfs_root: str = "/sys/class/power_supply"
     name: str = ""               # power_supply name; "" = the first of type Battery
     i2c_bus: Annotated[int, Field(ge=0)] = 1
-    i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] = 0x36
+    # The gauge's address; unset: the chip's usual one (MAX17048 0x36, INA219 0x42).
+    i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] | None = None
+    # INA219 boards: the shunt and the pack's cells in series (UPS HAT (B): 0.1 ohm, 2).
+    shunt_ohm: Annotated[float, Field(gt=0, le=10)] = 0.1
+    cells: Annotated[int, Field(ge=1, le=4)] = 2
     capacity_wh: Annotated[float, Field(gt=0)] = 11.1
-    recording_draw_w: Annotated[float, Field(gt=0)] = 1.0
+    # Unset: the published figure for this board (hal/board.py, docs/hardware.md).
+    recording_draw_w: Annotated[float, Field(gt=0)] | None = None
     low_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
     low_minutes: Annotated[float, Field(ge=0)] = 20.0
     # Below this the recording is sealed and stopped while it still can be; it resumes
@@ -138,20 +143,32 @@ class ThermalConfig(_Section):
 
     backend: Literal["sim", "sysfs", "none"] = "sim"
     zone: str = "/sys/class/thermal/thermal_zone0"
-    stop_celsius: Annotated[float, Field(gt=0, le=150)] = 85.0
-    resume_celsius: Annotated[float, Field(gt=0, le=150)] = 75.0
+    # The firmware's under-voltage and throttling word, else the hwmon under-voltage alarm.
+    firmware_flags: str = "/sys/devices/platform/soc/soc:firmware/get_throttled"
+    hwmon_root: str = "/sys/class/hwmon"
+    # Pi 4 and Pi 5 begin to throttle at 80 °C (docs/hardware.md): warn before, stop there.
+    warn_celsius: Annotated[float, Field(gt=0, le=150)] = 75.0
+    stop_celsius: Annotated[float, Field(gt=0, le=150)] = 80.0
+    resume_celsius: Annotated[float, Field(gt=0, le=150)] = 70.0
 
     @model_validator(mode="after")
     def _resume_below_stop(self) -> ThermalConfig:
         if self.resume_celsius >= self.stop_celsius:
             raise ValueError(f"resume_celsius = {self.resume_celsius:g} must be below "
                              f"stop_celsius = {self.stop_celsius:g}")
+        if self.warn_celsius >= self.stop_celsius:
+            raise ValueError(f"warn_celsius = {self.warn_celsius:g} must be below "
+                             f"stop_celsius = {self.stop_celsius:g}")
         return self
 
 
 class ClockConfig(_Section):
+    """When the clock counts as synchronised (docs/hardware.md, Clock)."""
+
     backend: Literal["sim", "kernel"] = "sim"
-    max_error_ms: Annotated[float, Field(gt=0)] = 500.0
+    # An extra bound on the kernel's maximum error; the default is the kernel's own limit.
+    # Under about 1100 ms it alarms on a healthy device between timesyncd's 2048 s polls.
+    max_error_ms: Annotated[float, Field(gt=0, le=16000)] = 16000.0
 
 
 class SelfCheckConfig(_Section):
@@ -211,6 +228,9 @@ class GpioConfig(_Section):
     button_pin: Annotated[int, Field(ge=0, le=53)] = 17
     button_pull_up: bool = True
     stop_hold_seconds: Annotated[float, Field(ge=0.5, le=30)] = 3.0
+    # Contact bounce on the record and function buttons: an edge counts once the level has
+    # held this long (lgpio's debounce). 0 = off.
+    button_bounce_s: Annotated[float, Field(ge=0, le=0.2)] = 0.03
     record_led_pin: Annotated[int, Field(ge=0, le=53)] = 27
     status_led_pin: Annotated[int, Field(ge=0, le=53)] = 22
     buzzer_pin: Annotated[int, Field(ge=0, le=53)] = 23  # a buzzer or a vibration motor

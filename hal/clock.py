@@ -14,13 +14,14 @@ import ctypes
 import ctypes.util
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agent.config import ClockConfig
 
-_STA_UNSYNC = 0x0040
-_TIME_ERROR = 5
+STA_UNSYNC = 0x0040
+TIME_ERROR = 5
 NTP_PHASE_LIMIT_US = 16_000_000  # the kernel's error bound after a step (kernel/time/ntp.c)
 _SOURCE_TTL_S = 60.0  # the time daemon changes rarely; asking it costs a process
 _COMMAND_TIMEOUT_S = 1.0
@@ -44,24 +45,67 @@ class ClockState:
         """Integers, bools and strings for the chain; what is not known is left out."""
         return {key: value for key, value in asdict(self).items() if value is not None}
 
+    def trusted(self, max_error_ms: float) -> bool:
+        """Is the time disciplined, as the time daemons themselves mean it? The one rule for
+        the clock alarm and the self-check.
 
-class _Timeval(ctypes.Structure):
+        The kernel's error bound must be under its own limit (past 16 s it sets STA_UNSYNC
+        itself) and under `max_error_ms`; and either the kernel reports the clock
+        disciplined, or chrony says it has a reference: chrony clears STA_UNSYNC only
+        with `rtcsync`, so without it the kernel says unsynchronised while chrony keeps
+        the clock right and keeps the bound small.
+        """
+        bound_ok = 0 <= self.max_error_us < min(NTP_PHASE_LIMIT_US, max_error_ms * 1000)
+        return bound_ok and (self.synced or self._chrony_has_reference)
+
+    @property
+    def _chrony_has_reference(self) -> bool:
+        """chrony's tracking report gives stratum 0 while it is not synchronised."""
+        return self.time_source == "chrony" and self.stratum is not None and \
+            0 < self.stratum < 16
+
+    def describe(self) -> str:
+        """What the alarm and the self-check show the officer and the custodian."""
+        verdict = "synchronised" if self.synced else "not synchronised"
+        daemon = f", {self.time_source} stratum {self.stratum}" if self.stratum is not None \
+            else ""
+        return f"{verdict} ({self.source}){daemon}, max error {self.max_error_us / 1000:g} ms"
+
+
+class Timeval(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
 
 
-class _Timex(ctypes.Structure):
+class Timex(ctypes.Structure):
     """struct timex of <sys/timex.h> (glibc), long-sized fields as the C ABI has them."""
 
     _fields_ = [
         ("modes", ctypes.c_uint), ("offset", ctypes.c_long), ("freq", ctypes.c_long),
         ("maxerror", ctypes.c_long), ("esterror", ctypes.c_long), ("status", ctypes.c_int),
         ("constant", ctypes.c_long), ("precision", ctypes.c_long),
-        ("tolerance", ctypes.c_long), ("time", _Timeval), ("tick", ctypes.c_long),
+        ("tolerance", ctypes.c_long), ("time", Timeval), ("tick", ctypes.c_long),
         ("ppsfreq", ctypes.c_long), ("jitter", ctypes.c_long), ("shift", ctypes.c_int),
         ("stabil", ctypes.c_long), ("jitcnt", ctypes.c_long), ("calcnt", ctypes.c_long),
         ("errcnt", ctypes.c_long), ("stbcnt", ctypes.c_long), ("tai", ctypes.c_int),
         ("_reserved", ctypes.c_int * 11),
     ]
+
+
+Adjtimex = Callable[[Timex], int]
+"""adjtimex(2) as glibc gives it: fills the struct, returns the clock state (TIME_OK ...
+TIME_ERROR), and raises OSError where the C call returns -1."""
+
+
+def _libc_adjtimex() -> Adjtimex:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+    def adjtimex(timex: Timex) -> int:
+        result = int(libc.adjtimex(ctypes.byref(timex)))
+        if result < 0:
+            raise OSError(ctypes.get_errno(), "adjtimex failed")
+        return result
+
+    return adjtimex
 
 
 class KernelClock:
@@ -70,10 +114,11 @@ class KernelClock:
     The time source comes from chrony (`chronyc -c tracking`) or systemd-timesyncd
     (`timedatectl show-timesync`, /run/systemd/timesync/synchronized); the RTC
     from the rtc class in sysfs (Documentation/ABI/testing/sysfs-class-rtc).
+    `adjtimex` is the system call unless a test gives recorded answers.
     """
 
-    def __init__(self, rtc_dir: Path = RTC_DIR) -> None:
-        self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    def __init__(self, rtc_dir: Path = RTC_DIR, adjtimex: Adjtimex | None = None) -> None:
+        self._adjtimex = adjtimex or _libc_adjtimex()
         self._rtc_dir = rtc_dir
         self._source: tuple[float, tuple[str, str | None, int | None]] | None = None
 
@@ -81,13 +126,14 @@ class KernelClock:
         return time.time_ns()
 
     def state(self) -> ClockState:
-        timex = _Timex()
-        result = self._libc.adjtimex(ctypes.byref(timex))
-        if result < 0:
+        timex = Timex()  # modes = 0: read only, no privilege needed
+        try:
+            result = self._adjtimex(timex)
+        except OSError as exc:
             synced, max_error, est_error = False, -1, -1
-            source = f"adjtimex failed: errno {ctypes.get_errno()}"
+            source = f"adjtimex failed: errno {exc.errno}"
         else:
-            synced = result != _TIME_ERROR and not timex.status & _STA_UNSYNC
+            synced = result != TIME_ERROR and not timex.status & STA_UNSYNC
             max_error, est_error, source = int(timex.maxerror), int(timex.esterror), "kernel"
         time_source, server, stratum = self._time_source()
         rtc, rtc_offset = _read_rtc(self._rtc_dir)

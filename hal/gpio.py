@@ -60,7 +60,9 @@ class OfficerControls:
     `exemption_hold_seconds`.
 
     The gesture number lets the state machine tell the hold of the press that
-    started a recording from a later, deliberate hold.
+    started a recording from a later, deliberate hold. Both buttons are debounced
+    (`button_bounce_s`): a bouncing contact would otherwise make one press several, and
+    the hold of the starting press would then belong to a later one and stop the recording.
     """
 
     def __init__(self, config: GpioConfig, on_press: Callable[[int], None],
@@ -70,13 +72,15 @@ class OfficerControls:
         self.factory = pin_factory(config.pin_factory)
         self._gestures = itertools.count(1)
         self._gesture = 0
+        bounce = config.button_bounce_s or None
         self.button = Button(config.button_pin, pull_up=config.button_pull_up,
-                             hold_time=config.stop_hold_seconds, pin_factory=self.factory)
+                             bounce_time=bounce, hold_time=config.stop_hold_seconds,
+                             pin_factory=self.factory)
         self.record_led = LED(config.record_led_pin, pin_factory=self.factory)
         self.status_led = LED(config.status_led_pin, pin_factory=self.factory)
         self.buzzer = Buzzer(config.buzzer_pin, pin_factory=self.factory)
         self.function_button = Button(config.function_button_pin,
-                                      pull_up=config.button_pull_up,
+                                      pull_up=config.button_pull_up, bounce_time=bounce,
                                       hold_time=config.exemption_hold_seconds,
                                       pin_factory=self.factory)
         self.button.when_pressed = lambda: on_press(self._next_gesture())

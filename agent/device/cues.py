@@ -138,10 +138,7 @@ class Cues(Periodic):
 
     def _clock_unsynced(self) -> Condition:
         state = self._clock.state()
-        limit_us = self._config.clock.max_error_ms * 1000
-        ok = state.synced and 0 <= state.max_error_us <= limit_us
-        return not ok, (f"{'synchronised' if state.synced else 'not synchronised'}, max error "
-                        f"{state.max_error_us / 1000:g} ms")
+        return not state.trusted(self._config.clock.max_error_ms), state.describe()
 
     def _storage_low(self) -> Condition:
         config = self._config

@@ -28,6 +28,7 @@ from agent.device.control import ControlServer
 from agent.device.cues import Cues
 from agent.device.enrollment import enrolled_identity
 from agent.device.faults import FaultWatch
+from agent.device.heat_power import HeatPowerWatch, take_power_marker
 from agent.device.interruptions.camera_restart import leave_open, take_open
 from agent.device.interruptions.gaps import Gap, Interruptions, gap_now
 from agent.device.interruptions.voice_note import VoiceNoteTaker
@@ -283,6 +284,10 @@ class Daemon:
                          on_change=lambda: self.post(HealthChanged()),
                          export_overdue=self._export_overdue if self.config.dock.export_alarm
                          else None)
+        if thermal is not None:
+            self.cues.add_reminder(HeatPowerWatch(
+                config.thermal, thermal, self.store.root, self.cues.raise_alarm,
+                self.cues.clear_alarm, config.cues.check_interval_s).check)
         self.cues.start()
         self.voice_notes = VoiceNoteTaker(
             self.config.voice_note, self.store, self.chain, self.voice,
@@ -301,7 +306,8 @@ class Daemon:
             self.telemetry.start(lambda: device_status(sources), self._remote_commands())
         self._start_dock()
         hung = take_marker(self.store.root)
-        gaps = [_power_loss_gap(recording, hung) for recording in cut]
+        power = take_power_marker(self.store.root)
+        gaps = [_power_loss_gap(recording, hung, power) for recording in cut]
         gaps += take_open(self.store.root)
         for gap in gaps:
             self.interruptions.begin(gap)
@@ -514,13 +520,20 @@ class Daemon:
         return backlog.overdue, backlog.describe()
 
 
-def _power_loss_gap(cut: CutRecording, hung: dict[str, Any] | None) -> Gap:
+def _power_loss_gap(cut: CutRecording, hung: dict[str, Any] | None,
+                    power: dict[str, Any] | None) -> Gap:
     """The gap a power cut or crash left: from the last packet on disk to the restart; a
-    `watchdog` gap when the last run said it was hung and withheld the watchdog."""
+    `watchdog` gap when the last run said it was hung and withheld the watchdog; an
+    `under_voltage` or `throttled` gap when the last run's firmware said so until the end."""
     detail = f"recording {cut.id} found open at start"
+    cause = "power_loss_or_crash"
     if hung:
+        cause = "watchdog"
         detail += f"; since {hung['since']} the daemon was hung ({hung['reason']})"
-    return Gap("watchdog" if hung else "power_loss_or_crash", detail,
+    elif power and power.get("cause") in ("under_voltage", "throttled"):
+        cause = power["cause"]
+        detail += f"; since {power.get('since')} the firmware reported {power.get('detail')}"
+    return Gap(cause, detail,
                cut.id, cut.last_segment["file"] if cut.last_segment else None,
                cut.last_media_wall, None, cut.start["boot_id"])
 

@@ -1,8 +1,9 @@
 """Markers: what a run that has systemd restart it leaves in the store for the next start.
 
-A run that ends itself (a camera only a new process can reopen) or withholds the watchdog
-(a hung recorder) writes why, on disk before it goes; the next start takes it once, so the
-gap it seals says why instead of an unexplained `power_loss_or_crash`.
+A run that ends itself (a camera only a new process can reopen), withholds the watchdog (a
+hung recorder) or may be cut at any moment (the firmware reports under-voltage) writes why,
+on disk before it goes; the next start takes it once, so the gap it seals says why instead
+of an unexplained `power_loss_or_crash`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from agent.config import load_config
 from agent.device.offload.custody import Ledger, export_backlog
 from agent.device.telemetry.status import StatusSources, device_status
 from agent.evidence.chain import Chain
-from hal.clock import SimulatedClock
+from hal.clock import ClockState, SimulatedClock
 from hal.gnss import SimulatedGnss
 
 IDLE = {"device": "SIM-0001", "officer": "OFC-7", "state": "standby", "health": "ok",
@@ -67,3 +67,21 @@ def test_without_a_receiver_the_location_is_null_and_the_rest_still_reports(
     assert status["location"] is None
     assert status["clock"]["synced"] is True
     assert status["storage"]["free_bytes"] > 0
+
+
+class ChronyWithoutRtcsync(SimulatedClock):
+    """The kernel's flag stays unsynchronised (chrony clears STA_UNSYNC only with rtcsync)
+    while chrony follows a stratum-2 server and keeps the bound small."""
+
+    def state(self) -> ClockState:
+        return ClockState(False, 40_000, 20_000, "kernel", "chrony", "ntp.example", 2)
+
+
+def test_the_fleet_sees_the_clock_verdict_the_device_alarms_on(tmp_path: Path) -> None:
+    config, _ = load_config(store=tmp_path / "store")
+    _chain(tmp_path / "chain.jsonl")
+    clock = ChronyWithoutRtcsync()
+    status = device_status(StatusSources(config, lambda: IDLE, clock,
+                                         Ledger(tmp_path / "chain.jsonl").refresh()))
+    assert status["clock"]["synced"] is clock.state().trusted(config.clock.max_error_ms) is True
+    assert status["clock"]["kernel_synced"] is False

@@ -6,13 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from gpiozero.pins.mock import MockFactory, MockPin
+from gpiozero.pins.pi import PiPin
 
 from agent.config import Config, ConfigError, default_config_path, load_config
-from agent.device.state import State
+from agent.device.state import ButtonHeld, ButtonPressed, Event, State, StateMachine
 from agent.evidence.chain import read_bodies
 from hal.gpio import Health, OfficerControls
 from hal.triggers import TriggerInputs
@@ -122,3 +125,120 @@ def test_an_unwritable_lgpio_folder_is_named_in_the_reason(tmp_path: Path) -> No
                                                          "PYTHONPATH": str(ROOT)})
     assert done.stdout.startswith(
         f"RuntimeError: lgpio could not make its notification FIFO in {missing} "), done
+
+
+class LgpioDebouncedPin(MockPin):
+    """A MockPin whose edge alerts keep lgpio's debounce contract, which gpiozero's
+    LGPIOFactory (the Pi's) sets from `bounce_time` with lgpio.gpio_set_debounce_micros: "An
+    alert will only be issued if the edge has been stable for at least debounce
+    microseconds", and it is timestamped that much after the change. gpiozero 2.0's own
+    MockPin stores the bounce time and ignores it, so it cannot show a debounce; without a
+    bounce time this pin is MockPin, alerting at every edge."""
+
+    def __init__(self, factory: MockFactory, info: object) -> None:
+        super().__init__(factory, info)
+        self._lock = threading.Lock()
+        self._pending: threading.Timer | None = None
+        self._reported = self._state
+
+    def drive_high(self) -> None:
+        self._drive(True)
+
+    def drive_low(self) -> None:
+        self._drive(False)
+
+    def _drive(self, level: bool) -> None:
+        if not self._bounce:
+            self._reported = level
+            super().drive_high() if level else super().drive_low()
+            return
+        with self._lock:
+            if not self._change_state(level):
+                return
+            if self._pending is not None:
+                self._pending.cancel()
+            self._pending = threading.Timer(self._bounce, self._alert, args=(level,))
+            self._pending.start()
+
+    def _alert(self, level: bool) -> None:
+        with self._lock:
+            if self._state != level or self._reported == level:
+                return
+            self._reported = level
+        if self._edges in ("both", "rising" if level else "falling") and self._when_changed:
+            PiPin._call_when_changed(self, self._factory.ticks(), level)
+
+
+class Recorded:
+    """The state machine's actions, as far as the button decides them."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def start_recording(self, trigger: str) -> None:
+        self.calls.append(f"start:{trigger}")
+
+    def stop_recording(self, reason: str) -> None:
+        self.calls.append(f"stop:{reason}")
+
+    def interrupted(self, cause: str, detail: str) -> None: ...
+
+    def interruption_ended(self, reason: str) -> None: ...
+
+    def explain(self) -> None: ...
+
+    def declare_exemption(self) -> None: ...
+
+    def show(self, state: State) -> None: ...
+
+
+def chatter(pin: MockPin, closing: bool) -> None:
+    """A contact closing (or opening) as a real one does: four short bounces within about
+    4 ms before it settles at its new level (behind the pull-up, closed is low)."""
+    settle, away = (pin.drive_low, pin.drive_high) if closing else (pin.drive_high,
+                                                                   pin.drive_low)
+    for _ in range(4):
+        settle()
+        time.sleep(0.0005)
+        away()
+        time.sleep(0.0005)
+    settle()
+
+
+def test_a_bouncing_press_starts_a_recording_and_its_hold_does_not_stop_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = production_config(tmp_path, **{"stop_hold_seconds = 3.0":
+                                            "stop_hold_seconds = 0.5"}).gpio
+    assert config.button_bounce_s == 0.03
+    monkeypatch.setattr("hal.gpio.pin_factory",
+                        lambda _name: MockFactory(pin_class=LgpioDebouncedPin))
+    actions = Recorded()
+    machine = StateMachine(actions)
+    lock = threading.Lock()
+
+    def handle(event: Event) -> None:
+        with lock:
+            machine.handle(event)
+
+    controls = OfficerControls(config, on_press=lambda g: handle(ButtonPressed(g)),
+                               on_hold=lambda g: handle(ButtonHeld(g)),
+                               on_function_press=lambda: None, on_function_hold=lambda: None)
+    button = controls.factory.pin(config.button_pin)
+    try:
+        # The officer presses to start and, as people do, keeps the button down a while.
+        chatter(button, closing=True)
+        time.sleep(config.stop_hold_seconds + 0.4)
+        chatter(button, closing=False)
+        time.sleep(0.2)
+        assert actions.calls == ["start:button"], "one press, and its hold stops nothing"
+        assert machine.state is State.RECORDING
+
+        # A later, deliberate hold stops it; the bouncing release does not start another.
+        chatter(button, closing=True)
+        wait_for(lambda: machine.state is State.STANDBY, timeout=3, what="the stop")
+        chatter(button, closing=False)
+        time.sleep(0.2)
+        assert actions.calls == ["start:button", "stop:button_hold"]
+        assert machine.state is State.STANDBY
+    finally:
+        controls.close()

@@ -67,3 +67,32 @@ def test_random_sigkills_are_recovered_sealed_and_resumed(write_config, tmp_path
     assert recovered, "cuts landed mid-segment and left segments to recover"
     for segment in recovered:
         subprocess.run(["ffprobe", "-v", "error", str(store / segment["file"])], check=True)
+
+
+def test_a_cut_while_under_voltage_is_sealed_with_that_cause(write_config, tmp_path: Path) -> None:
+    """The firmware reports under-voltage (the simulated board's get_throttled), the alarm
+    is sealed, and the board browns out (SIGKILL): the next start seals the gap as
+    `under_voltage`, not as an unexplained power loss."""
+    config = write_config(realtime="true", check_interval=0.2)
+    store = tmp_path / "store"
+    daemon = spawn_daemon(config, store)
+    trigger_start(config)
+    wait_for(lambda: bool(open_recordings(store)), timeout=30, what="recording")
+    (store / "sim" / "firmware" / "get_throttled").write_text("50005\n")
+    wait_for(lambda: any(r["type"] == "alarm" and r["payload"]["alarm"] == "under_voltage"
+                         for r in records(store)), timeout=10, what="the under-voltage alarm")
+    wait_for((store / "power-trouble").exists, timeout=5, what="the marker")
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait()
+    (store / "sim" / "firmware" / "get_throttled").write_text("0\n")  # a fresh boot
+    daemon = spawn_daemon(config, store)
+    wait_for(lambda: any(r["type"] == "interruption" for r in records(store)), timeout=30,
+             what="the interruption")
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=60) == 0
+    [cut] = [r["payload"] for r in records(store) if r["type"] == "interruption"]
+    assert cut["cause"] == "under_voltage"
+    assert "the firmware reported under-voltage" in cut["detail"]
+    alarms = [(r["payload"]["alarm"], r["payload"]["raised"]) for r in records(store)
+              if r["type"] == "alarm"]
+    assert ("under_voltage", True) in alarms and ("throttled", True) in alarms

@@ -35,9 +35,10 @@ class Gap:
 
     The cause is a fault's (storage_full, camera_fault, battery_critical, overheated: see
     agent/device/faults.py), officer_stop_restart, or one found at the next start:
-    power_loss_or_crash, watchdog when the run before had found its recorder hung, or
+    power_loss_or_crash, watchdog when the run before had found its recorder hung,
     camera_restart_failed when it had ended itself because the camera could not be
-    restarted.
+    restarted, or under_voltage or throttled when the firmware said so to its end (see the
+    heat and power watch).
     """
 
     cause: str

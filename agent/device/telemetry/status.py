@@ -87,8 +87,11 @@ def _storage(sources: StatusSources) -> dict[str, Any]:
 
 
 def _clock(sources: StatusSources) -> dict[str, Any]:
+    """`synced` is the verdict the clock alarm and the self-check give (ClockState.trusted),
+    so the fleet view never disagrees with the device; the kernel's own flag beside it."""
     state = sources.clock.state()
-    return {"synced": state.synced, "max_error_ms": state.max_error_us // 1000,
+    return {"synced": state.trusted(sources.config.clock.max_error_ms),
+            "kernel_synced": state.synced, "max_error_ms": state.max_error_us // 1000,
             "source": state.time_source}
 
 
