@@ -526,14 +526,13 @@ def _power_loss_gap(cut: CutRecording, hung: dict[str, Any] | None,
     `watchdog` gap when the last run said it was hung and withheld the watchdog; an
     `under_voltage` or `throttled` gap when the last run's firmware said so until the end."""
     detail = f"recording {cut.id} found open at start"
-    cause = "power_loss_or_crash"
+    power_cause = power.get("cause") if power and not hung else None
     if hung:
-        cause = "watchdog"
         detail += f"; since {hung['since']} the daemon was hung ({hung['reason']})"
-    elif power and power.get("cause") in ("under_voltage", "throttled"):
-        cause = power["cause"]
+    elif power_cause:
         detail += f"; since {power.get('since')} the firmware reported {power.get('detail')}"
-    return Gap(cause, detail,
+    return Gap("watchdog" if hung else "under_voltage" if power_cause == "under_voltage"
+               else "throttled" if power_cause == "throttled" else "power_loss_or_crash", detail,
                cut.id, cut.last_segment["file"] if cut.last_segment else None,
                cut.last_media_wall, None, cut.start["boot_id"])
 
