@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.device.control import request
 from agent.evidence.chain import read_bodies
 from tests.support.device import DaemonProcess, write_device_config
 from tests.support.sandbox import Sandbox
@@ -102,14 +103,16 @@ def test_the_start_path_s_calls_pass_the_unit_s_filter_and_file_system(tmp_path:
         "clock_settime": "EINVAL"}, done.stderr
 
 
-def test_the_daemon_starts_in_the_unit_s_sandbox(tmp_path: Path) -> None:
-    """`bodycam run` to READY and a clean SIGTERM: the store written, the camera open, the
-    records' clock read from the kernel; the controls absent only for want of a Pi."""
+def test_the_daemon_starts_and_records_in_the_unit_s_sandbox(tmp_path: Path) -> None:
+    """`bodycam run` to READY, a recording (an external trigger: the controls are absent for
+    want of a Pi) sealed segment by segment, and a clean SIGTERM: the camera open, the
+    records' clock read from the kernel, and a chain `bodycam verify` accepts."""
     name = f"bodycam-sandbox-{os.getpid()}"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(f"\0{name}")
     notify.settimeout(1.0)
     sandbox, store = make_sandbox(tmp_path, UNIT, notify=f"@{name}")
+    chain = store / "chain.jsonl"
     log = tmp_path / "daemon.log"
     daemon = DaemonProcess(sandbox.command([sys.executable, "-m", "agent", "run",
                                             "--config", CONFIG]), log)
@@ -122,6 +125,11 @@ def test_the_daemon_starts_in_the_unit_s_sandbox(tmp_path: Path) -> None:
                 status = notify.recv(4096).decode()
             except TimeoutError:
                 continue
+        assert request(store / "control.sock", {"cmd": "trigger", "source": "test"})["ok"]
+        deadline = time.monotonic() + 60
+        while sum(body["type"] == "segment_sealed" for body in read_bodies(chain)) < 2:
+            assert time.monotonic() < deadline and daemon.poll() is None, daemon.tail(0)
+            time.sleep(0.2)
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(60) == 0, daemon.tail(0)
     finally:
@@ -134,6 +142,10 @@ def test_the_daemon_starts_in_the_unit_s_sandbox(tmp_path: Path) -> None:
     assert ".lgd-nfy" not in text and "Read-only file system" not in text, text
     absent = [line for line in text.splitlines() if "absent, recording without it" in line]
     assert not any("camera" in line for line in absent), absent
-    bodies = read_bodies(store / "chain.jsonl")
+    bodies = read_bodies(chain)
     assert bodies[-1]["type"] == "shutdown"
+    assert [body["type"] for body in bodies].count("record_stop") == 1
+    verified = subprocess.run([sys.executable, "-m", "agent", "verify", str(store)],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
     assert {body["clock"]["source"] for body in bodies} == {"kernel"}, bodies[-1]["clock"]
