@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 API_FILESYSTEMS = ("/dev", "/proc", "/sys")  # left writable by ProtectSystem=strict
+PRIVATE_TMP = ("/tmp", "/var/tmp")  # each a new, empty tmpfs under PrivateTmp=
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def unit_settings(unit: Path) -> dict[str, list[str]]:
@@ -103,6 +105,9 @@ class Sandbox:
     syscalls: list[str]
     errno_number: int
     scratch: str  # an empty folder of the test's for the overlays that make mount points
+    # The test's own checkout and interpreter where PrivateTmp= would hide them (a clone in
+    # /tmp): kept visible, read-only, at their paths. The installed unit runs /opt/bodycam's.
+    host_paths: list[str]
 
     @classmethod
     def from_unit(cls, unit: Path, binds: Mapping[str, Path], scratch: Path,
@@ -137,6 +142,8 @@ class Sandbox:
             syscalls=allowed_syscalls(settings.get("SystemCallFilter", [])),
             errno_number=getattr(errno, last("SystemCallErrorNumber", "EPERM")),
             scratch=str(scratch),
+            host_paths=sorted({path for path in (str(CHECKOUT), sys.prefix, sys.base_prefix)
+                               if _under(path, PRIVATE_TMP)}),
         )
 
     def command(self, argv: Sequence[str]) -> list[str]:
@@ -146,7 +153,8 @@ class Sandbox:
 
 
 def _mount(*args: str) -> None:
-    subprocess.run(["mount", *args], check=True)
+    """mount(8) without its userspace table (-n): /run is read-only by then, as it should be."""
+    subprocess.run(["mount", "-n", *args], check=True)
 
 
 def _mount_points() -> list[str]:
@@ -165,6 +173,9 @@ def _set_up_mounts(sandbox: Sandbox) -> None:
     mount namespace. A path the host lacks gets its mount point from an overlay on its
     parent, so the host's file system is never written."""
     _mount("-t", "tmpfs", "tmpfs", sandbox.scratch)
+    fresh_tmps = [f"{sandbox.scratch}/tmp{number}" for number in range(len(PRIVATE_TMP))]
+    for fresh in fresh_tmps:  # made now: the scratch folder is read-only like the rest below
+        os.mkdir(fresh)
     overlaid: set[str] = set()
     for number, (target, source) in enumerate(sandbox.binds.items()):
         parent = os.path.dirname(target)
@@ -182,8 +193,19 @@ def _set_up_mounts(sandbox: Sandbox) -> None:
         if not _under(point, keep) and os.path.exists(point):
             _mount("-o", "remount,bind,ro", point)
     if sandbox.private_tmp:
-        for tmp in ("/tmp", "/var/tmp"):
-            _mount("-t", "tmpfs", "-o", "mode=1777", "tmpfs", tmp)
+        pairs = list(zip(PRIVATE_TMP, fresh_tmps, strict=True))
+        for tmp, fresh in pairs:
+            # Made aside, the test's own paths bound into it, then moved over the real one.
+            _mount("-t", "tmpfs", "-o", "mode=1777", "tmpfs", fresh)
+            for path in sandbox.host_paths:
+                if _under(path, [tmp]):
+                    inside = fresh + path.removeprefix(tmp)
+                    os.makedirs(inside, exist_ok=True)
+                    _mount("--bind", path, inside)
+                    _mount("-o", "remount,bind,ro", inside)
+        # The one that holds the scratch folder last: the move hides what is left there.
+        for tmp, fresh in sorted(pairs, key=lambda pair: _under(sandbox.scratch, [pair[0]])):
+            _mount("--move", fresh, tmp)
 
 
 def _load_filter(sandbox: Sandbox) -> None:

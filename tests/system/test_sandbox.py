@@ -51,6 +51,7 @@ try:
 except Exception as exc:
     report["lgpio"] = f"{type(exc).__name__}: {exc}"
 report["fifos"] = sorted(path.name for path in Path(os.getcwd()).glob(".lgd-nfy*"))
+report["tmp"] = sorted(os.listdir("/tmp"))
 from hal.clock import KernelClock
 report["clock_source"] = KernelClock().state().source
 # set_wall_clock's call, on a clock that cannot be set: the kernel says EINVAL, a filter that
@@ -98,6 +99,8 @@ def test_the_start_path_s_calls_pass_the_unit_s_filter_and_file_system(tmp_path:
     assert report["root_writable"] == "EROFS", "the root is not read-only: not the unit's view"
     assert report["store_writable"] is True and (store / "probe").read_text() == "written"
     assert report["fifos"], (report, done.stderr)  # lgpio's notification FIFO, in LG_WD
+    # PrivateTmp=: none of the host's /tmp, but the test's checkout and venv where they live
+    assert not set(report["tmp"]) - {Path(p).parts[2] for p in sandbox.host_paths}, report
     assert {key: report[key] for key in ("cwd", "lgpio", "clock_source", "clock_settime")} == {
         "cwd": RUNTIME, "lgpio": "imported", "clock_source": "kernel",
         "clock_settime": "EINVAL"}, done.stderr
