@@ -17,8 +17,8 @@ machine; see docs/performance.md for the pull as a whole.
 Anyone on the link can open a connection; only a dock can finish a handshake.
 So the two are kept apart (docs/docking.md, "Limits"): a handshake runs against
 one deadline from accept, however slowly its bytes trickle in; handshakes in
-progress are bounded in all and per address, and when they are all taken the
-oldest past a short grace is cut to make room; and a session slot is taken only
+progress are bounded in all and per address, and when they are all taken one of
+the address holding the most is cut to make room; and a session slot is taken only
 once TLS has verified the client's certificate, so no peer without one ever holds
 a slot a dock needs. What such peers cause in the log is counted, not written
 line by line (`RefusalLog`). After the handshake the timeouts are the socket's
@@ -66,7 +66,6 @@ MAX_CONNECTIONS = 16        # sessions: connections whose client certificate TLS
 MAX_HANDSHAKES = 32         # handshakes in progress, from anyone
 HANDSHAKES_PER_ADDRESS = 8  # of them from one address: a dock opens a few at once
 HANDSHAKE_S = 10            # from accept to a verified certificate, however the bytes come
-HANDSHAKE_GRACE_S = 1.0     # a handshake this young is never cut to make room for another
 REFUSAL_LOG_S = 60.0        # refused peers: one line, then one summary, per window
 BODY_READERS = 2            # requests reading and handling a body at once
 IDLE_S = 60                 # a request, or the client reading a reply, stalled this long
@@ -310,26 +309,29 @@ class HttpsServer:
         raise Refused(404, f"{path}: no such resource")
 
     def admit(self, raw: socket.socket, address: str) -> bool:
-        """Whether a connection just accepted may start its handshake: within the limits
-        per address and in all. When all are taken, the oldest handshake older than
-        HANDSHAKE_GRACE_S is cut for it: a dock's handshake ends well within the grace,
-        so peers that stall theirs cannot keep it out."""
+        """Whether a connection just accepted may start its handshake: within the limit
+        per address, and within the limit in all, or else by cutting the oldest handshake
+        of the address that holds the most, when it holds at least two more than this
+        address would. Peers that stall handshakes from a few addresses thus keep their
+        fair share and no more, and a dock arriving later still gets its handshakes."""
         with self._open_lock:
-            pending = self._handshaking.values()
-            if sum(p.address == address for p in pending) >= HANDSHAKES_PER_ADDRESS:
+            held: dict[str, int] = {}
+            for pending in self._handshaking.values():
+                held[pending.address] = held.get(pending.address, 0) + 1
+            mine = held.get(address, 0)
+            if mine >= HANDSHAKES_PER_ADDRESS:
                 reason = f"{HANDSHAKES_PER_ADDRESS} handshakes from this address in progress"
             elif len(self._handshaking) < MAX_HANDSHAKES:
                 reason = ""
+            elif (most := max(held, key=held.__getitem__)) and held[most] > mine + 1:
+                oldest = min((s for s, p in self._handshaking.items() if p.address == most),
+                             key=lambda s: self._handshaking[s].started)
+                del self._handshaking[oldest]  # its thread sees the end and gives up
+                with contextlib.suppress(OSError):
+                    oldest.shutdown(socket.SHUT_RDWR)
+                reason = ""
             else:
-                now = time.monotonic()
-                oldest = min(self._handshaking, key=lambda s: self._handshaking[s].started)
-                if now - self._handshaking[oldest].started < HANDSHAKE_GRACE_S:
-                    reason = f"{MAX_HANDSHAKES} handshakes in progress"
-                else:
-                    del self._handshaking[oldest]  # its thread sees the end and gives up
-                    with contextlib.suppress(OSError):
-                        oldest.shutdown(socket.SHUT_RDWR)
-                    reason = ""
+                reason = f"{MAX_HANDSHAKES} handshakes in progress"
             if not reason:
                 self._handshaking[raw] = _Pending(address, time.monotonic())
                 self._open.add(raw)
