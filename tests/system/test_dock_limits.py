@@ -218,7 +218,7 @@ def test_a_flood_of_large_custody_reports_costs_the_recording_no_frame(
     """16 docks at once send custody reports of 32 MiB for as long as a recording runs:
     each is refused, and the recording loses no frame, is not interrupted, and every
     frame its record_stop counts was written."""
-    head, body = _custody_flood(32 * 2**20 // 90)
+    head, body = _custody_flood(32 * 2**20 // 100)
     with docked_device(tmp_path, recorded, pki, {"realtime": "true"}) as device:
         daemon = device.daemon
         stop, refused = threading.Event(), []
@@ -247,10 +247,10 @@ def test_a_flood_of_large_custody_reports_costs_the_recording_no_frame(
                  what="the recording to stop")
         lost = daemon.recorder.stats.packets_lost
     records = list(read_bodies(device.store / "chain.jsonl"))
-    assert refused and set(refused) <= {413, 503}, set(refused)
     assert not [r for r in records if r["type"] in ("interruption", "custody")]
     assert lost == 0
     stop_record = [r for r in records if r["type"] == "record_stop"][-1]["payload"]
     assert stop_record["reason"] != "camera_fault"
     # 8 s of recording at 30 fps, plus the pre-event buffer, all sealed.
     assert stop_record["video_frames"] >= 8 * 30
+    assert refused and set(refused) <= {413, 503}, set(refused)  # at once, unread
