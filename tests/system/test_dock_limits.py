@@ -189,7 +189,7 @@ def _status(connection: ssl.SSLSocket) -> int:
 @pytest.mark.parametrize(("method", "path", "length"), [
     ("POST", "/v1/custody", 8 * 2**20),
     ("POST", "/v1/officer", 64 * 2**10),
-    ("POST", "/v1/enrollment", 2**20),
+    ("POST", "/v1/enrollment", 2 * 2**20),
     ("GET", "/v1/identity", 1),
 ])
 def test_an_oversized_body_is_refused_before_it_is_read(

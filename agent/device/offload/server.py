@@ -70,7 +70,8 @@ _SEQ = re.compile(r"[1-9][0-9]{0,15}")
 _PEM_MAX = 64 * 1024
 # The largest bodies read (docs/docking.md, "Limits"): what each request needs, no more.
 SMALL_BODY = 4 * 1024                        # an officer assignment, a clock setting
-ENROLLMENT_BODY = 3 * _PEM_MAX + SMALL_BODY  # three PEM fields at their most
+# Three PEM fields of _PEM_MAX characters, each at most 6 bytes as JSON writes it (\uXXXX).
+ENROLLMENT_BODY = 3 * 6 * _PEM_MAX + SMALL_BODY
 CUSTODY_BODY = 64 * 1024                     # a custody report naming no file...
 CUSTODY_BODY_PER_FILE = 512                  # ...and this much for each file not in custody
 _ENROLLMENT_MODE = frozenset({f"{API}/identity", f"{API}/enrollment"})
