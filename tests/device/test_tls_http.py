@@ -56,7 +56,7 @@ def test_the_server_chooses_chacha20_only_without_aes_instructions(
     """A dock offers AES-GCM first, as Python's and curl's defaults do; a device
     without AES instructions answers with ChaCha20-Poly1305 all the same."""
     context = mutual_tls_context(pki.device_cert, pki.device_key, pki.dock_ca, has_aes)
-    server = HttpsServer("127.0.0.1", 0, lambda: context, [], 1024,
+    server = HttpsServer("127.0.0.1", 0, lambda: context, [],
                          logging.getLogger("test.tls_http"))
     server.start()
     try:

@@ -66,9 +66,14 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger(f"{__name__}.access")  # every access, with the dock (Art. 23)
 
 API = "/v1"
-MAX_BODY = 32 * 1024 * 1024
 _SEQ = re.compile(r"[1-9][0-9]{0,15}")
 _PEM_MAX = 64 * 1024
+# The largest bodies read (docs/docking.md, "Limits"): what each request needs, no more.
+SMALL_BODY = 4 * 1024                        # an officer assignment, a clock setting
+# Three PEM fields of _PEM_MAX characters, each at most 6 bytes as JSON writes it (\uXXXX).
+ENROLLMENT_BODY = 3 * 6 * _PEM_MAX + SMALL_BODY
+CUSTODY_BODY = 64 * 1024                     # a custody report naming no file...
+CUSTODY_BODY_PER_FILE = 512                  # ...and this much for each file not in custody
 _ENROLLMENT_MODE = frozenset({f"{API}/identity", f"{API}/enrollment"})
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -141,18 +146,19 @@ class OffloadServer:
         return self._enrolled
 
     def start(self) -> None:
-        routes = [Route(method, re.compile(API + path), handler) for method, path, handler in (
-            ("GET", "/identity", self._identity),
-            ("GET", "/enrollment", self._certificate_request),
-            ("POST", "/enrollment", self._enroll),
-            ("GET", "/chain", self._chain),
-            ("GET", "/sealed/(?P<seq>[^/]*)", self._sealed),
-            ("POST", "/custody", self._custody),
-            ("POST", "/officer", self._officer),
-            ("POST", "/clock", self._clock),
-        )]
+        routes = [Route(method, re.compile(API + path), handler, body) for
+                  method, path, handler, body in (
+                      ("GET", "/identity", self._identity, 0),
+                      ("GET", "/enrollment", self._certificate_request, 0),
+                      ("POST", "/enrollment", self._enroll, ENROLLMENT_BODY),
+                      ("GET", "/chain", self._chain, 0),
+                      ("GET", "/sealed/(?P<seq>[^/]*)", self._sealed, 0),
+                      ("POST", "/custody", self._custody, self._custody_body),
+                      ("POST", "/officer", self._officer, SMALL_BODY),
+                      ("POST", "/clock", self._clock, SMALL_BODY),
+                  )]
         self._http = HttpsServer(self._config.address, self._config.port, lambda: self._live,
-                                 routes, MAX_BODY, access_log, self._guard)
+                                 routes, access_log, self._guard)
         self._http.start()
         self.port = self._http.port
         log.info("offload server on %s:%d (mutual TLS, dock CA %s)%s", self._config.address,
@@ -180,6 +186,11 @@ class OffloadServer:
             raise Refused(403, f"{request.path}: this device is not enrolled; until a dock "
                           "enrolls it (bodycam dock enroll) it serves only "
                           f"{' and '.join(sorted(_ENROLLMENT_MODE))}")
+
+    def _custody_body(self) -> int:
+        """A custody report lists the files not yet in custody: its body grows with them."""
+        return CUSTODY_BODY + CUSTODY_BODY_PER_FILE * len(self._device.ledger.refresh()
+                                                           .outstanding())
 
     # --- reading ------------------------------------------------------------------------
 

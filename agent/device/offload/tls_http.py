@@ -14,15 +14,25 @@ Encrypting the stream is much of what serving a file costs, and newer OpenSSL
 does it faster on the same CPU: AES-256-GCM at 7.2 GB/s against 2.2 on the build
 machine; see docs/performance.md for the pull as a whole.
 
-Timeouts are the socket's own (SO_RCVTIMEO, SO_SNDTIMEO) on a socket left
-blocking, so OpenSSL asking to retry a read or a write means the time ran out.
+Anyone on the link can open a connection; only a dock can finish a handshake.
+So the two are kept apart (docs/docking.md, "Limits"): a handshake runs against
+one deadline from accept, however slowly its bytes trickle in; handshakes in
+progress are bounded in all and per address, and when they are all taken one of
+the address holding the most is cut to make room; and a session slot is taken only
+once TLS has verified the client's certificate, so no peer without one ever holds
+a slot a dock needs. What such peers cause in the log is counted, not written
+line by line (`RefusalLog`). After the handshake the timeouts are the socket's
+own (SO_RCVTIMEO, SO_SNDTIMEO) on a socket left blocking, so OpenSSL asking to
+retry a read or a write means the time ran out.
 
 Requests are parsed by the standard library's `http.server`, and only after the
-TLS handshake has verified the client's certificate, in the connection's thread:
-a client that stalls its handshake holds up no one else. Routes are regular
-expressions over the decoded path; a handler takes a `Request` and returns a
-`Reply` or a `FileReply`, or raises `Refused` with the status and a message
-that names what was wrong. Every request is logged with the client's CN.
+TLS handshake has verified the client's certificate, in the connection's thread.
+Routes are regular expressions over the decoded path, each with the largest body
+it takes: a larger Content-Length is answered 413 before a byte of the body is
+read, and only `BODY_READERS` requests read and handle a body at once, so request
+load stays small beside the recorder's. A handler takes a `Request` and returns a
+`Reply` or a `FileReply`, or raises `Refused` with the status and a message that
+names what was wrong. Every request is logged with the client's CN.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import io
 import json
 import logging
 import re
+import select
 import socket
 import socketserver
 import struct
@@ -51,8 +62,12 @@ from OpenSSL import SSL
 
 log = logging.getLogger(__name__)
 
-MAX_CONNECTIONS = 16
-HANDSHAKE_S = 30
+MAX_CONNECTIONS = 16        # sessions: connections whose client certificate TLS verified
+MAX_HANDSHAKES = 32         # handshakes in progress, from anyone
+HANDSHAKES_PER_ADDRESS = 8  # of them from one address: a dock opens a few at once
+HANDSHAKE_S = 10            # from accept to a verified certificate, however the bytes come
+REFUSAL_LOG_S = 60.0        # refused peers: one line, then one summary, per window
+BODY_READERS = 2            # requests reading and handling a body at once
 IDLE_S = 60                 # a request, or the client reading a reply, stalled this long
 BLOCK = 1024 * 1024         # a file is read and encrypted in blocks this large
 TLS_RECORD = 16 * 1024      # the most one TLS record carries: what one read returns
@@ -119,9 +134,16 @@ Handler = Callable[[Request], "Reply | FileReply"]
 
 @dataclass(frozen=True)
 class Route:
+    """`max_body`: the most bytes of body the handler needs, or a function that says so
+    for the device's state now (a custody report grows with the files it names)."""
+
     method: str
     path: re.Pattern[str]
     handler: Handler
+    max_body: int | Callable[[], int] = 0
+
+    def body_limit(self) -> int:
+        return self.max_body() if callable(self.max_body) else self.max_body
 
 
 def cpu_has_aes(cpuinfo: str) -> bool:
@@ -173,19 +195,82 @@ def mutual_tls_context(certificate: Path, private_key: Path, client_ca: Path,
     return context
 
 
+class RefusalLog:
+    """Connections refused before a dock was identified, logged so that no flood from the
+    link can fill the log: the first refusal of a window is logged whole, the rest are
+    counted by reason and address and summed up in one line when the window ends. At most
+    two lines per REFUSAL_LOG_S, whatever the peers do."""
+
+    MAX_REASONS = 8              # distinct reasons kept per window; the rest are "other"
+    MAX_ADDRESSES = 1024         # distinct addresses kept per window; more are counted
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._lock = threading.Lock()
+        self._window_end: float | None = None
+        self._reasons: dict[str, int] = {}
+        self._addresses: set[str] = set()
+        self._more_addresses = False
+
+    def refused(self, address: str, reason: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._flush(now)
+            if self._window_end is None:
+                self._window_end = now + REFUSAL_LOG_S
+                self._log.warning("%s: %s (until %g s from now, further refusals are counted "
+                                  "and summed up in one line)", address, reason[:200],
+                                  REFUSAL_LOG_S)
+                return
+            key = reason if reason in self._reasons or \
+                len(self._reasons) < self.MAX_REASONS else "other"
+            self._reasons[key] = self._reasons.get(key, 0) + 1
+            if len(self._addresses) < self.MAX_ADDRESSES:
+                self._addresses.add(address)
+            else:
+                self._more_addresses = address not in self._addresses
+
+    def flush(self) -> None:
+        """Called often (the listener's idle loop): a window that has ended is summed up."""
+        with self._lock:
+            self._flush(time.monotonic())
+
+    def _flush(self, now: float) -> None:
+        if self._window_end is None or now < self._window_end:
+            return
+        total = sum(self._reasons.values())
+        if total:
+            addresses = f"{len(self._addresses)}{'+' if self._more_addresses else ''}"
+            reasons = "; ".join(f"{count} x {reason[:120]}" for reason, count in
+                                sorted(self._reasons.items(), key=lambda item: -item[1]))
+            self._log.warning("%d more connection(s) refused in %g s from %s address(es): %s",
+                              total, REFUSAL_LOG_S, addresses, reasons)
+        self._window_end = None
+        self._reasons, self._addresses, self._more_addresses = {}, set(), False
+
+
+@dataclass
+class _Pending:
+    address: str
+    started: float
+
+
 class HttpsServer:
     """`routes` on `address`:`port` (0: any free port), each connection verified by TLS
     with whatever `context()` returns at its handshake, so a new certificate serves new
-    connections at once. Before every handler runs, `guard` may refuse the request."""
+    connections at once. Before a request's body is read, `guard` may refuse it."""
 
     def __init__(self, address: str, port: int, context: Callable[[], SSL.Context],
-                 routes: list[Route], max_body: int, access_log: logging.Logger,
+                 routes: list[Route], access_log: logging.Logger,
                  guard: Callable[[Request], None] = lambda _request: None) -> None:
         self.context = context
         self.routes = routes
-        self.max_body = max_body
         self.access_log = access_log
         self.guard = guard
+        self.refusals = RefusalLog(log)
+        self.bodies = threading.BoundedSemaphore(BODY_READERS)
+        self._sessions = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._handshaking: dict[socket.socket, _Pending] = {}
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         self._listener = _Listener((address, port), self)
@@ -210,12 +295,12 @@ class HttpsServer:
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
 
-    def route(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+    def route(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         allowed = []
         for route in self.routes:
             match = route.path.fullmatch(path)
             if match and route.method == method:
-                return route.handler, match.groupdict()
+                return route, match.groupdict()
             if match:
                 allowed.append(route.method)
         if allowed:
@@ -223,37 +308,96 @@ class HttpsServer:
                           {"Allow": ", ".join(allowed)})
         raise Refused(404, f"{path}: no such resource")
 
+    def admit(self, raw: socket.socket, address: str) -> bool:
+        """Whether a connection just accepted may start its handshake: within the limit
+        per address, and within the limit in all, or else by cutting the oldest handshake
+        of the address that holds the most, when it holds at least two more than this
+        address would. Peers that stall handshakes from a few addresses thus keep their
+        fair share and no more, and a dock arriving later still gets its handshakes."""
+        with self._open_lock:
+            held: dict[str, int] = {}
+            for pending in self._handshaking.values():
+                held[pending.address] = held.get(pending.address, 0) + 1
+            mine = held.get(address, 0)
+            if mine >= HANDSHAKES_PER_ADDRESS:
+                reason = f"{HANDSHAKES_PER_ADDRESS} handshakes from this address in progress"
+            elif len(self._handshaking) < MAX_HANDSHAKES:
+                reason = ""
+            elif (most := max(held, key=held.__getitem__)) and held[most] > mine + 1:
+                oldest = min((s for s, p in self._handshaking.items() if p.address == most),
+                             key=lambda s: self._handshaking[s].started)
+                del self._handshaking[oldest]  # its thread sees the end and gives up
+                with contextlib.suppress(OSError):
+                    oldest.shutdown(socket.SHUT_RDWR)
+                reason = ""
+            else:
+                reason = f"{MAX_HANDSHAKES} handshakes in progress"
+            if not reason:
+                self._handshaking[raw] = _Pending(address, time.monotonic())
+                self._open.add(raw)
+                return True
+        self.refusals.refused(address, f"refused: {reason}")
+        return False
+
     def connection(self, raw: socket.socket, client: tuple[str, int]) -> None:
         """One connection, on its own thread: the handshake, then its requests."""
-        _set_timeouts(raw, HANDSHAKE_S)
         # A reply's headers and body are two writes: without this the body of a small
         # reply waits for the client's delayed ACK of the headers, 40 ms on Linux.
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tls = SSL.Connection(self.context(), raw)
-        tls.set_accept_state()
-        with self._tracked(raw):
-            try:
-                tls.do_handshake()
-            except (SSL.WantReadError, SSL.WantWriteError):
-                log.warning("TLS handshake with %s: no answer for %d s", client[0], HANDSHAKE_S)
-                return
-            except (SSL.Error, OSError) as exc:
-                log.warning("TLS handshake with %s refused: %s", client[0], exc)
-                return
-            _set_timeouts(raw, IDLE_S)
-            _Connection(tls, client, self._listener)
-            with contextlib.suppress(SSL.Error, OSError):
-                tls.shutdown()  # close_notify: the client sees the end was meant
-
-    @contextlib.contextmanager
-    def _tracked(self, connection: socket.socket) -> Iterator[None]:
-        with self._open_lock:
-            self._open.add(connection)
         try:
-            yield
+            tls = self._handshake(raw, client[0])
+            if tls is None:
+                return
+            if not self._sessions.acquire(blocking=False):
+                self.refusals.refused(client[0], f"refused after the handshake: all "
+                                      f"{MAX_CONNECTIONS} sessions in use")
+                return
+            try:
+                _set_timeouts(raw, IDLE_S)
+                _Connection(tls, client, self._listener)
+                with contextlib.suppress(SSL.Error, OSError):
+                    tls.shutdown()  # close_notify: the client sees the end was meant
+            finally:
+                self._sessions.release()
         finally:
             with self._open_lock:
-                self._open.discard(connection)
+                self._handshaking.pop(raw, None)
+                self._open.discard(raw)
+
+    def _handshake(self, raw: socket.socket, address: str) -> SSL.Connection | None:
+        """The TLS handshake, against one deadline from now: the socket is non-blocking
+        until it ends, and each wait for the peer gets only the time that is left. The
+        verified connection, its socket blocking again; None once refused (counted)."""
+        deadline = time.monotonic() + HANDSHAKE_S
+        raw.setblocking(False)
+        tls = SSL.Connection(self.context(), raw)
+        tls.set_accept_state()
+        waiting = select.poll()
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except SSL.WantReadError:
+                events = select.POLLIN
+            except SSL.WantWriteError:
+                events = select.POLLOUT
+            except (SSL.Error, OSError) as exc:
+                self.refusals.refused(address, f"TLS handshake refused: {exc}")
+                return None
+            left = deadline - time.monotonic()
+            waiting.register(raw, events)
+            if left <= 0 or not waiting.poll(left * 1000):
+                self.refusals.refused(address, f"TLS handshake: no verified certificate "
+                                      f"within {HANDSHAKE_S} s")
+                return None
+            with self._open_lock:
+                if raw not in self._handshaking:  # cut to make room for a newer one
+                    self.refusals.refused(address, "TLS handshake cut to make room")
+                    return None
+        with self._open_lock:
+            self._handshaking.pop(raw, None)
+        raw.setblocking(True)
+        return tls
 
 
 class _Listener(socketserver.ThreadingTCPServer):
@@ -263,22 +407,16 @@ class _Listener(socketserver.ThreadingTCPServer):
     def __init__(self, address: tuple[str, int], https: HttpsServer) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.https = https
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Connection)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.warning("%s: refused, %d connections already open", client_address[0],
-                        MAX_CONNECTIONS)
+        if not self.https.admit(request, client_address[0]):
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def service_actions(self) -> None:
+        self.https.refusals.flush()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         self.https.connection(request, client_address)
@@ -345,6 +483,7 @@ class _Connection(BaseHTTPRequestHandler):
     sys_version = ""
     server: _Listener  # type: ignore[assignment]
     request: SSL.Connection
+    _body_read = False
 
     def setup(self) -> None:
         """Streams over TLS (http.server's own need a socket's makefile), and the client's
@@ -369,9 +508,11 @@ class _Connection(BaseHTTPRequestHandler):
         request: Request | None = None
         try:
             try:
-                request = self._read()
+                request = self._head()
                 reply = self._answer(request)
             except Refused as exc:
+                if self._body_unread():
+                    self.close_connection = True  # the rest of the stream is that body
                 reply = exc.reply()
             status, sent = self._send(reply)
         except (ConnectionError, TimeoutError) as exc:
@@ -385,36 +526,28 @@ class _Connection(BaseHTTPRequestHandler):
                                                time.monotonic() - started)
 
     def _answer(self, request: Request) -> Reply | FileReply:
+        """Route, guard and size first, from the request line and headers alone; only then
+        is the body read, within the route's limit and one of BODY_READERS slots."""
         server = self.server.https
-        handler, params = server.route(request.method, request.path)
+        route, params = server.route(request.method, request.path)
         request = replace(request, params=params)
         server.guard(request)
-        try:
-            return handler(request)
-        except Refused:
-            raise
-        except Exception as exc:  # a defect: answer 500, log it whole, keep serving
-            log.exception("%s %s failed", request.method, request.path)
-            raise Refused(500, f"{request.method} {request.path}: internal error "
-                          f"({type(exc).__name__}); see the device log") from exc
+        length = self._body_length(route.body_limit())
+        with self._body_slot(length):
+            if length:
+                request = replace(request, body=self._body(length))
+            try:
+                return route.handler(request)
+            except Refused:
+                raise
+            except Exception as exc:  # a defect: answer 500, log it whole, keep serving
+                log.exception("%s %s failed", request.method, request.path)
+                raise Refused(500, f"{request.method} {request.path}: internal error "
+                              f"({type(exc).__name__}); see the device log") from exc
 
-    def _read(self) -> Request:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            raise Refused(411, "Transfer-Encoding chunked: send the body with Content-Length")
-        length_header = self.headers.get("Content-Length", "0")
-        if not length_header.isdigit():
-            self.close_connection = True
-            raise Refused(400, f"Content-Length {length_header[:40]!r} is not a byte count")
-        length = int(length_header)
-        if length > self.server.https.max_body:
-            self.close_connection = True
-            raise Refused(413, f"a body of {length} bytes; at most "
-                          f"{self.server.https.max_body} are read")
-        body = self.rfile.read(length) if length else b""
-        if len(body) < length:
-            self.close_connection = True
-            raise ConnectionError(f"the body ended after {len(body)} of {length} bytes")
+    def _head(self) -> Request:
+        """The request as its line and headers give it, the body not yet read."""
+        self._body_read = False
         split = urlsplit(self.path)
         query: dict[str, str] = {}
         for name, value in parse_qsl(split.query, keep_blank_values=True):
@@ -422,8 +555,49 @@ class _Connection(BaseHTTPRequestHandler):
         content_type = self.headers.get_content_type() if "Content-Type" in self.headers \
             else None
         method = "GET" if self.command == "HEAD" else self.command
-        return Request(method, unquote(split.path), {}, query, content_type, body,
+        return Request(method, unquote(split.path), {}, query, content_type, b"",
                        self._peer_name, self._certificate)
+
+    def _body_unread(self) -> bool:
+        return not self._body_read and (self.headers.get("Content-Length", "0") != "0" or
+                                        "Transfer-Encoding" in self.headers)
+
+    def _body_length(self, limit: int) -> int:
+        """The body's size from Content-Length, refused at once (nothing read) when the
+        route takes no body that large."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise Refused(411, "Transfer-Encoding chunked: send the body with Content-Length")
+        length_header = self.headers.get("Content-Length", "0")
+        if not length_header.isdigit():
+            raise Refused(400, f"Content-Length {length_header[:40]!r} is not a byte count")
+        length = int(length_header)
+        if length > limit:
+            raise Refused(413, f"a body of {length} bytes; {self.command} {self.path[:80]} "
+                          f"takes at most {limit}")
+        return length
+
+    @contextlib.contextmanager
+    def _body_slot(self, length: int) -> Iterator[None]:
+        """One of BODY_READERS slots for a request with a body, held while it is read and
+        handled: parsing and checking bodies stays a small share of the CPU and memory."""
+        if not length:
+            yield
+            return
+        if not self.server.https.bodies.acquire(timeout=IDLE_S):
+            raise Refused(503, f"{BODY_READERS} requests with a body are being handled; "
+                          "try again", {"Retry-After": "1"})
+        try:
+            yield
+        finally:
+            self.server.https.bodies.release()
+
+    def _body(self, length: int) -> bytes:
+        body = self.rfile.read(length)
+        self._body_read = True
+        if len(body) < length:
+            self.close_connection = True
+            raise ConnectionError(f"the body ended after {len(body)} of {length} bytes")
+        return body
 
     def _send(self, reply: Reply | FileReply) -> tuple[int, int]:
         if isinstance(reply, FileReply):
