@@ -348,7 +348,7 @@ class Telemetry:
 
     def _command(self, raw: bytes, size: int) -> None:
         """Check, run (if it is one of the safe few) and answer one command; seal it if it
-        ran, count it if it was refused. Never silent: anything unforeseen is answered."""
+        ran, count it if it was refused. Never silent: anything unforeseen is logged."""
         try:
             request, reason, refusal = self._parse(raw, size)
             command_id = str(request.get("id"))[:64] if request.get("id") is not None else None
