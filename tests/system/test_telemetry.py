@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from agent.config import ConfigError, load_config
 from agent.device.daemon import Daemon
 from agent.device.telemetry.mqtt import NETWORK_STOP_S, Telemetry, open_telemetry
 from agent.device.telemetry.outbox import Outbox
-from agent.evidence.chain import Chain, read_bodies
+from agent.evidence.chain import Chain, read_bodies, read_records
 from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.store import Store
 from agent.evidence.verify import verify_store
@@ -270,8 +272,9 @@ def test_commands_safe_ones_run_the_rest_are_refused_answered_and_logged(
         answers = {a["id"]: a for a in fleet.json_on(f"{TOPIC}/cmd/response")}
         assert daemon.recorder.recording_id is not None, "nothing remote stops a recording"
         assert buzzes() >= 5, "locate buzzed"
-        records = [b["payload"] for b in read_bodies(daemon.store.chain)
-                   if b["type"] == "command"]
+    bodies = read_bodies(daemon.store.chain)
+    records = [b["payload"] for b in bodies if b["type"] == "command"]
+    refused = [b["payload"] for b in bodies if b["type"] == "remote_commands_refused"]
     assert answers["c1"]["accepted"] is False and "not allowed" in answers["c1"]["reason"]
     assert answers["c2"]["accepted"] is False
     assert answers["c3"] == {"id": "c3", "cmd": "locate", "accepted": True,
@@ -281,13 +284,94 @@ def test_commands_safe_ones_run_the_rest_are_refused_answered_and_logged(
         "pass", "warn", "fail")
     assert answers[None]["accepted"] is False and "not a command" in answers[None]["reason"]
     assert [(r["id"], r["cmd"], r["accepted"]) for r in records] == [
-        ("c1", "stop", False), ("c2", "purge", False), ("c3", "locate", True),
-        ("c4", "status", True), ("c5", "selfcheck", True), (None, None, False)]
+        ("c3", "locate", True), ("c4", "status", True), ("c5", "selfcheck", True)]
+    # Refusals are sealed together (at most one record a minute), each of these few whole.
+    assert sum(r["refused"] for r in refused) == 3
+    assert [(s["id"], s["cmd"]) for r in refused for s in r["samples"]] == [
+        ("c1", "stop"), ("c2", "purge"), (None, None)]
     refusals = [r.getMessage() for r in caplog.records if "refused remote command" in
                 r.getMessage()]
     assert len(refusals) == 3 and "stop (id c1)" in refusals[0]
     assert verify_store(daemon.store.root).ok, "command records are part of a valid chain"
     fleet.close()
+
+
+FLOOD = 10_000
+DEEP = {"id": "deep", "cmd": json.loads('{"a":' * 50 + "1" + "}" * 50)}
+
+
+def test_a_command_flood_costs_no_frame_and_grows_the_chain_by_a_bounded_amount(
+        brokers: Brokers, mqtt_config: Callable[..., Path]) -> None:
+    """Issue 18: 20,000 refused commands sealed 12.3 MB in 88 s, a 200 MB one took the daemon
+    to 775 MiB, a deeply nested one vanished. Now, while recording: one command a little
+    over the size cap and one nested too deeply are answered with the reason; one far over
+    it never reaches the device (its MQTT 5 Maximum Packet Size, honoured by Mosquitto);
+    a flood of 10,000 costs no frame and a few records; and the fleet is served after it."""
+    broker = brokers()
+    fleet = Subscriber(broker.port, [f"{TOPIC}/cmd/response"])
+    with running_daemon(mqtt_config(broker.url)) as daemon:
+        wait_for(lambda: daemon.telemetry.connected.is_set(), 10, "the agent to connect")
+        daemon.controls.press()
+        wait_for(lambda: daemon.recorder.stats.segments_sealed >= 1, 20, "a sealed segment")
+        first_seq = daemon.chain.head.seq + 1
+        started = time.monotonic()
+
+        send = lambda payload: fleet.client.publish(f"{TOPIC}/cmd", payload, qos=1)  # noqa: E731
+        send(json.dumps({"id": "big", "cmd": "status", "pad": "x" * 2000}))
+        send(json.dumps({"id": "huge", "cmd": "status", "pad": "x" * (1 << 20)}))
+        send(json.dumps(DEEP))
+        fleet.wait(lambda: len(fleet.messages) == 2, what="the two refusals answered")
+        for n in range(FLOOD):
+            last = send(json.dumps({"id": f"f{n}", "cmd": "stop"}))
+        last.wait_for_publish(60)
+        legit = 0
+        while not [a for a in fleet.json_on(f"{TOPIC}/cmd/response")
+                   if str(a["id"]).startswith("legit")]:
+            assert legit < 20, "the fleet is still refused after the flood"
+            legit += 1
+            send(json.dumps({"id": f"legit{legit}", "cmd": "status"}))
+            time.sleep(1.5)
+        flood_s = time.monotonic() - started
+        sealed = daemon.recorder.stats.segments_sealed
+        wait_for(lambda: daemon.recorder.stats.segments_sealed > sealed, 10,
+                 "one more segment after the flood")
+    answers = fleet.json_on(f"{TOPIC}/cmd/response")
+    fleet.close()
+
+    refusals = [a for a in answers if not a["accepted"]]
+    assert "2" in refusals[0]["reason"] and "over the 1024-byte limit" in refusals[0]["reason"]
+    assert "nested more than 4 levels" in refusals[1]["reason"]
+    served = [a for a in answers if str(a["id"]).startswith("legit")]
+    assert served and all(a["accepted"] for a in served)
+    # Every flood command was refused; only the few the rate let through got an answer.
+    assert sum(1 for a in answers if str(a["id"]).startswith("f")) <= 10 + flood_s
+
+    lines = [(json.loads(line), len(line) + 1) for _, line in read_records(daemon.store.chain)]
+    during = [(body, size) for body, size in lines if body["seq"] >= first_seq]
+    assert not [b for b, _ in during if b["type"] in ("interruption", "alarm")]
+    assert daemon.recorder.stats.packets_lost == 0
+    video = [b["payload"]["video"] for b, _ in during if b["type"] == "segment_sealed"]
+    assert len(video) >= 2
+    frame_us = 1e6 / video[0]["fps"]
+    for segment in video:  # every frame the camera timed is in the segments, none missing
+        span = round((segment["last_pts_us"] - segment["first_pts_us"]) / frame_us)
+        assert segment["packets"] == span + 1, segment
+    gaps = [b["first_pts_us"] - a["last_pts_us"] for a, b in itertools.pairwise(video)]
+    assert all(abs(gap - frame_us) < frame_us / 2 for gap in gaps), gaps
+
+    commands = [(b, size) for b, size in during
+                if b["type"] in ("command", "remote_commands_refused")]
+    aggregate = [b["payload"] for b, _ in commands if b["type"] == "remote_commands_refused"]
+    assert len(aggregate) <= 1 + math.ceil(flood_s / 60) + 1
+    assert len(commands) <= len(aggregate) + len(served), [b["type"] for b, _ in commands]
+    assert sum(size for _, size in commands) <= 8 * 1024, "bytes sealed for the flood"
+    reasons = sum((Counter(r["reasons"]) for r in aggregate), Counter())
+    assert reasons["too_large"] == 1, "the 2 KB one; the broker never sent the 1 MiB one"
+    assert reasons["too_deep"] == 1
+    assert reasons["not_allowed"] + reasons["rate_limited"] + reasons["busy"] == \
+        FLOOD + legit - len(served)
+    assert reasons["rate_limited"] >= FLOOD - 10 - flood_s
+    assert verify_store(daemon.store.root).ok
 
 
 def _count_buzzes(daemon: Daemon) -> Callable[[], int]:

@@ -6,6 +6,7 @@ Topics (docs/telemetry.md):
     bodycam/<device>/status         retained JSON, on change and every heartbeat
     bodycam/<device>/events         QoS 1 JSON, one per sealed chain record, from the outbox
     bodycam/<device>/cmd            locate, selfcheck, status; anything else is refused
+                                    (rate, size and nesting limits: intake.py)
     bodycam/<device>/cmd/response   the answer to each command, by its id
 
 Telemetry never holds up recording: the chain listener only writes the event into
@@ -33,6 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import __version__
 from agent.config import Config, mqtt_file
+from agent.device.telemetry import intake
 from agent.device.telemetry.discovery import discovery_messages
 from agent.device.telemetry.outbox import Outbox
 from agent.evidence.chain import Chain
@@ -92,6 +94,9 @@ class Telemetry:
         self.connected = threading.Event()
         self._runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mqtt-cmd")
         self._accepting_commands = True
+        self._bucket = intake.TokenBucket(intake.RATE_PER_S, intake.BURST)
+        self._waiting = threading.BoundedSemaphore(intake.MAX_WAITING)
+        self.refusals = intake.RefusalTally()
         self._worker = threading.Thread(target=self._work, name="telemetry", daemon=True)
         self._client = self._make_client(config_path)
 
@@ -138,8 +143,13 @@ class Telemetry:
         """Connect in the background (retrying with back-off) and begin publishing."""
         self._status = status
         self._commands = {**commands, "status": self._status_now}
+        # MQTT 5: a compliant broker never sends this client a packet over this size (it
+        # drops it), so an oversized command costs the device nothing; the broker's own
+        # max_packet_size bounds what it takes in (config/mosquitto/mosquitto.conf).
+        properties = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+        properties.MaximumPacketSize = intake.MAX_PACKET_BYTES
         self._client.connect_async(self._mqtt.host, self._mqtt.port, self._mqtt.keepalive_s,
-                                   clean_start=True)
+                                   clean_start=True, properties=properties)
         self._client.loop_start()
         self._worker.start()
 
@@ -153,9 +163,11 @@ class Telemetry:
         self._kick.set()
 
     def stop_commands(self) -> None:
-        """Shutting down: no new command runs; one running is waited for."""
+        """Shutting down: no new command runs; one running is waited for; refusals not yet
+        sealed are sealed now, before the daemon's shutdown record."""
         self._accepting_commands = False
         self._runner.shutdown(wait=True, cancel_futures=True)
+        self._seal_refusals(final=True)
 
     def close(self) -> None:
         """Deliver what the outbox holds (for up to [mqtt] drain_on_exit_s), then say
@@ -203,9 +215,13 @@ class Telemetry:
     def _work(self) -> None:
         next_beat = time.monotonic()
         while not self._stop.is_set():
-            self._kick.wait(timeout=max(0.0, next_beat - time.monotonic()))
+            refusals_due = self.refusals.due_in()
+            wait = next_beat - time.monotonic()
+            self._kick.wait(timeout=max(0.0, wait if refusals_due is None else
+                                        min(wait, refusals_due)))
             self._kick.clear()
             try:
+                self._seal_refusals()
                 self._remove_acked()
                 if not self.connected.is_set():
                     continue
@@ -303,46 +319,94 @@ class Telemetry:
     def _on_message(self, _client: mqtt.Client, _userdata: Any,
                     message: mqtt.MQTTMessage) -> None:
         if message.topic == self.topics.cmd:
-            try:
-                if self._accepting_commands:
-                    self._runner.submit(self._command, message.payload)
-            except RuntimeError:  # shut down between the check and the submit
-                log.info("command ignored: shutting down")
+            self._receive_command(message.payload)
         elif message.payload == HA_STATUS_ONLINE:  # Home Assistant (re)started
             self._discovery_due = True
             self._kick.set()
 
     # --- commands ---------------------------------------------------------------------------
 
-    def _command(self, raw: bytes) -> None:
-        """Seal, run (if it is one of the safe few) and answer one command."""
+    def _receive_command(self, raw: bytes) -> None:
+        """paho's thread: the checks that cost nothing, before anything is queued. Over the
+        rate, or with MAX_WAITING already queued, a command is only counted: answering each
+        one of a flood would make the device echo the flood."""
+        if not self._accepting_commands:
+            return
+        if not self._bucket.take():
+            self._count_refusal("rate_limited")
+            return
+        if not self._waiting.acquire(blocking=False):
+            self._count_refusal("busy")
+            return
+        size = len(raw)
+        if size > intake.MAX_COMMAND_BYTES:
+            raw = b""  # refused unread; not held in the queue
+        try:
+            self._runner.submit(self._command, raw, size)
+        except RuntimeError:  # shut down between the check and the submit
+            self._waiting.release()
+
+    def _command(self, raw: bytes, size: int) -> None:
+        """Check, run (if it is one of the safe few) and answer one command; seal it if it
+        ran, count it if it was refused. Never silent: anything unforeseen is logged."""
+        try:
+            request, reason, refusal = self._parse(raw, size)
+            command_id = str(request.get("id"))[:64] if request.get("id") is not None else None
+            name = str(request.get("cmd"))[:64] if request.get("cmd") is not None else None
+            answer: dict[str, Any] = {"id": command_id, "cmd": name,
+                                      "accepted": refusal is None}
+            if refusal is not None:
+                log.warning("refused remote command %s (id %s): %s", name, command_id, refusal)
+                answer["reason"] = refusal
+                self._count_refusal(reason, {"id": command_id, "cmd": name, "reason": reason})
+            else:
+                self._seal("command", {"id": command_id, "cmd": name, "source": "mqtt",
+                                       "accepted": True, "refusal": None})
+                log.info("remote command %s (id %s)", name, command_id)
+                try:
+                    answer["result"] = self._commands[name]()
+                except Exception as exc:
+                    log.exception("remote command %s failed", name)
+                    answer["error"] = str(exc)
+            self._publish(self.topics.response, json.dumps(answer, separators=(",", ":")),
+                          False)
+        except Exception:  # an executor swallows what its job raises: say it here
+            log.exception("remote command of %d bytes not handled", size)
+        finally:
+            self._waiting.release()
+
+    def _parse(self, raw: bytes, size: int) -> tuple[dict[str, Any], str, str | None]:
+        """(the request, the refusal's reason key, the refusal in words or None)."""
+        if size > intake.MAX_COMMAND_BYTES:
+            return {}, "too_large", (f"command of {size} bytes refused: over the "
+                                     f"{intake.MAX_COMMAND_BYTES}-byte limit")
+        if intake.nesting_depth(raw, intake.MAX_NESTING) > intake.MAX_NESTING:
+            return {}, "too_deep", (f"command nested more than {intake.MAX_NESTING} levels "
+                                    f"deep refused: a command is a flat JSON object")
         try:
             request = json.loads(raw)
             if not isinstance(request, dict):
                 raise ValueError("not a JSON object")
         except (ValueError, UnicodeDecodeError) as exc:
-            request, refusal = {}, f"not a command: {exc}"
-        else:
-            name = request.get("cmd")
-            refusal = (None if name in self._commands else
-                       f"command {str(name)[:64]!r} is not allowed remotely: only "
-                       f"{', '.join(sorted(self._commands))}")
-        command_id = str(request.get("id"))[:64] if request.get("id") is not None else None
-        name = str(request.get("cmd"))[:64] if request.get("cmd") is not None else None
-        answer: dict[str, Any] = {"id": command_id, "cmd": name, "accepted": refusal is None}
-        self._seal("command", {"id": command_id, "cmd": name, "source": "mqtt",
-                               "accepted": refusal is None, "refusal": refusal})
-        if refusal is not None:
-            log.warning("refused remote command %s (id %s): %s", name, command_id, refusal)
-            answer["reason"] = refusal
-        else:
-            log.info("remote command %s (id %s)", name, command_id)
-            try:
-                answer["result"] = self._commands[name]()
-            except Exception as exc:
-                log.exception("remote command %s failed", name)
-                answer["error"] = str(exc)
-        self._publish(self.topics.response, json.dumps(answer, separators=(",", ":")), False)
+            return {}, "not_a_command", f"not a command: {exc}"
+        name = request.get("cmd")
+        if not isinstance(name, str) or name not in self._commands:
+            return request, "not_allowed", (f"command {str(name)[:64]!r} is not allowed "
+                                            f"remotely: only {', '.join(sorted(self._commands))}")
+        return request, "", None
+
+    def _count_refusal(self, reason: str, sample: dict[str, Any] | None = None) -> None:
+        if self.refusals.count(reason, sample):
+            self._kick.set()  # the publisher thread seals it: never paho's thread
+
+    def _seal_refusals(self, final: bool = False) -> None:
+        """One `remote_commands_refused` record for the refusals counted since the last."""
+        payload = self.refusals.take(final)
+        if payload is not None:
+            self._seal(intake.RECORD_TYPE, payload)
+            if payload["reasons"].keys() & {"rate_limited", "busy"}:  # logged only here
+                log.warning("refused %d remote command(s) in %g s: %s", payload["refused"],
+                            payload["seconds"], payload["reasons"])
 
     def _status_now(self) -> dict[str, Any]:
         self.status_changed()
