@@ -231,9 +231,10 @@ def check_report(ledger: Ledger, report: CustodyReport) -> list[SealedFile]:
 
 
 def check_proofs(root: Path, nonce: str, claims: Iterable[tuple[SealedFile, str]]) -> None:
-    """Recompute each proof from the device's own copy, in seq order, and stop at the first
-    that differs: a report without the bytes costs the device one file's read, not all."""
-    for sealed, proof in claims:
+    """Recompute each proof from the device's own copy, smallest file first, and stop at the
+    first that differs: a report without the bytes costs the device its smallest file's
+    read, not all of them."""
+    for sealed, proof in sorted(claims, key=lambda claim: (claim[0].size, claim[0].seq)):
         expected = new_proof(nonce)
         try:
             digest_file(root / sealed.file, expected)
