@@ -38,12 +38,14 @@ from agent.dock.direct_file import aligned_down
 from agent.durable import fsync_dir
 from agent.evidence.chain import SEALED_FILE_TYPES, read_bodies, split_line, utc_iso
 from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
+from agent.evidence.possession import digest_file, new_proof
 from agent.evidence.verify import Report, verify_store
 from agent.pki import common_names
 
 API = "v1"
 CHUNK = 1024 * 1024
 ATTEMPTS = 5
+PROOF_RATE = 10e6  # bytes/s the device is given to check proofs, slower than any SD card
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)(\.age)?")
 
@@ -381,19 +383,43 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
 async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, folder: Path,
                           records: list[dict[str, Any]], report: Report, operator: str,
                           result: PullResult) -> None:
-    """Tell the device what this dock now holds; keep its signed receipt."""
+    """Tell the device what this dock now holds, with a proof of possession under a fresh
+    nonce for each file not yet in custody; keep its signed receipt."""
     nonce = (await device_identity(session, check))["nonce"]  # fresh: a long pull outlives a nonce
-    held = [{"seq": r["seq"], "sha256": r["payload"]["sha256"]} for r in records
-            if r.get("type") in SEALED_FILE_TYPES and (folder / r["payload"]["file"]).is_file()]
+    custodied = {s["seq"] for r in records if r.get("type") == "custody"
+                 for s in r["payload"]["segments"]}
+    held, proving = [], 0
+    for r in records:
+        if r.get("type") not in SEALED_FILE_TYPES or not (folder / r["payload"]["file"]).is_file():
+            continue
+        claim = {"seq": r["seq"], "sha256": r["payload"]["sha256"]}
+        if r["seq"] not in custodied:
+            claim["proof"] = await asyncio.to_thread(_prove, folder, r["payload"], nonce)
+            proving += r["payload"]["size"]
+        held.append(claim)
     body = {"report_id": str(uuid.uuid4()), "nonce": nonce, "operator": operator,
             "head": report.head, "segments": held}
-    async with session.post(f"{API}/custody", json=body) as response:
+    # The device reads every proven byte again before it answers.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30,
+                                    sock_read=60 + proving / PROOF_RATE)
+    async with session.post(f"{API}/custody", json=body, timeout=timeout) as response:
         answer = await read_json(response, "custody report")
     receipt = answer["receipt"].encode("utf-8")
     custody = _check_receipt(folder, receipt, body)
     (folder / "receipts" / f"{custody['seq']:08d}-custody.jsonl").write_bytes(receipt)
     result.custody_seq = custody["seq"]
     result.purged = answer.get("purged", [])
+
+
+def _prove(folder: Path, sealed: dict[str, Any], nonce: str) -> str:
+    """The proof of possession of one held file, from the bytes on disk now, read once for
+    the proof and the SHA-256: bytes changed since they were verified are not proven."""
+    sha256, proof = hashlib.sha256(), new_proof(nonce)
+    digest_file(folder / sealed["file"], sha256, proof)
+    if sha256.hexdigest() != sealed["sha256"]:
+        raise DockError(f"{sealed['file']} changed since it was verified: sha256 "
+                        f"{sha256.hexdigest()}, sealed {sealed['sha256']}; not reported")
+    return proof.hexdigest()
 
 
 def _check_receipt(folder: Path, receipt: bytes, sent: dict[str, Any]) -> dict[str, Any]:

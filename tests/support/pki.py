@@ -1,9 +1,9 @@
 """Certificates for the dock tests: the agency's two CAs, good leaves, and bad ones.
 
 Made with `agent.pki` (the `cryptography` package), once per test session: a dock
-CA and a device CA (with its key, which `bodycam dock enroll` signs with), a dock's
-client certificate, an expired dock certificate from the right CA, and a dock
-certificate from a CA the device does not trust. A device's own certificate is
+CA and a device CA (with its key, which `bodycam dock enroll` signs with), two docks'
+client certificates (DOCK-A, DOCK-B), an expired dock certificate from the right CA,
+and a dock certificate from a CA the device does not trust. A device's own certificate is
 issued for its signing key when it is installed (`install_on_device`), as
 enrollment would.
 """
@@ -53,6 +53,7 @@ def make_pki(folder: Path) -> Pki:
     dock_ca.write(folder / "dock-ca.pem")
     device_ca.write(folder / "device-ca.pem", folder / "device-ca.key")
     issue(dock_ca, "DOCK-A").write(folder / "dock.crt", folder / "dock.key")
+    issue(dock_ca, "DOCK-B").write(folder / "dock-b.crt", folder / "dock-b.key")
     issue(dock_ca, "DOCK-OLD", expired=True).write(folder / "expired.crt", folder / "expired.key")
     issue(rogue_ca, "DOCK-ROGUE").write(folder / "rogue.crt", folder / "rogue.key")
     return Pki(folder, device_ca)

@@ -26,6 +26,7 @@ from agent.dock.direct_file import ALIGN
 from agent.dock.pull import pull
 from agent.evidence.chain import Chain, read_bodies
 from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.possession import file_proof
 from agent.evidence.verify import verify_store
 from hal.clock import SimulatedClock
 from tests.evidence.test_chain_format import run_procedure, tools  # noqa: F401  (a fixture)
@@ -149,8 +150,11 @@ def _report(device: Docked, evidence: Path, **change: Any) -> dict[str, Any]:
     status, body = request(device, "GET", "/v1/identity")
     assert status == 200
     copy = verify_store(evidence)
-    held = [{"seq": r["seq"], "sha256": r["payload"]["sha256"]} for r in _segments(evidence)]
-    return {"report_id": str(uuid.uuid4()), "nonce": json.loads(body)["nonce"],
+    nonce = json.loads(body)["nonce"]
+    held = [{"seq": r["seq"], "sha256": r["payload"]["sha256"],
+             "proof": file_proof(evidence / r["payload"]["file"], nonce)}
+            for r in _segments(evidence)]
+    return {"report_id": str(uuid.uuid4()), "nonce": nonce,
             "operator": "operator Li", "head": copy.head, "segments": held, **change}
 
 

@@ -4,17 +4,22 @@ The `Ledger` reads the chain as it grows and keeps what docking needs: every
 sealed file (segment or voice note) with its hash, which are under custody and
 by which record, which were purged, and the officer now assigned. A custody
 report is accepted only whole: every claim must match the chain, the report must
-be fresh (a nonce the device handed out, a report id never used, a head not older
-than the last custody) and complete (every sealed file up to its head not yet in
-custody). Then one `custody` record is sealed, and its signed line is the receipt.
+be fresh (a nonce the device handed that very dock, a report id never used, a head
+not older than the last custody), complete (every sealed file up to its head not
+yet in custody) and proven: for each file it takes into custody, a proof of
+possession (`agent.evidence.possession`) that the device recomputes from its own
+copy, since the hashes alone are public. Then one `custody` record is sealed, and
+its signed line is the receipt.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +28,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.evidence.chain import SEALED_FILE_TYPES, Chain, record_hash, split_line
+from agent.evidence.possession import digest_file, new_proof
 
 NONCE_TTL_S = 600.0
-MAX_NONCES = 64
+NONCES_PER_DOCK = 8     # a dock's own oldest goes when it asks for more
+MAX_DOCKS = 64          # certificates holding nonces at once; then the least recent goes
 
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Seq = Annotated[int, Field(ge=1, le=2**53)]
@@ -41,8 +48,12 @@ class Head(StrictModel):
 
 
 class Claim(StrictModel):
+    """One file the dock holds; `proof` (HMAC-SHA256 under the report's nonce, over the
+    file's bytes) is required for every file the report takes into custody."""
+
     seq: Seq
     sha256: Hex64
+    proof: Hex64 | None = None
 
 
 class CustodyReport(StrictModel):
@@ -156,25 +167,33 @@ class Ledger:
 
 
 class Nonces:
-    """One-time values the device hands out; a custody report must spend one of them."""
+    """One-time values, each handed to one dock certificate and spendable by it alone. Each
+    dock has its own slots: asking for more evicts only that dock's oldest, never another
+    dock's, and every nonce expires after NONCE_TTL_S."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._issued: dict[str, float] = {}
+        self._docks: dict[str, dict[str, float]] = {}  # certificate sha256 -> nonce -> expiry
 
-    def issue(self) -> str:
+    def issue(self, dock: str) -> str:
         now = time.monotonic()
         nonce = secrets.token_urlsafe(24)
         with self._lock:
-            self._issued = {n: t for n, t in self._issued.items() if t > now}
-            while len(self._issued) >= MAX_NONCES:
-                self._issued.pop(next(iter(self._issued)))
-            self._issued[nonce] = now + NONCE_TTL_S
+            self._docks = {d: live for d, held in self._docks.items()
+                           if (live := {n: t for n, t in held.items() if t > now})}
+            if dock not in self._docks and len(self._docks) >= MAX_DOCKS:
+                del self._docks[min(self._docks, key=lambda d: max(self._docks[d].values()))]
+            held = self._docks.setdefault(dock, {})
+            while len(held) >= NONCES_PER_DOCK:
+                held.pop(next(iter(held)))
+            held[nonce] = now + NONCE_TTL_S
         return nonce
 
-    def spend(self, nonce: str) -> bool:
+    def spend(self, nonce: str, dock: str) -> bool:
+        """Whether `dock` was handed `nonce` and it is still live; spent either way, but
+        only from `dock`'s own slots: another dock cannot burn it."""
         with self._lock:
-            expiry = self._issued.pop(nonce, None)
+            expiry = self._docks.get(dock, {}).pop(nonce, None)
         return expiry is not None and expiry > time.monotonic()
 
 
@@ -200,6 +219,9 @@ def check_report(ledger: Ledger, report: CustodyReport) -> list[SealedFile]:
                                  f"{claim.sha256} differs from the sealed {sealed.sha256}")
         if claim.seq in taken:
             raise CustodyRefused(422, f"segment seq {claim.seq} is listed twice")
+        if claim.proof is None and claim.seq not in ledger.custody:
+            raise CustodyRefused(422, f"segment seq {claim.seq} ({sealed.file}): no proof of "
+                                 "possession; a file is taken into custody only with one")
         taken[claim.seq] = sealed
     missing = [f.file for f in ledger.outstanding() if f.seq <= head.seq and f.seq not in taken]
     if missing:
@@ -208,22 +230,63 @@ def check_report(ledger: Ledger, report: CustodyReport) -> list[SealedFile]:
     return [taken[seq] for seq in sorted(taken)]
 
 
-def take_custody(chain: Chain, ledger: Ledger, nonces: Nonces, report: CustodyReport,
-                 dock: DockIdentity) -> bytes:
-    """Check and seal one report; returns the custody record's signed line (the receipt)."""
-    if not nonces.spend(report.nonce):
-        raise CustodyRefused(409, f"nonce {report.nonce} was not issued by this device, has "
-                             "expired or was already spent (replay)")
-    with ledger.lock:
-        files = check_report(ledger.refresh(), report)
-        record = chain.append("custody", {
-            "report_id": report.report_id,
-            "dock": dock.as_record(),
-            "operator": report.operator,
-            "head": report.head.model_dump(),
-            "segments": [f.as_record() for f in files],
-        })
-        return ledger.refresh().custody_lines[record["seq"]]
+def check_proofs(root: Path, nonce: str, claims: Iterable[tuple[SealedFile, str]]) -> None:
+    """Recompute each proof from the device's own copy, smallest file first, and stop at the
+    first that differs: a report without the bytes costs the device its smallest file's
+    read, not all of them."""
+    for sealed, proof in sorted(claims, key=lambda claim: (claim[0].size, claim[0].seq)):
+        expected = new_proof(nonce)
+        try:
+            digest_file(root / sealed.file, expected)
+        except OSError as exc:
+            raise CustodyRefused(409, f"segment seq {sealed.seq} ({sealed.file}): the "
+                                 f"device cannot read its copy to check the proof: "
+                                 f"{exc.strerror}") from exc
+        if not hmac.compare_digest(expected.hexdigest(), proof):
+            raise CustodyRefused(422, f"segment seq {sealed.seq} ({sealed.file}): proof "
+                                 f"{proof} is not HMAC-SHA256 of this file's bytes under "
+                                 "the report's nonce: the dock does not hold the sealed bytes")
+
+
+class CustodyDesk:
+    """Where custody reports are taken: the nonces, and one report's proofs checked at a
+    time (a proof is a read of every file it covers; two at once would only compete for
+    the storage the recorder writes to)."""
+
+    def __init__(self, chain: Chain, ledger: Ledger, root: Path) -> None:
+        self._chain = chain
+        self._ledger = ledger
+        self._root = root
+        self._proving = threading.Lock()
+        self.nonces = Nonces()
+
+    def take(self, report: CustodyReport, dock: DockIdentity) -> bytes:
+        """Check, prove and seal one report; returns the custody record's signed line (the
+        receipt). The proofs are read outside the ledger's lock: the daemon's export alarm
+        and purge keep reading the ledger meanwhile."""
+        if not self.nonces.spend(report.nonce, dock.certificate_sha256):
+            raise CustodyRefused(409, f"nonce {report.nonce} was not issued by this device "
+                                 f"to dock {dock.name} (certificate sha256 "
+                                 f"{dock.certificate_sha256}), has expired or was already "
+                                 "spent (replay)")
+        proofs = {claim.seq: claim.proof for claim in report.segments}
+        with self._proving:
+            with self._ledger.lock:
+                ledger = self._ledger.refresh()
+                to_prove = [(f, proof) for f in check_report(ledger, report)
+                            if f.seq not in ledger.custody
+                            and (proof := proofs[f.seq]) is not None]  # checked: present
+            check_proofs(self._root, report.nonce, to_prove)
+            with self._ledger.lock:  # custody only grows: what was proven covers it still
+                files = check_report(self._ledger.refresh(), report)
+                record = self._chain.append("custody", {
+                    "report_id": report.report_id,
+                    "dock": dock.as_record(),
+                    "operator": report.operator,
+                    "head": report.head.model_dump(),
+                    "segments": [f.as_record() for f in files],
+                })
+                return self._ledger.refresh().custody_lines[record["seq"]]
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,12 @@ from agent.device.enrollment import (
     tls_certificate,
 )
 from agent.device.offload.custody import (
+    CustodyDesk,
     CustodyRefused,
     CustodyReport,
     DockIdentity,
     Ledger,
-    Nonces,
     StrictModel,
-    take_custody,
 )
 from agent.device.offload.tls_http import (
     FileReply,
@@ -137,7 +136,7 @@ class OffloadServer:
         self._config = config
         self._live, self._enrolled = self._tls()  # what new handshakes get
         self._enrolling = threading.Lock()
-        self._nonces = Nonces()
+        self._custody_desk = CustodyDesk(device.chain, device.ledger, device.store.root)
         self._http: HttpsServer | None = None
         self.port = 0
 
@@ -208,7 +207,7 @@ class OffloadServer:
             "enrolled": self._enrolled,
             "head": head.as_dict(),
             "clock": device.clock.state().as_record(),
-            "nonce": self._nonces.issue(),
+            "nonce": self._custody_desk.nonces.issue(_dock(request).certificate_sha256),
         })
 
     def _chain(self, request: Request) -> Reply:
@@ -271,8 +270,7 @@ class OffloadServer:
         report = _body(request, CustodyReport)
         dock = _dock(request)
         try:
-            receipt = take_custody(self._device.chain, self._device.ledger, self._nonces,
-                                   report, dock)
+            receipt = self._custody_desk.take(report, dock)
         except CustodyRefused as exc:
             log.warning("custody report %s from %s refused: %s", report.report_id, dock.name,
                         exc)
