@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from agent.device.offload import sealed
 from agent.dock.pull import DockError
 from agent.evidence.chain import read_bodies
 from agent.evidence.keys import PRIVATE_NAME
@@ -65,19 +66,28 @@ def _replace(path: Path, plant: Any) -> None:
 
 
 def test_links_in_sealed_are_neither_served_nor_listed_and_real_files_still_pull(
-        device: Docked, tmp_path: Path) -> None:
+        device: Docked, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sealed, "_refusals", sealed._Throttled())  # this test's own window
     key = device.store / "keys" / PRIVATE_NAME
     secret = key.read_bytes()
     segments = _segments(device.store)
-    by_symlink, by_hard_link = segments[1], segments[2]
+    by_symlink, by_hard_link, by_fifo = segments[1], segments[2], segments[3]
+    planted = {Path(r["payload"]["file"]).name for r in (by_symlink, by_hard_link, by_fifo)}
+    real = {name: digest for name, digest in snapshot(device.store).items()
+            if name not in planted}
     _replace(device.store / by_symlink["payload"]["file"], lambda p: p.symlink_to(key))
     _replace(device.store / by_hard_link["payload"]["file"], lambda p: os.link(key, p))
+    _replace(device.store / by_fifo["payload"]["file"], os.mkfifo)  # must not hang a thread
     (device.store / "sealed" / "99999999.ts").symlink_to("/etc/shadow")
 
-    for record in (by_symlink, by_hard_link):
+    for record in (by_symlink, by_hard_link, by_fifo, by_symlink):
         status, body = _get(device, f"/v1/sealed/{record['seq']}")
         assert status == 403, (status, body[:200])
         assert secret not in body
+    refusals = [r for r in caplog.records if r.name == sealed.log.name]
+    assert len(refusals) == 1, "one warning, not one per request"
+    assert "not served: a symbolic link" in refusals[0].getMessage()
     status, body = _get(device, "/v1/sealed/99999999")
     assert status == 404 and b"root:" not in body
     status, body = _get(device, "/v1/chain")
@@ -88,9 +98,6 @@ def test_links_in_sealed_are_neither_served_nor_listed_and_real_files_still_pull
     assert not result.ok and "refused to serve" in (result.problem or ""), result.problem
     assert not device.records("custody")
     folder = out / "TEST-0001"
-    planted = {Path(r["payload"]["file"]).name for r in (by_symlink, by_hard_link)}
-    real = {name: digest for name, digest in snapshot(device.store).items()
-            if name not in planted and name != "99999999.ts"}
     assert snapshot(folder) == real, "every real sealed file pulls, byte for byte"
     for path in out.rglob("*"):
         if path.is_file():
