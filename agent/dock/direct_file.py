@@ -57,13 +57,15 @@ class ForeignFile(OSError):
 def open_own(path: Path, flags: int, mode: int = 0o600) -> int:
     """`path` opened without following a symbolic link, and checked to be a regular file
     with one link: a link planted at the name would have the dock write, or keep as
-    evidence, another file. O_NOFOLLOW holds at the open itself, so no check races it."""
+    evidence, another file. O_NOFOLLOW holds at the open itself, so no check races it;
+    O_NONBLOCK (no effect on a regular file) keeps a FIFO planted there from blocking."""
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ForeignFile(errno.ELOOP, f"{path}: a symbolic link; the dock never follows "
-                              "one (remove it and pull again)") from None
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise ForeignFile(exc.errno, f"{path}: a symbolic link or a FIFO; the dock never "
+                              "follows a link nor writes to a FIFO (remove it and pull "
+                              "again)") from None
         raise
     held = os.fstat(fd)
     if not stat.S_ISREG(held.st_mode) or held.st_nlink != 1:

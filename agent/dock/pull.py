@@ -477,6 +477,9 @@ def _refuse_links(folder: Path) -> None:
         if path.is_symlink():
             raise DockError(f"{path}: a symbolic link in the evidence folder; the dock never "
                             "follows one (it is not the dock's: remove it and pull again)")
+        if path.parent.name == "partial" and not path.is_file():
+            raise DockError(f"{path}: not a regular file; the dock writes only its own files "
+                            "in partial/ (remove it and pull again)")
 
 
 def _open_own(path: Path, flags: int, mode: int = 0o600) -> int:
