@@ -102,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     decrypt.add_argument("-i", "--identity", type=Path, required=True,
                          help="the agency's age identity file (AGE-SECRET-KEY-1…)")
     decrypt.add_argument("-o", "--out", type=Path,
-                         help="where the media goes (default: the file's name without .age, "
-                              "in the current folder)")
+                         help="where the media goes, never the sealed file itself nor a "
+                              "symbolic link (default: the file's name without .age, or with "
+                              ".decrypted added, in the current folder)")
     decrypt.set_defaults(func=_decrypt)
 
     keys = commands.add_parser("keys", parents=[common],
@@ -254,17 +255,25 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _decrypt(args: argparse.Namespace) -> int:
-    """Exit 0: whole and matching the chain; 1: a mismatch or a changed file; 3: cut short
-    (recovered after a power cut): what decrypts is written."""
+    """Exit 0: whole and matching the chain; 1: a mismatch or a changed file; 2: an output
+    refused or a file that cannot be read or written; 3: cut short (recovered after a power
+    cut): what decrypts is written."""
     from agent.evidence.age import AgeError
-    from agent.evidence.decrypt import decrypt_file
+    from agent.evidence.decrypt import OutputRefused, decrypt_file, default_output
 
-    out = args.out or Path(args.file.name.removesuffix(".age"))
+    out = args.out or default_output(args.file)
     try:
         outcome = decrypt_file(args.file, args.identity, out)
     except AgeError as exc:
         print(logs.error_line(f"bodycam: {args.file}: {exc}"), file=sys.stderr)
         return 1
+    except OutputRefused as exc:
+        print(logs.error_line(f"bodycam decrypt: {exc}"), file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(logs.error_line(f"bodycam decrypt: {exc.filename or args.file}: {exc.strerror}"),
+              file=sys.stderr)
+        return 2
     print(f"{args.file} -> {out}\n{outcome.describe()}")
     if outcome.matches is False:
         return 1

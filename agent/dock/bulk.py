@@ -29,7 +29,7 @@ import pycurl
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from agent.dock.direct_file import DirectFile, aligned_buffer
+from agent.dock.direct_file import DirectFile, ForeignFile, aligned_buffer
 
 BUFFER = 512 * 1024         # libcurl's receive buffer: fewer, larger callbacks
 CONNECT_TIMEOUT_S = 30
@@ -108,6 +108,7 @@ class Download:
     received: int = 0
     error: bytearray = field(default_factory=bytearray)
     _file: DirectFile | None = None
+    _refused: ForeignFile | None = None
     _buffer: mmap.mmap | None = None
 
     def run(self, curl: pycurl.Curl, url: str, buffer: mmap.mmap) -> None:
@@ -127,6 +128,8 @@ class Download:
             if self.status in (200, 206) and self._file is None:  # an empty file
                 self._open()
         except pycurl.error as exc:
+            if self._refused is not None:
+                raise self._refused from None
             code, message = exc.args
             raise ConnectionError(f"{url}: libcurl error {code}: {message}") from exc
         finally:
@@ -138,14 +141,19 @@ class Download:
         if line.startswith(b"HTTP/"):
             self.status = int(line.split()[1])
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes) -> int | None:
         if self._file is not None:  # every read but the first: 65,536 calls per GiB
             self._file.write(data)
         elif self.status not in (200, 206):  # the device's JSON error, not the file
             self.error += data[: _ERROR_BODY_MAX - len(self.error)]
         else:
-            self._open()
-            self._write(data)
+            try:
+                self._open()
+            except ForeignFile as exc:  # kept to raise on this thread, not in libcurl's
+                self._refused = exc
+                return 0  # stops the transfer
+            return self._write(data)
+        return None
 
     def _open(self) -> None:
         if self.status == 200 and self.offset:  # the device ignored Range: start again

@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import stat
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -49,6 +50,31 @@ def aligned_buffer(size: int = BUFFER) -> mmap.mmap:
     return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
+class ForeignFile(OSError):
+    """A link at the name of a file the dock writes or keeps: not the dock's own file."""
+
+
+def open_own(path: Path, flags: int, mode: int = 0o600) -> int:
+    """`path` opened without following a symbolic link, and checked to be a regular file
+    with one link: a link planted at the name would have the dock write, or keep as
+    evidence, another file. O_NOFOLLOW holds at the open itself, so no check races it;
+    O_NONBLOCK (no effect on a regular file) keeps a FIFO planted there from blocking."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise ForeignFile(exc.errno, f"{path}: a symbolic link or a FIFO; the dock never "
+                              "follows a link nor writes to a FIFO (remove it and pull "
+                              "again)") from None
+        raise
+    held = os.fstat(fd)
+    if not stat.S_ISREG(held.st_mode) or held.st_nlink != 1:
+        os.close(fd)
+        raise ForeignFile(errno.EPERM, f"{path}: not a regular file with one link; the dock "
+                          "writes only its own files (remove it and pull again)")
+    return fd
+
+
 class DirectFile:
     """Appends to `path` from `offset` (block-aligned) on; `close` makes its length exact.
 
@@ -66,14 +92,15 @@ class DirectFile:
             raise ValueError(f"{path}: resume offset {offset} is not a multiple of {ALIGN}")
         flags = os.O_WRONLY | os.O_CREAT
         try:
-            self._fd = os.open(path, flags | os.O_DIRECT, 0o644)
+            self._fd = open_own(path, flags | os.O_DIRECT)
             self.direct = True
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
-            self._fd = os.open(path, flags, 0o644)
+            self._fd = open_own(path, flags)
             self.direct = False
-        os.ftruncate(self._fd, offset)
+        os.fchmod(self._fd, 0o600)  # not yet known to be the device's: owner-only, even a
+        os.ftruncate(self._fd, offset)  # part left by an earlier pull
         os.lseek(self._fd, offset, os.SEEK_SET)
         self._length = offset  # bytes accepted, the padding of the last block not counted
         self._own_buffer = buffer is None

@@ -34,8 +34,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.dock.bulk import BulkLink, Connections, Download
-from agent.dock.direct_file import aligned_down
-from agent.durable import fsync_dir
+from agent.dock.direct_file import ForeignFile, aligned_down, open_own
+from agent.durable import fsync_dir, write_all
 from agent.evidence.chain import SEALED_FILE_TYPES, read_bodies, split_line, utc_iso
 from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.evidence.possession import digest_file, new_proof
@@ -47,6 +47,7 @@ CHUNK = 1024 * 1024
 ATTEMPTS = 5
 PROOF_RATE = 10e6  # bytes/s the device is given to check proofs, slower than any SD card
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_FOLDERS = ("sealed", "partial", "receipts")
 _SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)(\.age)?")
 
 
@@ -214,7 +215,7 @@ def _trust_key(folder: Path, identity: dict[str, Any], device_key: Path | None) 
         raise DockError(f"the device's public key differs from the one held in {held}: "
                         "refusing to mix two keys in one evidence folder")
     if not held.exists():
-        held.write_bytes(offered)
+        _create(held, offered, 0o644)
     return "enrolment register" if device_key else "device (TLS-authenticated)"
 
 
@@ -226,10 +227,12 @@ async def _pull_chain(session: aiohttp.ClientSession, chain: Path) -> int:
             await read_json(r, "chain")
         data = await r.read()
     whole = data[: data.rfind(b"\n") + 1]
-    with chain.open("ab") as f:
-        f.write(whole)
-        f.flush()
-        os.fsync(f.fileno())
+    fd = _open_own(chain, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        write_all(fd, whole)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return whole.count(b"\n")
 
 
@@ -255,6 +258,8 @@ class _Fetch:
         while True:
             try:
                 return self._attempt()
+            except ForeignFile as exc:
+                raise DockError(exc.strerror) from None
             except ConnectionError as exc:
                 if attempt == ATTEMPTS:
                     raise DockError(f"sealed seq {self.seq}: connection failed {ATTEMPTS} "
@@ -265,7 +270,7 @@ class _Fetch:
 
     def _attempt(self) -> str | None:
         digest = hashlib.sha256()
-        offset = aligned_down(self.part.stat().st_size) if self.part.exists() else 0
+        offset = aligned_down(self.part.lstat().st_size) if self.part.exists() else 0
         if offset > self.size:
             offset = 0
         if offset:
@@ -278,12 +283,15 @@ class _Fetch:
                 self.received += download.received
             if download.status == 410:
                 return "purged"
+            if download.status == 403:  # not the recorder's own file (a link planted there)
+                return (f"sealed seq {self.seq}: the device refused to serve it: "
+                        f"{_error_text(bytes(download.error))}")
             if download.status not in (200, 206):
                 raise DockError(f"sealed seq {self.seq}: the device answered "
                                 f"{download.status}: {_error_text(bytes(download.error))}")
             digest = download.digest
         size, self.digest = self.part.stat().st_size, digest.hexdigest()
-        if size != self.size or self.digest != self.sha256:
+        if size != self.size or self.digest != self.sha256:  # kept, owner-only, to examine
             self.part.rename(self.part.with_suffix(".mismatch"))
             return (f"sealed seq {self.seq}: the device served {size} bytes with sha256 "
                     f"{self.digest}, its chain seals {self.size} bytes, {self.sha256}")
@@ -295,18 +303,18 @@ class _Fetch:
 
 
 def _settle(part: Path, dest: Path) -> None:
-    fd = os.open(part, os.O_RDONLY)
+    fd = _open_own(part, os.O_RDONLY)
     try:
         os.fsync(fd)
+        os.fchmod(fd, 0o444)  # verified evidence: readable, never changed
     finally:
         os.close(fd)
-    part.chmod(0o444)
     os.replace(part, dest)
 
 
 def _hash_into(digest: Any, path: Path, length: int) -> None:
     """The first `length` bytes of `path`: what a resumed download keeps."""
-    with path.open("rb") as f:
+    with os.fdopen(_open_own(path, os.O_RDONLY), "rb") as f:
         while length and (chunk := f.read(min(CHUNK, length))):
             digest.update(chunk)
             length -= len(chunk)
@@ -335,9 +343,11 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
     async with open_session(url, context, connections) as session:
         identity = await device_identity(session, context.check)
         folder = out / identity["device"]
+        _refuse_links(folder)
         key_source = _trust_key(folder, identity, device_key)
-        for sub in ("sealed", "partial", "receipts"):
+        for sub in _FOLDERS:
             (folder / sub).mkdir(parents=True, exist_ok=True)
+        (folder / "partial").chmod(0o700)  # bytes not yet known to be the device's
         await _pull_chain(session, folder / "chain.jsonl")
         records = read_bodies(folder / "chain.jsonl")
         bulk = Connections(BulkLink(link.cert, link.key, link.device_ca,
@@ -470,8 +480,49 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
         "problem": result.problem,
     }
     tmp = folder / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.unlink(missing_ok=True)  # left by a pull cut short
+    _create(tmp, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+            0o644)
     os.replace(tmp, folder / "manifest.json")
+
+
+def _refuse_links(folder: Path) -> None:
+    """The evidence folder holds only what the dock wrote: a link planted in it would have
+    the dock write evidence, or the device's unverified bytes, through to another file, or
+    count as held a file the dock does not hold. Checked before anything is written (and
+    every file is opened without following a link, should one appear during the pull)."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    names = [folder] + [folder / name for name in (
+        "keys", f"keys/{PUBLIC_NAME}", "chain.jsonl", "manifest.json", "manifest.json.tmp",
+        *_FOLDERS)]
+    for sub in _FOLDERS:
+        if (folder / sub).is_dir() and not (folder / sub).is_symlink():
+            names += sorted((folder / sub).iterdir())
+    for path in names:
+        if path.is_symlink():
+            raise DockError(f"{path}: a symbolic link in the evidence folder; the dock never "
+                            "follows one (it is not the dock's: remove it and pull again)")
+        if path.parent.name == "partial" and not path.is_file():
+            raise DockError(f"{path}: not a regular file; the dock writes only its own files "
+                            "in partial/ (remove it and pull again)")
+
+
+def _open_own(path: Path, flags: int, mode: int = 0o600) -> int:
+    try:
+        return open_own(path, flags, mode)
+    except ForeignFile as exc:
+        raise DockError(exc.strerror) from None
+
+
+def _create(path: Path, data: bytes, mode: int) -> None:
+    """A new file (O_EXCL: nothing at the name is followed or overwritten), made durable."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 async def post(url: str, link: DockLink, path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.durable import fsync_dir, write_all
 from agent.evidence.age import AgeError, Decrypted, decrypt_stream, parse_identity
 from agent.evidence.chain import read_bodies
 
@@ -49,23 +52,74 @@ class Outcome:
         return "\n".join(lines)
 
 
+class OutputRefused(Exception):
+    """The output name is one decrypt must not write to; says which and why."""
+
+
+def default_output(sealed: Path) -> Path:
+    """Where the media goes without `-o`, in the current folder: the name without `.age`,
+    or with `.decrypted` added; never the input's own name."""
+    name = sealed.name
+    return Path(name[:-4] if name.endswith(".age") and len(name) > 4 else f"{name}.decrypted")
+
+
 def decrypt_file(sealed: Path, identity_file: Path, out: Path) -> Outcome:
-    """Decrypt `sealed` to `out` (owner-only), hashing as it goes."""
+    """Decrypt `sealed` to `out` (owner-only), hashing as it goes. The sealed file is
+    evidence: it is only ever read. The media is written to a new file beside `out` and
+    renamed onto it once whole, so a failure leaves `out` as it was, and `out` may be
+    neither the input (by any name or link) nor a symbolic link."""
     try:
         identity = parse_identity(identity_file.read_text())
     except OSError as exc:
         raise AgeError(f"cannot read the identity {identity_file}: {exc.strerror}") from None
     report = Decrypted()
     digest = hashlib.sha256()
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with sealed.open("rb") as source:
+    with sealed.open("rb") as source:
+        _check_output(out, os.fstat(source.fileno()))
+        fd, temporary = _new_file_beside(out)
+        try:
             for chunk in decrypt_stream(source, identity, report):
                 digest.update(chunk)
-                os.write(fd, chunk)
-    finally:
-        os.close(fd)
+                write_all(fd, chunk)
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            _check_output(out, os.fstat(source.fileno()))  # planted while decrypting?
+            os.replace(temporary, out)
+        finally:
+            if fd != -1:
+                os.close(fd)
+            temporary.unlink(missing_ok=True)
+    fsync_dir(out.absolute().parent)
     return Outcome(report, digest.hexdigest(), _record_for(sealed))
+
+
+def _check_output(out: Path, source: os.stat_result) -> None:
+    try:
+        held = out.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(held.st_mode):
+        raise OutputRefused(f"output {out} is a symbolic link: decrypt writes no file "
+                            "through a link; name another output (-o)")
+    if (held.st_dev, held.st_ino) == (source.st_dev, source.st_ino):
+        raise OutputRefused(f"output {out} is the sealed file itself: decrypt never writes "
+                            "over its input; name another output (-o)")
+    if not stat.S_ISREG(held.st_mode):
+        raise OutputRefused(f"output {out} exists and is not a regular file; name another "
+                            "output (-o)")
+
+
+def _new_file_beside(out: Path) -> tuple[int, Path]:
+    """A new owner-only file in `out`'s folder (O_EXCL: nothing there is followed)."""
+    for _ in range(100):
+        temporary = out.with_name(f".{out.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                           os.O_CLOEXEC, 0o600), temporary
+        except FileExistsError:
+            continue
+    raise OutputRefused(f"no new temporary file could be made beside {out}")
 
 
 def _record_for(sealed: Path) -> dict[str, Any] | None:

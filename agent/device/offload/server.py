@@ -46,6 +46,7 @@ from agent.device.offload.custody import (
     Ledger,
     StrictModel,
 )
+from agent.device.offload.sealed import NotServed, open_sealed
 from agent.device.offload.tls_http import (
     FileReply,
     HttpsServer,
@@ -216,15 +217,21 @@ class OffloadServer:
 
     def _sealed(self, request: Request) -> FileReply:
         """The file a record seals, whole or by Range; found from the record, never from
-        the request. Sealed files never change, so their SHA-256 is a strong ETag."""
+        the request, and opened by `open_sealed` (no link is followed). Sealed files never
+        change, so their SHA-256 is a strong ETag."""
         seq = _seq(request.params["seq"], "path segment 'seq'")
         sealed = self._device.ledger.refresh().files.get(seq)
         if sealed is None:
             raise Refused(404, f"seq {seq} seals no file in this chain")
-        path = self._device.store.root / sealed.file
-        if seq in self._device.ledger.purged or not path.is_file():
-            raise Refused(410, f"{sealed.file} (seq {seq}) was purged after custody")
-        return FileReply(path, {"ETag": f'"{sealed.sha256}"', "X-Sha256": sealed.sha256})
+        purged = Refused(410, f"{sealed.file} (seq {seq}) was purged after custody")
+        if seq in self._device.ledger.purged:
+            raise purged
+        try:
+            file = open_sealed(self._device.store.root, sealed.file)
+        except NotServed as exc:
+            raise purged if exc.gone else Refused(403, f"seq {seq}: {exc}") from None
+        return FileReply(file, sealed.file,
+                         {"ETag": f'"{sealed.sha256}"', "X-Sha256": sealed.sha256})
 
     def _certificate_request(self, request: Request) -> Reply:
         device = self._device

@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -118,9 +118,11 @@ class Reply:
 
 @dataclass(frozen=True)
 class FileReply:
-    """A file served whole (200) or as the one byte range asked for (206)."""
+    """A file served whole (200) or as the one byte range asked for (206): opened by the
+    handler, which checked what it opened; sending it closes it."""
 
-    path: Path
+    file: BinaryIO
+    name: str                        # for the log
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -617,7 +619,7 @@ class _Connection(BaseHTTPRequestHandler):
         return len(reply.body)
 
     def _send_file(self, reply: FileReply) -> tuple[int, int]:
-        with reply.path.open("rb", buffering=0) as f:
+        with reply.file as f:
             size = f.seek(0, 2)
             try:
                 start, stop = byte_range(self.headers.get("Range"), size)
@@ -642,7 +644,7 @@ class _Connection(BaseHTTPRequestHandler):
                 got = f.readinto(view[: min(len(buffer), stop - start - sent)])
                 if not got:
                     self.close_connection = True
-                    raise ConnectionResetError(f"{reply.path} ended {stop - start - sent} "
+                    raise ConnectionResetError(f"{reply.name} ended {stop - start - sent} "
                                                "bytes early")
                 self.wfile.write(view[:got])
                 sent += got
