@@ -416,7 +416,7 @@ async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, fo
         answer = await read_json(response, "custody report")
     receipt = answer["receipt"].encode("utf-8")
     custody = _check_receipt(folder, receipt, body)
-    (folder / "receipts" / f"{custody['seq']:08d}-custody.jsonl").write_bytes(receipt)
+    _create(folder / "receipts" / f"{custody['seq']:08d}-custody.jsonl", receipt, 0o644)
     result.custody_seq = custody["seq"]
     result.purged = answer.get("purged", [])
 
