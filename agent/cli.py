@@ -254,8 +254,9 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _decrypt(args: argparse.Namespace) -> int:
-    """Exit 0: whole and matching the chain; 1: a mismatch or a changed file; 3: cut short
-    (recovered after a power cut): what decrypts is written."""
+    """Exit 0: whole and matching the chain; 1: a mismatch or a changed file; 2: a file that
+    cannot be read, or no identity; 3: cut short (recovered after a power cut): what
+    decrypts is written."""
     from agent.evidence.age import AgeError
     from agent.evidence.decrypt import decrypt_file
 
@@ -265,6 +266,9 @@ def _decrypt(args: argparse.Namespace) -> int:
     except AgeError as exc:
         print(logs.error_line(f"bodycam: {args.file}: {exc}"), file=sys.stderr)
         return 1
+    except OSError as exc:  # a file named on the command line cannot be read or written
+        print(logs.error_line(f"bodycam: {exc.filename}: {exc.strerror}"), file=sys.stderr)
+        return 2
     print(f"{args.file} -> {out}\n{outcome.describe()}")
     if outcome.matches is False:
         return 1

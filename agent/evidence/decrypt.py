@@ -14,8 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from agent.evidence.age import AgeError, Decrypted, decrypt_stream, parse_identity
 from agent.evidence.chain import read_bodies
+from agent.evidence.keys import KeyMaterialError
+
+_IDENTITY_LIMIT = 16 << 20  # age's own limit on an identity file
 
 
 @dataclass
@@ -49,12 +54,26 @@ class Outcome:
         return "\n".join(lines)
 
 
+def load_identity(path: Path) -> X25519PrivateKey:
+    """The agency's identity file, read within age's own 16 MiB bound (so that `-i /dev/zero`
+    ends); whatever is wrong with it is the caller's input, not the sealed file."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(_IDENTITY_LIMIT + 1)
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot read the identity {path}: {exc.strerror}") from None
+    try:
+        if len(data) > _IDENTITY_LIMIT:
+            raise AgeError(f"longer than {_IDENTITY_LIMIT} bytes")
+        return parse_identity(data.decode("utf-8"))
+    except (AgeError, UnicodeDecodeError) as exc:
+        raise KeyMaterialError(f"the identity {path} is not an age identity file: "
+                               f"{exc}") from None
+
+
 def decrypt_file(sealed: Path, identity_file: Path, out: Path) -> Outcome:
     """Decrypt `sealed` to `out` (owner-only), hashing as it goes."""
-    try:
-        identity = parse_identity(identity_file.read_text())
-    except OSError as exc:
-        raise AgeError(f"cannot read the identity {identity_file}: {exc.strerror}") from None
+    identity = load_identity(identity_file)
     report = Decrypted()
     digest = hashlib.sha256()
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -73,4 +92,9 @@ def _record_for(sealed: Path) -> dict[str, Any] | None:
     if sealed.resolve().parent.name != "sealed" or not chain.is_file():
         return None
     name = f"sealed/{sealed.name}"
-    return next((r for r in read_bodies(chain) if r["payload"].get("file") == name), None)
+    try:  # a chain too deeply nested or unreadable is `bodycam verify`'s to report
+        bodies = read_bodies(chain)
+    except (OSError, RecursionError):
+        return None
+    return next((r for r in bodies if isinstance(r, dict) and isinstance(r.get("payload"), dict)
+                 and r["payload"].get("file") == name), None)
