@@ -65,8 +65,9 @@ def load_identity(path: Path) -> X25519PrivateKey:
     try:
         if len(data) > _IDENTITY_LIMIT:
             raise AgeError(f"longer than {_IDENTITY_LIMIT} bytes")
-        return parse_identity(data.decode("utf-8"))
-    except (AgeError, UnicodeDecodeError) as exc:
+        # comments may be in any encoding, as age allows; the key line is ASCII or refused
+        return parse_identity(data.decode("utf-8", errors="replace"))
+    except AgeError as exc:
         raise KeyMaterialError(f"the identity {path} is not an age identity file: "
                                f"{exc}") from None
 
