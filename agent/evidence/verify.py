@@ -280,7 +280,7 @@ _PAYLOADS: dict[str, _Shape] = {
                        "video": {**_STREAM, "fps": _is_positive},
                        "audio": (_is_none, {**_STREAM, "sample_rate": _is_positive,
                                             "samples_per_packet": _is_positive})},
-    "voice_note": _FILE,
+    "voice_note": {**_FILE, "interruption": (_is_none, _is_int)},
     "exemption": _FILE,
     "custody": {"segments": [{"seq": _is_int, "sha256": _is_str}]},
     "purge": {"files": [{"seq": _is_int, "sha256": _is_str, "file": _is_str}]},
