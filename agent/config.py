@@ -35,6 +35,9 @@ class ConfigError(Exception):
 
 _CONFIG_LIMIT = 1 << 20  # bytes: a real configuration is a few KiB
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SHORT = reprlib.Repr()  # a value in an error line: whole when short, cut when huge
+_SHORT.maxstring = _SHORT.maxother = 200
+_SHORT.maxlong = 60
 
 
 class _Section(BaseModel):
@@ -221,7 +224,7 @@ class CuesConfig(_Section):
     battery_alarm: bool = True
     clock_alarm: bool = True
     storage_alarm: bool = True
-    storage_low_minutes: Annotated[float, Field(ge=0, le=7 * 24 * 60)] = 60.0
+    storage_low_minutes: Annotated[float, Field(ge=0, le=1e9)] = 60.0  # 1e9: "always"
 
 
 class VoiceNoteConfig(_Section):
@@ -334,7 +337,7 @@ class DockConfig(_Section):
     dock_ca: str = "keys/dock-ca.pem"  # where enrollment installs it
     purge_policy: Literal["space", "after_custody"] = "space"
     # "space": purge under this free.
-    purge_free_below_mb: Annotated[int, Field(ge=0, le=1 << 24)] = 2048
+    purge_free_below_mb: Annotated[int, Field(ge=0, le=1 << 32)] = 2048
     purge_check_s: Annotated[float, Field(gt=0, le=_DAY_S)] = 60.0
     export_alarm: bool = True    # Art. 20: export_overdue when not in custody in time
 
@@ -491,7 +494,7 @@ def _place(data: bytes, offset: int) -> str:
 
 
 def _describe(path: Path, err: Any) -> str:
-    loc = [reprlib.repr(str(part)) if _CONTROL.search(str(part)) else str(part)
+    loc = [_SHORT.repr(str(part)) if _CONTROL.search(str(part)) else str(part)
            for part in err["loc"]]
     if err["type"] == "extra_forbidden":
         return f"config error in {path}: unknown key {_key(loc)}"
@@ -499,7 +502,7 @@ def _describe(path: Path, err: Any) -> str:
         return f"config error in {path}: missing key {_key(loc)}"
     if not loc:
         return f"config error in {path}: {err['msg'].removeprefix('Value error, ')}"
-    return (f"config error in {path}: {_key(loc)} = {reprlib.repr(err['input'])}: "
+    return (f"config error in {path}: {_key(loc)} = {_SHORT.repr(err['input'])}: "
             f"{err['msg'].removeprefix('Value error, ')}")
 
 
