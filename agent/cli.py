@@ -256,8 +256,8 @@ def _keys(args: argparse.Namespace) -> int:
 
 def _decrypt(args: argparse.Namespace) -> int:
     """Exit 0: whole and matching the chain; 1: a mismatch or a changed file; 2: an output
-    refused or a file that cannot be read or written; 3: cut short (recovered after a power
-    cut): what decrypts is written."""
+    refused, a file that cannot be read or written, or no usable identity; 3: cut short
+    (recovered after a power cut): what decrypts is written."""
     from agent.evidence.age import AgeError
     from agent.evidence.decrypt import OutputRefused, decrypt_file, default_output
 

@@ -7,6 +7,8 @@ reading it is an installer at a docking station, not the author of this code.
 from __future__ import annotations
 
 import os
+import re
+import reprlib
 import sys
 import tomllib
 from fractions import Fraction
@@ -31,11 +33,32 @@ class ConfigError(Exception):
     """A configuration the daemon refuses to start with."""
 
 
+_CONFIG_LIMIT = 1 << 20  # bytes: a real configuration is a few KiB
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SHORT = reprlib.Repr()  # a value in an error line: whole when short, cut when huge
+_SHORT.maxstring = _SHORT.maxother = 200
+_SHORT.maxlong = 60
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    """Every section: unknown keys, inf and nan refused; each number has bounds of its own."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        """A NUL or a newline in a path, name or URL is never meant, and breaks the system
+        calls and log lines it reaches."""
+        texts = ([*value, *value.values()] if isinstance(value, dict)
+                 else value if isinstance(value, list) else [value])
+        if any(isinstance(text, str) and _CONTROL.search(text) for text in texts):
+            raise ValueError("control characters (NUL, newline, ...) are not allowed")
+        return value
 
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
+_DAY_S = 24 * 3600
 
 
 class DeviceConfig(_Section):
@@ -47,9 +70,9 @@ class StoreConfig(_Section):
     path: Annotated[str, Field(min_length=1)]
     # Held back in a preallocated file, released when the disk fills, so the chain can
     # still seal the last segment, the stop and the alarm.
-    reserve_bytes: Annotated[int, Field(ge=64 * 1024)] = 8 * 1024 * 1024
+    reserve_bytes: Annotated[int, Field(ge=64 * 1024, le=1 << 30)] = 8 * 1024 * 1024
     # Free space (besides the reserve) at which a recording stopped by a full disk resumes.
-    resume_free_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
+    resume_free_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = 64 * 1024 * 1024
 
 
 class CameraConfig(_Section):
@@ -57,7 +80,8 @@ class CameraConfig(_Section):
     width: Annotated[int, Field(ge=64, le=3840, multiple_of=2)]
     height: Annotated[int, Field(ge=64, le=2160, multiple_of=2)]
     fps: Annotated[int, Field(ge=1, le=120)]
-    keyframe_interval: Annotated[int, Field(ge=1, description="frames between keyframes")]
+    keyframe_interval: Annotated[int, Field(ge=1, le=10_000,
+                                         description="frames between keyframes")]
     bitrate: Annotated[int, Field(ge=100_000, le=50_000_000)]
     realtime: bool = True
     overlay: bool = True
@@ -104,17 +128,17 @@ class BatteryConfig(_Section):
     backend: Literal["sim", "sysfs", "max17048", "ina219", "none"] = "sim"
     sysfs_root: str = "/sys/class/power_supply"
     name: str = ""               # power_supply name; "" = the first of type Battery
-    i2c_bus: Annotated[int, Field(ge=0)] = 1
+    i2c_bus: Annotated[int, Field(ge=0, le=1023)] = 1
     # The gauge's address; unset: the chip's usual one (MAX17048 0x36, INA219 0x42).
     i2c_address: Annotated[int, Field(ge=0x03, le=0x77)] | None = None
     # INA219 boards: the shunt and the pack's cells in series (UPS HAT (B): 0.1 ohm, 2).
     shunt_ohm: Annotated[float, Field(gt=0, le=10)] = 0.1
     cells: Annotated[int, Field(ge=1, le=4)] = 2
-    capacity_wh: Annotated[float, Field(gt=0)] = 11.1
+    capacity_wh: Annotated[float, Field(gt=0, le=1000)] = 11.1
     # Unset: the published figure for this board (hal/board.py, docs/hardware.md).
-    recording_draw_w: Annotated[float, Field(gt=0)] | None = None
+    recording_draw_w: Annotated[float, Field(gt=0, le=100)] | None = None
     low_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
-    low_minutes: Annotated[float, Field(ge=0)] = 20.0
+    low_minutes: Annotated[float, Field(ge=0, le=24 * 60)] = 20.0
     # Below this the recording is sealed and stopped while it still can be; it resumes
     # on the charger or at resume_percent.
     stop_percent: Annotated[float, Field(ge=0, le=100)] = 3.0
@@ -173,7 +197,7 @@ class ClockConfig(_Section):
 
 class SelfCheckConfig(_Section):
     shift_hours: Annotated[float, Field(gt=0, le=24)] = 10.0
-    export_deadline_hours: Annotated[float, Field(gt=0)] = 24.0
+    export_deadline_hours: Annotated[float, Field(gt=0, le=366 * 24)] = 24.0
     run_at_start: bool = True
 
 
@@ -193,13 +217,14 @@ class VoiceConfig(_Section):
 class CuesConfig(_Section):
     """The officer's reminders and alarms; each can be turned off."""
 
-    reminder_interval_s: Annotated[float, Field(ge=0)] = 120.0  # while recording; 0 = off
+    # While recording; 0 = off.
+    reminder_interval_s: Annotated[float, Field(ge=0, le=_DAY_S)] = 120.0
     check_interval_s: Annotated[float, Field(gt=0, le=600)] = 10.0
-    alarm_repeat_s: Annotated[float, Field(gt=0)] = 300.0
+    alarm_repeat_s: Annotated[float, Field(gt=0, le=_DAY_S)] = 300.0
     battery_alarm: bool = True
     clock_alarm: bool = True
     storage_alarm: bool = True
-    storage_low_minutes: Annotated[float, Field(ge=0)] = 60.0
+    storage_low_minutes: Annotated[float, Field(ge=0, le=1e9)] = 60.0  # 1e9: "always"
 
 
 class VoiceNoteConfig(_Section):
@@ -210,7 +235,7 @@ class VoiceNoteConfig(_Section):
     max_s: Annotated[float, Field(gt=0, le=600)] = 120.0
     speech_dbfs: Annotated[float, Field(ge=-90, le=0)] = -45.0
     # While an interruption is unexplained: a reminder this often; 0 = off.
-    reminder_interval_s: Annotated[float, Field(ge=0)] = 300.0
+    reminder_interval_s: Annotated[float, Field(ge=0, le=_DAY_S)] = 300.0
 
 
 class RecorderConfig(_Section):
@@ -220,7 +245,7 @@ class RecorderConfig(_Section):
     pre_event_audio: bool = False
     # A stop by the officer and a new start within this time are one incident: the gap is
     # an interruption to explain (Art. 16).
-    same_incident_s: Annotated[float, Field(ge=0)] = 600.0
+    same_incident_s: Annotated[float, Field(ge=0, le=_DAY_S)] = 600.0
 
 
 class GpioConfig(_Section):
@@ -311,8 +336,9 @@ class DockConfig(_Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 8443  # 0: any free port (tests)
     dock_ca: str = "keys/dock-ca.pem"  # where enrollment installs it
     purge_policy: Literal["space", "after_custody"] = "space"
-    purge_free_below_mb: Annotated[int, Field(ge=0)] = 2048  # "space": purge under this free
-    purge_check_s: Annotated[float, Field(gt=0)] = 60.0
+    # "space": purge under this free.
+    purge_free_below_mb: Annotated[int, Field(ge=0, le=1 << 32)] = 2048
+    purge_check_s: Annotated[float, Field(gt=0, le=_DAY_S)] = 60.0
     export_alarm: bool = True    # Art. 20: export_overdue when not in custody in time
 
     def path(self, store: Path, name: str) -> Path:
@@ -326,7 +352,7 @@ class GnssConfig(_Section):
     # The simulated receiver's fix (degrees, metres); a sealed segment says how old it is.
     sim_lat: Annotated[float, Field(ge=-90, le=90)] = 52.520008
     sim_lon: Annotated[float, Field(ge=-180, le=180)] = 13.404954
-    sim_alt_m: float = 34.0
+    sim_alt_m: Annotated[float, Field(ge=-11_000, le=100_000)] = 34.0
 
 
 class Config(_Section):
@@ -418,12 +444,7 @@ def load_config(path: Path | None = None, store: Path | None = None,
     """Read and validate `path` (the simulated device when None); `store` overrides [store],
     `mqtt` (a broker URL, from `--mqtt`) turns [mqtt] on with that url."""
     path = path or default_config_path()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config error in {path}: not valid TOML: {exc}") from exc
+    raw = _parse_toml(path)
     if store is not None:
         raw.setdefault("store", {})["path"] = str(store)
     if mqtt is not None:
@@ -437,15 +458,51 @@ def load_config(path: Path | None = None, store: Path | None = None,
     return config, path
 
 
+def _parse_toml(path: Path) -> dict[str, Any]:
+    """The file as TOML; whatever is wrong with it is named with its line."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(_CONFIG_LIMIT + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from exc
+    if len(data) > _CONFIG_LIMIT:
+        raise ConfigError(f"config error in {path}: longer than {_CONFIG_LIMIT} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config error in {path}: not UTF-8 at {_place(data, exc.start)} "
+                          f"(byte {data[exc.start]:#04x})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config error in {path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nesting
+        deepest = max(text.splitlines() or [""], key=lambda line: line.count("[") +
+                      line.count("{"))
+        line = text.splitlines().index(deepest) + 1 if text else 1
+        raise ConfigError(f"config error in {path}: not valid TOML: arrays or tables nested "
+                          f"too deeply (at line {line})") from None
+    except ValueError as exc:  # an integer of thousands of digits
+        digits = re.search(r"\d[\d_]{99,}", text)
+        where = _place(data, len(text[:digits.start()].encode())) if digits else "?"
+        raise ConfigError(f"config error in {path}: not valid TOML at {where}: {exc}") from None
+
+
+def _place(data: bytes, offset: int) -> str:
+    line, line_start = data.count(b"\n", 0, offset) + 1, data.rfind(b"\n", 0, offset) + 1
+    return f"line {line}, column {offset - line_start + 1}"
+
+
 def _describe(path: Path, err: Any) -> str:
-    loc = [str(part) for part in err["loc"]]
+    loc = [_SHORT.repr(str(part)) if _CONTROL.search(str(part)) else str(part)
+           for part in err["loc"]]
     if err["type"] == "extra_forbidden":
         return f"config error in {path}: unknown key {_key(loc)}"
     if err["type"] == "missing":
         return f"config error in {path}: missing key {_key(loc)}"
     if not loc:
         return f"config error in {path}: {err['msg'].removeprefix('Value error, ')}"
-    return (f"config error in {path}: {_key(loc)} = {err['input']!r}: "
+    return (f"config error in {path}: {_key(loc)} = {_SHORT.repr(err['input'])}: "
             f"{err['msg'].removeprefix('Value error, ')}")
 
 

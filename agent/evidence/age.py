@@ -36,6 +36,8 @@ VERSION_LINE = b"age-encryption.org/v1"
 CHUNK = 64 * 1024
 TAG = 16
 NONCE = 16
+HEADER_LIMIT = 1 << 20  # bytes; age itself has no limit (see _read_header)
+_BODY_LINE = 48  # bytes in a full stanza body line (64 base64 columns)
 _X25519_INFO = b"age-encryption.org/v1/X25519"
 _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
@@ -53,9 +55,14 @@ def _b64(data: bytes) -> bytes:
 
 
 def _unb64(text: bytes) -> bytes:
-    if b"=" in text or len(text) % 4 == 1:
+    """age's strict unpadded base64: anything that does not re-encode to itself is refused."""
+    try:
+        raw = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except ValueError:
+        raw = None
+    if raw is None or b"=" in text or _b64(raw) != text:
         raise AgeError(f"not canonical unpadded base64: {text[:16]!r}")
-    return base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    return raw
 
 
 def _bech32_decode(text: str, hrp: str) -> bytes:
@@ -215,33 +222,90 @@ class Decrypted:
                 "it are an incomplete chunk")
 
 
-def header_length(data: bytes) -> int:
-    """Bytes up to and including the header's MAC line."""
-    end = data.find(b"\n---")
-    line_end = data.find(b"\n", end + 1) if end >= 0 else -1
-    if not data.startswith(VERSION_LINE + b"\n") or line_end < 0:
+@dataclass(frozen=True)
+class _Header:
+    """A parsed age header: its stanzas, its MAC, and the bytes the MAC covers."""
+
+    stanzas: list[tuple[list[bytes], bytes]]  # (arguments, type first; body) of each stanza
+    mac: bytes
+    signed: bytes
+    length: int  # bytes up to and including the MAC line
+
+
+def _read_line(source: BinaryIO, budget: int) -> bytes:
+    """One header line with its newline, within what is left of HEADER_LIMIT."""
+    line = source.readline(budget + 1)
+    if len(line) > budget:
+        raise AgeError(f"the age header is longer than {HEADER_LIMIT} bytes: refused")
+    if not line.endswith(b"\n"):
+        raise AgeError("the file ends inside the age header")
+    return line
+
+
+def _header_string(arg: bytes) -> bool:
+    """age's rule for a stanza argument: printable ASCII, no spaces, not empty."""
+    return bool(arg) and all(33 <= c <= 126 for c in arg)
+
+
+def _read_header(source: BinaryIO) -> _Header:
+    """Parse the header as age does (line by line), reading no further than its MAC line.
+
+    age sets no limit on a header's size; HEADER_LIMIT bounds what a hostile file can
+    make us buffer while leaving room for thousands of recipients."""
+    first = source.readline(len(VERSION_LINE) + 1)
+    if first != VERSION_LINE + b"\n":
         raise AgeError("not an age file: no age-encryption.org/v1 header")
-    return line_end + 1
+    length, signed = len(first), bytearray(first)
+    stanzas: list[tuple[list[bytes], bytes]] = []
+    lines = 1
+    while True:
+        line = _read_line(source, HEADER_LIMIT - length)
+        length, lines = length + len(line), lines + 1
+        where = f"age header line {lines}"
+        if line.startswith(b"--- "):
+            mac = _unb64(line[4:-1])
+            if len(mac) != 32:
+                raise AgeError(f"{where}: the MAC is not 32 bytes")
+            return _Header(stanzas, mac, bytes(signed) + b"---", length)
+        signed += line
+        args = line[:-1].split(b" ")
+        if args[0] != b"->" or len(args) < 2 or not all(map(_header_string, args[1:])):
+            raise AgeError(f"{where}: neither a stanza nor the MAC line: {line[:32]!r}")
+        body = bytearray()
+        while True:  # body lines of 48 bytes, ended by a shorter one (perhaps empty)
+            line = _read_line(source, HEADER_LIMIT - length)
+            length, lines = length + len(line), lines + 1
+            signed += line
+            chunk = _unb64(line[:-1])
+            if len(chunk) > _BODY_LINE:
+                raise AgeError(f"{where}: a stanza body line is longer than 64 columns")
+            body += chunk
+            if len(chunk) < _BODY_LINE:
+                break
+        stanzas.append((args[1:], bytes(body)))
 
 
-def _file_key(header: bytes, identity: X25519PrivateKey) -> bytes:
+def _file_key(header: _Header, identity: X25519PrivateKey) -> bytes:
     own = identity.public_key().public_bytes(*_RAW)
-    lines = header.split(b"\n")
-    for index, line in enumerate(lines):
-        if not line.startswith(b"-> X25519 "):
+    for args, body in header.stanzas:
+        if args[0] != b"X25519":
             continue
-        share = _unb64(line.split(b" ")[2])
-        wrap_key = _hkdf(identity.exchange(X25519PublicKey.from_public_bytes(share)),
-                         share + own, _X25519_INFO)
+        share = _unb64(args[1]) if len(args) == 2 else b""
+        if len(share) != 32 or len(body) != 16 + TAG:
+            raise AgeError("malformed X25519 stanza: a 32-byte share and a 32-byte body "
+                           "are required")
         try:
-            file_key = ChaCha20Poly1305(wrap_key).decrypt(bytes(12), _unb64(lines[index + 1]),
-                                                          None)
+            shared = identity.exchange(X25519PublicKey.from_public_bytes(share))
+        except ValueError:  # a low-order share: age refuses it too
+            raise AgeError("an X25519 stanza holds a low-order share: refused") from None
+        wrap_key = _hkdf(shared, share + own, _X25519_INFO)
+        try:
+            file_key = ChaCha20Poly1305(wrap_key).decrypt(bytes(12), body, None)
         except InvalidTag:
             continue
-        mac_line = header.rstrip(b"\n").rsplit(b"\n", 1)[1]
-        signed = header[: header.rindex(b"\n---") + 4]
-        expected = hmac.new(_hkdf(file_key, b"", b"header"), signed, hashlib.sha256).digest()
-        if not hmac.compare_digest(_unb64(mac_line[4:]), expected):
+        expected = hmac.new(_hkdf(file_key, b"", b"header"), header.signed,
+                            hashlib.sha256).digest()
+        if not hmac.compare_digest(header.mac, expected):
             raise AgeError("the header's MAC does not verify: the file was changed")
         return file_key
     raise AgeError("none of the file's recipients is this identity")
@@ -251,18 +315,14 @@ def decrypt_stream(source: BinaryIO, identity: X25519PrivateKey,
                    report: Decrypted) -> Iterator[bytes]:
     """Yield plaintext chunk by chunk; `report` says how far it got. A chunk that fails
     authentication raises; a file that simply ends early (power cut) stops cleanly."""
-    head = source.read(4096)
-    length = header_length(head)
-    file_key = _file_key(head[:length], identity)
-    rest = head[length:]
-    nonce, rest = rest[:NONCE], rest[NONCE:]
-    if len(nonce) < NONCE:
-        nonce += source.read(NONCE - len(nonce))
+    header = _read_header(source)
+    file_key = _file_key(header, identity)
+    nonce = source.read(NONCE)
     if len(nonce) < NONCE:
         raise AgeError("the file ends inside the payload nonce")
     aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-    report.stored_bytes_used = length + NONCE
-    buffer = bytearray(rest)
+    report.stored_bytes_used = header.length + NONCE
+    buffer = bytearray()
     while True:
         want = CHUNK + TAG
         while len(buffer) < want + 1 and (more := source.read(1 << 20)):

@@ -16,9 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from agent.durable import fsync_dir, write_all
 from agent.evidence.age import AgeError, Decrypted, decrypt_stream, parse_identity
 from agent.evidence.chain import read_bodies
+from agent.evidence.keys import KeyMaterialError
+
+_IDENTITY_LIMIT = 16 << 20  # age's own limit on an identity file
 
 
 @dataclass
@@ -63,15 +68,30 @@ def default_output(sealed: Path) -> Path:
     return Path(name[:-4] if name.endswith(".age") and len(name) > 4 else f"{name}.decrypted")
 
 
+def load_identity(path: Path) -> X25519PrivateKey:
+    """The agency's identity file, read within age's own 16 MiB bound (so that `-i /dev/zero`
+    ends); whatever is wrong with it is the caller's input, not the sealed file."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(_IDENTITY_LIMIT + 1)
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot read the identity {path}: {exc.strerror}") from None
+    try:
+        if len(data) > _IDENTITY_LIMIT:
+            raise AgeError(f"longer than {_IDENTITY_LIMIT} bytes")
+        # comments may be in any encoding, as age allows; the key line is ASCII or refused
+        return parse_identity(data.decode("utf-8", errors="replace"))
+    except AgeError as exc:
+        raise KeyMaterialError(f"the identity {path} is not an age identity file: "
+                               f"{exc}") from None
+
+
 def decrypt_file(sealed: Path, identity_file: Path, out: Path) -> Outcome:
     """Decrypt `sealed` to `out` (owner-only), hashing as it goes. The sealed file is
     evidence: it is only ever read. The media is written to a new file beside `out` and
     renamed onto it once whole, so a failure leaves `out` as it was, and `out` may be
     neither the input (by any name or link) nor a symbolic link."""
-    try:
-        identity = parse_identity(identity_file.read_text())
-    except OSError as exc:
-        raise AgeError(f"cannot read the identity {identity_file}: {exc.strerror}") from None
+    identity = load_identity(identity_file)
     report = Decrypted()
     digest = hashlib.sha256()
     with sealed.open("rb") as source:
@@ -127,4 +147,9 @@ def _record_for(sealed: Path) -> dict[str, Any] | None:
     if sealed.resolve().parent.name != "sealed" or not chain.is_file():
         return None
     name = f"sealed/{sealed.name}"
-    return next((r for r in read_bodies(chain) if r["payload"].get("file") == name), None)
+    try:  # a chain too deeply nested or unreadable is `bodycam verify`'s to report
+        bodies = read_bodies(chain)
+    except (OSError, RecursionError):
+        return None
+    return next((r for r in bodies if isinstance(r, dict) and isinstance(r.get("payload"), dict)
+                 and r["payload"].get("file") == name), None)

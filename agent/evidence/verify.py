@@ -13,11 +13,13 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.evidence.chain import (
@@ -28,8 +30,11 @@ from agent.evidence.chain import (
     record_hash,
     split_line,
 )
-from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
+from agent.evidence.keys import PUBLIC_NAME, KeyMaterialError, fingerprint, load_public_key
 from agent.evidence.store import Store
+
+# What a line that does not parse may raise: deep nesting ends json in RecursionError.
+_UNPARSED = (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError)
 
 
 @dataclass(frozen=True)
@@ -87,24 +92,39 @@ def verify_store(root: Path, public_key_path: Path | None = None,
     to those files just now, as the dock does while receiving: reading them back
     from the page cache would hash the same bytes twice."""
     store = Store(root)
-    key = load_public_key(public_key_path or store.keys / PUBLIC_NAME)
+    key = _load_key(public_key_path or store.keys / PUBLIC_NAME)
     report = Report(str(root), fingerprint(key))
     if not store.chain.exists():
         report.findings.append(Finding("chain.jsonl", "missing", "missing"))
         return report
-    records = _verify_records(store, key, report)
+    try:
+        lines = read_records(store.chain)
+    except OSError as exc:  # a folder where the journal should be, or unreadable
+        report.findings.append(Finding("chain.jsonl", f"cannot be read ({exc.strerror})",
+                                       "missing"))
+        return report
+    records = _verify_records(store, key, report, lines)
     seen_files = _verify_segments(store, records, report, _verify_purges(records, report),
                                   digests or {})
     _verify_continuity(records, report)
     _note_unexplained(records, report)
-    for path in sorted(store.sealed.glob("*")) if store.sealed.exists() else []:
+    for path in sorted(store.sealed.glob("*")) if store.sealed.is_dir() else []:
         if f"sealed/{path.name}" not in seen_files:
             report.findings.append(Finding(f"sealed/{path.name}",
                                            "is not in the chain (inserted)", "inserted"))
-    for path in sorted(store.open.glob("*")) if store.open.exists() else []:
+    for path in sorted(store.open.glob("*")) if store.open.is_dir() else []:
         report.notes.append(f"open/{path.name} is not sealed yet (being written, or left by "
                             "a power cut for recovery)")
     return report
+
+
+def _load_key(path: Path) -> Ed25519PublicKey:
+    """The device's public key; a file that is not one is the caller's input to fix."""
+    try:
+        return load_public_key(path)
+    except (OSError, ValueError, UnsupportedAlgorithm) as exc:
+        raise KeyMaterialError(f"{path} is not a readable PEM public key: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
 def stores_in(path: Path) -> list[Path]:
@@ -123,7 +143,7 @@ def verify_tail(root: Path, count: int, public_key_path: Path | None = None) -> 
     report = Report(str(root), "")
     if not store.chain.exists():
         return report
-    key = load_public_key(public_key_path or store.keys / PUBLIC_NAME)
+    key = _load_key(public_key_path or store.keys / PUBLIC_NAME)
     report.key_fingerprint = fingerprint(key)
     lines = read_records(store.chain)
     key = _key_in_force(lines[:-count], key)
@@ -132,32 +152,41 @@ def verify_tail(root: Path, count: int, public_key_path: Path | None = None) -> 
     return report
 
 
+def _parse(line: bytes) -> tuple[bytes, bytes, dict[str, Any], int]:
+    """(signed bytes, signature, body, seq) of a journal line; ValueError and the like if
+    it is not a whole record."""
+    body_bytes, signature = split_line(line)
+    body = json.loads(body_bytes)
+    if not isinstance(body, dict) or not _is_int(body.get("seq")):
+        raise ValueError("no integer seq in a JSON object")
+    return body_bytes, signature, body, body["seq"]
+
+
 def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
-                    lines: list[tuple[int, bytes]] | None = None,
+                    lines: list[tuple[int, bytes]],
                     before: list[tuple[int, bytes]] | None = None) -> list[dict[str, Any]]:
-    """Check `lines` (default: the whole journal), linked to the one line `before` them."""
-    lines = read_records(store.chain) if lines is None else lines
+    """Check `lines`, linked to the one line `before` them. Returns the records that verify
+    and have the shape the later checks read: only they are indexed."""
     expected_seq = 1
     prev_hash: str | None = GENESIS_PREV  # None: the line before is unreadable, no link to check
     if before:
         try:
-            body_bytes, _ = split_line(before[0][1])
-            expected_seq, prev_hash = json.loads(body_bytes)["seq"] + 1, record_hash(body_bytes)
-        except (ValueError, KeyError, TypeError):
+            body_bytes, _, _, seq = _parse(before[0][1])
+            expected_seq, prev_hash = seq + 1, record_hash(body_bytes)
+        except _UNPARSED:
             expected_seq, prev_hash = before[0][0] + 1, None
     seqs_present = set()
     for _, line in lines:
-        with contextlib.suppress(ValueError, KeyError, TypeError, UnicodeDecodeError):
-            seqs_present.add(json.loads(split_line(line)[0])["seq"])
+        with contextlib.suppress(*_UNPARSED):
+            seqs_present.add(_parse(line)[3])
     records: list[dict[str, Any]] = []
     retired: int | None = None
+    head: dict[str, Any] | None = None
     for number, line in lines:
         where = f"line {number}"
         try:
-            body_bytes, signature = split_line(line)
-            body = json.loads(body_bytes)
-            seq = body["seq"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            body_bytes, signature, body, seq = _parse(line)
+        except _UNPARSED as exc:
             kind = "changed" if line.endswith(b'"}') else "truncated"
             report.findings.append(Finding(where, f"is not a whole signed record ({kind}): "
                                            f"{exc}", kind))
@@ -168,19 +197,21 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
         if retired is not None:
             report.findings.append(Finding(where, f"was signed after the device was retired "
                                            f"by record {retired}", "inserted"))
+        signed = False
         try:
             key.verify(signature, body_bytes)
         except InvalidSignature:
             report.findings.append(Finding(where, "signature does not verify: the record was "
                                            "changed or forged", "changed"))
         else:
-            if canonical(body) != body_bytes:
-                report.findings.append(Finding(where, "is not in canonical form (edited)",
-                                               "changed"))
-            elif body.get("type") == "key_rotation":
-                key = _rotated_key(body, where, report)
-            elif body.get("type") == "retirement":
+            problem = _malformed(body, body_bytes)
+            if problem:
+                report.findings.append(Finding(where, problem, "changed"))
+            elif body["type"] == "key_rotation":
+                key = _rotated_key(body, where, report, key)
+            elif body["type"] == "retirement":
                 retired = seq
+            signed = not problem
         if seq != expected_seq:
             report.findings.append(_sequence_finding(where, seq, expected_seq, seqs_present))
         elif prev_hash is not None and body.get("prev") != prev_hash:
@@ -188,17 +219,110 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
                                            "record was removed, inserted or reordered",
                                            "reordered"))
         expected_seq, prev_hash = seq + 1, record_hash(body_bytes)
-        records.append(body)
+        head = {"seq": seq, "hash": prev_hash}
+        if signed:
+            records.append(body)
     report.records = len(records)
-    if records:
-        report.head = {"seq": records[-1]["seq"], "hash": prev_hash}
+    report.head = head
     return records
 
 
-def _rotated_key(body: dict[str, Any], where: str, report: Report) -> Ed25519PublicKey:
+def _malformed(body: dict[str, Any], body_bytes: bytes) -> str | None:
+    """Why a record whose signature verifies still cannot be indexed: it is not in canonical
+    form, or not of the shape the checks below read (a device, or a stolen key, can sign
+    anything; it must be refused, not crash the verifier or the dock that runs it)."""
+    try:
+        if canonical(body) != body_bytes:
+            return "is not in canonical form (edited)"
+    except (ValueError, RecursionError):  # NaN or Infinity: never written canonically
+        return "is not in canonical form (edited)"
+    problem = _shape(body, _RECORD, "record")
+    if problem is None and body["type"] in _PAYLOADS:
+        problem = _shape(body["payload"], _PAYLOADS[body["type"]], "payload")
+    return f"is signed but malformed: {problem}" if problem else None
+
+
+def _is_int(value: Any) -> bool:
+    """An integer a device writes: not a bool, and within 64 bits, so that arithmetic on it
+    (durations in floating point) cannot overflow."""
+    return type(value) is int and -(1 << 63) <= value < 1 << 63
+
+
+def _is_positive(value: Any) -> bool:
+    return _is_int(value) and value > 0
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+_SEALED_NAME = re.compile(r"sealed/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _is_sealed_name(value: Any) -> bool:
+    """A file directly inside sealed/: a record cannot point the verifier elsewhere."""
+    return isinstance(value, str) and _SEALED_NAME.fullmatch(value) is not None
+
+
+# A shape: a predicate; a dict (an object with at least these keys; {} is any object); a
+# one-item list (a list of such items); a tuple (any one of these shapes).
+_Shape = Callable[[Any], bool] | dict[str, Any] | list[Any] | tuple[Any, ...]
+_RECORD = {"seq": _is_int, "type": _is_str, "prev": _is_str, "payload": {}}
+_FILE = {"file": _is_sealed_name, "sha256": _is_str, "size": _is_int}
+_STREAM = {"packets": _is_int, "first_pts_us": (_is_none, _is_int),
+           "last_pts_us": (_is_none, _is_int)}
+_PAYLOADS: dict[str, _Shape] = {
+    "segment_sealed": {**_FILE, "recording": _is_int, "index": _is_int,
+                       "video": {**_STREAM, "fps": _is_positive},
+                       "audio": (_is_none, {**_STREAM, "sample_rate": _is_positive,
+                                            "samples_per_packet": _is_positive})},
+    "voice_note": {**_FILE, "interruption": (_is_none, _is_int)},
+    "exemption": _FILE,
+    "custody": {"segments": [{"seq": _is_int, "sha256": _is_str}]},
+    "purge": {"files": [{"seq": _is_int, "sha256": _is_str, "file": _is_str}]},
+    "record_stop": {"recording": _is_int, "segments": _is_int},
+    "key_rotation": {"new_public_key": _is_str, "new_fingerprint": _is_str},
+    "interruption": {"cause": _is_str},
+}
+
+
+def _shape(value: Any, shape: _Shape, where: str) -> str | None:
+    """What about `value` does not fit `shape`, or None."""
+    if isinstance(shape, tuple):
+        problems = [_shape(value, alternative, where) for alternative in shape]
+        return None if None in problems else problems[-1]
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"{where} is not an object"
+        for key, inner in shape.items():
+            problem = (_shape(value[key], inner, f"{where}.{key}") if key in value
+                       else f"{where} has no {key}")
+            if problem:
+                return problem
+        return None
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"{where} is not a list"
+        return next((p for i, item in enumerate(value)
+                     if (p := _shape(item, shape[0], f"{where}[{i}]"))), None)
+    return None if shape(value) else f"{where} is a {type(value).__name__} out of its range"
+
+
+def _rotated_key(body: dict[str, Any], where: str, report: Report,
+                 old: Ed25519PublicKey) -> Ed25519PublicKey:
     """The key a verified key_rotation record hands over to: it signs what follows."""
     payload = body["payload"]
-    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(payload["new_public_key"]))
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(payload["new_public_key"],
+                                                                  validate=True))
+    except ValueError:
+        report.findings.append(Finding(where, "names a new key that is not an Ed25519 public "
+                                       "key: the old key stays in force", "changed"))
+        return old
     if fingerprint(key) != payload["new_fingerprint"]:
         report.findings.append(Finding(where, "names a new key whose fingerprint does not "
                                        "match it", "changed"))
@@ -213,8 +337,8 @@ def _key_in_force(lines: list[tuple[int, bytes]], anchor: Ed25519PublicKey) -> E
     key = anchor
     for _, line in lines:
         if b'"type":"key_rotation"' in line:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                payload = json.loads(split_line(line)[0])["payload"]
+            with contextlib.suppress(*_UNPARSED):
+                payload = _parse(line)[2]["payload"]
                 key = Ed25519PublicKey.from_public_bytes(
                     base64.b64decode(payload["new_public_key"]))
     return key
@@ -222,7 +346,7 @@ def _key_in_force(lines: list[tuple[int, bytes]], anchor: Ed25519PublicKey) -> E
 
 def unexplained(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The interruption records that no voice note with speech explains, oldest first."""
-    explained = {r["payload"]["interruption"] for r in records
+    explained = {r["payload"].get("interruption") for r in records
                  if r.get("type") == "voice_note" and r["payload"].get("explained")}
     return [r for r in records if r.get("type") == "interruption" and r["seq"] not in explained]
 
@@ -298,7 +422,12 @@ def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report
         if not path.is_file():
             report.findings.append(Finding(where, "is missing (deleted)", "missing"))
             continue
-        size, digest = path.stat().st_size, digests.get(name) or _sha256(path)
+        try:
+            size, digest = path.stat().st_size, digests.get(name) or _sha256(path)
+        except OSError as exc:
+            report.findings.append(Finding(where, f"cannot be read ({exc.strerror})",
+                                           "missing"))
+            continue
         if digest == payload["sha256"] and size == payload["size"]:
             continue
         if name_by_hash.get(digest, name) != name:
@@ -334,7 +463,7 @@ def _verify_continuity(records: list[dict[str, Any]], report: Report) -> None:
         if record.get("type") != "segment_sealed":
             continue
         video = payload["video"]
-        if video["first_pts_us"] is not None:
+        if None not in (video["first_pts_us"], video["last_pts_us"]):
             report.recorded_us += video["last_pts_us"] - video["first_pts_us"] \
                 + 1_000_000 // video["fps"]
         streams = [("video", 1_000_000 / video["fps"])]
@@ -354,6 +483,8 @@ def _verify_continuity(records: list[dict[str, Any]], report: Report) -> None:
                                            f"{before['index']}", "missing"))
             continue
         for stream, step_us in streams:
+            if before[stream] is None:  # audio began in this segment: nothing to run on from
+                continue
             finding = _continuity(where, stream, before[stream], payload[stream], step_us,
                                   before["file"])
             if finding:
@@ -367,7 +498,7 @@ def _note_missing_inside(report: Report, file: str, stream: str, span: dict[str,
     The recorder writes every packet it is given; a shortfall here happened before it
     (a sensor or encoder drop) and is worth an investigator's attention, not a failure.
     """
-    if span["first_pts_us"] is None:
+    if None in (span["first_pts_us"], span["last_pts_us"]):
         return
     expected = round((span["last_pts_us"] - span["first_pts_us"]) / step_us) + 1
     if span["packets"] < expected:
