@@ -78,3 +78,8 @@ def snapshot(store: Path) -> dict[str, str]:
     """sha256 of every sealed file, by name: what must not change."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted((store / "sealed").iterdir())}
+
+
+def sealed_segments(store: Path) -> list[dict[str, Any]]:
+    """The store's segment_sealed records, in chain order."""
+    return [r for r in read_bodies(store / "chain.jsonl") if r["type"] == "segment_sealed"]

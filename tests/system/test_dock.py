@@ -30,34 +30,18 @@ from agent.evidence.possession import file_proof
 from agent.evidence.verify import verify_store
 from hal.clock import SimulatedClock
 from tests.evidence.test_chain_format import run_procedure, tools  # noqa: F401  (a fixture)
-from tests.support.device import record_segments, running_daemon, wait_for, write_device_config
-from tests.support.dockside import Docked, copy_store, dock_config, docked_device, snapshot
-from tests.support.pki import Pki, make_pki
+from tests.support.device import running_daemon, wait_for
+from tests.support.dockside import (
+    Docked,
+    copy_store,
+    dock_config,
+    docked_device,
+    sealed_segments,
+    snapshot,
+)
+from tests.support.pki import Pki
 
 SEGMENTS = 16
-
-
-@pytest.fixture(scope="module")
-def many_segments(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store with one recording of at least SEGMENTS sealed segments, recorded once."""
-    root = tmp_path_factory.mktemp("dock-recorded")
-    record_segments(write_device_config(root / "device.toml", root / "store"), SEGMENTS)
-    return root / "store"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def device(tmp_path: Path, many_segments: Path, pki: Pki) -> Docked:
-    with docked_device(tmp_path, many_segments, pki) as docked:
-        yield docked
-
-
-def _segments(store: Path) -> list[dict[str, Any]]:
-    return [r for r in read_bodies(store / "chain.jsonl") if r["type"] == "segment_sealed"]
 
 
 async def _request(device: Docked, method: str, path: str, link: str = "dock",
@@ -78,7 +62,7 @@ def request(device: Docked, method: str, path: str, **kwargs: Any) -> tuple[int,
 
 def test_full_pull_verifies_and_takes_custody(device: Docked, tmp_path: Path) -> None:
     out = tmp_path / "evidence"
-    sealed = _segments(device.store)
+    sealed = sealed_segments(device.store)
     assert len(sealed) >= SEGMENTS
 
     result = device.pull(out)
@@ -111,11 +95,11 @@ def test_full_pull_verifies_and_takes_custody(device: Docked, tmp_path: Path) ->
     assert again.ok and again.fetched == [] and again.custody_seq > custody["seq"]
 
 
-def test_purge_frees_space_and_both_copies_still_verify(tmp_path: Path, many_segments: Path,
-                                                       pki: Pki, tools: Path) -> None:  # noqa: F811
+def test_purge_frees_space_and_both_copies_still_verify(tmp_path: Path, recorded: Path,
+                                                       dock_pki: Pki, tools: Path) -> None:  # noqa: F811
     # A threshold no disk meets: "space needed" at once, so everything in custody goes.
-    with docked_device(tmp_path, many_segments, pki, purge_free_below_mb=10**9) as device:
-        sealed = _segments(device.store)
+    with docked_device(tmp_path, recorded, dock_pki, purge_free_below_mb=10**9) as device:
+        sealed = sealed_segments(device.store)
         before = sum(p.stat().st_size for p in (device.store / "sealed").iterdir())
 
         result = device.pull(tmp_path / "dock-a")
@@ -153,14 +137,14 @@ def _report(device: Docked, evidence: Path, **change: Any) -> dict[str, Any]:
     nonce = json.loads(body)["nonce"]
     held = [{"seq": r["seq"], "sha256": r["payload"]["sha256"],
              "proof": file_proof(evidence / r["payload"]["file"], nonce)}
-            for r in _segments(evidence)]
+            for r in sealed_segments(evidence)]
     return {"report_id": str(uuid.uuid4()), "nonce": nonce,
             "operator": "operator Li", "head": copy.head, "segments": held, **change}
 
 
 def test_custody_refused_for_wrong_unknown_partial_malformed_replayed(
-        tmp_path: Path, many_segments: Path, pki: Pki) -> None:
-    with docked_device(tmp_path, many_segments, pki, purge_policy="after_custody") as device:
+        tmp_path: Path, recorded: Path, dock_pki: Pki) -> None:
+    with docked_device(tmp_path, recorded, dock_pki, purge_policy="after_custody") as device:
         pulled = device.pull(tmp_path / "dock", custody=False)
         assert pulled.ok is False and pulled.problem is None and pulled.verify.ok
         evidence = tmp_path / "dock" / "TEST-0001"
@@ -239,7 +223,7 @@ def test_clients_without_a_dock_certificate_are_refused(device: Docked, client: 
 
 
 def test_traversal_and_malformed_sequence_numbers_are_refused(device: Docked) -> None:
-    segment = _segments(device.store)[0]["seq"]
+    segment = sealed_segments(device.store)[0]["seq"]
     assert request(device, "GET", f"/v1/sealed/{segment}")[0] == 200
     for path in ("/v1/sealed/..%2Fkeys%2Fdevice.key", "/v1/sealed/%2E%2E%2Fchain.jsonl",
                  "/v1/sealed/../keys/device.key", "/v1/sealed/..%2F..%2F..%2Fetc%2Fpasswd",
@@ -265,7 +249,7 @@ def _raw_exchange(device: Docked, request: bytes) -> tuple[int, dict[str, str], 
 
 
 def test_malformed_http_gets_a_json_refusal_and_never_a_5xx(device: Docked) -> None:
-    segment = _segments(device.store)[0]
+    segment = sealed_segments(device.store)[0]
     size = segment["payload"]["size"]
     cases = [
         (b"NONSENSE\r\n\r\n", 400),
@@ -304,7 +288,7 @@ def test_a_stalled_client_holds_up_no_dock(device: Docked) -> None:
         raw = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=10))
         half = stack.enter_context(device.link().context().wrap_socket(raw))
         half.sendall(b"POST /v1/custody HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
-        segment = _segments(device.store)[0]
+        segment = sealed_segments(device.store)[0]
         data = (device.store / segment["payload"]["file"]).read_bytes()
         assert request(device, "GET", f"/v1/sealed/{segment['seq']}",
                        timeout=aiohttp.ClientTimeout(total=10)) == (200, data)
@@ -342,7 +326,7 @@ def test_a_dock_that_stops_reading_is_cut_when_its_time_runs_out(
     the send times out: requests for 32 MiB, pipelined on one connection, fill every
     buffer between the two, and the device gives up after IDLE_S."""
     monkeypatch.setattr(tls_http, "IDLE_S", 1)
-    segment = _segments(device.store)[0]
+    segment = sealed_segments(device.store)[0]
     get = f"GET /v1/sealed/{segment['seq']} HTTP/1.1\r\n\r\n".encode()
     raw = socket.create_connection(("127.0.0.1", device.daemon.offload.port), timeout=10)
     with caplog.at_level("INFO", logger="agent.device.offload.tls_http"), \
@@ -357,7 +341,7 @@ def test_a_dock_that_stops_reading_is_cut_when_its_time_runs_out(
 def test_sealed_files_come_only_from_the_device_key_the_session_checked(
         device: Docked, tmp_path: Path) -> None:
     link = device.link()
-    record = _segments(device.store)[0]
+    record = sealed_segments(device.store)[0]
     url = f"{device.url}/v1/sealed/{record['seq']}"
     served = ssl.get_server_certificate(("127.0.0.1", device.daemon.offload.port))
     right = BulkLink(link.cert, link.key, link.device_ca,
@@ -419,7 +403,7 @@ class _CuttingProxy:
 
 def test_resume_after_a_cut_connection(device: Docked, tmp_path: Path,
                                        caplog: pytest.LogCaptureFixture) -> None:
-    sizes = [r["payload"]["size"] for r in _segments(device.store)]
+    sizes = [r["payload"]["size"] for r in sealed_segments(device.store)]
     # One connection for the API calls, then one for the sealed files, one after the
     # other (TLS adds well under 1 % to them): cut it half way through the fourth.
     proxy = _CuttingProxy(device.daemon.offload.port, cut_connection=2,
@@ -444,13 +428,13 @@ def test_resume_after_a_cut_connection(device: Docked, tmp_path: Path,
 
 def test_a_partial_file_from_an_earlier_pull_is_resumed_and_checked(device: Docked,
                                                                      tmp_path: Path) -> None:
-    segment = _segments(device.store)[2]
+    segment = sealed_segments(device.store)[2]
     name = Path(segment["payload"]["file"]).name
     data = (device.store / segment["payload"]["file"]).read_bytes()
     partial = tmp_path / "dock" / "TEST-0001" / "partial"
     partial.mkdir(parents=True)
     (partial / f"{name}.part").write_bytes(data[: len(data) // 2])
-    whole = _segments(device.store)[3]["payload"]["file"]  # complete, cut before its rename
+    whole = sealed_segments(device.store)[3]["payload"]["file"]  # complete, cut before its rename
     (partial / f"{Path(whole).name}.part").write_bytes((device.store / whole).read_bytes())
     result = device.pull(tmp_path / "dock")
     assert result.ok, result.problem
@@ -460,7 +444,7 @@ def test_a_partial_file_from_an_earlier_pull_is_resumed_and_checked(device: Dock
     # Bytes that are not the device's in a partial file: caught by the hash, no custody.
     # (A resume keeps whole 4 KiB blocks only, the dock writes with O_DIRECT: three of them.)
     custody = len(device.records("custody"))
-    later = _segments(device.store)[-1]
+    later = sealed_segments(device.store)[-1]
     assert later["payload"]["size"] > 3 * ALIGN
     (tmp_path / "dock2" / "TEST-0001" / "partial").mkdir(parents=True)
     (tmp_path / "dock2" / "TEST-0001" / "partial" /
@@ -472,9 +456,9 @@ def test_a_partial_file_from_an_earlier_pull_is_resumed_and_checked(device: Dock
 
 @pytest.mark.parametrize("damage", ["segment", "record"])
 def test_a_broken_chain_is_reported_and_nothing_acknowledged(
-        tmp_path: Path, many_segments: Path, pki: Pki, damage: str) -> None:
-    broken = copy_store(many_segments, tmp_path / "broken")
-    segment = _segments(broken)[4]
+        tmp_path: Path, recorded: Path, dock_pki: Pki, damage: str) -> None:
+    broken = copy_store(recorded, tmp_path / "broken")
+    segment = sealed_segments(broken)[4]
     if damage == "segment":
         path = broken / segment["payload"]["file"]
         path.chmod(0o644)
@@ -484,7 +468,7 @@ def test_a_broken_chain_is_reported_and_nothing_acknowledged(
     else:
         chain = broken / "chain.jsonl"
         chain.write_bytes(chain.read_bytes().replace(b'"index":3,', b'"index":9,', 1))
-    with docked_device(tmp_path / "docked", broken, pki) as device:
+    with docked_device(tmp_path / "docked", broken, dock_pki) as device:
         result = device.pull(tmp_path / "dock")
         assert not result.ok and result.problem and result.custody_seq is None
         assert ("sha256" in result.problem) if damage == "segment" else \
@@ -525,9 +509,9 @@ def test_officer_issue_and_return_and_the_clock_from_the_dock(device: Docked) ->
     assert verify_store(device.store).ok
 
 
-def test_export_overdue_alarm_until_the_dock_takes_custody(tmp_path: Path, many_segments: Path,
-                                                          pki: Pki) -> None:
-    with docked_device(tmp_path, many_segments, pki,
+def test_export_overdue_alarm_until_the_dock_takes_custody(tmp_path: Path, recorded: Path,
+                                                          dock_pki: Pki) -> None:
+    with docked_device(tmp_path, recorded, dock_pki,
                        device={"export_deadline_hours": 0.0001, "check_interval": 0.1}) as device:
         wait_for(lambda: device.records("alarm"), timeout=20, what="the export alarm")
         (raised,) = device.records("alarm")
@@ -549,7 +533,7 @@ def _append(store: Path, type_: str, payload: dict[str, Any]) -> None:
 
 def test_the_verifier_accepts_a_missing_file_only_under_a_purge_after_custody(
         store_copy: Path) -> None:
-    first, second = _segments(store_copy)[:2]
+    first, second = sealed_segments(store_copy)[:2]
     held = [{"seq": r["seq"], "file": r["payload"]["file"], "sha256": r["payload"]["sha256"],
              "size": r["payload"]["size"]} for r in (first, second)]
     (store_copy / second["payload"]["file"]).unlink()
@@ -577,7 +561,7 @@ def test_the_verifier_accepts_a_missing_file_only_under_a_purge_after_custody(
 
 
 def test_ranges_of_a_sealed_file(device: Docked) -> None:
-    segment = _segments(device.store)[0]
+    segment = sealed_segments(device.store)[0]
     data = (device.store / segment["payload"]["file"]).read_bytes()
     path = f"/v1/sealed/{segment['seq']}"
     assert request(device, "GET", path) == (200, data)

@@ -10,29 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from yarl import URL
 
 from agent.evidence.chain import SEALED_FILE_TYPES, record_hash, split_line
 from agent.evidence.possession import file_proof
 from agent.evidence.verify import verify_store
-from tests.support.device import record_segments, wait_for, write_device_config
+from tests.support.device import wait_for
 from tests.support.dockside import Docked, docked_device, snapshot
-from tests.support.pki import Pki, make_pki
+from tests.support.pki import Pki
 
 SEGMENTS = 6
-
-
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("custody-recorded")
-    record_segments(write_device_config(root / "device.toml", root / "store"), SEGMENTS)
-    return root / "store"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 async def _request(device: Docked, method: str, path: str, link: str,
@@ -70,11 +57,11 @@ def _sealed_records(chain: bytes) -> list[dict[str, Any]]:
 
 
 def test_a_report_from_the_public_chain_alone_takes_nothing_and_the_real_pull_does(
-        tmp_path: Path, recorded: Path, pki: Pki) -> None:
+        tmp_path: Path, recorded: Path, dock_pki: Pki) -> None:
     """The attack of issue 18 item 1: a valid dock certificate, not one byte of footage
     downloaded, the hashes read off GET /v1/chain. Nothing may be sealed or purged, and the
     export alarm stays up; then the project's own pull takes custody and purges as before."""
-    with docked_device(tmp_path, recorded, pki, purge_policy="after_custody",
+    with docked_device(tmp_path, recorded, dock_pki, purge_policy="after_custody",
                        device={"export_deadline_hours": 0.0001, "check_interval": 0.1}) as device:
         wait_for(lambda: device.records("alarm"), timeout=20, what="the export alarm")
         files = snapshot(device.store)
@@ -118,8 +105,8 @@ def test_a_report_from_the_public_chain_alone_takes_nothing_and_the_real_pull_do
 
 
 def test_a_proof_over_altered_bytes_is_refused(tmp_path: Path, recorded: Path,
-                                               pki: Pki) -> None:
-    with docked_device(tmp_path, recorded, pki, purge_policy="after_custody") as device:
+                                               dock_pki: Pki) -> None:
+    with docked_device(tmp_path, recorded, dock_pki, purge_policy="after_custody") as device:
         pulled = device.pull(tmp_path / "dock", custody=False)
         assert pulled.verify.ok and pulled.custody_seq is None
         evidence = tmp_path / "dock" / "TEST-0001"
@@ -148,9 +135,9 @@ def test_a_proof_over_altered_bytes_is_refused(tmp_path: Path, recorded: Path,
 
 
 def test_a_nonce_serves_only_the_dock_that_asked_for_it(tmp_path: Path, recorded: Path,
-                                                        pki: Pki) -> None:
+                                                        dock_pki: Pki) -> None:
     """Dock B can neither spend dock A's nonce nor, by asking for many, evict it."""
-    with docked_device(tmp_path, recorded, pki) as device:
+    with docked_device(tmp_path, recorded, dock_pki) as device:
         pulled = device.pull(tmp_path / "dock", custody=False)
         assert pulled.verify.ok
         evidence = tmp_path / "dock" / "TEST-0001"

@@ -18,7 +18,6 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,30 +25,12 @@ import pytest
 from agent.device.offload import tls_http
 from agent.device.state import State
 from agent.evidence.chain import read_bodies
-from tests.support.device import record_segments, wait_for, write_device_config
+from tests.support.device import wait_for
 from tests.support.dockside import Docked, docked_device
-from tests.support.pki import Pki, make_pki
+from tests.support.pki import Pki
 
 # The first bytes of a TLS record holding a 512-byte ClientHello: a handshake begun.
 HELLO_START = bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03])
-
-
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("limits-recorded")
-    record_segments(write_device_config(root / "device.toml", root / "store"), 4)
-    return root / "store"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def device(tmp_path: Path, recorded: Path, pki: Pki) -> Iterator[Docked]:
-    with docked_device(tmp_path, recorded, pki) as docked:
-        yield docked
 
 
 def _connect(port: int, source: str) -> socket.socket:
@@ -214,12 +195,12 @@ def _custody_flood(claims: int) -> tuple[bytes, bytes]:
 
 
 def test_a_flood_of_large_custody_reports_costs_the_recording_no_frame(
-        tmp_path: Path, recorded: Path, pki: Pki) -> None:
+        tmp_path: Path, recorded: Path, dock_pki: Pki) -> None:
     """16 docks at once send custody reports of 32 MiB for as long as a recording runs:
     each is refused, and the recording loses no frame, is not interrupted, and every
     frame its record_stop counts was written."""
     head, body = _custody_flood(32 * 2**20 // 100)
-    with docked_device(tmp_path, recorded, pki, {"realtime": "true"}) as device:
+    with docked_device(tmp_path, recorded, dock_pki, {"realtime": "true"}) as device:
         daemon = device.daemon
         stop, refused = threading.Event(), []
 

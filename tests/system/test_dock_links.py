@@ -22,33 +22,8 @@ from yarl import URL
 
 from agent.device.offload import sealed
 from agent.dock.pull import DockError
-from agent.evidence.chain import read_bodies
 from agent.evidence.keys import PRIVATE_NAME
-from tests.support.device import record_segments, write_device_config
-from tests.support.dockside import Docked, docked_device, snapshot
-from tests.support.pki import Pki, make_pki
-
-
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("links-recorded")
-    record_segments(write_device_config(root / "device.toml", root / "store"), 4)
-    return root / "store"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("links-pki"))
-
-
-@pytest.fixture
-def device(tmp_path: Path, recorded: Path, pki: Pki) -> Docked:
-    with docked_device(tmp_path, recorded, pki) as docked:
-        yield docked
-
-
-def _segments(store: Path) -> list[dict[str, Any]]:
-    return [r for r in read_bodies(store / "chain.jsonl") if r["type"] == "segment_sealed"]
+from tests.support.dockside import Docked, sealed_segments, snapshot
 
 
 def _get(device: Docked, path: str) -> tuple[int, bytes]:
@@ -71,7 +46,7 @@ def test_links_in_sealed_are_neither_served_nor_listed_and_real_files_still_pull
     monkeypatch.setattr(sealed, "_refusals", sealed._Throttled())  # this test's own window
     key = device.store / "keys" / PRIVATE_NAME
     secret = key.read_bytes()
-    segments = _segments(device.store)
+    segments = sealed_segments(device.store)
     by_symlink, by_hard_link, by_fifo = segments[1], segments[2], segments[3]
     planted = {Path(r["payload"]["file"]).name for r in (by_symlink, by_hard_link, by_fifo)}
     real = {name: digest for name, digest in snapshot(device.store).items()
@@ -106,7 +81,7 @@ def test_links_in_sealed_are_neither_served_nor_listed_and_real_files_still_pull
 
 def test_bytes_that_do_not_match_the_chain_are_kept_owner_only(device: Docked,
                                                                tmp_path: Path) -> None:
-    segment = _segments(device.store)[1]
+    segment = sealed_segments(device.store)[1]
     served = device.store / segment["payload"]["file"]
     _replace(served, lambda p: p.write_bytes(b"not what the chain seals\n" * 100))
 
@@ -124,7 +99,7 @@ def test_bytes_that_do_not_match_the_chain_are_kept_owner_only(device: Docked,
                                    "symlink chain", "symlink manifest", "symlink sealed"])
 def test_a_link_planted_in_the_evidence_folder_is_never_followed(
         device: Docked, tmp_path: Path, plant: str) -> None:
-    segment = _segments(device.store)[1]
+    segment = sealed_segments(device.store)[1]
     name = Path(segment["payload"]["file"]).name
     folder = tmp_path / "evidence" / "TEST-0001"
     for sub in ("sealed", "partial", "receipts"):
