@@ -112,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
                                "(with the daemon stopped)")
     keys.add_argument("action", choices=["show", "request", "enroll", "rotate", "retire"])
     keys.add_argument("--cert", type=Path, help="enroll: the agency-signed device certificate")
-    keys.add_argument("--dock-ca", type=Path, help="enroll: the dock CA certificate")
+    keys.add_argument("--dock-ca", type=Path, help="enroll: the dock CA certificate(s)")
+    keys.add_argument("--device-ca", type=Path,
+                      help="enroll: the device CA that issued --cert (installed and sealed)")
     keys.add_argument("--recipients", type=Path,
                       help="enroll: the agency's age recipients, one age1… per line")
     keys.add_argument("--reason", default="", help="rotate, retire: why (sealed)")
@@ -227,8 +229,8 @@ def _keys(args: argparse.Namespace) -> int:
     if args.action == "show":
         enrolled = enrollment.enrolled_certificate(store.keys, key)
         print(f"{described}, {'enrolled' if enrolled else 'not enrolled'}")
-        for name in ("device.pub", "current.pub", "device.csr", "device.crt", "dock-ca.pem",
-                     "recipients.txt"):
+        for name in ("device.pub", "current.pub", "device.csr", "device.crt", "device-ca.pem",
+                     "dock-ca.pem", "recipients.txt"):
             path = store.keys / name
             print(f"  {path}: {'present' if path.exists() else 'absent'}")
         return 0
@@ -241,9 +243,11 @@ def _keys(args: argparse.Namespace) -> int:
                   open_clock(config.clock).state, current_boot_id())
     try:
         if args.action == "enroll":
-            record = enrollment.enroll(store.keys, chain, key, config.device.id,
-                                       args.cert.read_bytes(), args.dock_ca.read_bytes(),
-                                       args.recipients.read_text())
+            handed = enrollment.Handed(
+                args.cert.read_bytes(), args.recipients.read_text(), args.dock_ca.read_bytes(),
+                args.device_ca.read_bytes() if args.device_ca else None)
+            record = enrollment.enroll(store.keys, chain, key, config.device.id, handed,
+                                       config.dock.path(store.root, config.dock.dock_ca))
         elif args.action == "rotate":
             record = enrollment.rotate(store.keys, chain, key, config.device.id, args.reason)
         else:

@@ -91,6 +91,23 @@ def make_ca(common_name: str, days: int = 3650) -> Issued:
     return Issued(cert, key)
 
 
+def handover(old: Issued, new: x509.Certificate, days: int = 90) -> x509.Certificate:
+    """A CA's successor, vouched for by the CA a device trusts now: a CA certificate with
+    the new CA's subject and key, issued by the old one (a cross-certificate). A device
+    installs a new dock or device CA over the dock link only with one of these
+    (agent/device/anchors.py)."""
+    start, end = _validity(days, expired=False)
+    constraints = new.extensions.get_extension_for_class(x509.BasicConstraints).value
+    return (x509.CertificateBuilder()
+            .subject_name(new.subject).issuer_name(old.certificate.subject)
+            .public_key(new.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(start).not_valid_after(end)
+            .add_extension(constraints, critical=True)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                old.key.public_key()), critical=False)
+            .sign(old.key, _digest(old)))
+
+
 def issue(ca: Issued, common_name: str, *, days: int = 825, expired: bool = False) -> Issued:
     """A dock's client certificate, with a new key."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -133,7 +150,6 @@ def self_signed(key: Ed25519PrivateKey, common_name: str, days: int = 825) -> x5
 def _leaf(ca: Issued, subject: x509.Name, public_key: CertificatePublicKeyTypes,
           usages: list[x509.ObjectIdentifier], days: int, expired: bool) -> x509.Certificate:
     start, end = _validity(days, expired)
-    digest = None if isinstance(ca.key, Ed25519PrivateKey | Ed448PrivateKey) else hashes.SHA256()
     return (x509.CertificateBuilder()
             .subject_name(subject).issuer_name(ca.certificate.subject)
             .public_key(public_key).serial_number(x509.random_serial_number())
@@ -142,7 +158,12 @@ def _leaf(ca: Issued, subject: x509.Name, public_key: CertificatePublicKeyTypes,
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 ca.key.public_key()), critical=False)
-            .sign(ca.key, digest))
+            .sign(ca.key, _digest(ca)))
+
+
+def _digest(ca: Issued) -> hashes.SHA256 | None:
+    """Ed25519 and Ed448 sign without a separate digest; the rest with SHA-256."""
+    return None if isinstance(ca.key, Ed25519PrivateKey | Ed448PrivateKey) else hashes.SHA256()
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@
 - `request`: the signing key (created if need be) and a certificate request for it,
   keys/device.csr, which the agency's CA signs;
 - `enroll`: installs the agency-signed device certificate (it must be for this
-  device's key and id), the dock CA, and the agency's age recipients; sealed as
-  `enrollment`. Locally (`bodycam keys enroll`) or over the dock link (`bodycam dock
-  enroll`, POST /v1/enrollment), where the record also names the dock and operator;
+  device's key and id), the device CA that issued it, the dock CA, and the agency's age
+  recipients; sealed as `enrollment`, naming every anchor installed. Locally (`bodycam
+  keys enroll`) or over the dock link (`bodycam dock enroll`, POST /v1/enrollment), where
+  the record also names the dock and operator, and a new anchor needs a handover from an
+  installed one (anchors.py);
 - `rotate`: a new signing key; the `key_rotation` record, signed by the old key,
   names the new one, so the chain carries trust across (a new request is written);
 - `retire`: a `retirement` record, then the signing key is destroyed; the daemon
@@ -23,15 +25,16 @@ import base64
 import hashlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
+from agent.device import anchors
 from agent.durable import fsync_dir
 from agent.evidence.age import AgeError, parse_recipient, recipient_fingerprint
 from agent.evidence.chain import Chain, utc_iso
@@ -51,7 +54,7 @@ log = logging.getLogger(__name__)
 
 CSR_NAME = "device.csr"
 CERT_NAME = "device.crt"
-DOCK_CA_NAME = "dock-ca.pem"
+DEVICE_CA_NAME = "device-ca.pem"  # the CA that issued device.crt, installed at enrollment
 BOOTSTRAP_NAME = "bootstrap.crt"  # self-signed, for the signing key, until enrollment
 
 
@@ -114,16 +117,29 @@ def tls_certificate(keys_dir: Path, key: Ed25519PrivateKey, device_id: str) -> t
     return path, False
 
 
+@dataclass(frozen=True)
+class Handed:
+    """What is handed over to enroll the device (PEM, as the dock or the console reads it):
+    `dock_ca` absent keeps the bundle installed; `device_ca`, the CA that issued
+    `certificate`, is checked and installed when given (a dock always gives it);
+    `handover`: the certificates that vouch for anchors not installed now (anchors.py)."""
+
+    certificate: bytes
+    recipients: str
+    dock_ca: bytes | None = None
+    device_ca: bytes | None = None
+    handover: bytes | None = None
+
+
 def enroll(keys_dir: Path, chain: Chain, key: Ed25519PrivateKey, device_id: str,
-           cert_pem: bytes, dock_ca_pem: bytes, recipients_text: str,
-           context: dict[str, Any] | None = None, dock: bytes | None = None) -> dict[str, Any]:
-    """Check and install what the dock hands over, then seal the enrollment; `context`
-    (the dock and operator, over the dock link) goes into the record too. `dock`: the
-    enrolling dock's certificate (DER), which the new dock CA must admit."""
-    cert = _load_cert(cert_pem, "the device certificate")
-    dock_ca = _load_cert(dock_ca_pem, "the dock CA certificate")
-    if dock is not None:
-        _check_admits(dock_ca_pem, x509.load_der_x509_certificate(dock))
+           handed: Handed, dock_ca_path: Path, context: dict[str, Any] | None = None,
+           dock: bytes | None = None) -> dict[str, Any]:
+    """Check and install what is handed over, then seal the enrollment; `dock_ca_path`: where
+    the dock CA is (`[dock] dock_ca`); `context` (the dock and operator, over the dock
+    link) goes into the record too. `dock`: the enrolling
+    dock's certificate (DER); given, the enrollment came over the dock link, so every new
+    anchor needs a handover and the new dock CA must admit that dock."""
+    cert = _load_cert(handed.certificate, "the device certificate")
     if not _same_key(cert.public_key(), key):
         raise KeyMaterialError("the device certificate is not for this device's key "
                                f"(key {fingerprint(key.public_key())[:16]}…)")
@@ -132,8 +148,68 @@ def enroll(keys_dir: Path, chain: Chain, key: Ed25519PrivateKey, device_id: str,
         raise KeyMaterialError(f"the device certificate is for CN={names}, this device is "
                                f"{device_id!r}")
     _check_usage(cert)
+    recipients = _recipients(handed.recipients)
+    dock_cas = anchors.installed(dock_ca_path)
+    new_dock_cas = dock_cas if handed.dock_ca is None else \
+        anchors.load_bundle(handed.dock_ca, "the dock CA")
+    device_cas = anchors.installed(keys_dir / DEVICE_CA_NAME)
+    new_device_cas = None if handed.device_ca is None else \
+        anchors.load_bundle(handed.device_ca, "the device CA")
+    handovers = []
+    if new_device_cas is not None and \
+            not any(anchors.issued_by(cert, ca) for ca in new_device_cas):
+        raise KeyMaterialError(f"the device certificate (issued by "
+                               f"{cert.issuer.rfc4514_string()}) was not issued by the device "
+                               "CA handed over")
+    if dock is not None:
+        enrolling = x509.load_der_x509_certificate(dock)
+        if not any(anchors.issued_by(enrolling, ca) for ca in new_dock_cas):
+            raise KeyMaterialError(
+                f"the dock CA handed over did not issue the dock enrolling "
+                f"({enrolling.subject.rfc4514_string()}, issued by "
+                f"{enrolling.issuer.rfc4514_string()}): it would lock the docks out")
+        proofs = anchors.load_bundle(handed.handover, "the handover") if handed.handover \
+            else []
+        handovers += anchors.check_handover(dock_cas, new_dock_cas, proofs, "dock CA")
+        if new_device_cas is None:
+            raise KeyMaterialError("over the dock link the device CA that issued the "
+                                   "certificate must be handed over too")
+        current = _current_device_cas(keys_dir, key, device_cas, new_device_cas)
+        if current is not None:
+            handovers += anchors.check_handover(current, new_device_cas, proofs, "device CA")
+    installs = [(keys_dir / CERT_NAME, handed.certificate),
+                (keys_dir / RECIPIENTS_NAME, handed.recipients.encode()),
+                (dock_ca_path, anchors.bundle_pem(new_dock_cas))]
+    if new_device_cas is not None:
+        installs.append((keys_dir / DEVICE_CA_NAME, anchors.bundle_pem(new_device_cas)))
+    for path, data in installs:
+        _install(path, data, mode=0o644)  # public: certificates, public keys
+    return chain.append("enrollment", {
+        "device_certificate": describe(cert),
+        "dock_ca": [describe(ca) for ca in new_dock_cas],
+        "device_ca": [describe(ca) for ca in new_device_cas or device_cas],
+        "handover": [h.as_record() for h in handovers],
+        "recipients": sorted(recipient_fingerprint(r) for r in recipients),
+        **(context or {}),
+    })
+
+
+def _current_device_cas(keys_dir: Path, key: Ed25519PrivateKey,
+                        installed: list[x509.Certificate],
+                        new: list[x509.Certificate]) -> list[x509.Certificate] | None:
+    """The device CA an enrollment over the dock link must stay under: the one installed;
+    for a device enrolled before device CAs were installed, whichever of the new ones
+    issued its certificate; None on a first enrollment (and after a key rotation on such a
+    device), which rests on the enrolling dock and the operator's pin alone."""
+    if installed:
+        return installed
+    held = enrolled_certificate(keys_dir, key)
+    return None if held is None else [ca for ca in new if anchors.issued_by(held, ca)]
+
+
+def _recipients(text: str) -> list[Any]:
     recipients = []
-    for number, line in enumerate(recipients_text.splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if line.strip() and not line.startswith("#"):
             try:
                 recipients.append(parse_recipient(line))
@@ -141,15 +217,7 @@ def enroll(keys_dir: Path, chain: Chain, key: Ed25519PrivateKey, device_id: str,
                 raise KeyMaterialError(f"recipients line {number}: {exc}") from None
     if not recipients:
         raise KeyMaterialError("enrollment needs at least one agency recipient (age1…)")
-    for name, data in ((CERT_NAME, cert_pem), (DOCK_CA_NAME, dock_ca_pem),
-                       (RECIPIENTS_NAME, recipients_text.encode())):
-        _install(keys_dir / name, data, mode=0o644)  # public: certificates, public keys
-    return chain.append("enrollment", {
-        "device_certificate": describe(cert),
-        "dock_ca": describe(dock_ca),
-        "recipients": sorted(recipient_fingerprint(r) for r in recipients),
-        **(context or {}),
-    })
+    return recipients
 
 
 def rotate(keys_dir: Path, chain: Chain, old: Ed25519PrivateKey, device_id: str,
@@ -208,21 +276,6 @@ def _check_usage(cert: x509.Certificate) -> None:
     if missing:
         raise KeyMaterialError(f"the device certificate's extended key usage lacks "
                                f"{' and '.join(missing)}")
-
-
-def _check_admits(dock_ca_pem: bytes, dock: x509.Certificate) -> None:
-    """A dock CA that did not issue the dock installing it would lock every dock out: the
-    device could then only be enrolled again by hand. (A CA rotation hands over a bundle of
-    the old and the new CA.)"""
-    for ca in x509.load_pem_x509_certificates(dock_ca_pem):
-        try:
-            dock.verify_directly_issued_by(ca)
-            return
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-    raise KeyMaterialError(f"the dock CA handed over did not issue the dock enrolling "
-                           f"({dock.subject.rfc4514_string()}, issued by "
-                           f"{dock.issuer.rfc4514_string()}): it would lock the docks out")
 
 
 def _load_cert(pem: bytes, what: str) -> x509.Certificate:

@@ -43,6 +43,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         "the device keeps the one that let this dock in)")
     enroll.add_argument("--replace", action="store_true",
                         help="enroll a device that is already enrolled (a renewal)")
+    enroll.add_argument("--handover", type=Path,
+                        help="handover certificates (PEM) for a dock or device CA the device "
+                             "does not hold yet, each issued by one it holds")
     enroll.set_defaults(func=_enroll)
 
     pull_ = actions.add_parser("pull", parents=[link],
@@ -115,11 +118,12 @@ def _enroll(args: argparse.Namespace) -> int:
     try:
         recipients = args.recipients.read_text()
         dock_ca = args.dock_ca.read_bytes() if args.dock_ca else None
+        handover = args.handover.read_bytes() if args.handover else None
         device_ca = load_device_ca(args.ca, args.device_ca_key)
     except (OSError, DockError) as exc:
         raise SystemExit(f"bodycam dock: {exc}") from exc
     done = _run(enroll(args.device, _link(args), device_ca, args.expect_key, recipients,
-                       args.operator, dock_ca, args.replace))
+                       args.operator, dock_ca, args.replace, handover))
     certificate = done.certificate
     print(f"{done.device}: enrolled, sealed as record {done.seq}; certificate sha256 "
           f"{certificate['sha256']}, valid until {certificate['not_after']}; the device now "

@@ -65,8 +65,10 @@ def _can_issue(key: object) -> TypeGuard[CertificateIssuerPrivateKeyTypes]:
 
 async def enroll(url: str, link: DockLink, device_ca: Issued, expect_key: str,
                  recipients: str, operator: str, dock_ca: bytes | None = None,
-                 replace: bool = False) -> Enrolled:
-    """Pin, certify, hand over, and check the device now presents what was issued."""
+                 replace: bool = False, handover: bytes | None = None) -> Enrolled:
+    """Pin, certify, hand over, and check the device now presents what was issued.
+    `handover`: the certificates vouching for a dock or device CA the device does not
+    hold yet (a CA rotation; docs/docking.md, "Trust anchors")."""
     expected = expect_key.strip().lower()
     if not _FINGERPRINT.fullmatch(expected):
         raise DockError(f"--expect-key {expect_key!r}: not a key fingerprint (64 hex digits, "
@@ -81,9 +83,11 @@ async def enroll(url: str, link: DockLink, device_ca: Issued, expect_key: str,
         except ValueError as exc:
             raise DockError(f"certificate request of {asked.get('device')!r}: {exc}") from exc
         body = {"certificate": issued.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+                "device_ca": device_ca.cert_pem.decode("ascii"),
                 "recipients": recipients, "operator": operator, "replace": replace}
-        if dock_ca is not None:
-            body["dock_ca"] = dock_ca.decode("ascii")
+        for field, pem in (("dock_ca", dock_ca), ("handover", handover)):
+            if pem is not None:
+                body[field] = pem.decode("ascii")
         async with session.post(f"{API}/enrollment", json=body) as response:
             answer = await read_json(response, "enrollment")
     device = str(pinned.check.device_id)

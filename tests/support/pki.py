@@ -26,6 +26,7 @@ DEVICE_ID = "TEST-0001"
 class Pki:
     folder: Path
     device_ca: Issued
+    dock_ca: Issued
 
     def pem(self, name: str) -> Path:
         return self.folder / name
@@ -56,4 +57,4 @@ def make_pki(folder: Path) -> Pki:
     issue(dock_ca, "DOCK-B").write(folder / "dock-b.crt", folder / "dock-b.key")
     issue(dock_ca, "DOCK-OLD", expired=True).write(folder / "expired.crt", folder / "expired.key")
     issue(rogue_ca, "DOCK-ROGUE").write(folder / "rogue.crt", folder / "rogue.key")
-    return Pki(folder, device_ca)
+    return Pki(folder, device_ca, dock_ca)

@@ -25,7 +25,7 @@ from agent.dock.pull import DockError, DockLink
 from agent.evidence.age import recipient_string
 from agent.evidence.chain import read_bodies
 from agent.evidence.verify import verify_store
-from agent.pki import certify_device, device_request, issue, make_ca
+from agent.pki import certify_device, device_request, handover, issue, make_ca
 from tests.support.device import BODYCAM, running_daemon, spawn_daemon, wait_for
 from tests.support.dockside import dock_config
 from tests.support.mosquitto import Brokers, Subscriber, brokers, free_port, mqtt_section  # noqa: F401
@@ -162,6 +162,7 @@ def test_enrollment_mode_serves_only_enrollment_and_refuses_a_wrong_certificate(
                 serialization.Encoding.PEM).decode()
 
         good = {"certificate": certificate(daemon.key, DEVICE_ID),
+                "device_ca": pki.pem("device-ca.pem").read_text(),
                 "recipients": pki.pem("recipients.txt").read_text(), "operator": "Li"}
         refusals = {
             "not for this device's key": {**good, "certificate": certificate(
@@ -169,6 +170,9 @@ def test_enrollment_mode_serves_only_enrollment_and_refuses_a_wrong_certificate(
             "is for CN=['TEST-9999']": {**good, "certificate": certificate(daemon.key,
                                                                            "TEST-9999")},
             "not a PEM certificate": {**good, "certificate": "-----BEGIN CERTIFICATE-----"},
+            "not issued by the device CA handed over": {
+                **good, "device_ca": make_ca("another device CA").cert_pem.decode()},
+            "device_ca: Field required": {k: v for k, v in good.items() if k != "device_ca"},
             "recipients line 1": {**good, "recipients": "age1notarecipient\n"},
             "operator: Field required": {k: v for k, v in good.items() if k != "operator"},
             "replace: Input should be a valid boolean": {**good, "replace": "yes"},
@@ -182,14 +186,21 @@ def test_enrollment_mode_serves_only_enrollment_and_refuses_a_wrong_certificate(
 
 def test_an_enrollment_installing_a_new_dock_ca_is_served_without_a_restart(
         tmp_path: Path, pki: Pki) -> None:
+    """A dock CA the device does not hold is installed only with a handover from the one it
+    holds (issue 18, item 4): a dock cannot slip a CA of its own into the bundle."""
     config, store, key = shipped_device(tmp_path, pki)
     new_ca = make_ca("agency dock CA 2027")
     new_ca.write(tmp_path / "dock-ca-2027.pem")
     issue(new_ca, "DOCK-2027").write(tmp_path / "dock-2027.crt", tmp_path / "dock-2027.key")
+    own_ca = make_ca("a dock's own CA")
+    issue(own_ca, "DOCK-PLANTED").write(tmp_path / "planted.crt", tmp_path / "planted.key")
     old = DockLink(pki.pem("dock.crt"), pki.pem("dock.key"), pki.pem("device-ca.pem"))
     new = DockLink(tmp_path / "dock-2027.crt", tmp_path / "dock-2027.key",
                    pki.pem("device-ca.pem"), DEVICE_ID)
+    planted = DockLink(tmp_path / "planted.crt", tmp_path / "planted.key",
+                       pki.pem("device-ca.pem"), DEVICE_ID)
     recipients = pki.pem("recipients.txt").read_text()
+    bundle = pki.pem("dock-ca.pem").read_bytes() + new_ca.cert_pem
     with running_daemon(config) as daemon:
         url = f"https://127.0.0.1:{daemon.offload.port}"
         with pytest.raises((aiohttp.ClientError, OSError)):  # the device knows only DOCK-A's CA
@@ -198,14 +209,21 @@ def test_an_enrollment_installing_a_new_dock_ca_is_served_without_a_restart(
         with pytest.raises(DockError, match="did not issue the dock enrolling"):
             asyncio.run(enroll(url, old, pki.device_ca, key, recipients, "Li",
                                new_ca.cert_pem))
+        # A CA of the dock's own beside the agency's, or a successor without a handover.
+        for sneaked in (pki.pem("dock-ca.pem").read_bytes() + own_ca.cert_pem, bundle):
+            with pytest.raises(DockError, match="no handover certificate"):
+                asyncio.run(enroll(url, old, pki.device_ca, key, recipients, "Li", sneaked))
         assert not (store / "keys" / "device.crt").exists() and not enrollments(store)
 
-        done = asyncio.run(enroll(url, old, pki.device_ca, key, recipients, "Li",
-                                  pki.pem("dock-ca.pem").read_bytes() + new_ca.cert_pem))
+        done = asyncio.run(enroll(url, old, pki.device_ca, key, recipients, "Li", bundle,
+                                  handover=handover(pki.dock_ca, new_ca.certificate)
+                                  .public_bytes(serialization.Encoding.PEM)))
 
         assert done.device == DEVICE_ID and daemon.offload.enrolled
         status, identity = asyncio.run(_call(new, f"{url}/v1/identity"))  # by the device CA
         assert status == 200 and identity["enrolled"] is True
+        with pytest.raises((aiohttp.ClientError, OSError)):  # the planted CA's docks: never
+            asyncio.run(_call(planted, f"{url}/v1/identity"))
         with pytest.raises(DockError, match="already enrolled"):
             asyncio.run(enroll(url, new, pki.device_ca, key, recipients, "Li"))
         renewed = asyncio.run(enroll(url, new, pki.device_ca, key, recipients, "Li",
@@ -213,6 +231,10 @@ def test_an_enrollment_installing_a_new_dock_ca_is_served_without_a_restart(
     (first, second) = enrollments(store)
     assert second["seq"] == renewed.seq and second["payload"]["dock"]["name"] == "DOCK-2027"
     assert second["payload"]["replaces"] == first["payload"]["device_certificate"]
+    assert [ca["subject"] for ca in first["payload"]["dock_ca"]] == \
+        ["CN=agency dock CA,O=bodycam agency", "CN=agency dock CA 2027,O=bodycam agency"]
+    assert [h["by"] for h in first["payload"]["handover"]] == \
+        [first["payload"]["dock_ca"][0]["sha256"]]
     assert verify_store(store).ok
 
 

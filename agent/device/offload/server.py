@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field, ValidationError
 from agent import __version__
 from agent.config import DockConfig
 from agent.device.enrollment import (
+    Handed,
     current_request,
     describe,
     enroll,
@@ -70,8 +71,8 @@ _SEQ = re.compile(r"[1-9][0-9]{0,15}")
 _PEM_MAX = 64 * 1024
 # The largest bodies read (docs/docking.md, "Limits"): what each request needs, no more.
 SMALL_BODY = 4 * 1024                        # an officer assignment, a clock setting
-# Three PEM fields of _PEM_MAX characters, each at most 6 bytes as JSON writes it (\uXXXX).
-ENROLLMENT_BODY = 3 * 6 * _PEM_MAX + SMALL_BODY
+# Five PEM fields of _PEM_MAX characters, each at most 6 bytes as JSON writes it (\uXXXX).
+ENROLLMENT_BODY = 5 * 6 * _PEM_MAX + SMALL_BODY
 CUSTODY_BODY = 64 * 1024                     # a custody report naming no file...
 CUSTODY_BODY_PER_FILE = 512                  # ...and this much for each file not in custody
 _ENROLLMENT_MODE = frozenset({f"{API}/identity", f"{API}/enrollment"})
@@ -94,10 +95,13 @@ class ClockSet(StrictModel):
 
 
 class EnrollmentRequest(StrictModel):
-    """What a dock hands over to enroll the device; `dock_ca` absent keeps the one in use."""
+    """What a dock hands over to enroll the device; `dock_ca` absent keeps the one in use;
+    `handover`: the certificates that vouch for a dock or device CA not installed now."""
 
     certificate: Annotated[str, Field(min_length=1, max_length=_PEM_MAX)]
+    device_ca: Annotated[str, Field(min_length=1, max_length=_PEM_MAX)]
     dock_ca: Annotated[str, Field(min_length=1, max_length=_PEM_MAX)] | None = None
+    handover: Annotated[str, Field(min_length=1, max_length=_PEM_MAX)] | None = None
     recipients: Annotated[str, Field(min_length=1, max_length=_PEM_MAX)]
     operator: Annotated[str, Field(min_length=1, max_length=64)]
     replace: bool = False
@@ -255,14 +259,15 @@ class OffloadServer:
                 raise Refused(409, f"this device is already enrolled (certificate sha256 "
                               f"{current['sha256']}, {current['subject']}, issued by "
                               f"{current['issuer']}); send \"replace\": true to replace it")
-            dock_ca = body.dock_ca.encode() if body.dock_ca else \
-                self._config.path(device.store.root, self._config.dock_ca).read_bytes()
             context = {"dock": dock.as_record(), "operator": body.operator,
                        "replaces": describe(held) if held is not None else None}
             try:
                 record = enroll(device.store.keys, device.chain, device.key, device.device_id,
-                                body.certificate.encode(), dock_ca, body.recipients, context,
-                                request.certificate)
+                                Handed(body.certificate.encode(), body.recipients,
+                                       _encoded(body.dock_ca), body.device_ca.encode(),
+                                       _encoded(body.handover)),
+                                self._config.path(device.store.root, self._config.dock_ca),
+                                context, request.certificate)
             except KeyMaterialError as exc:
                 log.warning("enrollment by dock %s refused: %s", dock.name, exc)
                 raise Refused(422, f"EnrollmentRequest: {exc}") from exc
@@ -364,3 +369,7 @@ def _lines_from(chain: Path, start: int) -> bytes:
         if offset == 0:
             return b""
     return data[offset:]
+
+
+def _encoded(text: str | None) -> bytes | None:
+    return None if text is None else text.encode()
