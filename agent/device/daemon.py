@@ -464,6 +464,8 @@ class Daemon:
             "recording": self.recorder.recording_id,
             "current_segment": self.recorder.current_segment,
             "segments_sealed": self.recorder.stats.segments_sealed,
+            # What a power cut could have lost at worst so far (docs/recorder.md).
+            "longest_unsynced_ms": round(self.recorder.stats.longest_unsynced_s * 1000),
             "chain_head": head.as_dict(),
             "store": str(self.store.root),
             "absent": dict(self.absent),

@@ -2,7 +2,7 @@
 
 systemd restarts the daemon when WATCHDOG=1 stops for WatchdogSec. Pings come
 from the main loop, so a hung main loop stops them by itself; each beat also asks
-the workers the main loop cannot see (the segment writer and sealer, the fault
+the workers the main loop cannot see (the segment writer, syncer and sealer, the fault
 watch) how long they have been stuck on one item, and withholds the ping while any
 has been stuck for more than half the watchdog time. A stalled camera is not a hang:
 the fault watch restarts it and seals the gap itself, and restarting the daemon

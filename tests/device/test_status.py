@@ -18,7 +18,7 @@ from hal.clock import ClockState, SimulatedClock
 from hal.gnss import SimulatedGnss
 
 IDLE = {"device": "SIM-0001", "officer": "OFC-7", "state": "standby", "health": "ok",
-        "alarms": [], "recording": None, "current_segment": None,
+        "alarms": [], "recording": None, "current_segment": None, "longest_unsynced_ms": 0,
         "unexplained_interruptions": [], "chain_head": {"seq": 0, "hash": "0" * 64}}
 
 

@@ -50,6 +50,8 @@ def test_daemon_runs_is_controlled_and_seals_on_sigterm(write_config, tmp_path: 
         now = status(config)
         assert now["current_segment"].startswith("open/")
         assert now["segments_sealed"] >= 1
+        # Synced by the deadline ([recorder] flush_interval = 0.5 on the test device).
+        assert 0 < now["longest_unsynced_ms"] < 1500, now
 
         bodycam("press", "--long", "--config", str(config))
         assert status(config)["state"] == "standby"

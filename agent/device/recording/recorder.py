@@ -1,11 +1,12 @@
 """The recorder: the camera's Output, cutting the continuous packet stream into sealed segments.
 
-Three threads, so that neither the disk nor the chain ever holds up the encoder:
+Four threads, so that neither the disk nor the chain ever holds up the encoder:
 - the encoder thread calls `outputframe`, which only files the packet (pre-event
   buffer in standby, the write queue while recording) and returns;
 - the writer thread muxes packets into the open segment, rotating on the first
   keyframe at or past the target length, so every packet lands in exactly one
   segment and presentation times run on across the cut;
+- the syncer thread makes what was written durable, by a deadline (syncer.py);
 - the sealer thread closes finished segments, moves them to sealed/ and signs them
   into the chain.
 
@@ -39,6 +40,7 @@ from agent.device.recording.segment import (
     SegmentSummary,
     SegmentWriter,
 )
+from agent.device.recording.syncer import Syncer
 from agent.evidence.age import encryption_record
 from agent.evidence.chain import Chain, utc_iso
 from agent.evidence.store import Store
@@ -77,6 +79,8 @@ class RecorderStats:
     max_queue_depth: int = 0
     longest_rotation_s: float = 0.0
     segments_sealed: int = 0
+    # The oldest byte's age when its sync completed: what a power cut could have lost.
+    longest_unsynced_s: float = 0.0
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -123,6 +127,7 @@ class Recorder:
                                         daemon=True)
         self._sealer = threading.Thread(target=self._seal_loop, name="segment-sealer",
                                         daemon=True)
+        self._syncer = Syncer(config.flush_interval, self._synced)
         self._writer.start()
         self._sealer.start()
 
@@ -201,8 +206,9 @@ class Recorder:
         """Seconds each worker thread has spent on the item it is on (0 while it waits): what
         the watchdog asks, since a hung disk shows as a worker that never finishes."""
         now = time.monotonic_ns()
+        busy = {**self._busy_since, "segment syncer": self._syncer.syncing_since_ns}
         return {name: 0.0 if since is None else (now - since) / 1e9
-                for name, since in self._busy_since.items()}
+                for name, since in busy.items()}
 
     def _take(self, items: queue.SimpleQueue[Any], worker: str) -> Any:
         self._busy_since[worker] = None
@@ -215,6 +221,7 @@ class Recorder:
         self._queue.put(None)
         self._writer.join()
         self._sealer.join()
+        self._syncer.stop()
 
     # --- writer thread ------------------------------------------------------------------
 
@@ -277,7 +284,8 @@ class Recorder:
             self._cut()
         if self._segment is None:
             self._segment = self._open_segment(self._writing.id, self._index)
-        self._segment.write(packet)
+        if self._segment.write(packet):
+            self._syncer.written()
         if rotating:
             self.stats.longest_rotation_s = max(self.stats.longest_rotation_s,
                                                 time.perf_counter() - started)
@@ -292,8 +300,12 @@ class Recorder:
     def _open_segment(self, recording_id: int, index: int) -> SegmentWriter:
         name = f"{recording_id:08d}-{index:05d}{SUFFIX}"
         self.current_segment = f"open/{name}{AGE_SUFFIX if self._recipients else ''}"
-        return SegmentWriter(self._store.open / name, self._layout, self._config.flush_interval,
-                             self._recipients)
+        segment = SegmentWriter(self._store.open / name, self._layout, self._recipients)
+        self._syncer.watch(segment)
+        return segment
+
+    def _synced(self, age_s: float) -> None:
+        self.stats.longest_unsynced_s = max(self.stats.longest_unsynced_s, age_s)
 
     # --- sealer thread ------------------------------------------------------------------
 
@@ -304,7 +316,11 @@ class Recorder:
                 continue
             segment, recording, index = item
             try:
-                self._seal(segment.close(), recording, index)
+                try:
+                    summary = segment.close()
+                finally:
+                    self._syncer.forget(segment)
+                self._seal(summary, recording, index)
             except (OSError, av.FFmpegError):
                 # The file stays where it is (open/ or sealed/) for recovery at next start;
                 # the recording goes on, and stop() must never wait for a seal that failed.

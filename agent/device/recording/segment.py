@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -30,8 +31,11 @@ SUFFIX = ".ts"
 AGE_SUFFIX = ".age"
 _MICROSECONDS = Fraction(1, 1_000_000)
 # Every packet goes to the OS as soon as it is muxed (a crash of the process loses
-# nothing), and each audio frame is its own PES so none waits in the muxer.
-_MUX_OPTIONS = {"flush_packets": "1", "pes_payload_size": "0"}
+# nothing), each audio frame is its own PES, and the muxer interleaves by time only as
+# far as one packet (max_interleave_delta, in us): by default it would hold video back
+# until the audio encoder's output, a few frames behind, caught up, so that a power cut
+# would lose those frames too.
+_MUX_OPTIONS = {"flush_packets": "1", "pes_payload_size": "0", "max_interleave_delta": "1"}
 # Encrypting, bytes wait for a whole 64 KiB age chunk anyway: the muxer may then fill its
 # own buffer (this size) before handing them over, one call instead of one per packet.
 _ENCRYPTED_MUX_OPTIONS = {**_MUX_OPTIONS, "flush_packets": "0"}
@@ -189,9 +193,9 @@ class Progress:
         self._checkpoints: deque[tuple[int, dict[str, dict[str, int | None]]]] = deque()
         self._durable = self._taken
 
-    def sync(self, handed_over: int, on_disk: int, video: StreamSpan,
-             audio: StreamSpan) -> None:
-        """Call after the segment's own sync: never claims more than is durable."""
+    def checkpoint(self, handed_over: int, video: StreamSpan, audio: StreamSpan) -> None:
+        """Taken with the muxer still, just before the segment's sync: the spans of what
+        was handed over so far."""
         latest = [span.last_pts_us for span in ((video, audio) if self._audio else (video,))]
         taken = dict(self._taken)
         if None not in latest:
@@ -199,6 +203,10 @@ class Progress:
                 taken[kind] = span.up_to(min(latest)) or taken[kind]
         self._taken = taken
         self._checkpoints.append((handed_over + _MUXER_BUFFER, taken))
+
+    def commit(self, on_disk: int) -> None:
+        """After the segment's sync, with what was on disk when it began: never claims more
+        than is durable."""
         while self._checkpoints and self._checkpoints[0][0] <= on_disk:
             self._durable = self._checkpoints.popleft()[1]
         self._write(self._durable)
@@ -242,13 +250,17 @@ class SegmentSummary:
 
 
 class SegmentWriter:
-    """Muxes packets into open/<name>.ts (`.ts.age` when encrypting to `recipients`) and
-    syncs the file at most `flush_interval` apart."""
+    """Muxes packets into open/<name>.ts (`.ts.age` when encrypting to `recipients`).
 
-    def __init__(self, path: Path, layout: StreamLayout, flush_interval: float,
+    The writer thread muxes (`write`); the syncer thread makes it durable (`sync`), so a
+    slow fdatasync never holds up a packet; the sealer thread closes it (`close`), after
+    any sync in progress. `unsynced_since` is when the oldest byte not yet covered by a
+    sync was written: the syncer's deadline counts from it.
+    """
+
+    def __init__(self, path: Path, layout: StreamLayout,
                  recipients: list[X25519PublicKey]) -> None:
         self.path = path.with_name(path.name + AGE_SUFFIX) if recipients else path
-        self.flush_interval = flush_interval
         self.video = StreamSpan()
         self.audio = StreamSpan()
         self.opened_wall_ns = time.time_ns()
@@ -271,11 +283,24 @@ class SegmentWriter:
             self._audio_stream = self._container.add_mux_stream(layout.audio.codec,
                                                                 rate=layout.audio.sample_rate)
             self._adts = AdtsFramer(layout.audio.extradata)
-        self._last_sync = time.monotonic()
+        self.unsynced_since: float | None = None
+        self._muxing = threading.Lock()   # the muxer's state, against a sync's snapshot
+        self._syncing = threading.Lock()  # a sync in progress, against close
+        self._closed = False
 
-    def write(self, packet: EncodedPacket) -> None:
+    def write(self, packet: EncodedPacket) -> bool:
+        """Mux one packet; True when it is the first written since the last sync began (the
+        syncer has a new deadline)."""
         if packet.audio and self._audio_stream is None:
-            return
+            return False
+        with self._muxing:
+            self._mux(packet)
+            if self.unsynced_since is not None:
+                return False
+            self.unsynced_since = time.monotonic()
+            return True
+
+    def _mux(self, packet: EncodedPacket) -> None:
         av_packet = av.Packet(self._adts.frame(packet.data) if packet.audio else packet.data)
         av_packet.pts = av_packet.dts = packet.pts_us
         av_packet.time_base = _MICROSECONDS
@@ -287,15 +312,24 @@ class SegmentWriter:
             av_packet.stream = self._video_stream
             self.video.add(packet.pts_us)
         self._container.mux(av_packet)
-        if time.monotonic() - self._last_sync >= self.flush_interval:
-            self._sync()
 
-    def _sync(self) -> None:
-        os.fdatasync(self._file.fd)
-        if self.progress:
-            self.progress.sync(self._file.plaintext_size, self._file.plaintext_on_disk,
-                               self.video, self.audio)
-        self._last_sync = time.monotonic()
+    def sync(self) -> float | None:
+        """Make durable every byte written so far; returns the age (s) the oldest of them
+        had when it became durable, or None when there was nothing to sync."""
+        with self._syncing:
+            if self._closed:
+                return None
+            with self._muxing:  # what is written now is what this fdatasync covers
+                since, self.unsynced_since = self.unsynced_since, None
+                if since is None:
+                    return None
+                on_disk = self._file.plaintext_on_disk
+                if self.progress:
+                    self.progress.checkpoint(self._file.plaintext_size, self.video, self.audio)
+            os.fdatasync(self._file.fd)
+            if self.progress:
+                self.progress.commit(on_disk)
+            return time.monotonic() - since
 
     def close(self) -> SegmentSummary:
         """Write the muxer's tail, fsync and close; the file is then complete but not yet sealed.
@@ -303,14 +337,17 @@ class SegmentWriter:
         After a failed write the tail cannot be written either: the file is kept as it
         is, to its last written byte, and the summary says why it ends there.
         """
-        try:
-            self._container.close()
-            self._file.finish()
-        except (OSError, av.FFmpegError):
-            if self._file.error is None:
-                raise
-        os.fsync(self._file.fd)
-        os.close(self._file.fd)
+        with self._syncing, self._muxing:
+            self._closed = True
+            self.unsynced_since = None
+            try:
+                self._container.close()
+                self._file.finish()
+            except (OSError, av.FFmpegError):
+                if self._file.error is None:
+                    raise
+            os.fsync(self._file.fd)
+            os.close(self._file.fd)
         if self.progress:
             if self._file.error is None:
                 self.progress.finished(self.video, self.audio)

@@ -49,6 +49,7 @@ def device_status(sources: StatusSources) -> dict[str, Any]:
         "alarms": status["alarms"],
         "recording": status["recording"],
         "current_segment": status["current_segment"],
+        "longest_unsynced_ms": status["longest_unsynced_ms"],
         "unexplained_interruptions": status["unexplained_interruptions"],
         "chain_head": status["chain_head"],
         "battery": _guarded(_battery, sources),
