@@ -185,7 +185,9 @@ def enroll(keys_dir: Path, chain: Chain, key: Ed25519PrivateKey, device_id: str,
     for path, data in installs:
         _install(path, data, mode=0o644)  # public: certificates, public keys
     return chain.append("enrollment", {
-        "device_certificate": describe(cert),
+        # Whole, so that a verifier holding only the agency's device CA can anchor the key.
+        "device_certificate": {**describe(cert), "der": base64.b64encode(
+            cert.public_bytes(serialization.Encoding.DER)).decode("ascii")},
         "dock_ca": [describe(ca) for ca in new_dock_cas],
         "device_ca": [describe(ca) for ca in new_device_cas or device_cas],
         "handover": [h.as_record() for h in handovers],

@@ -6,6 +6,7 @@ dock's certificate as the dock link hands it over (over the link) or none (the c
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,9 @@ def test_a_dock_ca_handed_over_by_the_installed_one_is_installed_and_every_ancho
         "by": anchors.sha256(agency.dock_ca.certificate)}]
     assert [ca["sha256"] for ca in record["payload"]["device_ca"]] == \
         [anchors.sha256(agency.device_ca.certificate)]
+    certified = x509.load_der_x509_certificate(
+        base64.b64decode(record["payload"]["device_certificate"]["der"]))
+    assert anchors.issued_by(certified, agency.device_ca.certificate)  # anchorable offline
     installed = anchors.installed(device.dock_ca_path)
     assert [anchors.sha256(c) for c in installed] == fingerprints
     assert verify_store(device.store.root).ok

@@ -230,7 +230,8 @@ def test_an_enrollment_installing_a_new_dock_ca_is_served_without_a_restart(
                                      replace=True))
     (first, second) = enrollments(store)
     assert second["seq"] == renewed.seq and second["payload"]["dock"]["name"] == "DOCK-2027"
-    assert second["payload"]["replaces"] == first["payload"]["device_certificate"]
+    assert second["payload"]["replaces"]["sha256"] == \
+        first["payload"]["device_certificate"]["sha256"]
     assert [ca["subject"] for ca in first["payload"]["dock_ca"]] == \
         ["CN=agency dock CA,O=bodycam agency", "CN=agency dock CA 2027,O=bodycam agency"]
     assert [h["by"] for h in first["payload"]["handover"]] == \
