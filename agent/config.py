@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -85,9 +86,11 @@ class CameraConfig(_Section):
     bitrate: Annotated[int, Field(ge=100_000, le=50_000_000)]
     realtime: bool = True
     overlay: bool = True
-    # What the overlay burns into every frame, in this order: UTC time (with Z), device id,
-    # officer id.
+    # What the overlay burns into every frame, in this order: local time with its offset,
+    # device id, officer id.
     overlay_fields: list[Literal["time", "device", "officer"]] = ["time", "device", "officer"]
+    # The IANA zone of the overlay's time (the chain keeps UTC), e.g. "Asia/Shanghai".
+    overlay_timezone: Annotated[str, Field(max_length=64)] = "UTC"
     # picamera2 only: "hardware" is the SoC's V4L2 H.264 encoder (Pi 4 and older), "software"
     # libx264 through picamera2's LibavH264Encoder (Pi 5 has no H.264 block); "auto" picks.
     encoder: Literal["auto", "hardware", "software"] = "auto"
@@ -97,6 +100,16 @@ class CameraConfig(_Section):
     # before, the daemon ends itself for systemd to start it again: picamera2 can hold a
     # dead camera until the process ends. 0 = never.
     restarts_before_exit: Annotated[int, Field(ge=0, le=1000)] = 5
+
+    @field_validator("overlay_timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ValueError, OSError, ZoneInfoNotFoundError):
+            raise ValueError(f"{name!r} is not a time zone the system knows (IANA names, "
+                             "e.g. \"Asia/Shanghai\" or \"UTC\")") from None
+        return name
 
     @property
     def frame_interval_us(self) -> Fraction:

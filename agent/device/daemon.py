@@ -244,7 +244,7 @@ class Daemon:
         self.battery = open_or_absent("battery", lambda: open_battery(config.battery,
                                                                       self.store.root),
                                       lambda _reason: None, absent)
-        self.camera = open_or_absent("camera", lambda: open_camera(config),
+        self.camera = open_or_absent("camera", lambda: open_camera(config, self._officer),
                                      lambda reason: AbsentCamera(expected_layout(config), reason),
                                      absent)
         cut = recover(self.store, self.chain, self.camera.layout, history)
@@ -339,7 +339,7 @@ class Daemon:
             log.error("the failed camera did not stop within %g s; left behind",
                       self.config.camera.stall_s)
         self.recorder.discard_buffered()
-        self.camera = open_camera(self.config)
+        self.camera = open_camera(self.config, self._officer)
         self.absent.pop("camera", None)
         self.camera.start(self.recorder)
 
@@ -444,6 +444,9 @@ class Daemon:
         if self._checked_health is Health.OK and self.cues and self.cues.active:
             return Health.WARNING
         return self._checked_health
+
+    def _officer(self) -> str:
+        return self._identity()[1]
 
     def _identity(self) -> tuple[str, str]:
         """The officer follows the last officer_assigned record; before any, the config's."""

@@ -4,20 +4,23 @@ encoder."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from agent.config import Config
 from hal.camera.base import AudioLayout, Camera, StreamLayout
 
 
-def open_camera(config: Config) -> Camera:
-    """The configured backend; hardware libraries are imported only when chosen."""
+def open_camera(config: Config, officer: Callable[[], str] | None = None) -> Camera:
+    """The configured backend; hardware libraries are imported only when chosen. `officer`:
+    who wears the device now, for the overlay (default: the configured officer)."""
     if config.camera.backend == "sim":
         from hal.camera.sim import SimulatedCamera
 
-        camera: Camera = SimulatedCamera(config)
+        camera: Camera = SimulatedCamera(config, officer)
     else:
         from hal.camera.picamera import PiCamera
 
-        camera = PiCamera(config)
+        camera = PiCamera(config, officer)
     if config.audio.enabled and config.audio.backend != "sim":
         from hal.absent import open_or_absent
         from hal.audio import AbsentMicrophone, open_microphone

@@ -57,7 +57,7 @@ from typing import Any
 
 from agent.config import CameraConfig, Config
 from hal.camera.base import EncodedOutput, StreamLayout
-from hal.camera.overlay import Overlay
+from hal.camera.overlay import overlay_for
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class UnsupportedPicamera2(RuntimeError):
 
 
 class PiCamera:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, officer: Callable[[], str] | None = None) -> None:
         cam = config.camera
         self._config = cam
         hardware = _hardware_encoder(cam)
@@ -96,8 +96,7 @@ class PiCamera:
             _close_quietly(self._picam2)
             raise
         self._height = height
-        self._overlay = (Overlay(width, height, cam.overlay_fields, config.device.id,
-                                 config.device.officer) if cam.overlay else None)
+        self._overlay = overlay_for(config, width, height, officer)
         self.layout = StreamLayout(width, height, cam.fps, audio=None)
         self.origin_ns = 0
         self.frames_encoded = 0

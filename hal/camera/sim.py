@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
@@ -28,7 +29,7 @@ import numpy as np
 from agent.config import Config
 from hal.camera.aac import AacEncoder
 from hal.camera.base import AudioLayout, EncodedOutput, StreamLayout
-from hal.camera.overlay import Overlay
+from hal.camera.overlay import Overlay, overlay_for
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ TONE_HZ = 440.0
 
 
 class SimulatedCamera:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, officer: Callable[[], str] | None = None) -> None:
         self.fault_file = config.store_path / "sim" / "camera" / "fault"
         self.fault_file.parent.mkdir(parents=True, exist_ok=True)
         if self._fault() == "dead":
@@ -57,9 +58,8 @@ class SimulatedCamera:
             AudioLayout("aac", audio.sample_rate, audio.channels, self._audio.frame_size,
                         self._audio.extradata) if self._audio else None)
         self.origin_ns = 0
-        overlay = (Overlay(cam.width, cam.height, cam.overlay_fields, config.device.id,
-                           config.device.officer) if cam.overlay else None)
-        self._frames = _FrameSource(cam.width, cam.height, overlay)
+        self._frames = _FrameSource(cam.width, cam.height,
+                                    overlay_for(config, cam.width, cam.height, officer))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.frames_encoded = 0

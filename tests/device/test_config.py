@@ -45,6 +45,9 @@ BAD = {
                            "[recorder] pre_event_seconds = 121.0: Input should be less than or "
                            "equal to 120"),
     "missing section": ("[gpio]", "[gpioo]", "unknown key [gpioo]"),
+    "unknown time zone": ("fps = 30", 'fps = 30\noverlay_timezone = "Asia/Beijing"',
+                          "[camera] overlay_timezone = 'Asia/Beijing': "
+                          "'Asia/Beijing' is not a time zone the system knows"),
     "bad TOML": ("fps = 30", "fps = = 30", "not valid TOML"),
 }
 
