@@ -15,7 +15,6 @@ its signed line is the receipt.
 from __future__ import annotations
 
 import hmac
-import json
 import secrets
 import threading
 import time
@@ -27,7 +26,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.evidence.chain import SEALED_FILE_TYPES, Chain, record_hash, split_line
+from agent.evidence.chain import SEALED_FILE_TYPES, Chain, parse_line, record_hash
 from agent.evidence.possession import digest_file, new_proof
 
 NONCE_TTL_S = 600.0
@@ -133,10 +132,9 @@ class Ledger:
 
     def _take(self, line: bytes) -> None:
         try:
-            body_bytes, _ = split_line(line)
-            body = json.loads(body_bytes)
+            body_bytes, _, body = parse_line(line)
             seq, kind, payload = body["seq"], body["type"], body["payload"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (ValueError, KeyError):
             return  # not a whole record: the verifier reports it
         self.hashes[seq] = record_hash(body_bytes)
         if kind in SEALED_FILE_TYPES:
