@@ -119,7 +119,8 @@ def verify_store(root: Path, public_key_path: Path | None = None,
         seen_files = _verify_lines(store, key, report, lines, hashes)
         being_sealed = _being_sealed(listed - seen_files, report)
         live = bool(being_sealed) and has_writer(store.chain)
-        if live and _await_record(store.chain, lines, max(being_sealed.values()), SEAL_WAIT_S):
+        if live and _await_records(store.chain, lines, report.head["seq"] if report.head else 0,
+                                   max(being_sealed.values()), SEAL_WAIT_S):
             report = Report(str(root), fingerprint(key))  # all again, with what was added
             seen_files = _verify_lines(store, key, report, read_records(store.chain), hashes)
     except OSError as exc:  # a folder where the journal should be, or unreadable
@@ -158,22 +159,24 @@ def _being_sealed(names: set[str], report: Report) -> dict[str, int]:
             if (match := _SEALED_SEQ.match(name)) and int(match.group(1)) > head}
 
 
-def _await_record(chain: Path, lines: list[tuple[int, bytes]], seq: int,
-                  wait_s: float) -> bool:
-    """Whether a line with seq `seq` or later was appended after `lines` within `wait_s`:
-    a seal is a rename, two directory syncs, a signature and a write with its sync."""
-    offset = sum(len(line) + 1 for _, line in lines)
+def _await_records(chain: Path, lines: list[tuple[int, bytes]], head: int, until: int,
+                   wait_s: float) -> bool:
+    """Whether records after seq `head` were appended after `lines`, waiting at most
+    `wait_s` for one with seq `until` or later: a seal is a rename, two directory syncs, a
+    signature and a write with its sync. The last line read is read again: it may have
+    been caught half written."""
+    offset = sum(len(line) + 1 for _, line in lines[:-1])
     deadline = time.monotonic() + wait_s
     while True:
         with chain.open("rb") as f:
             f.seek(offset)
             added = f.read()
+        seqs = [0]
         for line in added.splitlines()[: added.count(b"\n")]:
             with contextlib.suppress(ValueError):
-                if parse_line(line)[2]["seq"] >= seq:
-                    return True
-        if time.monotonic() >= deadline:
-            return False
+                seqs.append(parse_line(line)[2]["seq"])
+        if max(seqs) >= until or time.monotonic() >= deadline:
+            return max(seqs) > head
         time.sleep(_SEAL_POLL_S)
 
 

@@ -54,17 +54,17 @@ def reading_the_chain(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     return read
 
 
-def test_a_file_renamed_into_sealed_before_its_record_is_appended_verifies(
-        store_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The device renames the file into sealed/, then (still under the chain's lock) signs
-    and appends its record. Here the append waits until the verifier has read the chain,
-    so the verifier always finds the file in sealed/ and not its record: before the fix
-    this failed with "sealed/0000NNNN.wav: is not in the chain (inserted)" every time."""
+@contextmanager
+def sealing_as_the_chain_is_read(store: Path, monkeypatch: pytest.MonkeyPatch,
+                                 ) -> Iterator[list[dict[str, Any]]]:
+    """A file renamed into sealed/ as the device does it, whose record is appended (still
+    under the chain's lock) only once the verifier has read the chain; yields, once the
+    file is in sealed/, the list that gets the record."""
     chain_read = reading_the_chain(monkeypatch)
     renamed = threading.Event()
-    with live(store_copy) as chain:
-        path, payload = finished_file(store_copy)
-        move = Store(store_copy).move_to_sealed(path)
+    with live(store) as chain:
+        path, payload = finished_file(store)
+        move = Store(store).move_to_sealed(path)
 
         def rename_then_wait_for_the_reader(seq: int) -> dict[str, str]:
             named = move(seq)
@@ -77,8 +77,19 @@ def test_a_file_renamed_into_sealed_before_its_record_is_appended_verifies(
             "exemption", payload, rename_then_wait_for_the_reader)))
         sealer.start()
         assert renamed.wait(10)
+        try:
+            yield sealed
+        finally:
+            sealer.join(10)
+
+
+def test_a_file_renamed_into_sealed_before_its_record_is_appended_verifies(
+        store_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verifier always finds the file in sealed/ and not its record in the chain it
+    read: before the fix this failed with "sealed/0000NNNN.wav: is not in the chain
+    (inserted)" every time."""
+    with sealing_as_the_chain_is_read(store_copy, monkeypatch) as sealed:
         report = verify_store(store_copy)
-        sealer.join(10)
     [record] = sealed
     assert report.ok, report.summary()
     assert report.head is not None and report.head["seq"] == record["seq"], \
@@ -120,3 +131,14 @@ def test_a_planted_file_in_a_live_store_fails_after_a_bounded_wait(
         f"{beyond}: is not in the chain (inserted): no record names it, and none was sealed "
         "within 0.3 s of listing it"]
     assert 0.3 <= seconds < 3
+
+
+def test_a_planted_file_beside_a_seal_in_progress_fails_alone(
+        store_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verify, "SEAL_WAIT_S", 0.3)
+    beyond = planted(store_copy, "99999999.ts")
+    with sealing_as_the_chain_is_read(store_copy, monkeypatch):
+        report = verify_store(store_copy)
+    assert [str(f) for f in report.findings] == [
+        f"{beyond}: is not in the chain (inserted): no record names it, and none was sealed "
+        "within 0.3 s of listing it"]
