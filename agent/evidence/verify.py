@@ -69,6 +69,10 @@ class Report:
     def ok(self) -> bool:
         return not self.findings
 
+    @property
+    def head_seq(self) -> int:
+        return self.head["seq"] if self.head else 0
+
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok,
                 "first_problem": str(self.findings[0]) if self.findings else None}
@@ -119,7 +123,7 @@ def verify_store(root: Path, public_key_path: Path | None = None,
         seen_files = _verify_lines(store, key, report, lines, hashes)
         being_sealed = _being_sealed(listed - seen_files, report)
         live = bool(being_sealed) and has_writer(store.chain)
-        if live and _await_records(store.chain, lines, report.head["seq"] if report.head else 0,
+        if live and _await_records(store.chain, lines, report.head_seq,
                                    max(being_sealed.values()), SEAL_WAIT_S):
             report = Report(str(root), fingerprint(key))  # all again, with what was added
             seen_files = _verify_lines(store, key, report, read_records(store.chain), hashes)
@@ -154,9 +158,8 @@ def _verify_lines(store: Store, key: Ed25519PublicKey, report: Report,
 def _being_sealed(names: set[str], report: Report) -> dict[str, int]:
     """Of files no record names, those named by a seq beyond the chain's head as read: on
     a live store, the seal in progress of the next record (seq -> name's seq)."""
-    head = report.head["seq"] if report.head else 0
     return {name: int(match.group(1)) for name in names
-            if (match := _SEALED_SEQ.match(name)) and int(match.group(1)) > head}
+            if (match := _SEALED_SEQ.match(name)) and int(match.group(1)) > report.head_seq}
 
 
 def _await_records(chain: Path, lines: list[tuple[int, bytes]], head: int, until: int,

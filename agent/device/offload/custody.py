@@ -304,9 +304,9 @@ def check_proofs(root: Path, nonce: str, claims: Iterable[tuple[SealedFile, str]
                                  f"device cannot read its copy to check the proof: "
                                  f"{exc.strerror}") from exc
         if not hmac.compare_digest(expected.hexdigest(), proof):
-            raise WrongProof(f"segment seq {sealed.seq} ({sealed.file}): proof "
-                                 f"{proof} is not HMAC-SHA256 of this file's bytes under "
-                                 "the report's nonce: the dock does not hold the sealed bytes")
+            raise WrongProof(f"segment seq {sealed.seq} ({sealed.file}): proof {proof} is "
+                             "not HMAC-SHA256 of this file's bytes under the report's nonce: "
+                             "the dock does not hold the sealed bytes")
 
 
 class CustodyDesk:
