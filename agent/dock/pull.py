@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.dock.bulk import BulkLink, Connections, Download
 from agent.dock.direct_file import ForeignFile, aligned_down, open_own
 from agent.durable import fsync_dir, write_all
-from agent.evidence.chain import SEALED_FILE_TYPES, read_bodies, split_line, utc_iso
+from agent.evidence.chain import SEALED_FILE_TYPES, parse_line, read_bodies, utc_iso
 from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.evidence.possession import digest_file, new_proof
 from agent.evidence.verify import Report, verify_store
@@ -169,7 +169,7 @@ async def read_json(response: aiohttp.ClientResponse, what: str) -> dict[str, An
         raise DockError(f"{what}: the device answered {response.status}: {_error_text(body)}")
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # the caller names what is missing from it
         return {}
 
 
@@ -177,7 +177,7 @@ def _error_text(body: bytes) -> str:
     """The device's message from its JSON error body, else the body's start."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and "error" in data:
         return str(data["error"])
@@ -320,18 +320,29 @@ def _hash_into(digest: Any, path: Path, length: int) -> None:
             length -= len(chunk)
 
 
+def _sealed_file(record: dict[str, Any]) -> str | None:
+    """The file a sealed-file record names, when the name is of the documented form for its
+    seq and the record gives a size and a SHA-256 to check it by; else None. Read before
+    the verifier runs, so from whatever a device sent: a record of another shape, or a name
+    that could point outside the folder, is never acted on, and the verifier reports it."""
+    kind, payload = record.get("type"), record.get("payload")
+    if not isinstance(kind, str) or kind not in SEALED_FILE_TYPES or \
+            not isinstance(payload, dict) or type(payload.get("size")) is not int or \
+            not isinstance(payload.get("sha256"), str):
+        return None
+    match = _SEALED_NAME.fullmatch(str(payload.get("file")))
+    return payload["file"] if match and int(match.group(1)) == record["seq"] else None
+
+
 def _wanted(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sealed-file records whose file is not held; a name not of the documented form
-    (which could point outside the folder) is never written, and the verifier reports it."""
-    wanted = []
-    for record in records:
-        if record.get("type") not in SEALED_FILE_TYPES:
-            continue
-        match = _SEALED_NAME.fullmatch(str(record["payload"].get("file")))
-        if match and int(match.group(1)) == record["seq"] and \
-                not (folder / record["payload"]["file"]).exists():
-            wanted.append(record)
-    return wanted
+    """Sealed-file records whose file is not held."""
+    return [r for r in records if (name := _sealed_file(r)) and not (folder / name).exists()]
+
+
+def _held(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sealed files held, as the manifest lists them."""
+    return [{"seq": r["seq"], **{k: r["payload"][k] for k in ("file", "size", "sha256")}}
+            for r in records if (name := _sealed_file(r)) and (folder / name).is_file()]
 
 
 async def pull(url: str, out: Path, link: DockLink, operator: str,
@@ -436,9 +447,8 @@ def _check_receipt(folder: Path, receipt: bytes, sent: dict[str, Any]) -> dict[s
     """The receipt is the device's custody record: signed by its key, naming what we sent."""
     key = load_public_key(folder / "keys" / PUBLIC_NAME)
     try:
-        body_bytes, signature = split_line(receipt.rstrip(b"\n"))
+        body_bytes, signature, body = parse_line(receipt.rstrip(b"\n"))
         key.verify(signature, body_bytes)
-        body = json.loads(body_bytes)
     except (ValueError, InvalidSignature) as exc:
         raise DockError(f"custody receipt is not a record signed by the device: {exc!r}") from exc
     payload = body.get("payload", {})
@@ -453,9 +463,6 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
                     key_source: str, records: list[dict[str, Any]], result: PullResult,
                     certificate: bytes) -> None:
     key = load_public_key(folder / "keys" / PUBLIC_NAME)
-    held = [{"seq": r["seq"], **{k: r["payload"][k] for k in ("file", "size", "sha256")}}
-            for r in records if r.get("type") in SEALED_FILE_TYPES
-            and (folder / r["payload"]["file"]).is_file()]
     manifest = {
         "device": result.device,
         "officer": identity.get("officer"),
@@ -467,7 +474,7 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
         "device_certificate": hashlib.sha256(certificate).hexdigest(),
         "head": result.verify.head,
         "records": result.verify.records,
-        "held": held,
+        "held": _held(folder, records),
         "fetched_now": result.fetched,
         "bytes_fetched": result.bytes_fetched,
         "seconds": round(result.seconds, 3),

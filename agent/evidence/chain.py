@@ -60,6 +60,28 @@ def split_line(line: bytes) -> tuple[bytes, bytes]:
     return line[: match.start()] + b"}", signature
 
 
+def is_int64(value: Any) -> bool:
+    """An integer a device writes: not a bool, and within 64 bits, so that arithmetic on it
+    (durations in floating point) cannot overflow."""
+    return type(value) is int and -(1 << 63) <= value < 1 << 63
+
+
+def parse_line(line: bytes) -> tuple[bytes, bytes, dict[str, Any]]:
+    """(signed bytes, signature, body) of a journal line without its newline, or ValueError
+    saying why it is not a whole record. The one reading of a line, for every reader: the
+    journal is a file, and the dock's copy is what a device sent, so a line may hold
+    anything. A body must be a JSON object with an integer seq; one nested too deeply for
+    the parser (a record is a few levels deep) is refused as such, never a RecursionError."""
+    body_bytes, signature = split_line(line)
+    try:
+        body = json.loads(body_bytes)
+    except RecursionError:
+        raise ValueError("nested too deeply to be a record") from None
+    if not isinstance(body, dict) or not is_int64(body.get("seq")):
+        raise ValueError("no integer seq in a JSON object")
+    return body_bytes, signature, body
+
+
 def record_hash(body_bytes: bytes) -> str:
     return hashlib.sha256(body_bytes).hexdigest()
 
@@ -204,12 +226,25 @@ class Chain:
             os.close(self._fd)
 
 
+def has_writer(path: Path) -> bool:
+    """Whether a `Chain` holds the journal at `path` open for appending now: its exclusive
+    flock, as /proc/locks lists it. Asked without taking a lock, for a reader's lock, however
+    brief, could make the daemon's start fail. False where /proc/locks cannot be read."""
+    try:
+        st = path.stat()
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        return False
+    inode = f" {os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} "
+    return any(" FLOCK " in line and " WRITE " in line and inode in line
+               and "->" not in line for line in locks.splitlines())  # "->": a waiter
+
+
 def _read_head(path: Path) -> ChainHead:
     if not path.exists() or path.stat().st_size == 0:
         return ChainHead(0, GENESIS_PREV)
-    last = _last_line(path)
-    body_bytes, _ = split_line(last)
-    return ChainHead(json.loads(body_bytes)["seq"], record_hash(body_bytes))
+    body_bytes, _, body = parse_line(_last_line(path))  # whole: the torn tail was repaired
+    return ChainHead(body["seq"], record_hash(body_bytes))
 
 
 def _last_line(path: Path) -> bytes:
@@ -229,10 +264,10 @@ def _last_line(path: Path) -> bytes:
 
 def _is_whole_record(line: bytes) -> bool:
     try:
-        body_bytes, _ = split_line(line)
-        return isinstance(json.loads(body_bytes).get("seq"), int)
-    except (ValueError, UnicodeDecodeError):
+        parse_line(line)
+    except ValueError:
         return False
+    return True
 
 
 def _repair_torn_tail(path: Path) -> TailRepair | None:
@@ -269,8 +304,8 @@ def read_bodies(path: Path) -> list[dict[str, Any]]:
     bodies = []
     for _, line in read_records(path):
         try:
-            bodies.append(json.loads(split_line(line)[0]))
-        except (ValueError, UnicodeDecodeError):
+            bodies.append(parse_line(line)[2])
+        except ValueError:
             continue
     return bodies
 

@@ -147,9 +147,9 @@ def _record_for(sealed: Path) -> dict[str, Any] | None:
     if sealed.resolve().parent.name != "sealed" or not chain.is_file():
         return None
     name = f"sealed/{sealed.name}"
-    try:  # a chain too deeply nested or unreadable is `bodycam verify`'s to report
+    try:  # an unreadable chain is `bodycam verify`'s to report
         bodies = read_bodies(chain)
-    except (OSError, RecursionError):
+    except OSError:
         return None
-    return next((r for r in bodies if isinstance(r, dict) and isinstance(r.get("payload"), dict)
+    return next((r for r in bodies if isinstance(r.get("payload"), dict)
                  and r["payload"].get("file") == name), None)

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,15 +27,18 @@ from agent.evidence.chain import (
     GENESIS_PREV,
     SEALED_FILE_TYPES,
     canonical,
+    has_writer,
+    is_int64,
+    parse_line,
     read_records,
     record_hash,
-    split_line,
 )
 from agent.evidence.keys import PUBLIC_NAME, KeyMaterialError, fingerprint, load_public_key
 from agent.evidence.store import Store
 
-# What a line that does not parse may raise: deep nesting ends json in RecursionError.
-_UNPARSED = (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError)
+SEAL_WAIT_S = 5.0  # how long a file being sealed in a live store may take to get its record
+_SEAL_POLL_S = 0.02
+_SEALED_SEQ = re.compile(r"sealed/([0-9]+)\.")
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,10 @@ class Report:
     def ok(self) -> bool:
         return not self.findings
 
+    @property
+    def head_seq(self) -> int:
+        return self.head["seq"] if self.head else 0
+
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok,
                 "first_problem": str(self.findings[0]) if self.findings else None}
@@ -90,32 +98,89 @@ def verify_store(root: Path, public_key_path: Path | None = None,
     """Everything in the module docstring. `digests` (sha256 by file name, e.g.
     "sealed/00000003.ts") are hashes a caller computed of the very bytes it wrote
     to those files just now, as the dock does while receiving: reading them back
-    from the page cache would hash the same bytes twice."""
+    from the page cache would hash the same bytes twice.
+
+    On a live store (a daemon holds the chain), a file in sealed/ that no record names
+    yet, with a seq beyond the head as read, is being sealed: the chain is read again
+    when its record is appended (at most SEAL_WAIT_S) and verified whole as usual. Only
+    a file still unaccounted for then is a finding; a store nothing writes (a copy, the
+    dock's evidence folder) is never waited for."""
     store = Store(root)
     key = _load_key(public_key_path or store.keys / PUBLIC_NAME)
     report = Report(str(root), fingerprint(key))
     if not store.chain.exists():
         report.findings.append(Finding("chain.jsonl", "missing", "missing"))
         return report
+    # sealed/ is listed before the chain is read: the device renames a file into sealed/
+    # and then appends the record naming it, so each file listed either has its record in
+    # the chain as read or was being sealed meanwhile (then its seq is beyond the head).
+    listed = {f"sealed/{p.name}" for p in store.sealed.glob("*")} if store.sealed.is_dir() \
+        else set()
+    hashes = dict(digests or {})
+    live = False
     try:
         lines = read_records(store.chain)
+        seen_files = _verify_lines(store, key, report, lines, hashes)
+        being_sealed = _being_sealed(listed - seen_files, report)
+        live = bool(being_sealed) and has_writer(store.chain)
+        if live and _await_records(store.chain, lines, report.head_seq,
+                                   max(being_sealed.values()), SEAL_WAIT_S):
+            report = Report(str(root), fingerprint(key))  # all again, with what was added
+            seen_files = _verify_lines(store, key, report, read_records(store.chain), hashes)
     except OSError as exc:  # a folder where the journal should be, or unreadable
         report.findings.append(Finding("chain.jsonl", f"cannot be read ({exc.strerror})",
                                        "missing"))
         return report
-    records = _verify_records(store, key, report, lines)
-    seen_files = _verify_segments(store, records, report, _verify_purges(records, report),
-                                  digests or {})
-    _verify_continuity(records, report)
-    _note_unexplained(records, report)
-    for path in sorted(store.sealed.glob("*")) if store.sealed.is_dir() else []:
-        if f"sealed/{path.name}" not in seen_files:
-            report.findings.append(Finding(f"sealed/{path.name}",
-                                           "is not in the chain (inserted)", "inserted"))
+    late = _being_sealed(listed - seen_files, report) if live else {}
+    for name in sorted(listed - seen_files):
+        report.findings.append(Finding(name, "is not in the chain (inserted)" + (
+            f": no record names it, and none was sealed within {SEAL_WAIT_S:g} s of "
+            "listing it" if name in late else ""), "inserted"))
     for path in sorted(store.open.glob("*")) if store.open.is_dir() else []:
         report.notes.append(f"open/{path.name} is not sealed yet (being written, or left by "
                             "a power cut for recovery)")
     return report
+
+
+def _verify_lines(store: Store, key: Ed25519PublicKey, report: Report,
+                  lines: list[tuple[int, bytes]], hashes: dict[str, str]) -> set[str]:
+    """The records, their files and their continuity, into `report`; returns the names of
+    the files the chain accounts for. `hashes` are the digests known so far, and gain those
+    computed here."""
+    records = _verify_records(store, key, report, lines)
+    seen_files = _verify_segments(store, records, report, _verify_purges(records, report),
+                                  hashes)
+    _verify_continuity(records, report)
+    _note_unexplained(records, report)
+    return seen_files
+
+
+def _being_sealed(names: set[str], report: Report) -> dict[str, int]:
+    """Of files no record names, those named by a seq beyond the chain's head as read: on
+    a live store, the seal in progress of the next record (seq -> name's seq)."""
+    return {name: int(match.group(1)) for name in names
+            if (match := _SEALED_SEQ.match(name)) and int(match.group(1)) > report.head_seq}
+
+
+def _await_records(chain: Path, lines: list[tuple[int, bytes]], head: int, until: int,
+                   wait_s: float) -> bool:
+    """Whether records after seq `head` were appended after `lines`, waiting at most
+    `wait_s` for one with seq `until` or later: a seal is a rename, two directory syncs, a
+    signature and a write with its sync. The last line read is read again: it may have
+    been caught half written."""
+    offset = sum(len(line) + 1 for _, line in lines[:-1])
+    deadline = time.monotonic() + wait_s
+    while True:
+        with chain.open("rb") as f:
+            f.seek(offset)
+            added = f.read()
+        seqs = [0]
+        for line in added.splitlines()[: added.count(b"\n")]:
+            with contextlib.suppress(ValueError):
+                seqs.append(parse_line(line)[2]["seq"])
+        if max(seqs) >= until or time.monotonic() >= deadline:
+            return max(seqs) > head
+        time.sleep(_SEAL_POLL_S)
 
 
 def _load_key(path: Path) -> Ed25519PublicKey:
@@ -153,12 +218,9 @@ def verify_tail(root: Path, count: int, public_key_path: Path | None = None) -> 
 
 
 def _parse(line: bytes) -> tuple[bytes, bytes, dict[str, Any], int]:
-    """(signed bytes, signature, body, seq) of a journal line; ValueError and the like if
-    it is not a whole record."""
-    body_bytes, signature = split_line(line)
-    body = json.loads(body_bytes)
-    if not isinstance(body, dict) or not _is_int(body.get("seq")):
-        raise ValueError("no integer seq in a JSON object")
+    """(signed bytes, signature, body, seq) of a journal line; ValueError saying why if it
+    is not a whole record."""
+    body_bytes, signature, body = parse_line(line)
     return body_bytes, signature, body, body["seq"]
 
 
@@ -173,11 +235,11 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
         try:
             body_bytes, _, _, seq = _parse(before[0][1])
             expected_seq, prev_hash = seq + 1, record_hash(body_bytes)
-        except _UNPARSED:
+        except ValueError:
             expected_seq, prev_hash = before[0][0] + 1, None
     seqs_present = set()
     for _, line in lines:
-        with contextlib.suppress(*_UNPARSED):
+        with contextlib.suppress(ValueError):
             seqs_present.add(_parse(line)[3])
     records: list[dict[str, Any]] = []
     retired: int | None = None
@@ -186,7 +248,7 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
         where = f"line {number}"
         try:
             body_bytes, signature, body, seq = _parse(line)
-        except _UNPARSED as exc:
+        except ValueError as exc:
             kind = "changed" if line.endswith(b'"}') else "truncated"
             report.findings.append(Finding(where, f"is not a whole signed record ({kind}): "
                                            f"{exc}", kind))
@@ -242,14 +304,8 @@ def _malformed(body: dict[str, Any], body_bytes: bytes) -> str | None:
     return f"is signed but malformed: {problem}" if problem else None
 
 
-def _is_int(value: Any) -> bool:
-    """An integer a device writes: not a bool, and within 64 bits, so that arithmetic on it
-    (durations in floating point) cannot overflow."""
-    return type(value) is int and -(1 << 63) <= value < 1 << 63
-
-
 def _is_positive(value: Any) -> bool:
-    return _is_int(value) and value > 0
+    return is_int64(value) and value > 0
 
 
 def _is_str(value: Any) -> bool:
@@ -271,20 +327,20 @@ def _is_sealed_name(value: Any) -> bool:
 # A shape: a predicate; a dict (an object with at least these keys; {} is any object); a
 # one-item list (a list of such items); a tuple (any one of these shapes).
 _Shape = Callable[[Any], bool] | dict[str, Any] | list[Any] | tuple[Any, ...]
-_RECORD = {"seq": _is_int, "type": _is_str, "prev": _is_str, "payload": {}}
-_FILE = {"file": _is_sealed_name, "sha256": _is_str, "size": _is_int}
-_STREAM = {"packets": _is_int, "first_pts_us": (_is_none, _is_int),
-           "last_pts_us": (_is_none, _is_int)}
+_RECORD = {"seq": is_int64, "type": _is_str, "prev": _is_str, "payload": {}}
+_FILE = {"file": _is_sealed_name, "sha256": _is_str, "size": is_int64}
+_STREAM = {"packets": is_int64, "first_pts_us": (_is_none, is_int64),
+           "last_pts_us": (_is_none, is_int64)}
 _PAYLOADS: dict[str, _Shape] = {
-    "segment_sealed": {**_FILE, "recording": _is_int, "index": _is_int,
+    "segment_sealed": {**_FILE, "recording": is_int64, "index": is_int64,
                        "video": {**_STREAM, "fps": _is_positive},
                        "audio": (_is_none, {**_STREAM, "sample_rate": _is_positive,
                                             "samples_per_packet": _is_positive})},
-    "voice_note": {**_FILE, "interruption": (_is_none, _is_int)},
+    "voice_note": {**_FILE, "interruption": (_is_none, is_int64)},
     "exemption": _FILE,
-    "custody": {"segments": [{"seq": _is_int, "sha256": _is_str}]},
-    "purge": {"files": [{"seq": _is_int, "sha256": _is_str, "file": _is_str}]},
-    "record_stop": {"recording": _is_int, "segments": _is_int},
+    "custody": {"segments": [{"seq": is_int64, "sha256": _is_str}]},
+    "purge": {"files": [{"seq": is_int64, "sha256": _is_str, "file": _is_str}]},
+    "record_stop": {"recording": is_int64, "segments": is_int64},
     "key_rotation": {"new_public_key": _is_str, "new_fingerprint": _is_str},
     "interruption": {"cause": _is_str},
 }
@@ -337,7 +393,7 @@ def _key_in_force(lines: list[tuple[int, bytes]], anchor: Ed25519PublicKey) -> E
     key = anchor
     for _, line in lines:
         if b'"type":"key_rotation"' in line:
-            with contextlib.suppress(*_UNPARSED):
+            with contextlib.suppress(ValueError, KeyError, TypeError):  # any shape
                 payload = _parse(line)[2]["payload"]
                 key = Ed25519PublicKey.from_public_bytes(
                     base64.b64decode(payload["new_public_key"]))
@@ -424,6 +480,7 @@ def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report
             continue
         try:
             size, digest = path.stat().st_size, digests.get(name) or _sha256(path)
+            digests[name] = digest
         except OSError as exc:
             report.findings.append(Finding(where, f"cannot be read ({exc.strerror})",
                                            "missing"))

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from yarl import URL
 
 from agent.evidence.chain import SEALED_FILE_TYPES, record_hash, split_line
@@ -23,16 +26,26 @@ SEGMENTS = 6
 
 
 async def _request(device: Docked, method: str, path: str, link: str,
-                   **kwargs: Any) -> tuple[int, bytes]:
+                   **kwargs: Any) -> tuple[int, bytes, dict[str, str]]:
     connector = aiohttp.TCPConnector(ssl=device.link(link).context())
     async with aiohttp.ClientSession(connector=connector) as session, \
             session.request(method, URL(device.url + path, encoded=True), **kwargs) as response:
-        return response.status, await response.read()
+        return response.status, await response.read(), dict(response.headers)
 
 
 def request(device: Docked, method: str, path: str, link: str = "dock",
             **kwargs: Any) -> tuple[int, bytes]:
-    return asyncio.run(_request(device, method, path, link, **kwargs))
+    status, body, _ = asyncio.run(_request(device, method, path, link, **kwargs))
+    return status, body
+
+
+def post_custody(device: Docked, report: dict[str, Any],
+                 link: str = "dock") -> tuple[int, str, str | None]:
+    """(status, error or receipt, Retry-After) of one custody report."""
+    status, body, headers = asyncio.run(_request(device, "POST", "/v1/custody", link,
+                                                 json=report))
+    answer = json.loads(body)
+    return status, answer.get("error") or answer["receipt"], headers.get("Retry-After")
 
 
 def nonce(device: Docked, link: str = "dock") -> str:
@@ -81,12 +94,16 @@ def test_a_report_from_the_public_chain_alone_takes_nothing_and_the_real_pull_do
 
         assert status == 422, answer
         assert "no proof of possession" in json.loads(answer)["error"]
-        # Nor a "proof" made from what is public: the hash under the nonce.
-        guessed = nonce(device)
-        status, answer = request(device, "POST", "/v1/custody", json={
-            **forged, "report_id": str(uuid.uuid4()), "nonce": guessed,
-            "segments": [{**c, "proof": c["sha256"]} for c in claims]})
-        assert status == 422 and "does not hold the sealed bytes" in json.loads(answer)["error"]
+        # Nor a "proof" made from what is public: the hash under the nonce (sent from the
+        # forger's other certificate, which that wrong proof then holds off a while).
+        guessed = {**forged, "report_id": str(uuid.uuid4()), "nonce": nonce(device, "dock-b"),
+                   "segments": [{**c, "proof": c["sha256"]} for c in claims]}
+        status, error, _ = post_custody(device, guessed, "dock-b")
+        assert status == 422 and "does not hold the sealed bytes" in error
+        status, error, retry_after = post_custody(
+            device, {**guessed, "report_id": str(uuid.uuid4()),
+                     "nonce": nonce(device, "dock-b")}, "dock-b")
+        assert status == 429 and retry_after is not None and "without reading" in error
         assert not device.records("custody") and not device.records("purge")
         assert snapshot(device.store) == files
         assert "export_overdue" in device.daemon.status()["alarms"]
@@ -104,9 +121,10 @@ def test_a_report_from_the_public_chain_alone_takes_nothing_and_the_real_pull_do
         assert verify_store(device.store).ok
 
 
-def test_a_proof_over_altered_bytes_is_refused(tmp_path: Path, recorded: Path,
-                                               dock_pki: Pki) -> None:
-    with docked_device(tmp_path, recorded, dock_pki, purge_policy="after_custody") as device:
+def test_a_proof_over_altered_bytes_is_refused(tmp_path: Path, recorded: Path, dock_pki: Pki,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    with docked_device(tmp_path, recorded, dock_pki, purge_policy="after_custody") as device, \
+            caplog.at_level(logging.WARNING, logger="agent.device.offload.server"):
         pulled = device.pull(tmp_path / "dock", custody=False)
         assert pulled.verify.ok and pulled.custody_seq is None
         evidence = tmp_path / "dock" / "TEST-0001"
@@ -126,12 +144,19 @@ def test_a_proof_over_altered_bytes_is_refused(tmp_path: Path, recorded: Path,
         assert not device.records("custody") and not device.records("purge")
         assert snapshot(device.store) == files
 
-        # The same dock with the right bytes, on a fresh nonce: accepted.
+        # The same dock with the right bytes, on a fresh nonce: held off for a while after
+        # its wrong proof (refused without a read, logged once), then accepted.
         path.write_bytes(original)
-        status, answer = request(device, "POST", "/v1/custody",
-                                 json=proven_report(evidence, nonce(device)))
+        for _ in range(3):
+            status, error, retry_after = post_custody(device,
+                                                      proven_report(evidence, nonce(device)))
+            assert status == 429 and retry_after is not None, error
+        time.sleep(int(retry_after))
+        status, answer, _ = post_custody(device, proven_report(evidence, nonce(device)))
         assert status == 200, answer
         assert len(device.records("custody")) == 1 and device.records("purge")
+        refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refusals) == 2, refusals  # the wrong proof, and the first of three 429s
 
 
 def test_a_nonce_serves_only_the_dock_that_asked_for_it(tmp_path: Path, recorded: Path,

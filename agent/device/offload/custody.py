@@ -15,7 +15,7 @@ its signed line is the receipt.
 from __future__ import annotations
 
 import hmac
-import json
+import math
 import secrets
 import threading
 import time
@@ -27,12 +27,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.evidence.chain import SEALED_FILE_TYPES, Chain, record_hash, split_line
+from agent.evidence.chain import SEALED_FILE_TYPES, Chain, parse_line, record_hash
 from agent.evidence.possession import digest_file, new_proof
 
 NONCE_TTL_S = 600.0
 NONCES_PER_DOCK = 8     # a dock's own oldest goes when it asks for more
-MAX_DOCKS = 64          # certificates holding nonces at once; then the least recent goes
+MAX_DOCKS = 64          # certificates holding nonces, or held off, at once
+BACKOFF_FIRST_S = 2.0   # a dock's reports refused this long after its first wrong proof...
+BACKOFF_MAX_S = 600.0   # ...twice as long after each further one, up to this
 
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Seq = Annotated[int, Field(ge=1, le=2**53)]
@@ -94,11 +96,23 @@ class SealedFile:
 
 
 class CustodyRefused(Exception):
-    """A report the device will not acknowledge; `status` is the HTTP status that says why."""
+    """A report the device will not acknowledge; `status` is the HTTP status that says why,
+    `retry_after` (s) when the dock may try again only later, `quiet` when it was already
+    logged in this window."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None,
+                 quiet: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+        self.quiet = quiet
+
+
+class WrongProof(CustodyRefused):
+    """A proof of possession that is not the device's copy's: it cost the device a read."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(422, message)
 
 
 class Ledger:
@@ -133,10 +147,9 @@ class Ledger:
 
     def _take(self, line: bytes) -> None:
         try:
-            body_bytes, _ = split_line(line)
-            body = json.loads(body_bytes)
+            body_bytes, _, body = parse_line(line)
             seq, kind, payload = body["seq"], body["type"], body["payload"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (ValueError, KeyError):
             return  # not a whole record: the verifier reports it
         self.hashes[seq] = record_hash(body_bytes)
         if kind in SEALED_FILE_TYPES:
@@ -197,6 +210,54 @@ class Nonces:
         return expiry is not None and expiry > time.monotonic()
 
 
+@dataclass
+class _HeldOff:
+    failures: int
+    until: float        # monotonic time the dock may report again
+    told: bool = False  # a refusal in this window was logged
+
+
+class ProofBackoff:
+    """Each wrong proof costs the device a read of a sealed file while it records; a dock
+    (a stolen certificate, or a buggy client) could send one after another. After a wrong
+    proof its certificate's reports are refused (429) for BACKOFF_FIRST_S, twice as long
+    after each further one up to BACKOFF_MAX_S, before any file is read; a good report
+    clears it. At most MAX_DOCKS certificates are held off at once (a new one displaces the
+    one whose window ends first)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._docks: dict[str, _HeldOff] = {}  # certificate sha256 ->
+
+    def check(self, dock: DockIdentity) -> None:
+        """CustodyRefused (429, with the seconds left) while `dock` is held off; only the
+        first refusal of a window is to be logged."""
+        with self._lock:
+            held = self._docks.get(dock.certificate_sha256)
+            left = held.until - time.monotonic() if held else 0.0
+            if held is None or left <= 0:
+                return
+            quiet, held.told = held.told, True
+        raise CustodyRefused(429, f"dock {dock.name} (certificate sha256 "
+                             f"{dock.certificate_sha256}) sent a wrong proof of possession "
+                             f"({held.failures} in a row): its custody reports are refused for "
+                             f"{math.ceil(left)} s more, without reading any file", left, quiet)
+
+    def failed(self, dock: DockIdentity) -> None:
+        now = time.monotonic()
+        with self._lock:
+            held = self._docks.pop(dock.certificate_sha256, None)
+            failures = held.failures + 1 if held else 1
+            if len(self._docks) >= MAX_DOCKS:
+                del self._docks[min(self._docks, key=lambda d: self._docks[d].until)]
+            self._docks[dock.certificate_sha256] = _HeldOff(failures, now + min(
+                BACKOFF_FIRST_S * 2 ** min(failures - 1, 32), BACKOFF_MAX_S))
+
+    def passed(self, dock: DockIdentity) -> None:
+        with self._lock:
+            self._docks.pop(dock.certificate_sha256, None)
+
+
 def check_report(ledger: Ledger, report: CustodyReport) -> list[SealedFile]:
     """The sealed files the report takes into custody; CustodyRefused names the first problem."""
     head = report.head
@@ -243,9 +304,9 @@ def check_proofs(root: Path, nonce: str, claims: Iterable[tuple[SealedFile, str]
                                  f"device cannot read its copy to check the proof: "
                                  f"{exc.strerror}") from exc
         if not hmac.compare_digest(expected.hexdigest(), proof):
-            raise CustodyRefused(422, f"segment seq {sealed.seq} ({sealed.file}): proof "
-                                 f"{proof} is not HMAC-SHA256 of this file's bytes under "
-                                 "the report's nonce: the dock does not hold the sealed bytes")
+            raise WrongProof(f"segment seq {sealed.seq} ({sealed.file}): proof {proof} is "
+                             "not HMAC-SHA256 of this file's bytes under the report's nonce: "
+                             "the dock does not hold the sealed bytes")
 
 
 class CustodyDesk:
@@ -259,6 +320,7 @@ class CustodyDesk:
         self._root = root
         self._proving = threading.Lock()
         self.nonces = Nonces()
+        self.backoff = ProofBackoff()
 
     def take(self, report: CustodyReport, dock: DockIdentity) -> bytes:
         """Check, prove and seal one report; returns the custody record's signed line (the
@@ -269,14 +331,21 @@ class CustodyDesk:
                                  f"to dock {dock.name} (certificate sha256 "
                                  f"{dock.certificate_sha256}), has expired or was already "
                                  "spent (replay)")
+        self.backoff.check(dock)
         proofs = {claim.seq: claim.proof for claim in report.segments}
         with self._proving:
+            self.backoff.check(dock)  # again: its other report may have failed meanwhile
             with self._ledger.lock:
                 ledger = self._ledger.refresh()
                 to_prove = [(f, proof) for f in check_report(ledger, report)
                             if f.seq not in ledger.custody
                             and (proof := proofs[f.seq]) is not None]  # checked: present
-            check_proofs(self._root, report.nonce, to_prove)
+            try:
+                check_proofs(self._root, report.nonce, to_prove)
+            except WrongProof:
+                self.backoff.failed(dock)
+                raise
+            self.backoff.passed(dock)
             with self._ledger.lock:  # custody only grows: what was proven covers it still
                 files = check_report(self._ledger.refresh(), report)
                 record = self._chain.append("custody", {

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -284,9 +285,13 @@ class OffloadServer:
         try:
             receipt = self._custody_desk.take(report, dock)
         except CustodyRefused as exc:
-            log.warning("custody report %s from %s refused: %s", report.report_id, dock.name,
-                        exc)
-            return json_reply({"error": str(exc)}, exc.status)
+            if not exc.quiet:
+                log.warning("custody report %s from %s refused: %s%s", report.report_id,
+                            dock.name, exc, " (further refusals in this window not logged)"
+                            if exc.retry_after is not None else "")
+            headers = {"Retry-After": str(math.ceil(exc.retry_after))} \
+                if exc.retry_after is not None else None
+            return json_reply({"error": str(exc)}, exc.status, headers)
         purge = self._device.purge()
         return json_reply({
             "receipt": receipt.decode("utf-8"),

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.evidence.chain import read_records, record_hash, split_line, utc_iso
+from agent.evidence.chain import parse_line, read_records, record_hash, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,8 @@ class Outbox:
         added = 0
         for _, line in read_records(chain):
             try:
-                body_bytes, _ = split_line(line)
-                body = json.loads(body_bytes)
-            except (ValueError, UnicodeDecodeError):
+                body_bytes, _, body = parse_line(line)
+            except ValueError:
                 continue  # the verifier reports it; the outbox sends what is whole
             if body["seq"] > last:
                 self.add_record(body, record_hash(body_bytes))
