@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.durable import fsync_dir, write_all
+from agent.durable import fsync_dir, write_all, write_file
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def _repair_torn_tail(path: Path) -> TailRepair | None:
         cut = data.rfind(b"\n") + 1
     torn = data[cut:]
     kept = path.with_name(f"{path.name}.torn-{time.time_ns()}")
-    kept.write_bytes(torn)
+    write_file(kept, torn, mode=0o644)  # on disk before the journal is cut
     with path.open("r+b") as f:
         f.truncate(cut)
         os.fsync(f.fileno())
