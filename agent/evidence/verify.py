@@ -282,6 +282,7 @@ _PAYLOADS: dict[str, _Shape] = {
                                             "samples_per_packet": _is_positive})},
     "voice_note": {**_FILE, "interruption": (_is_none, _is_int)},
     "exemption": _FILE,
+    "file_recovered": _FILE,
     "custody": {"segments": [{"seq": _is_int, "sha256": _is_str}]},
     "purge": {"files": [{"seq": _is_int, "sha256": _is_str, "file": _is_str}]},
     "record_stop": {"recording": _is_int, "segments": _is_int},
