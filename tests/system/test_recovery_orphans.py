@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import wave
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +18,28 @@ from agent.evidence.chain import SEALED_FILE_TYPES, read_bodies
 from agent.evidence.store import Store
 from agent.evidence.verify import verify_store
 from tests.support.device import running_daemon, wait_for
-from tests.support.page_cache import PageCache, page_cache
+from tests.support.page_cache import page_cache
 
 
 class PowerCut(Exception):
     """The power went: the code after it never ran (the on-disk state is the model's)."""
 
 
+@dataclass(frozen=True)
 class CutAtSeal(Store):
-    """The store, with a power cut right before or right after a file's rename into
-    sealed/: the moment the record that names it has not been written yet."""
+    """The store, with a power cut (`cut`) right before or right after a file's rename
+    into sealed/: the moment the record that names it has not been written yet."""
 
-    def __init__(self, root: Path, cache: PageCache, after: Path, renamed: bool) -> None:
-        super().__init__(root)
-        object.__setattr__(self, "cut", lambda: cache.cut(after))
-        object.__setattr__(self, "renamed", renamed)
+    cut: Callable[[], object]
+    renamed: bool
 
     def move_to_sealed(self, path: Path) -> Callable[[int], dict[str, str]]:
         move = super().move_to_sealed(path)
 
         def cut_at(seq: int) -> dict[str, str]:
-            if self.renamed:  # type: ignore[attr-defined]
+            if self.renamed:
                 move(seq)
-            self.cut()  # type: ignore[attr-defined]
+            self.cut()
             raise PowerCut(f"the record for seq {seq} was never written")
 
         return cut_at
@@ -59,7 +59,7 @@ def test_a_note_cut_at_its_seal_is_recovered_into_the_chain(
     store, after = tmp_path / "store", tmp_path / "after-the-cut"
     with page_cache(store) as cache, running_daemon(write_config(note_max=1,
                                                                  extra=extra)) as daemon:
-        daemon.voice_notes._store = CutAtSeal(store, cache, after, renamed)
+        daemon.voice_notes._store = CutAtSeal(store, lambda: cache.cut(after), renamed)
         with pytest.raises(PowerCut):
             daemon.voice_notes.take(kind, {"interruption": None} if kind == "voice_note" else {})
     head = len(read_bodies(after / "chain.jsonl"))

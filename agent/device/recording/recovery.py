@@ -146,7 +146,7 @@ def _seal_recovered(store: Store, chain: Chain, path: Path, recording: int,
                     layout: StreamLayout) -> dict[str, Any] | None:
     match = _OPEN_NAME.match(path.name)
     if not match:
-        log.error("open/%s is not a segment name; left where it is", path.name)
+        log.error("open/%s is not a segment name: sealed as a file found", path.name)
         return None
     encrypted = match.group(3).endswith(AGE_SUFFIX)
     original = path.stat().st_size
