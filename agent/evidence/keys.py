@@ -179,7 +179,7 @@ def repair_public_keys(keys_dir: Path, key: Ed25519PrivateKey, records: list[dic
             continue
         kept = path.with_name(f"{name}.unreadable-{time.time_ns()}")
         keep = path.exists() and not (path.is_file() and path.stat().st_size == 0)
-        seal({"key_file": f"keys/{name}", "found": found, "key_fingerprint": own,
+        seal({"key_file": f"keys/{name}", "found": found, "fingerprint": own,
               "derived_from": f"keys/{PRIVATE_NAME}",
               "kept_in": f"keys/{kept.name}" if keep else None})
         if keep:

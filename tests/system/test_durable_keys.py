@@ -13,6 +13,7 @@ from agent.device.selfcheck import Status
 from agent.evidence.chain import read_bodies
 from agent.evidence.keys import fingerprint, load_or_create_device_key, load_public_key
 from agent.evidence.verify import verify_store
+from tests.evidence.test_chain_format import run_procedure, tools  # noqa: F401  (a fixture)
 from tests.support.device import BODYCAM, running_daemon
 from tests.support.page_cache import page_cache
 
@@ -60,6 +61,7 @@ def _garbled(path: Path) -> None:
     (Path.unlink, "missing"), (_empty, "empty"),
     (_garbled, "unreadable (not a PEM public key)")], ids=["missing", "empty", "garbled"])
 def test_a_lost_device_pub_is_written_again_and_sealed(write_config, tmp_path: Path,
+                                                       tools: Path,  # noqa: F811
                                                        damage, found: str) -> None:
     config = write_config()
     store = tmp_path / "store"
@@ -75,7 +77,7 @@ def test_a_lost_device_pub_is_written_again_and_sealed(write_config, tmp_path: P
     assert (keys / "device.pub").read_bytes() == before
     [repair] = records(store, "key_repaired")
     assert repair["key_file"] == "keys/device.pub" and repair["found"] == found
-    assert repair["key_fingerprint"] == first == records(store, "boot")[0]["key_fingerprint"]
+    assert repair["fingerprint"] == first == records(store, "boot")[0]["key_fingerprint"]
     if damage is _garbled:
         assert (store / repair["kept_in"]).read_bytes() == b"\0" * 113, "kept, not destroyed"
     else:
@@ -83,6 +85,8 @@ def test_a_lost_device_pub_is_written_again_and_sealed(write_config, tmp_path: P
     report = verify_store(store)
     assert report.ok, report.summary()
     assert bodycam("verify", str(store)).returncode == 0
+    by_hand = run_procedure(store, tools, tmp_path / "work")  # docs/chain-format.md's script
+    assert by_hand.returncode == 0, by_hand.stdout + by_hand.stderr
 
 
 def test_after_a_rotation_current_pub_is_written_again_but_device_pub_cannot_be(
@@ -112,7 +116,7 @@ def test_after_a_rotation_current_pub_is_written_again_but_device_pub_cannot_be(
     assert (keys / "device.pub").read_bytes() == b"", "never written with another key"
     [repair] = records(store, "key_repaired")
     assert repair["key_file"] == "keys/current.pub" and repair["found"] == "empty"
-    assert repair["key_fingerprint"] == fingerprint(
+    assert repair["fingerprint"] == fingerprint(
         load_or_create_device_key(keys).public_key())
     first = fingerprint(load_public_key(register))
     assert f"keys/device.pub is empty and cannot be written again: it is the key {first[:16]}" \

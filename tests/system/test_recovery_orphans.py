@@ -17,6 +17,7 @@ from agent.evidence.age import recipient_string
 from agent.evidence.chain import SEALED_FILE_TYPES, read_bodies
 from agent.evidence.store import Store
 from agent.evidence.verify import verify_store
+from tests.evidence.test_chain_format import run_procedure, tools  # noqa: F401  (a fixture)
 from tests.support.device import running_daemon, wait_for
 from tests.support.page_cache import page_cache
 
@@ -53,7 +54,8 @@ def sealed_records(store: Path) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(("kind", "encrypted"), [("voice_note", False), ("exemption", True)],
                          ids=["voice-note", "encrypted-exemption"])
 def test_a_note_cut_at_its_seal_is_recovered_into_the_chain(
-        write_config, tmp_path: Path, kind: str, encrypted: bool, renamed: bool) -> None:
+        write_config, tmp_path: Path, tools: Path, kind: str, encrypted: bool,  # noqa: F811
+        renamed: bool) -> None:
     recipient = recipient_string(X25519PrivateKey.generate().public_key())
     extra = f'[encryption]\nenabled = true\nrecipients = ["{recipient}"]' if encrypted else ""
     store, after = tmp_path / "store", tmp_path / "after-the-cut"
@@ -75,7 +77,7 @@ def test_a_note_cut_at_its_seal_is_recovered_into_the_chain(
     [recovered] = sealed_records(after)
     payload = recovered["payload"]
     assert recovered["type"] == "file_recovered" and payload["recovered"] is True
-    assert payload["found"] == f"{where}/{left.name}"
+    assert payload["came_from"] == f"{where}/{left.name}"
     assert (payload["size"], payload["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
     assert (after / payload["file"]).read_bytes() == data
     assert recovered["seq"] > head + 1, "the seq its file held went to the boot record"
@@ -87,6 +89,8 @@ def test_a_note_cut_at_its_seal_is_recovered_into_the_chain(
     assert not list((after / "open").iterdir()), "nothing is left outside the chain"
     report = verify_store(after)
     assert report.ok, report.summary()
+    by_hand = run_procedure(after, tools, tmp_path / "work")  # docs/chain-format.md's script
+    assert by_hand.returncode == 0, by_hand.stdout + by_hand.stderr
 
 
 def test_no_record_takes_a_seq_a_sealed_file_holds(write_config, tmp_path: Path) -> None:
@@ -109,7 +113,7 @@ def test_no_record_takes_a_seq_a_sealed_file_holds(write_config, tmp_path: Path)
 
     chain = read_bodies(store / "chain.jsonl")
     named = {r["payload"]["file"]: r for r in chain if r["type"] in SEALED_FILE_TYPES}
-    recovered = {r["payload"]["found"]: r["payload"] for r in chain
+    recovered = {r["payload"]["came_from"]: r["payload"] for r in chain
                  if r["type"] == "file_recovered"}
     assert set(recovered) == {f"sealed/{path.name}" for path in strays}
     for path, data in strays.items():

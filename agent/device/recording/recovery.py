@@ -129,17 +129,17 @@ def _seal_found(store: Store, chain: Chain, path: Path) -> None:
     """Seal a file the cut left outside the chain as it is, saying where it was found: a
     voice note or exemption (complete and synced before its rename, or as much of it as
     reached the disk), or a segment of a recording already closed."""
-    found = (f"sealed/{path.name.removeprefix(_FROM_SEALED)}"
-             if path.name.startswith(_FROM_SEALED) else f"open/{path.name}")
+    came_from = (f"sealed/{path.name.removeprefix(_FROM_SEALED)}"
+                 if path.name.startswith(_FROM_SEALED) else f"open/{path.name}")
     data = path.read_bytes()
     os.chmod(path, 0o444)
     payload: dict[str, Any] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                               "recovered": True, "found": found}
+                               "recovered": True, "came_from": came_from}
     if path.name.endswith(AGE_SUFFIX):  # the recipients are not in an age file's header
         payload.update(encryption={"format": AGE_FORMAT, "recipients": None}, plaintext=None)
     record = chain.append("file_recovered", payload, name_for_seq=store.move_to_sealed(path))
     Progress.remove(path)
-    log.warning("recovered %s (%d bytes) as %s", found, len(data), record["payload"]["file"])
+    log.warning("recovered %s (%d bytes) as %s", came_from, len(data), record["payload"]["file"])
 
 
 def _seal_recovered(store: Store, chain: Chain, path: Path, recording: int,
