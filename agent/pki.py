@@ -12,7 +12,6 @@ issues them from its own PKI, and the device only ever reads PEM files.
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from agent.durable import write_file
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,11 @@ class Issued:
                                       serialization.NoEncryption())
 
     def write(self, cert_path: Path, key_path: Path | None = None) -> None:
-        """The certificate (0644) and, when asked, its key (0600, never readable by others)."""
-        cert_path.write_bytes(self.cert_pem)
+        """The certificate (0644) and, when asked, its key (0600, never readable by others),
+        durably: a device and a dock start from them after a reboot."""
+        write_file(cert_path, self.cert_pem, mode=0o644)
         if key_path is not None:
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(self.key_pem)
+            write_file(key_path, self.key_pem, mode=0o600)
 
 
 def common_names(name: x509.Name) -> list[str]:
@@ -187,8 +187,8 @@ def write_dock_pki(device_keys: Path, key: Ed25519PrivateKey, dock_dir: Path, de
     files = DockPki(device_keys / "device.crt", device_keys / "device.key",
                     device_keys / "dock-ca.pem", dock_dir / "dock.crt", dock_dir / "dock.key",
                     dock_dir / "device-ca.pem")
-    files.device_cert.write_bytes(certify_device(device_ca, device_request(key, device_id))
-                                  .public_bytes(serialization.Encoding.PEM))
+    write_file(files.device_cert, certify_device(device_ca, device_request(key, device_id))
+               .public_bytes(serialization.Encoding.PEM), mode=0o644)
     dock_ca.write(files.dock_ca)
     issue(dock_ca, dock_name).write(files.dock_cert, files.dock_key)
     device_ca.write(files.device_ca)

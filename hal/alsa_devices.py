@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from agent.durable import write_file
 
 ASOUND = Path("/proc/asound")
 _CARD = re.compile(r"^\s*(\d+) \[(.{15})\]: (\S+) - (.*)$")
@@ -109,7 +112,7 @@ def write_choice(config: Path, choice: AudioChoice) -> None:
             lines[i] = f"{key[1]}{key[2]}{values.pop(key[1])}{key[4]}"
     if values:
         raise ValueError(f"{config}: [audio] has no line for {', '.join(sorted(values))}")
-    config.write_text("".join(lines))
+    write_file(config, "".join(lines).encode(), mode=stat.S_IMODE(config.stat().st_mode))
 
 
 def describe(choice: AudioChoice) -> list[str]:

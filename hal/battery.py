@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.config import BatteryConfig
+from agent.durable import write_file
 from hal.board import this_board
 
 _MICRO = 1_000_000
@@ -141,10 +142,10 @@ class SimulatedBattery(SysfsBattery):
 
     def __init__(self, folder: Path) -> None:
         battery = folder / "BAT0"
-        if not battery.is_dir():
-            battery.mkdir(parents=True)
-            for name, value in _SIM_SEED.items():
-                (battery / name).write_text(value + "\n", encoding="ascii")
+        battery.mkdir(parents=True, exist_ok=True)
+        for name, value in _SIM_SEED.items():  # each one missing: a cut may take some
+            if not (battery / name).exists():
+                write_file(battery / name, f"{value}\n".encode("ascii"), mode=0o644)
         super().__init__(folder, "BAT0")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.config import ThermalConfig
+from agent.durable import write_file
 
 # Bits of the firmware's word: now (0-3) and since boot (16-19).
 UNDER_VOLTAGE, FREQ_CAPPED, THROTTLED, SOFT_TEMP_LIMIT = 0x1, 0x2, 0x4, 0x8
@@ -116,10 +117,10 @@ class SimulatedThermal(SysfsThermal):
     def __init__(self, zone: Path, firmware_flags: Path) -> None:
         if not (zone / "temp").exists():
             zone.mkdir(parents=True, exist_ok=True)
-            (zone / "temp").write_text("45000\n", encoding="ascii")
+            write_file(zone / "temp", b"45000\n", mode=0o644)
         if not firmware_flags.exists():
             firmware_flags.parent.mkdir(parents=True, exist_ok=True)
-            firmware_flags.write_text("0\n", encoding="ascii")
+            write_file(firmware_flags, b"0\n", mode=0o644)
         super().__init__(zone, firmware_flags)
 
 

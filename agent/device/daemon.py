@@ -59,10 +59,12 @@ from agent.device.watchdog import Watchdog, take_marker
 from agent.evidence.age import encryption_record
 from agent.evidence.chain import Chain, current_boot_id, read_bodies
 from agent.evidence.keys import (
+    REPAIR_RECORD,
     KeyMaterialError,
     fingerprint,
     load_or_create_device_key,
     load_recipients,
+    repair_public_keys,
 )
 from agent.evidence.store import Store
 from agent.evidence.verify import unexplained
@@ -210,8 +212,9 @@ class Daemon:
         return os.EX_TEMPFAIL if restart else 0
 
     def _open_chain(self) -> list[dict[str, Any]]:
-        """The store, the device key and the chain, with a boot record saying what started;
-        returns the chain's records as found, read once for everything the start needs."""
+        """The store, the device key and the chain, with a boot record saying what started
+        (and a record for each public key file written again); returns the chain's records
+        as found, read once for everything the start needs."""
         self.store.prepare()
         key = self.key = load_or_create_device_key(self.store.keys, self.store.chain)
         self.recipients = load_recipients(self.config.encryption, self.store.keys)
@@ -235,6 +238,8 @@ class Daemon:
                             {"torn_bytes": self.chain.repair.torn_bytes,
                              "kept_in": self.chain.repair.kept_in}),
         })
+        repair_public_keys(self.store.keys, key, history,
+                           lambda payload: self.chain.append(REPAIR_RECORD, payload))
         return history
 
     def _start_services(self, history: list[dict[str, Any]]) -> None:

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from agent.device import anchors
-from agent.durable import fsync_dir
+from agent.durable import fsync_dir, write_file
 from agent.evidence.age import AgeError, parse_recipient, recipient_fingerprint
 from agent.evidence.chain import Chain, utc_iso
 from agent.evidence.keys import (
@@ -61,7 +61,8 @@ BOOTSTRAP_NAME = "bootstrap.crt"  # self-signed, for the signing key, until enro
 def request(keys_dir: Path, key: Ed25519PrivateKey, device_id: str) -> Path:
     """Write keys/device.csr: CN = the device id, signed by the device key."""
     path = keys_dir / CSR_NAME
-    path.write_bytes(device_request(key, device_id).public_bytes(serialization.Encoding.PEM))
+    write_file(path, device_request(key, device_id).public_bytes(serialization.Encoding.PEM),
+               mode=0o644)
     return path
 
 
@@ -112,8 +113,8 @@ def tls_certificate(keys_dir: Path, key: Ed25519PrivateKey, device_id: str) -> t
             return path, False
     except (OSError, ValueError):
         pass  # none yet, or not one: made below
-    _install(path, self_signed(key, device_id).public_bytes(serialization.Encoding.PEM),
-             mode=0o644)
+    write_file(path, self_signed(key, device_id).public_bytes(serialization.Encoding.PEM),
+               mode=0o644)
     return path, False
 
 
@@ -183,7 +184,7 @@ def enroll(keys_dir: Path, chain: Chain, key: Ed25519PrivateKey, device_id: str,
     if new_device_cas is not None:
         installs.append((keys_dir / DEVICE_CA_NAME, anchors.bundle_pem(new_device_cas)))
     for path, data in installs:
-        _install(path, data, mode=0o644)  # public: certificates, public keys
+        write_file(path, data, mode=0o644)  # public: certificates, public keys
     return chain.append("enrollment", {
         # Whole, so that a verifier holding only the agency's device CA can anchor the key.
         "device_certificate": {**describe(cert), "der": base64.b64encode(
@@ -234,8 +235,8 @@ def rotate(keys_dir: Path, chain: Chain, old: Ed25519PrivateKey, device_id: str,
         "new_fingerprint": fingerprint(new.public_key()),
         "new_public_key": base64.b64encode(new.public_key().public_bytes(*_RAW)).decode(),
     }, new)
-    os.replace(staged, keys_dir / PRIVATE_NAME)
-    _install(keys_dir / CURRENT_NAME, public_pem(new.public_key()), mode=0o644)
+    os.replace(staged, keys_dir / PRIVATE_NAME)  # durable with current.pub's folder sync
+    write_file(keys_dir / CURRENT_NAME, public_pem(new.public_key()), mode=0o644)
     (keys_dir / CERT_NAME).unlink(missing_ok=True)  # for the old key: enroll again
     request(keys_dir, new, device_id)
     return record
@@ -245,8 +246,8 @@ def retire(keys_dir: Path, chain: Chain, key: Ed25519PrivateKey, reason: str) ->
     """Seal the retirement, then destroy the signing key: nothing can be signed after it."""
     record = chain.append("retirement", {"reason": reason,
                                          "key_fingerprint": fingerprint(key.public_key())})
-    _install(keys_dir / RETIRED_NAME, f"retired by record {record['seq']}: {reason}\n".encode(),
-             mode=0o644)
+    write_file(keys_dir / RETIRED_NAME, f"retired by record {record['seq']}: {reason}\n".encode(),
+               mode=0o644)
     private = keys_dir / PRIVATE_NAME
     size = private.stat().st_size
     with private.open("r+b") as f:  # overwrite before unlinking; flash may keep copies
@@ -296,15 +297,3 @@ def describe(cert: x509.Certificate) -> dict[str, Any]:
         "not_before": utc_iso(int(cert.not_valid_before_utc.timestamp()) * 10**9),
         "not_after": utc_iso(int(cert.not_valid_after_utc.timestamp()) * 10**9),
     }
-
-
-def _install(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)

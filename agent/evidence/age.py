@@ -116,10 +116,13 @@ def recipient_fingerprint(public_key: X25519PublicKey) -> str:
     return hashlib.sha256(public_key.public_bytes(*_RAW)).hexdigest()
 
 
+AGE_FORMAT = "age-v1"  # the chain's name for this format, in a record's `encryption`
+
+
 def encryption_record(recipients: list[X25519PublicKey]) -> dict[str, object]:
     """How a sealed file was encrypted, for its chain record: the recipients by
     fingerprint (their keys are the agency's to publish, not the chain's)."""
-    return {"format": "age-v1",
+    return {"format": AGE_FORMAT,
             "recipients": sorted(recipient_fingerprint(r) for r in recipients)}
 
 

@@ -27,14 +27,14 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.durable import fsync_dir, write_all
+from agent.durable import fsync_dir, write_all, write_file
 
 log = logging.getLogger(__name__)
 
 GENESIS_PREV = "0" * 64
 # The records that seal a file into sealed/, and what each file is called in reports.
 SEALED_FILE_TYPES = {"segment_sealed": "segment", "voice_note": "voice note",
-                     "exemption": "exemption"}
+                     "exemption": "exemption", "file_recovered": "recovered file"}
 _SIG_SUFFIX = re.compile(rb',"sig":"([A-Za-z0-9+/]+={0,2})"\}$')
 
 
@@ -287,7 +287,7 @@ def _repair_torn_tail(path: Path) -> TailRepair | None:
         cut = data.rfind(b"\n") + 1
     torn = data[cut:]
     kept = path.with_name(f"{path.name}.torn-{time.time_ns()}")
-    kept.write_bytes(torn)
+    write_file(kept, torn, mode=0o644)  # on disk before the journal is cut
     with path.open("r+b") as f:
         f.truncate(cut)
         os.fsync(f.fileno())

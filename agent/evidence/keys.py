@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from agent.durable import write_file
 from agent.evidence.age import AgeError, parse_recipient
 from agent.evidence.chain import read_bodies
+
+log = logging.getLogger(__name__)
 
 PRIVATE_NAME = "device.key"
 PUBLIC_NAME = "device.pub"    # the first key: the verifier's anchor, which rotations extend
@@ -94,23 +100,17 @@ def load_recipients(config: EncryptionSettings, keys_dir: Path) -> list[X25519Pu
 
 
 def _create(keys_dir: Path) -> None:
+    """The public key first: device.key on disk is what says the pair is complete."""
     key = Ed25519PrivateKey.generate()
-    tmp = keys_dir / (PRIVATE_NAME + ".tmp")
-    write_private_key(tmp, key)
-    (keys_dir / PUBLIC_NAME).write_bytes(public_pem(key.public_key()))
-    os.replace(tmp, keys_dir / PRIVATE_NAME)
+    write_file(keys_dir / PUBLIC_NAME, public_pem(key.public_key()), mode=0o644)
+    write_private_key(keys_dir / PRIVATE_NAME, key)
 
 
 def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
-    """PKCS#8 PEM, created owner-only (never briefly readable), synced."""
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """PKCS#8 PEM, owner-only from its first byte, durable (agent.durable.write_file)."""
+    write_file(path, key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()), mode=0o600)
 
 
 def _finish_rotation(keys_dir: Path, chain_path: Path | None) -> None:
@@ -125,7 +125,7 @@ def _finish_rotation(keys_dir: Path, chain_path: Path | None) -> None:
     if rotations and rotations[-1]["payload"]["new_fingerprint"] == fingerprint(
             key.public_key()):
         os.replace(staged, keys_dir / PRIVATE_NAME)
-        (keys_dir / CURRENT_NAME).write_bytes(public_pem(key.public_key()))
+        write_file(keys_dir / CURRENT_NAME, public_pem(key.public_key()), mode=0o644)
     else:
         staged.unlink()
 
@@ -142,6 +142,67 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise KeyMaterialError(f"{path} is not an Ed25519 public key")
     return key
+
+
+REPAIR_RECORD = "key_repaired"
+
+
+def repair_public_keys(keys_dir: Path, key: Ed25519PrivateKey, records: list[dict[str, Any]],
+                       seal: Callable[[dict[str, Any]], object]) -> None:
+    """Write again a public key file that is missing, empty or unreadable, from the signing
+    key `key`, as a power cut leaves one written before it was synced (and nothing else
+    would ever write it again): device.pub while `key` is still the chain's first key,
+    current.pub after a rotation to `key`. `records` are the chain's bodies; each repair is
+    first sealed by `seal(payload)` (a `key_repaired` record), then written.
+
+    device.pub cannot be derived once the key was rotated: the chain names the first key
+    only by its fingerprint. That is logged with the fingerprint to fetch from the
+    agency's enrolment register, and the file is left as it is.
+    """
+    own = fingerprint(key.public_key())
+    rotations = [r["payload"] for r in records if r["type"] == "key_rotation"]
+    boots = [r["payload"] for r in records if r["type"] == "boot"]
+    first = (rotations[0]["old_fingerprint"] if rotations
+             else boots[0]["key_fingerprint"] if boots else own)
+    wanted = [(PUBLIC_NAME, first)]
+    if rotations:
+        wanted.append((CURRENT_NAME, rotations[-1]["new_fingerprint"]))
+    for name, expected in wanted:
+        path = keys_dir / name
+        found = _unusable(path)
+        if found is None:
+            continue
+        if expected != own:
+            log.critical("keys/%s is %s and cannot be written again: it is the key %s…, not "
+                         "the signing key; verify with --key and that key from the agency's "
+                         "enrolment register", name, found, expected[:16])
+            continue
+        kept = path.with_name(f"{name}.unreadable-{time.time_ns()}")
+        keep = path.exists() and not (path.is_file() and path.stat().st_size == 0)
+        seal({"key_file": f"keys/{name}", "found": found, "fingerprint": own,
+              "derived_from": f"keys/{PRIVATE_NAME}",
+              "kept_in": f"keys/{kept.name}" if keep else None})
+        if keep:
+            os.replace(path, kept)
+        write_file(path, public_pem(key.public_key()), mode=0o644)
+        log.warning("keys/%s was %s: written again from the signing key", name, found)
+
+
+def _unusable(path: Path) -> str | None:
+    """Why `path` is not an Ed25519 public key in PEM, in a few words; None when it is one."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if not data:
+        return "empty"
+    try:
+        loaded = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        return "unreadable (not a PEM public key)"
+    return None if isinstance(loaded, Ed25519PublicKey) else "not an Ed25519 public key"
 
 
 def fingerprint(public_key: Ed25519PublicKey) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,10 +74,14 @@ class Store:
 
     def move_to_sealed(self, path: Path) -> Callable[[int], dict[str, str]]:
         """For `Chain.append(name_for_seq=...)`: rename a finished, read-only file from
-        open/ to sealed/<seq>, durably, before the record that names it is written."""
+        open/ to sealed/<seq>, durably, before the record that names it is written. Never
+        over a file already there (FileExistsError): that one is sealed material too."""
 
         def move(seq: int) -> dict[str, str]:
             name = f"sealed/{seq:08d}{''.join(path.suffixes)}"  # named by its record's seq
+            if (self.root / name).exists():
+                raise FileExistsError(errno.EEXIST, "a file already holds this seq; left "
+                                      f"as it is, and {path.name} is not sealed", name)
             os.rename(path, self.root / name)
             fsync_dir(self.sealed)
             fsync_dir(path.parent)

@@ -338,6 +338,7 @@ _PAYLOADS: dict[str, _Shape] = {
                                             "samples_per_packet": _is_positive})},
     "voice_note": {**_FILE, "interruption": (_is_none, is_int64)},
     "exemption": _FILE,
+    "file_recovered": _FILE,
     "custody": {"segments": [{"seq": is_int64, "sha256": _is_str}]},
     "purge": {"files": [{"seq": is_int64, "sha256": _is_str, "file": _is_str}]},
     "record_stop": {"recording": is_int64, "segments": is_int64},

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.evidence.chain import read_bodies
+from agent.evidence.store import Store
 from agent.evidence.verify import verify_store
 from tests.support.device import running_daemon
 
@@ -67,3 +68,14 @@ def test_daemon_refuses_a_key_readable_by_others(store_copy: Path, write_config)
     assert result.returncode == 2
     assert "device.key is open to others (mode 0644)" in result.stderr
     assert "chmod 600" in result.stderr
+
+
+def test_a_file_is_never_sealed_over_another(tmp_path: Path) -> None:
+    store = Store(tmp_path).prepare()
+    held = store.sealed / "00000007.wav"
+    held.write_bytes(b"sealed before")
+    note = store.open / "voice_note-1.wav"
+    note.write_bytes(b"a new note")
+    with pytest.raises(FileExistsError, match="a file already holds this seq"):
+        store.move_to_sealed(note)(7)
+    assert (held.read_bytes(), note.read_bytes()) == (b"sealed before", b"a new note")

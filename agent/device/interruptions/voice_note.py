@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from agent.config import VoiceNoteConfig
 from agent.device.recording.segment import AGE_SUFFIX
 from agent.device.voice import Voice
-from agent.durable import write_all
+from agent.durable import fsync_dir, write_all
 from agent.evidence.age import encrypt, encryption_record
 from agent.evidence.chain import Chain
 from agent.evidence.store import Store
@@ -131,6 +131,7 @@ class VoiceNoteTaker:
             os.fsync(fd)
         finally:
             os.close(fd)
+        fsync_dir(path.parent)  # a cut before the rename leaves it for recovery to seal
         return self._chain.append(kind, {
             **link,
             **extra,

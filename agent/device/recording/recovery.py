@@ -1,10 +1,12 @@
 """Recovery at start after a crash or a power cut (Art. 16: every gap is accounted for).
 
-What a cut can leave: segments still in open/ (written up to the last flush), a
-segment renamed into sealed/ whose record never reached the chain, and a recording
-with no record_stop. Each open segment is cut back to its last whole MPEG-TS
-packet and sealed as recovered; the recording is closed with the reason; and the
-caller resumes recording and seals the interruption that covers the gap.
+What a cut can leave: segments still in open/ (written up to the last flush), a file
+of any kind (segment, voice note, exemption) renamed into sealed/ whose record never
+reached the chain, a voice note or exemption still in open/, and a recording with no
+record_stop. Each open segment is cut back to its last whole MPEG-TS packet and
+sealed as recovered; the recording is closed with the reason; every other file left
+over is sealed as found (`file_recovered`); and the caller resumes recording and
+seals the interruption that covers the gap.
 
 An encrypted segment (`.ts.age`) cannot be read without the agency's key: it is
 sealed as it is, with the times its progress file gives (as of the last sync), and
@@ -26,7 +28,8 @@ import av
 
 from agent.device.recording.segment import AGE_SUFFIX, SUFFIX, Progress
 from agent.durable import fsync_dir
-from agent.evidence.chain import Chain, utc_iso
+from agent.evidence.age import AGE_FORMAT
+from agent.evidence.chain import SEALED_FILE_TYPES, Chain, utc_iso
 from agent.evidence.store import Store
 from hal.camera.base import StreamLayout
 
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 TS_PACKET = 188
 TS_SYNC = 0x47
 _OPEN_NAME = re.compile(r"^(\d{8})-(\d{5})(\.ts(?:\.age)?)$")
+_SEALED_NAME = re.compile(r"^(\d{8})(\..+)?$")
+# An orphan moved back from sealed/ is open/sealed-<its name there>: its record says so.
+_FROM_SEALED = "sealed-"
 
 
 @dataclass(frozen=True)
@@ -49,29 +55,39 @@ class CutRecording:
 
 
 def move_orphans_back(store: Store, records: list[dict[str, Any]]) -> None:
-    """A segment renamed into sealed/ whose record was never written goes back to open/.
+    """A file renamed into sealed/ whose record was never written goes back to open/.
 
-    Runs before anything is appended: the orphan is named by the seq its record would
-    have had, which the next record would otherwise take. `records` are the chain's
-    bodies as found at start.
+    Runs before anything is appended: the orphan is named by a seq past the chain's last
+    record, which the next record would otherwise take. A segment goes back as the next
+    segment of the recording the cut left open; any other file (a voice note, an
+    exemption) as open/sealed-<its name>, for `recover` to seal as found. A file named
+    by a seq the chain already holds is not what a cut leaves: it stays where it is, for
+    the verifier to report. `records` are the chain's bodies as found at start.
     """
-    named = {r["payload"]["file"] for r in records if r["type"] == "segment_sealed"}
-    open_recordings = _open_recordings(records)
-    if not open_recordings:
-        return
-    recording = max(open_recordings)
-    sealed = [r for r in records if r["type"] == "segment_sealed"
-              and r["payload"]["recording"] == recording]
-    index = len(sealed)
-    for path in sorted(store.sealed.glob(f"*{SUFFIX}*")):
-        if f"sealed/{path.name}" not in named:
-            target = store.open / f"{recording:08d}-{index:05d}{''.join(path.suffixes)}"
-            os.chmod(path, 0o644)
-            os.rename(path, target)
-            log.warning("%s had no record: back to %s for recovery", path.name, target.name)
+    head = max((r["seq"] for r in records), default=0)
+    named = {r["payload"]["file"] for r in records if r["type"] in SEALED_FILE_TYPES}
+    recording = max(_open_recordings(records), default=None)
+    index = len([r for r in records if r["type"] == "segment_sealed"
+                 and r["payload"]["recording"] == recording])
+    moved = False
+    for path in sorted(store.sealed.iterdir()):
+        match = _SEALED_NAME.match(path.name)
+        if f"sealed/{path.name}" in named or not match or int(match.group(1)) <= head:
+            continue
+        suffixes = match.group(2) or ""
+        if recording is not None and suffixes.startswith(SUFFIX):
+            target = store.open / f"{recording:08d}-{index:05d}{suffixes}"
             index += 1
-    fsync_dir(store.sealed)
-    fsync_dir(store.open)
+        else:
+            target = store.open / f"{_FROM_SEALED}{path.name}"
+        os.chmod(path, 0o644)
+        os.rename(path, target)
+        moved = True
+        log.warning("sealed/%s had no record: back to open/%s for recovery", path.name,
+                    target.name)
+    if moved:
+        fsync_dir(store.sealed)
+        fsync_dir(store.open)
 
 
 def recover(store: Store, chain: Chain, layout: StreamLayout,
@@ -103,14 +119,34 @@ def recover(store: Store, chain: Chain, layout: StreamLayout,
         cut.append(CutRecording(recording, starts[recording], len(sealed),
                                 sealed[-1] if sealed else None,
                                 _media_wall(starts[recording], sealed)))
+    for path in sorted(store.open.iterdir()):
+        if path.is_file() and not path.name.endswith(Progress.SUFFIX):
+            _seal_found(store, chain, path)
     return cut
+
+
+def _seal_found(store: Store, chain: Chain, path: Path) -> None:
+    """Seal a file the cut left outside the chain as it is, saying where it was found: a
+    voice note or exemption (complete and synced before its rename, or as much of it as
+    reached the disk), or a segment of a recording already closed."""
+    came_from = (f"sealed/{path.name.removeprefix(_FROM_SEALED)}"
+                 if path.name.startswith(_FROM_SEALED) else f"open/{path.name}")
+    data = path.read_bytes()
+    os.chmod(path, 0o444)
+    payload: dict[str, Any] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                               "recovered": True, "came_from": came_from}
+    if path.name.endswith(AGE_SUFFIX):  # the recipients are not in an age file's header
+        payload.update(encryption={"format": AGE_FORMAT, "recipients": None}, plaintext=None)
+    record = chain.append("file_recovered", payload, name_for_seq=store.move_to_sealed(path))
+    Progress.remove(path)
+    log.warning("recovered %s (%d bytes) as %s", came_from, len(data), record["payload"]["file"])
 
 
 def _seal_recovered(store: Store, chain: Chain, path: Path, recording: int,
                     layout: StreamLayout) -> dict[str, Any] | None:
     match = _OPEN_NAME.match(path.name)
     if not match:
-        log.error("open/%s is not a segment name; left where it is", path.name)
+        log.error("open/%s is not a segment name: sealed as a file found", path.name)
         return None
     encrypted = match.group(3).endswith(AGE_SUFFIX)
     original = path.stat().st_size
