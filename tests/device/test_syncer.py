@@ -22,6 +22,7 @@ from agent.device.recording import segment
 from agent.device.recording.segment import EncodedPacket, SegmentWriter
 from agent.device.recording.syncer import Syncer
 from hal.camera.base import StreamLayout
+from tests.support.page_cache import page_cache
 
 INTERVAL = 0.2
 FPS = 30
@@ -137,3 +138,22 @@ def test_close_waits_for_a_sync_in_progress(tmp_path: Path, syncs: Syncs) -> Non
     syncer.forget(writer)
     syncer.stop()
     assert ages and ages[0] >= 0.3, "the sync that was in progress completed"
+
+
+def test_an_open_segment_survives_a_power_cut_after_its_first_sync(tmp_path: Path) -> None:
+    """fdatasync makes the bytes durable, not the file's name in open/ (POSIX asks for a
+    sync of the folder): without it a cut mid-segment would lose the whole segment."""
+    store = tmp_path / "store"
+    (store / "open").mkdir(parents=True)
+    with page_cache(store) as cache:
+        syncer = Syncer(INTERVAL, lambda age: None)
+        writer = SegmentWriter(store / "open" / "seg.ts", LAYOUT, [])
+        syncer.watch(writer)
+        for index in range(10):
+            if writer.write(frame(index)):
+                syncer.written()
+        time.sleep(3 * INTERVAL)  # the deadline passed: synced, no packet since
+        written = writer.path.read_bytes()
+        after = cache.cut(tmp_path / "after", names="synced")
+        syncer.stop()
+    assert (after / "open" / "seg.ts").read_bytes() == written

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import av
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from agent.durable import fsync_dir
 from agent.evidence.age import AgeEncryptor, encryption_record
 from hal.camera.base import StreamLayout
 
@@ -287,6 +288,7 @@ class SegmentWriter:
         self._muxing = threading.Lock()   # the muxer's state, against a sync's snapshot
         self._syncing = threading.Lock()  # a sync in progress, against close
         self._closed = False
+        self._named = False  # whether open/ has been synced since the file was created
 
     def write(self, packet: EncodedPacket) -> bool:
         """Mux one packet; True when it is the first written since the last sync began (the
@@ -327,6 +329,9 @@ class SegmentWriter:
                 if self.progress:
                     self.progress.checkpoint(self._file.plaintext_size, self.video, self.audio)
             os.fdatasync(self._file.fd)
+            if not self._named:  # the file's name in open/ (and its .progress), once
+                fsync_dir(self.path.parent)
+                self._named = True
             if self.progress:
                 self.progress.commit(on_disk)
             return time.monotonic() - since
