@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.durable import write_file
+from agent.durable import fsync_dir, write_file
 
 
 def leave(path: Path, marker: dict[str, Any]) -> None:
@@ -28,7 +28,8 @@ def take(path: Path) -> dict[str, Any] | None:
             raise ValueError("not a JSON object")
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         marker = {"reason": f"unreadable marker ({exc})", "since": ""}
     path.unlink(missing_ok=True)
+    fsync_dir(path.parent)  # else a power cut could bring it back to explain a later cut
     return marker
