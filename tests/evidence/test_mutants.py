@@ -1,0 +1,68 @@
+"""The mutation test: `bodycam verify --json` on a few hundred tampered copies of a recorded
+store (tests/support/mutants.py), each reaching the verdict it must and, when it fails,
+naming the record, file or witness that was changed. Run in-process through the CLI's own
+entry point, so the JSON an investigator's tools read is what is checked."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from tests.support.device import record_segments, write_device_config
+from tests.support.mutants import FAIL, OK, Mutant, mutants
+
+
+def verdict_of(mutant: Mutant) -> str | None:
+    """None when `bodycam verify --json` judges the mutant as it must, else what went wrong."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()) as err:
+        code = main(["verify", "--json", str(mutant.path), *mutant.args])
+    try:
+        report = json.loads(out.getvalue())
+    except ValueError:
+        return f"exit {code}, no JSON report: {err.getvalue()[-300:]!r}"
+    said = "\n".join(f"{f['where']}: {f['problem']}" for f in report["findings"])
+    if mutant.verdict == OK:
+        return None if code == 0 and report["ok"] else f"failed: {said[:400]}"
+    if code != 1 or report["ok"]:
+        return f"passed (exit {code}): {report.get('notes')}"
+    if not any(re.search(rf"(?<![\w/.]){re.escape(name)}(?![\w/])", said)
+               for name in mutant.names):
+        return f"failed without naming any of {mutant.names}: {said[:400]}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def other_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second recording, for splicing from another store."""
+    root = tmp_path_factory.mktemp("other")
+    record_segments(write_device_config(root / "device.toml", root / "store"), 2)
+    return root / "store"
+
+
+def test_every_mutant_gets_its_verdict_and_names_what_changed(
+        recorded_store: Path, other_store: Path, tmp_path: Path) -> None:
+    failures, verdicts = [], {OK: 0, FAIL: 0}
+    for mutant in mutants(recorded_store, tmp_path / "work", other=other_store):
+        problem = verdict_of(mutant)
+        verdicts[mutant.verdict] += 1
+        if problem:
+            failures.append(f"{mutant.name} (expected {mutant.verdict}): {problem}")
+    assert verdicts[FAIL] >= 240 and verdicts[OK] >= 10, verdicts
+    assert not failures, f"{len(failures)} of {sum(verdicts.values())}:\n" + "\n".join(failures)
+
+
+def test_two_byte_identical_sealed_files_verify(recorded_store: Path, tmp_path: Path) -> None:
+    """Two silent notes are the same bytes, each sealed by its own record: both are in the
+    chain (issue 20, item 3; they were once taken for one file and the other "inserted")."""
+    case = next(m for m in mutants(recorded_store, tmp_path / "work")
+                if m.name.startswith("two byte-identical"))
+    assert verdict_of(case) is None
+    shutil.rmtree(tmp_path / "work")
