@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.x509.oid import NameOID
@@ -72,7 +72,10 @@ def anchor(spans: list[KeySpan], records: list[dict[str, Any]],
         for record in enrollments:
             if not span.first <= record["seq"] <= span.last:
                 continue
-            problem, subject = _certifies(record, span, cas, ca_name)
+            try:
+                problem, subject = _certifies(record, span, cas, ca_name)
+            except (ValueError, UnsupportedAlgorithm) as exc:  # a certificate x509 cannot read
+                problem, subject = f"carries a certificate that cannot be read ({exc})", ""
             if problem is None:
                 certified = certified or subject
             else:

@@ -99,7 +99,7 @@ def _writable(root: Path) -> None:
             path.chmod(0o700 if path.is_dir() else 0o600)
 
 
-class _Base:
+class Base:
     """What the cases are built from: the source's lines, records and sealed files."""
 
     def __init__(self, store: Path) -> None:
@@ -116,7 +116,7 @@ class _Base:
 
 
 def _store_cases(store: Path, work: Path, other: Path | None) -> list[_Case]:
-    base = _Base(store)
+    base = Base(store)
     rng = random.Random(20)
     cases = [_Case("untouched", OK, (), _nothing)]
     cases += _file_cases(base, rng, other)
@@ -134,7 +134,7 @@ def _nothing(copy: Path) -> None:
 
 # Sealed files -----------------------------------------------------------------------------
 
-def _file_cases(base: _Base, rng: random.Random, other: Path | None) -> list[_Case]:
+def _file_cases(base: Base, rng: random.Random, other: Path | None) -> list[_Case]:
     cases = []
     for file in base.files:
         names = (file,)
@@ -225,7 +225,7 @@ def _other_file(other: Path) -> Path | None:
 
 # Journal lines ----------------------------------------------------------------------------
 
-def _line_cases(base: _Base, rng: random.Random, other: Path | None) -> list[_Case]:
+def _line_cases(base: Base, rng: random.Random, other: Path | None) -> list[_Case]:
     cases = []
     count = len(base.lines)
     for index, line in enumerate(base.lines):
@@ -277,7 +277,7 @@ def _line_cases(base: _Base, rng: random.Random, other: Path | None) -> list[_Ca
     return cases
 
 
-def _files_of(base: _Base, seq: int) -> tuple[str, ...]:
+def _files_of(base: Base, seq: int) -> tuple[str, ...]:
     return tuple(b["payload"]["file"] for b in base.sealed if b["seq"] == seq)
 
 
@@ -312,7 +312,7 @@ def _respell(line: bytes) -> bytes:
 
 # Tail rollback ----------------------------------------------------------------------------
 
-def _rollback_cases(base: _Base, work: Path) -> list[_Case]:
+def _rollback_cases(base: Base, work: Path) -> list[_Case]:
     """The newest records removed with the files they seal: nothing in the chain vouches for
     them, so without a witness this passes, and against the head as seen it fails."""
     cases = []
@@ -327,7 +327,7 @@ def _rollback_cases(base: _Base, work: Path) -> list[_Case]:
     return cases
 
 
-def _rollback(base: _Base, removed: int) -> Mutate:
+def _rollback(base: Base, removed: int) -> Mutate:
     def mutate(copy: Path) -> None:
         (copy / "chain.jsonl").write_bytes(b"".join(base.lines[:-removed]))
         for body in base.bodies[-removed:]:
@@ -338,7 +338,7 @@ def _rollback(base: _Base, removed: int) -> Mutate:
 
 # Records edited and re-signed with the store's own key -------------------------------------
 
-def _resigned_cases(base: _Base) -> list[_Case]:
+def _resigned_cases(base: Base) -> list[_Case]:
     cases = []
     bodies = base.bodies
     segments = [b for b in bodies if b["type"] == "segment_sealed"]
@@ -504,7 +504,7 @@ def _purge(template: dict[str, Any], seq: int, files: list[dict[str, Any]]) -> d
     return _record(template, seq, "purge", {"reason": "policy", "free_bytes": 0, "files": files})
 
 
-def _resign(copy: Path, bodies: list[dict[str, Any] | bytes],
+def resign(copy: Path, bodies: list[dict[str, Any] | bytes],
             key: Ed25519PrivateKey | None = None) -> None:
     """The chain rewritten as a device would have: linked and signed, by the store's own key
     unless another is given. A bytes item is signed as it stands (its prev is not set)."""
@@ -519,7 +519,7 @@ def _resign(copy: Path, bodies: list[dict[str, Any] | bytes],
 
 def _resign_with(edit: Callable[[list[dict[str, Any]]], list[Any]]) -> Mutate:
     def mutate(copy: Path) -> None:
-        _resign(copy, edit(_Base(copy).bodies))
+        resign(copy, edit(Base(copy).bodies))
     return mutate
 
 
@@ -530,9 +530,9 @@ def _append_records(records: list[dict[str, Any]]) -> Mutate:
 def _first_segment_gone(segment: dict[str, Any]) -> Mutate:
     def mutate(copy: Path) -> None:
         (copy / segment["payload"]["file"]).unlink()
-        _resign(copy, [_record(b, b["seq"], "alarm", {"alarm": "hot", "raised": True,
+        resign(copy, [_record(b, b["seq"], "alarm", {"alarm": "hot", "raised": True,
                                                        "value": "mutant"})
-                       if b["seq"] == segment["seq"] else b for b in _Base(copy).bodies])
+                       if b["seq"] == segment["seq"] else b for b in Base(copy).bodies])
     return mutate
 
 
@@ -546,7 +546,7 @@ def _purge_without_custody(template: dict[str, Any], seq: int,
 
 # Another key ------------------------------------------------------------------------------
 
-def _other_key_cases(base: _Base, store: Path, work: Path) -> list[_Case]:
+def _other_key_cases(base: Base, store: Path, work: Path) -> list[_Case]:
     """The whole chain re-signed with a new key, keys/device.pub replaced: it verifies as it
     must with the key that came with it, and fails against the device's key."""
     device_pub = work / "device-key.pub"
@@ -555,13 +555,13 @@ def _other_key_cases(base: _Base, store: Path, work: Path) -> list[_Case]:
         key = Ed25519PrivateKey.generate()
         bodies = [_set(b, ("payload", "key_fingerprint"), fingerprint(key.public_key()))
                   if b["type"] == "boot"
-                  else b for b in _Base(copy).bodies]
-        _resign(copy, list(bodies), key)
+                  else b for b in Base(copy).bodies]
+        resign(copy, list(bodies), key)
         (copy / "keys" / "device.pub").write_bytes(public_pem(key.public_key()))
         (copy / "keys" / "device.key").unlink(missing_ok=True)
 
     def one_record(copy: Path) -> None:
-        bodies: list[Any] = _Base(copy).bodies
+        bodies: list[Any] = Base(copy).bodies
         key = load_or_create_device_key(copy / "keys")
         other = Ed25519PrivateKey.generate()
         prev, lines = "0" * 64, []
@@ -586,7 +586,7 @@ def _other_key_cases(base: _Base, store: Path, work: Path) -> list[_Case]:
 
 # Benign ---------------------------------------------------------------------------------
 
-def _benign_cases(base: _Base) -> list[_Case]:
+def _benign_cases(base: Base) -> list[_Case]:
     head = f"{base.head[0]}:{base.head[1]}"
     first = base.bodies[0]
     first_hash = record_hash(canonical(first))
@@ -623,11 +623,11 @@ def _silent_wav(seconds: int = 1, rate: int = 16000) -> bytes:
             struct.pack("<I", len(data)) + data)
 
 
-def _identical_notes(base: _Base) -> Mutate:
+def _identical_notes(base: Base) -> Mutate:
     """Silence is silence: two voice notes (and two exemptions) of the same bytes, as two
     silent notes in one shift give; each sealed by its own record, both must verify."""
     def mutate(copy: Path) -> None:
-        bodies = _Base(copy).bodies
+        bodies = Base(copy).bodies
         template, n = bodies[-1], len(bodies)
         wav = _silent_wav()
         interruption = _record(template, n + 1, "interruption", {
@@ -646,7 +646,7 @@ def _identical_notes(base: _Base) -> Mutate:
             if kind == "voice_note":
                 payload["interruption"] = n + 1
             added.append(_record(template, seq, kind, payload))
-        _resign(copy, [*bodies, *added])
+        resign(copy, [*bodies, *added])
     return mutate
 
 
@@ -658,7 +658,7 @@ def _sha256(data: bytes) -> str:
 
 def _dock_cases(dock: Path, work: Path) -> list[_Case]:
     """A dock's copy: its receipts and manifest witness the head it verified."""
-    base = _Base(dock)
+    base = Base(dock)
     receipts = sorted(p.name for p in (dock / "receipts").glob("*"))
     witnesses = ("manifest.json", *(f"receipts/{r}" for r in receipts))
     cases = [_Case("the dock's copy untouched", OK, (), _nothing)]
