@@ -76,21 +76,27 @@ def mutants(store: Path, work: Path, other: Path | None = None,
             dock: Path | None = None) -> Iterator[Mutant]:
     """Every case, each on a fresh copy of its source (the store, or `dock`)."""
     work.mkdir(parents=True, exist_ok=True)
-    sources = [(store, _store_cases(store, work, other))]
+    yield from _made(store, _store_cases(store, work, other), work, "store")
     if dock is not None:
-        sources.append((dock, _dock_cases(dock, work)))
-    number = 0
-    for source, cases in sources:
-        for case in cases:
-            number += 1
-            copy = work / f"mutant-{number:04d}"
-            shutil.copytree(source, copy, ignore=shutil.ignore_patterns(*_SKIP))
-            _writable(copy)
-            done = case.mutate(copy)
-            args = done if isinstance(done, tuple) else ()  # lambdas return what they call
-            yield Mutant(case.name, copy, case.verdict, case.names, args)
-            _writable(copy)
-            shutil.rmtree(copy)
+        yield from dock_mutants(dock, work)
+
+
+def dock_mutants(dock: Path, work: Path) -> Iterator[Mutant]:
+    """The cases of a dock's device folder alone."""
+    work.mkdir(parents=True, exist_ok=True)
+    yield from _made(dock, _dock_cases(dock, work), work, "dock")
+
+
+def _made(source: Path, cases: list[_Case], work: Path, prefix: str) -> Iterator[Mutant]:
+    for number, case in enumerate(cases, 1):
+        copy = work / f"{prefix}-{number:04d}"
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns(*_SKIP))
+        _writable(copy)
+        done = case.mutate(copy)
+        args = done if isinstance(done, tuple) else ()  # lambdas return what they call
+        yield Mutant(case.name, copy, case.verdict, case.names, args)
+        _writable(copy)
+        shutil.rmtree(copy)
 
 
 def _writable(root: Path) -> None:
@@ -450,7 +456,7 @@ def _resigned_cases(base: Base) -> list[_Case]:
     for name, records, where in appended:
         cases.append(_Case(f"{name}, re-signed", FAIL, (where, where.replace("record", "line")),
                            _append_records(records)))
-    if base.sealed:
+    if base.sealed and not base.seqs("custody"):
         sealed = base.sealed[0]
         cases.append(_Case("a purge before any custody, the file deleted, re-signed", FAIL,
                            (f"record {n + 1}", sealed["payload"]["file"]),
@@ -507,11 +513,19 @@ def _purge(template: dict[str, Any], seq: int, files: list[dict[str, Any]]) -> d
 def resign(copy: Path, bodies: list[dict[str, Any] | bytes],
             key: Ed25519PrivateKey | None = None) -> None:
     """The chain rewritten as a device would have: linked and signed, by the store's own key
-    unless another is given. A bytes item is signed as it stands (its prev is not set)."""
+    unless another is given, a custody record's head following its record's new hash. A
+    bytes item is signed as it stands (its prev is not set)."""
     key = key or load_or_create_device_key(copy / "keys")
-    prev, lines = "0" * 64, []
+    prev, lines, renamed = "0" * 64, [], {}
     for body in bodies:
-        body_bytes = canonical({**body, "prev": prev}) if isinstance(body, dict) else body
+        if isinstance(body, dict):
+            renamed.setdefault(body.get("prev"), prev)  # its prev as found: the old hash before
+            head = body["payload"].get("head") if body["type"] == "custody" else None
+            if isinstance(head, dict) and head.get("hash") in renamed:
+                body = _set(body, ("payload", "head", "hash"), renamed[head["hash"]])
+            body_bytes = canonical({**body, "prev": prev})
+        else:
+            body_bytes = body
         lines.append(encode_line(body_bytes, key.sign(body_bytes)))
         prev = record_hash(body_bytes)
     (copy / "chain.jsonl").write_bytes(b"".join(lines))
