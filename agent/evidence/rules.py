@@ -23,7 +23,7 @@ RECORD_TYPES = frozenset({
     "boot", "self_check", "record_start", "notice_played", "segment_sealed", "record_stop",
     "interruption", "voice_note", "exemption", "alarm", "command", "remote_commands_refused",
     "custody", "purge", "officer_assigned", "clock_step", "enrollment", "key_rotation",
-    "retirement", "shutdown"})
+    "key_repaired", "retirement", "file_recovered", "shutdown"})
 TOP_FIELDS = frozenset({"boot_id", "clock", "device", "mono_ns", "officer", "payload", "prev",
                         "seq", "type", "wall"})
 # The one place a fraction was ever written: chains from before the count became an integer.
@@ -31,10 +31,11 @@ _LEGACY_FLOATS = {("remote_commands_refused", ("payload", "seconds"))}
 _WALL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 # The extensions each kind of sealed file may have: MPEG-TS segments, WAV notes, age-encrypted.
 _SUFFIXES = {"segment_sealed": (".ts", ".ts.age"), "voice_note": (".wav", ".wav.age"),
-             "exemption": (".wav", ".wav.age")}
+             "exemption": (".wav", ".wav.age"),
+             "file_recovered": (".ts", ".ts.age", ".wav", ".wav.age")}
 # Which record a key fingerprint field must name: the key that signed the record.
 _KEY_FIELDS = {"boot": "key_fingerprint", "retirement": "key_fingerprint",
-               "key_rotation": "old_fingerprint"}
+               "key_rotation": "old_fingerprint", "key_repaired": "fingerprint"}
 
 
 def record_problem(body: dict[str, Any]) -> str | None:
@@ -84,7 +85,7 @@ def _is_wall(value: Any) -> bool:
     if not isinstance(value, str) or not _WALL.fullmatch(value):
         return False
     try:
-        datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ")
+        datetime.fromisoformat(value[:-1])  # the form is checked above: is it a real time?
     except ValueError:
         return False
     return True

@@ -10,6 +10,8 @@ import io
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,31 @@ def test_two_byte_identical_sealed_files_verify(recorded_store: Path, tmp_path: 
                 if m.name.startswith("two byte-identical"))
     assert verdict_of(case) is None
     shutil.rmtree(tmp_path / "work")
+
+
+@pytest.mark.parametrize("wanted", ["size = '", "nesting 100000 deep in the body",
+                                    "a float in the payload", "the final newline dropped"])
+def test_a_hostile_store_gets_a_json_report_from_a_real_process(
+        recorded_store: Path, tmp_path: Path, wanted: str) -> None:
+    """What an investigator's tools read: one JSON report on stdout, nothing on stderr, exit
+    1 (issue 20, item 7: deep nesting and a size given as a string once ended in a
+    traceback)."""
+    mutant = next(m for m in mutants(recorded_store, tmp_path / "work") if wanted in m.name)
+    result = subprocess.run([sys.executable, "-m", "agent", "verify", "--json",
+                             str(mutant.path)], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (1, ""), result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["first_problem"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--head", "12"], "--head '12': not SEQ:HASH"),
+    (["--head", "0:" + "0" * 64], "--head '0:000"),
+    (["--receipt", "/nonexistent"], "--receipt /nonexistent: cannot be read"),
+    (["--receipt", "/dev/null"], "--receipt /dev/null: 0 lines, not one record")])
+def test_a_witness_that_cannot_be_used_is_one_line_and_exit_2(
+        recorded_store: Path, args: list[str], message: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "agent", "verify", str(recorded_store),
+                             *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"bodycam: {message}") and result.stderr.count("\n") == 1

@@ -45,7 +45,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.evidence.chain import canonical, encode_line, record_hash, split_line
+from agent.evidence.chain import (
+    SEALED_FILE_TYPES,
+    canonical,
+    encode_line,
+    record_hash,
+    split_line,
+)
 from agent.evidence.keys import fingerprint, load_or_create_device_key, public_pem
 
 OK, FAIL = "ok", "fail"
@@ -111,8 +117,7 @@ class Base:
     def __init__(self, store: Path) -> None:
         self.lines = (store / "chain.jsonl").read_bytes().splitlines(keepends=True)
         self.bodies = [json.loads(split_line(line.rstrip(b"\n"))[0]) for line in self.lines]
-        self.sealed = [b for b in self.bodies if b["payload"].get("file", "").startswith(
-            "sealed/") and b["type"] in ("segment_sealed", "voice_note", "exemption")]
+        self.sealed = [b for b in self.bodies if b["type"] in SEALED_FILE_TYPES]
         self.files = [b["payload"]["file"] for b in self.sealed]
         last = split_line(self.lines[-1].rstrip(b"\n"))[0]
         self.head = (self.bodies[-1]["seq"], record_hash(last))
