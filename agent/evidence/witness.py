@@ -28,6 +28,7 @@ RECEIPTS = "receipts"
 MANIFEST = "manifest.json"
 _HEAD = re.compile(r"([1-9][0-9]{0,18}):([0-9a-f]{64})")
 _RECEIPT_BYTES = 1 << 20  # a custody record is a few KB per thousand files it names
+_MANIFEST_BYTES = 1 << 28  # a manifest lists every file held: about 200 bytes each
 
 
 class WitnessError(Exception):
@@ -70,7 +71,7 @@ def parse_head(text: str) -> Witness:
 def read_receipt(path: Path) -> Receipt:
     """`--receipt FILE`: one custody record line."""
     try:
-        data = path.read_bytes()[: _RECEIPT_BYTES + 1]
+        data = _read(path, _RECEIPT_BYTES)
     except OSError as exc:
         raise WitnessError(f"--receipt {path}: cannot be read ({exc.strerror})") from None
     receipt = _receipt(f"--receipt {path}", data)
@@ -98,7 +99,7 @@ def in_folder(root: Path) -> FolderWitnesses:
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         source = f"{RECEIPTS}/{path.name}"
         try:
-            receipt = _receipt(source, path.read_bytes()[: _RECEIPT_BYTES + 1])
+            receipt = _receipt(source, _read(path, _RECEIPT_BYTES))
         except OSError as exc:
             receipt = f"cannot be read ({exc.strerror})"
         if isinstance(receipt, str):
@@ -118,8 +119,14 @@ def in_folder(root: Path) -> FolderWitnesses:
 def _manifest(root: Path, found: FolderWitnesses) -> None:
     """The head the dock's last pull verified, and the receipt it names."""
     try:
-        manifest = json.loads((root / MANIFEST).read_bytes())
-    except (OSError, ValueError, RecursionError) as exc:
+        data = _read(root / MANIFEST, _MANIFEST_BYTES)
+        if len(data) > _MANIFEST_BYTES:
+            raise ValueError(f"larger than {_MANIFEST_BYTES} bytes")
+        manifest = json.loads(data)
+    except OSError as exc:
+        found.findings.append(Finding(MANIFEST, f"cannot be read ({exc.strerror})", "changed"))
+        return
+    except (ValueError, RecursionError) as exc:
         found.findings.append(Finding(MANIFEST, f"is not a dock's manifest: {exc}", "changed"))
         return
     if not isinstance(manifest, dict):
@@ -185,6 +192,15 @@ def _compare(witness: Witness, hashes: dict[int, str], head: int) -> Finding | N
     return Finding(witness.source, f"witnessed record {witness.seq} ({witness.what}) with "
                    f"hash {witness.hash[:16]}…, but the chain's record {witness.seq} hashes "
                    f"to {held[:16]}…: the chain diverges from what was witnessed", "changed")
+
+
+def _read(path: Path, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of a regular file: a witness is a small file, and a FIFO or
+    a device planted in its place must not hang the verifier or fill its memory."""
+    if not path.is_file():
+        raise OSError(0, "not a regular file")
+    with path.open("rb") as f:
+        return f.read(limit + 1)
 
 
 def _receipt(source: str, data: bytes) -> Receipt | str:

@@ -721,6 +721,11 @@ def _dock_cases(dock: Path, work: Path) -> list[_Case]:
               lambda c: _put(c / "manifest.json", b"{")),
         _Case("manifest.json: custody_seq of no receipt", FAIL, ("manifest.json",),
               _edit_manifest(manifest, "custody_seq", 999_999, "")),
+        _Case("manifest.json: a link to /dev/zero", FAIL, ("manifest.json",),
+              lambda c: ((c / "manifest.json").unlink(),
+                         (c / "manifest.json").symlink_to("/dev/zero"))),
+        _Case("a FIFO planted in receipts/", FAIL, ("receipts/fifo",),
+              lambda c: os.mkfifo(c / "receipts" / "fifo")),
     ]
     for file in base.files[:2]:
         cases.append(_Case(f"the dock's copy: {file} a byte flipped", FAIL, (file,),
