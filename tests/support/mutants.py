@@ -99,7 +99,8 @@ def _made(source: Path, cases: list[_Case], work: Path, prefix: str) -> Iterator
         shutil.copytree(source, copy, ignore=shutil.ignore_patterns(*_SKIP))
         _writable(copy)
         done = case.mutate(copy)
-        args = done if isinstance(done, tuple) else ()  # lambdas return what they call
+        args = done if isinstance(done, tuple) and all(isinstance(a, str) for a in done) \
+            else ()  # a lambda returns what it calls; only a tuple of words is arguments
         yield Mutant(case.name, copy, case.verdict, case.names, args)
         _writable(copy)
         shutil.rmtree(copy)
@@ -721,9 +722,7 @@ def _dock_cases(dock: Path, work: Path) -> list[_Case]:
               lambda c: _put(c / "manifest.json", b"{")),
         _Case("manifest.json: custody_seq of no receipt", FAIL, ("manifest.json",),
               _edit_manifest(manifest, "custody_seq", 999_999, "")),
-        _Case("manifest.json: a link to /dev/zero", FAIL, ("manifest.json",),
-              lambda c: ((c / "manifest.json").unlink(),
-                         (c / "manifest.json").symlink_to("/dev/zero"))),
+        _Case("manifest.json: a link to /dev/zero", FAIL, ("manifest.json",), _manifest_to_zero),
         _Case("a FIFO planted in receipts/", FAIL, ("receipts/fifo",),
               lambda c: os.mkfifo(c / "receipts" / "fifo")),
     ]
@@ -731,6 +730,11 @@ def _dock_cases(dock: Path, work: Path) -> list[_Case]:
         cases.append(_Case(f"the dock's copy: {file} a byte flipped", FAIL, (file,),
                            _flip_file(file, "middle", 0.5)))
     return cases
+
+
+def _manifest_to_zero(copy: Path) -> None:
+    (copy / "manifest.json").unlink()
+    (copy / "manifest.json").symlink_to("/dev/zero")
 
 
 def _flip_receipt(source: str, at: str) -> Mutate:
