@@ -89,7 +89,8 @@ def test_a_hostile_store_gets_a_json_report_from_a_real_process(
     (["--head", "12"], "--head '12': not SEQ:HASH"),
     (["--head", "0:" + "0" * 64], "--head '0:000"),
     (["--receipt", "/nonexistent"], "--receipt /nonexistent: cannot be read"),
-    (["--receipt", "/dev/null"], "--receipt /dev/null: 0 lines, not one record")])
+    (["--receipt", "/dev/null"], "--receipt /dev/null: cannot be read (not a regular file)"),
+    (["--receipt", __file__], f"--receipt {__file__}: ")])  # a Python file: many lines
 def test_a_witness_that_cannot_be_used_is_one_line_and_exit_2(
         recorded_store: Path, args: list[str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "agent", "verify", str(recorded_store),
