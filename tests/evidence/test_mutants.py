@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from tests.support.device import record_segments, write_device_config
 from tests.support.mutants import FAIL, OK, Mutant, mutants
 
 
@@ -41,23 +40,17 @@ def verdict_of(mutant: Mutant) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def other_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second recording, for splicing from another store."""
-    root = tmp_path_factory.mktemp("other")
-    record_segments(write_device_config(root / "device.toml", root / "store"), 2)
-    return root / "store"
-
-
-def test_every_mutant_gets_its_verdict_and_names_what_changed(
-        recorded_store: Path, other_store: Path, tmp_path: Path) -> None:
+def test_every_mutant_gets_its_verdict_and_names_what_changed(recorded_store: Path,
+                                                              tmp_path: Path) -> None:
+    """Splicing from another store needs a second recording, a daemon run: it is in
+    tests/system/test_mutants_dock.py, with the dock's folder."""
     failures, verdicts = [], {OK: 0, FAIL: 0}
-    for mutant in mutants(recorded_store, tmp_path / "work", other=other_store):
+    for mutant in mutants(recorded_store, tmp_path / "work"):
         problem = verdict_of(mutant)
         verdicts[mutant.verdict] += 1
         if problem:
             failures.append(f"{mutant.name} (expected {mutant.verdict}): {problem}")
-    assert verdicts[FAIL] >= 240 and verdicts[OK] >= 10, verdicts
+    assert verdicts[FAIL] >= 220 and verdicts[OK] >= 10, verdicts
     assert not failures, f"{len(failures)} of {sum(verdicts.values())}:\n" + "\n".join(failures)
 
 
