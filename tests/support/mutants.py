@@ -90,7 +90,7 @@ def mutants(store: Path, work: Path, other: Path | None = None,
 def dock_mutants(dock: Path, work: Path) -> Iterator[Mutant]:
     """The cases of a dock's device folder alone."""
     work.mkdir(parents=True, exist_ok=True)
-    yield from _made(dock, _dock_cases(dock, work), work, "dock")
+    yield from _made(dock, _dock_cases(dock), work, "dock")
 
 
 def _made(source: Path, cases: list[_Case], work: Path, prefix: str) -> Iterator[Mutant]:
@@ -133,7 +133,7 @@ def _store_cases(store: Path, work: Path, other: Path | None) -> list[_Case]:
     cases = [_Case("untouched", OK, (), _nothing)]
     cases += _file_cases(base, rng, other)
     cases += _line_cases(base, rng, other)
-    cases += _rollback_cases(base, work)
+    cases += _rollback_cases(base)
     cases += _resigned_cases(base)
     cases += _other_key_cases(base, store, work)
     cases += _benign_cases(base)
@@ -324,7 +324,7 @@ def _respell(line: bytes) -> bytes:
 
 # Tail rollback ----------------------------------------------------------------------------
 
-def _rollback_cases(base: Base, work: Path) -> list[_Case]:
+def _rollback_cases(base: Base) -> list[_Case]:
     """The newest records removed with the files they seal: nothing in the chain vouches for
     them, so without a witness this passes, and against the head as seen it fails."""
     cases = []
@@ -618,7 +618,7 @@ def _benign_cases(base: Base) -> list[_Case]:
         _Case("--head as published", OK, (), lambda c: ("--head", head)),
         _Case("--head of the first record", OK, (), lambda c: ("--head", f"1:{first_hash}")),
         _Case("two byte-identical voice notes and exemptions, re-signed", OK, (),
-              _identical_notes(base)),
+              _identical_notes()),
         # Payloads are open to fields a later version adds; only the documented ones are read.
         _Case("a payload field the format does not list, nested 200 deep, re-signed", OK, (),
               _resign_with(lambda bs: [*bs[:-1], _set(bs[-1], ("payload", "x"), _deep(200))])),
@@ -643,7 +643,7 @@ def _silent_wav(seconds: int = 1, rate: int = 16000) -> bytes:
             struct.pack("<I", len(data)) + data)
 
 
-def _identical_notes(base: Base) -> Mutate:
+def _identical_notes() -> Mutate:
     """Silence is silence: two voice notes (and two exemptions) of the same bytes, as two
     silent notes in one shift give; each sealed by its own record, both must verify."""
     def mutate(copy: Path) -> None:
@@ -676,7 +676,7 @@ def _sha256(data: bytes) -> str:
 
 # A dock's device folder -------------------------------------------------------------------
 
-def _dock_cases(dock: Path, work: Path) -> list[_Case]:
+def _dock_cases(dock: Path) -> list[_Case]:
     """A dock's copy: its receipts and manifest witness the head it verified."""
     base = Base(dock)
     receipts = sorted(p.name for p in (dock / "receipts").glob("*"))
