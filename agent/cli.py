@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import logs
 from agent.config import Config, ConfigError, load_config
@@ -17,6 +17,10 @@ from agent.dock.cli import add_commands as add_dock_commands
 from agent.evidence.chain import ChainBusyError
 from agent.evidence.keys import KeyMaterialError
 from agent.evidence.store import Store
+from agent.evidence.witness import WitnessError
+
+if TYPE_CHECKING:
+    from agent.evidence.verify import Outside
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.verbose)
     try:
         return args.func(args)
-    except (ConfigError, KeyMaterialError, ChainBusyError) as exc:
+    except (ConfigError, KeyMaterialError, ChainBusyError, WitnessError) as exc:
         print(logs.error_line(f"bodycam: {exc}"), file=sys.stderr)
         return 2
     except ConnectionError as exc:
@@ -67,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="the store to verify (default: the configured store)")
     verify.add_argument("--key", type=Path, help="the device public key (PEM); default: "
                         "keys/device.pub in the store")
+    verify.add_argument("--ca", type=Path, metavar="DEVICE_CA_PEM",
+                        help="the agency's device CA: every key that signed the chain must "
+                        "be certified by it in an enrollment record")
+    verify.add_argument("--head", action="append", default=[], metavar="SEQ:HASH",
+                        help="a chain head seen outside the store (the MQTT status's "
+                        "chain_head): the chain must hold it; repeatable")
+    verify.add_argument("--receipt", action="append", default=[], type=Path, metavar="FILE",
+                        help="a custody receipt (the custody record's line a dock keeps): "
+                        "the chain must hold the head it names; repeatable")
     verify.add_argument("--json", action="store_true", help="print the full report as JSON")
     verify.set_defaults(func=_verify)
 
@@ -148,9 +161,13 @@ def _verify(args: argparse.Namespace) -> int:
 
     root = args.path or (args.store or _config(args).store_path)
     roots = stores_in(root)  # a dock's evidence folder holds one store per device
+    outside = _outside(args)
+    if len(roots) > 1 and (outside.heads or outside.receipts):
+        raise WitnessError(f"{root} holds {len(roots)} devices' stores: give --head and "
+                           "--receipt with the one device's folder")
     failed = 0
     for store in roots:
-        report = verify_store(store, args.key)
+        report = verify_store(store, args.key, outside=outside)
         failed += not report.ok
         if args.json:
             print(report_json(report))
@@ -161,6 +178,18 @@ def _verify(args: argparse.Namespace) -> int:
         for note in report.notes:
             print(f"note: {note}")
     return 1 if failed else 0
+
+
+def _outside(args: argparse.Namespace) -> Outside:
+    """The witnesses and the device CA given on the command line, read once for all stores;
+    one that cannot be read is the caller's input to fix (exit 2)."""
+    from agent.evidence.anchor import load_device_ca
+    from agent.evidence.verify import Outside
+    from agent.evidence.witness import parse_head, read_receipt
+
+    return Outside(tuple(parse_head(text) for text in args.head),
+                   tuple(read_receipt(path) for path in args.receipt),
+                   tuple(load_device_ca(args.ca)) if args.ca else (), str(args.ca or ""))
 
 
 def _selfcheck(args: argparse.Namespace) -> int:

@@ -3,8 +3,12 @@
 It needs only the store and the device's public key. It checks every record's
 signature, sequence and link, every sealed segment's size and SHA-256, that no
 segment file stands outside the chain, and that presentation times run on
-across consecutive segments of one recording. Findings name the record (by seq
-and line) or the segment, and say what is wrong in words an investigator uses.
+across consecutive segments of one recording; what the format promises of each
+record and of records' references to each other (rules.py); the chain against
+every witness of its head the store holds or the caller brings (witness.py); and,
+given the agency's device CA, that a CA certified every signing key (anchor.py).
+Findings name the record (by seq and line), the segment or the witness, and say
+what is wrong in words an investigator uses. docs/chain-format.md lists the checks.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.evidence.anchor import KeySpan, anchor
 from agent.evidence.chain import (
     GENESIS_PREV,
     SEALED_FILE_TYPES,
@@ -33,22 +39,15 @@ from agent.evidence.chain import (
     read_records,
     record_hash,
 )
+from agent.evidence.findings import Finding
 from agent.evidence.keys import PUBLIC_NAME, KeyMaterialError, fingerprint, load_public_key
+from agent.evidence.rules import References, key_named, record_problem
 from agent.evidence.store import Store
+from agent.evidence.witness import Receipt, Witness, check, in_folder
 
 SEAL_WAIT_S = 5.0  # how long a file being sealed in a live store may take to get its record
 _SEAL_POLL_S = 0.02
 _SEALED_SEQ = re.compile(r"sealed/([0-9]+)\.")
-
-
-@dataclass(frozen=True)
-class Finding:
-    where: str
-    problem: str
-    kind: str  # changed, missing, reordered, inserted, truncated, gap, overlap
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.problem}"
 
 
 @dataclass
@@ -64,6 +63,8 @@ class Report:
     head: dict[str, Any] | None = None
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    witnessed_by: list[str] = field(default_factory=list)  # the witnesses of the head checked
+    certified_by: str | None = None  # the device CA every signing key was certified under
 
     @property
     def ok(self) -> bool:
@@ -82,19 +83,47 @@ class Report:
             if self.head is None:
                 return "OK: the chain is empty"
             purged = f" ({self.purged} sealed files purged after custody)" if self.purged else ""
+            certified = f", certified under {self.certified_by}" if self.certified_by else ""
             return (f"OK: {self.records} records, {self.segments} segments in "
                     f"{self.recordings} recordings verify{purged}; chain head seq "
                     f"{self.head['seq']} "
-                    f"{self.head['hash'][:16]}…; key {self.key_fingerprint[:16]}…")
+                    f"{self.head['hash'][:16]}…; key {self.key_fingerprint[:16]}…{certified}; "
+                    f"{self._witnesses()}")
         lines = [f"FAIL: {self.findings[0]}"]
         lines += [f"  also: {finding}" for finding in self.findings[1:]]
         if len(self.findings) > 1:
             lines.append(f"{len(self.findings)} problems in all")
         return "\n".join(lines)
 
+    def _witnesses(self) -> str:
+        if not self.witnessed_by:
+            return "no outside witness of the head"
+        shown = ", ".join(self.witnessed_by[:3])
+        more = f" and {len(self.witnessed_by) - 3} more" if len(self.witnessed_by) > 3 else ""
+        return f"head witnessed by {shown}{more}"
+
+
+@dataclass(frozen=True)
+class Outside:
+    """What a caller brings from outside the store: witnesses of the head (`--head`,
+    `--receipt`) and the agency's device CA (`--ca`, named `ca_name` in findings)."""
+
+    heads: tuple[Witness, ...] = ()
+    receipts: tuple[Receipt, ...] = ()
+    ca: tuple[x509.Certificate, ...] = ()
+    ca_name: str = ""
+
+
+@dataclass
+class _Seen:
+    """What the one pass over the records learns for the checks after it."""
+
+    hashes: dict[int, str] = field(default_factory=dict)  # seq -> hash of each whole record
+    spans: list[KeySpan] = field(default_factory=list)    # the signing keys, in order
+
 
 def verify_store(root: Path, public_key_path: Path | None = None,
-                 digests: dict[str, str] | None = None) -> Report:
+                 digests: dict[str, str] | None = None, outside: Outside = Outside()) -> Report:
     """Everything in the module docstring. `digests` (sha256 by file name, e.g.
     "sealed/00000003.ts") are hashes a caller computed of the very bytes it wrote
     to those files just now, as the dock does while receiving: reading them back
@@ -120,13 +149,14 @@ def verify_store(root: Path, public_key_path: Path | None = None,
     live = False
     try:
         lines = read_records(store.chain)
-        seen_files = _verify_lines(store, key, report, lines, hashes)
+        seen_files = _verify_lines(store, key, report, lines, hashes, outside)
         being_sealed = _being_sealed(listed - seen_files, report)
         live = bool(being_sealed) and has_writer(store.chain)
         if live and _await_records(store.chain, lines, report.head_seq,
                                    max(being_sealed.values()), SEAL_WAIT_S):
             report = Report(str(root), fingerprint(key))  # all again, with what was added
-            seen_files = _verify_lines(store, key, report, read_records(store.chain), hashes)
+            seen_files = _verify_lines(store, key, report, read_records(store.chain), hashes,
+                                      outside)
     except OSError as exc:  # a folder where the journal should be, or unreadable
         report.findings.append(Finding("chain.jsonl", f"cannot be read ({exc.strerror})",
                                        "missing"))
@@ -143,11 +173,15 @@ def verify_store(root: Path, public_key_path: Path | None = None,
 
 
 def _verify_lines(store: Store, key: Ed25519PublicKey, report: Report,
-                  lines: list[tuple[int, bytes]], hashes: dict[str, str]) -> set[str]:
-    """The records, their files and their continuity, into `report`; returns the names of
-    the files the chain accounts for. `hashes` are the digests known so far, and gain those
-    computed here."""
-    records = _verify_records(store, key, report, lines)
+                  lines: list[tuple[int, bytes]], hashes: dict[str, str],
+                  outside: Outside) -> set[str]:
+    """The records, what they say of each other, the witnesses, their files and their
+    continuity, into `report`; returns the names of the files the chain accounts for.
+    `hashes` are the digests known so far, and gain those computed here."""
+    seen = _Seen()
+    records = _verify_records(store, key, report, lines, seen=seen)
+    _verify_ending(store, lines, report)
+    _verify_outside(store, records, report, seen, outside)
     seen_files = _verify_segments(store, records, report, _verify_purges(records, report),
                                   hashes)
     _verify_continuity(records, report)
@@ -181,6 +215,58 @@ def _await_records(chain: Path, lines: list[tuple[int, bytes]], head: int, until
         if max(seqs) >= until or time.monotonic() >= deadline:
             return max(seqs) > head
         time.sleep(_SEAL_POLL_S)
+
+
+def _verify_ending(store: Store, lines: list[tuple[int, bytes]], report: Report) -> None:
+    """Every line ends in a newline: a last line without one is torn, whole or not (the
+    daemon cuts it at its next start), even when it holds a whole record. The byte after
+    the last line as read: a live store may have grown since."""
+    if not lines:
+        return
+    with store.chain.open("rb") as f:
+        f.seek(sum(len(line) + 1 for _, line in lines) - 1)
+        if f.read(1) == b"\n":
+            return
+    number, line = lines[-1]
+    with contextlib.suppress(ValueError):
+        seq = _parse(line)[3]
+        report.findings.append(Finding(f"record {seq} (line {number})", "has no newline at "
+                                       "its end: the last line is torn (the daemon would cut "
+                                       "it at its next start)", "truncated"))
+
+
+def _verify_outside(store: Store, records: list[dict[str, Any]], report: Report, seen: _Seen,
+                    outside: Outside) -> None:
+    """What records say of each other, the witnesses of the head (the store's own, a dock's
+    receipts and manifest, and the caller's), and, given a device CA, the signing keys'
+    certificates."""
+    references = References(seen.hashes)
+    for record in records:
+        references.take(record)
+    report.findings += references.findings
+    held = in_folder(store.root)
+    report.findings += held.findings
+    if held.manifest is not None and seen.spans and \
+            held.manifest.get("key_fingerprint") != seen.spans[0].fingerprint:
+        report.findings.append(Finding(
+            "manifest.json", f"the dock pulled the chain signed by key "
+            f"{str(held.manifest.get('key_fingerprint'))[:16]}…, but it verifies with key "
+            f"{seen.spans[0].fingerprint[:16]}…: the key was replaced", "changed"))
+    findings, report.witnessed_by = check(
+        [*held.receipts, *outside.receipts], [*held.witnesses, *outside.heads], seen.hashes,
+        report.head["seq"] if report.head else 0, [span.key for span in seen.spans],
+        held.dock_copy)
+    report.findings += findings
+    if not report.witnessed_by:
+        report.notes.append("no outside witness of the chain head (no custody receipt, no "
+                            "dock manifest, no --head or --receipt): records removed from "
+                            "the end of the chain, with their files, would not show")
+    if outside.ca:
+        findings, notes = anchor(seen.spans, records, list(outside.ca), outside.ca_name)
+        report.findings += findings
+        report.notes += notes
+        if not findings:
+            report.certified_by = outside.ca_name
 
 
 def _load_key(path: Path) -> Ed25519PublicKey:
@@ -226,9 +312,13 @@ def _parse(line: bytes) -> tuple[bytes, bytes, dict[str, Any], int]:
 
 def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
                     lines: list[tuple[int, bytes]],
-                    before: list[tuple[int, bytes]] | None = None) -> list[dict[str, Any]]:
+                    before: list[tuple[int, bytes]] | None = None,
+                    seen: _Seen | None = None) -> list[dict[str, Any]]:
     """Check `lines`, linked to the one line `before` them. Returns the records that verify
-    and have the shape the later checks read: only they are indexed."""
+    and have the shape the later checks read: only they are indexed. `seen` gathers the
+    record hashes and signing keys for the checks after this pass."""
+    seen = seen or _Seen()
+    key_fp = fingerprint(key)
     expected_seq = 1
     prev_hash: str | None = GENESIS_PREV  # None: the line before is unreadable, no link to check
     if before:
@@ -269,9 +359,14 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
             problem = _malformed(body, body_bytes)
             if problem:
                 report.findings.append(Finding(where, problem, "changed"))
-            elif body["type"] == "key_rotation":
+            else:
+                _signed_by(seen.spans, key, key_fp, seq)
+                if (other := key_named(body, key_fp)) is not None:
+                    report.findings.append(Finding(where, other, "changed"))
+            if not problem and body["type"] == "key_rotation":
                 key = _rotated_key(body, where, report, key)
-            elif body["type"] == "retirement":
+                key_fp = fingerprint(key)
+            elif not problem and body["type"] == "retirement":
                 retired = seq
             signed = not problem
         if seq != expected_seq:
@@ -281,6 +376,7 @@ def _verify_records(store: Store, key: Ed25519PublicKey, report: Report,
                                            "record was removed, inserted or reordered",
                                            "reordered"))
         expected_seq, prev_hash = seq + 1, record_hash(body_bytes)
+        seen.hashes.setdefault(seq, prev_hash)
         head = {"seq": seq, "hash": prev_hash}
         if signed:
             records.append(body)
@@ -301,7 +397,18 @@ def _malformed(body: dict[str, Any], body_bytes: bytes) -> str | None:
     problem = _shape(body, _RECORD, "record")
     if problem is None and body["type"] in _PAYLOADS:
         problem = _shape(body["payload"], _PAYLOADS[body["type"]], "payload")
-    return f"is signed but malformed: {problem}" if problem else None
+    if problem:
+        return f"is signed but malformed: {problem}"
+    problem = record_problem(body)
+    return f"is signed but {problem}" if problem else None
+
+
+def _signed_by(spans: list[KeySpan], key: Ed25519PublicKey, key_fp: str, seq: int) -> None:
+    """Record `seq` verified with `key`: the last span grows, or a new key's span begins."""
+    if spans and spans[-1].key is key:
+        spans[-1].last = seq
+    else:
+        spans.append(KeySpan(key, key_fp, seq, seq))
 
 
 def _is_positive(value: Any) -> bool:
@@ -316,19 +423,11 @@ def _is_none(value: Any) -> bool:
     return value is None
 
 
-_SEALED_NAME = re.compile(r"sealed/[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def _is_sealed_name(value: Any) -> bool:
-    """A file directly inside sealed/: a record cannot point the verifier elsewhere."""
-    return isinstance(value, str) and _SEALED_NAME.fullmatch(value) is not None
-
-
 # A shape: a predicate; a dict (an object with at least these keys; {} is any object); a
 # one-item list (a list of such items); a tuple (any one of these shapes).
 _Shape = Callable[[Any], bool] | dict[str, Any] | list[Any] | tuple[Any, ...]
 _RECORD = {"seq": is_int64, "type": _is_str, "prev": _is_str, "payload": {}}
-_FILE = {"file": _is_sealed_name, "sha256": _is_str, "size": is_int64}
+_FILE = {"file": _is_str, "sha256": _is_str, "size": is_int64}  # file: see rules.py
 _STREAM = {"packets": is_int64, "first_pts_us": (_is_none, is_int64),
            "last_pts_us": (_is_none, is_int64)}
 _PAYLOADS: dict[str, _Shape] = {
@@ -499,24 +598,19 @@ def _verify_segments(store: Store, records: list[dict[str, Any]], report: Report
         else:
             report.findings.append(Finding(where, "SHA-256 differs from the sealed hash "
                                            "(changed)", "changed"))
-    return set(name_by_hash.values())
+    return {r["payload"]["file"] for r in sealed}  # by name: identical files are two files
 
 
 def _verify_continuity(records: list[dict[str, Any]], report: Report) -> None:
     """Within one recording, segment n+1 must begin exactly one frame (or audio packet) on."""
     previous: dict[int, dict[str, Any]] = {}
+    totals: dict[int, dict[str, Any]] = {}
     starts = {r["seq"] for r in records if r.get("type") == "record_start"}
     report.recordings = len(starts)
     for record in records:
         payload = record.get("payload", {})
         if record.get("type") == "record_stop":
-            last = previous.get(payload["recording"])
-            count = last["index"] + 1 if last else 0
-            if count != payload["segments"]:
-                report.findings.append(Finding(
-                    f"recording {payload['recording']} (stop record {record['seq']})",
-                    f"sealed {payload['segments']} segments but the chain holds {count}",
-                    "missing"))
+            _verify_totals(record, totals.get(payload["recording"], _no_segments()), report)
             continue
         if record.get("type") != "segment_sealed":
             continue
@@ -532,9 +626,14 @@ def _verify_continuity(records: list[dict[str, Any]], report: Report) -> None:
             _note_missing_inside(report, payload["file"], stream, payload[stream], step_us)
         before = previous.get(payload["recording"])
         previous[payload["recording"]] = payload
-        if before is None:
-            continue
+        _add_to_totals(totals.setdefault(payload["recording"], _no_segments()), payload)
         where = f"segment {payload['file']} (record {record['seq']})"
+        if before is None:
+            if payload["index"] != 0:
+                report.findings.append(Finding(where, f"is segment {payload['index']} of "
+                                               f"recording {payload['recording']}, whose first "
+                                               "segment is not in the chain", "missing"))
+            continue
         if payload["index"] != before["index"] + 1:
             report.findings.append(Finding(where, f"is segment {payload['index']} of recording "
                                            f"{payload['recording']} after segment "
@@ -547,6 +646,33 @@ def _verify_continuity(records: list[dict[str, Any]], report: Report) -> None:
                                   before["file"])
             if finding:
                 report.findings.append(finding)
+
+
+def _no_segments() -> dict[str, Any]:
+    return {"segments": 0, "video_frames": 0, "audio_packets": 0, "last_segment": None}
+
+
+def _add_to_totals(totals: dict[str, Any], payload: dict[str, Any]) -> None:
+    totals["segments"] += 1
+    totals["video_frames"] += payload["video"]["packets"]
+    totals["audio_packets"] += payload["audio"]["packets"] if payload["audio"] else 0
+    totals["last_segment"] = payload["file"]
+
+
+def _verify_totals(stop: dict[str, Any], totals: dict[str, Any], report: Report) -> None:
+    """A record_stop's counts are those of the recording's segments in the chain (a
+    recovered recording's stop names no last segment)."""
+    payload = stop["payload"]
+    where = f"recording {payload['recording']} (stop record {stop['seq']})"
+    if payload["segments"] != totals["segments"]:
+        report.findings.append(Finding(where, f"sealed {payload['segments']} segments but the "
+                                       f"chain holds {totals['segments']}", "missing"))
+        return
+    for name in ("video_frames", "audio_packets", "last_segment"):
+        if name in payload and payload[name] != totals[name]:
+            report.findings.append(Finding(where, f"gives {name} {str(payload[name])[:80]}, "
+                                           f"but the chain's segments add up to "
+                                           f"{totals[name]}", "changed"))
 
 
 def _note_missing_inside(report: Report, file: str, stream: str, span: dict[str, Any],

@@ -52,7 +52,8 @@ def test_refusals_are_due_at_once_after_a_quiet_window_then_once_a_window() -> N
     clock.now += 30
     second = tally.take()
     assert second == {"source": "mqtt", "refused": 10_000, "reasons": {"rate_limited": 10_000},
-                      "seconds": 60.0, "samples": []}
+                      "seconds": 60, "samples": []}
+    assert type(second["seconds"]) is int, "the chain holds integers only"
     tally.count("too_deep")
     last = tally.take(final=True)
     assert last is not None and last["reasons"] == {"too_deep": 1}, "sealed at shutdown"

@@ -542,15 +542,15 @@ def test_the_verifier_accepts_a_missing_file_only_under_a_purge_after_custody(
 
     # A purge record alone does not excuse it: nothing held the file first.
     _append(store_copy, "purge", {"reason": "space", "free_bytes": 0,
-                                  "files": [{**held[1], "custody": 0}]})
+                                  "files": [{**held[1], "custody": None}]})
     report = verify_store(store_copy)
     assert not report.ok and "deleted without custody" in str(report.findings[0])
 
     # Custody of the first, then its purge with the right hash: that file may go.
     _append(store_copy, "custody", {"report_id": "r-00000001", "dock": {}, "operator": "Li",
-                                    "head": {}, "segments": held[:1]})
+                                    "head": report.head, "segments": held[:1]})
     _append(store_copy, "purge", {"reason": "space", "free_bytes": 0,
-                                  "files": [{**held[0], "custody": 0}]})
+                                  "files": [{**held[0], "custody": report.head["seq"] + 1}]})
     (store_copy / first["payload"]["file"]).unlink()
     report = verify_store(store_copy)
     assert report.purged == 1  # the first: gone under custody, no finding

@@ -233,6 +233,11 @@ def test_enrollment_rotation_and_retirement_verify_in_the_chain(
     report = verify_store(store)
     assert report.ok, report.summary()
     assert any("signing key was rotated" in note for note in report.notes)
+    # Under the agency's CA the first key is anchored; the new one is not, until enrolled.
+    under_ca = bodycam("verify", str(store), "--ca", str(ca))
+    assert under_ca.returncode == 1 and under_ca.stdout.startswith("FAIL: key "), under_ca.stdout
+    assert "is certified by no enrollment record under" in under_ca.stdout
+    assert under_ca.stdout.count("is certified by no enrollment record") == 1
     kinds = [r["type"] for r in read_bodies(store / "chain.jsonl")]
     assert kinds.index("enrollment") < kinds.index("key_rotation") < len(kinds) - 1
     assert bodycam(*enroll).returncode == 2, "the old certificate is not for the new key"

@@ -128,7 +128,8 @@ class RefusalTally:
             assert self._opened is not None
             payload = {"source": "mqtt", "refused": sum(self._counts.values()),
                        "reasons": dict(sorted(self._counts.items())),
-                       "seconds": round(now - self._opened, 3), "samples": self._samples}
+                       "seconds": round(now - self._opened),  # the chain has no floats
+                       "samples": self._samples}
             self._counts, self._samples, self._opened = Counter(), [], None
             self._last_record = now
             return payload

@@ -1,0 +1,216 @@
+"""What the format promises of records beyond their signatures and links.
+
+A device (or whoever holds its key) can sign anything: these are the rules of
+docs/chain-format.md that a signed record must still keep, each broken one a
+finding that names the record. `record_problem` is what one record says of
+itself (a type the format knows, exactly the documented top-level fields, no
+number with a fraction, `wall` in the one time format, a sealed file named for
+its own record); `key_named` is the key it names against the key that signed it;
+`References` is what records say of each other (every seq a record names is a
+record of the right kind before it, custody heads are records of this chain).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from agent.evidence.chain import SEALED_FILE_TYPES
+from agent.evidence.findings import Finding
+
+RECORD_TYPES = frozenset({
+    "boot", "self_check", "record_start", "notice_played", "segment_sealed", "record_stop",
+    "interruption", "voice_note", "exemption", "alarm", "command", "remote_commands_refused",
+    "custody", "purge", "officer_assigned", "clock_step", "enrollment", "key_rotation",
+    "key_repaired", "retirement", "file_recovered", "shutdown"})
+TOP_FIELDS = frozenset({"boot_id", "clock", "device", "mono_ns", "officer", "payload", "prev",
+                        "seq", "type", "wall"})
+# The one place a fraction was ever written: chains from before the count became an integer.
+_LEGACY_FLOATS = {("remote_commands_refused", ("payload", "seconds"))}
+_WALL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+# The extensions each kind of sealed file may have: MPEG-TS segments, WAV notes, age-encrypted.
+_SUFFIXES = {"segment_sealed": (".ts", ".ts.age"), "voice_note": (".wav", ".wav.age"),
+             "exemption": (".wav", ".wav.age"),
+             "file_recovered": (".ts", ".ts.age", ".wav", ".wav.age")}
+# Which record a key fingerprint field must name: the key that signed the record.
+_KEY_FIELDS = {"boot": "key_fingerprint", "retirement": "key_fingerprint",
+               "key_rotation": "old_fingerprint", "key_repaired": "fingerprint"}
+
+
+def record_problem(body: dict[str, Any]) -> str | None:
+    """Why a record of the documented shape still breaks the format's rules, or None.
+
+    `body` has an integer seq, a string type and an object payload (checked before)."""
+    kind = body["type"]
+    if kind not in RECORD_TYPES:
+        return f"is of a type the format does not know ({kind!r})"
+    fields = set(body)
+    if fields != TOP_FIELDS:
+        extra, lacking = sorted(fields - TOP_FIELDS), sorted(TOP_FIELDS - fields)
+        return "has " + "; ".join(([f"fields the format does not have: {', '.join(extra)}"]
+                                   if extra else []) +
+                                  ([f"no {', '.join(lacking)}"] if lacking else []))
+    for name, wanted in (("boot_id", str), ("device", str), ("officer", str), ("clock", dict)):
+        if not isinstance(body[name], wanted):
+            return f"{name} is a {type(body[name]).__name__}, not a {wanted.__name__}"
+    if type(body["mono_ns"]) is not int:
+        return f"mono_ns is a {type(body['mono_ns']).__name__}, not an integer"
+    if not _is_wall(body["wall"]):
+        return f"wall {str(body['wall'])[:40]!r} is not a UTC time as 2026-11-28T05:25:56.095916Z"
+    fraction = _fraction(body)
+    if fraction is not None:
+        return f"holds a number with a fraction at {fraction} (the format has integers only)"
+    if kind in _SUFFIXES:
+        name, seq = body["payload"]["file"], body["seq"]
+        names = [f"sealed/{seq:08d}{suffix}" for suffix in _SUFFIXES[kind]]
+        if name not in names:
+            return f"seals {str(name)[:80]!r}, not {' or '.join(names)} (its own seq)"
+    return None
+
+
+def key_named(body: dict[str, Any], key_fingerprint: str) -> str | None:
+    """A boot, key_rotation or retirement record that names a key other than its signer's."""
+    field = _KEY_FIELDS.get(body["type"])
+    if field is None:
+        return None
+    named = body["payload"].get(field)
+    if named == key_fingerprint:
+        return None
+    return (f"names key {str(named)[:16]}… as its signing key ({field}), but was signed by "
+            f"key {key_fingerprint[:16]}…")
+
+
+def _is_wall(value: Any) -> bool:
+    if not isinstance(value, str) or not _WALL.fullmatch(value):
+        return False
+    try:
+        datetime.fromisoformat(value[:-1])  # the form is checked above: is it a real time?
+    except ValueError:
+        return False
+    return True
+
+
+def _fraction(body: dict[str, Any]) -> str | None:
+    """Where the first float in a record is ("payload.video.fps"), or None. Walked with a
+    stack: a record has passed the JSON parser's own depth limit, but no recursion here."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), body)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and (body["type"], path) not in _LEGACY_FLOATS:
+            return ".".join(map(str, path))
+        if isinstance(value, dict):
+            stack.extend(((*path, key), inner) for key, inner in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*path, index), inner) for index, inner in enumerate(value))
+    return None
+
+
+class References:
+    """What records say of each other, read in chain order: each seq a record names is an
+    earlier record of the kind the field means, each file it names was sealed before it,
+    and the head of each custody record is a record of this chain with that hash."""
+
+    def __init__(self, hashes: dict[int, str]) -> None:
+        self.hashes = hashes
+        self.findings: list[Finding] = []
+        self._starts: set[int] = set()
+        self._stopped: set[int] = set()
+        self._interruptions: set[int] = set()
+        self._sealed: dict[int, dict[str, Any]] = {}    # seq -> payload of a sealed file
+        self._segment_names: set[str] = set()
+        self._held: dict[int, set[int]] = {}            # custody seq -> file seqs it holds
+
+    def take(self, record: dict[str, Any]) -> None:
+        seq, kind, payload = record["seq"], record["type"], record["payload"]
+        where = f"{kind} record {seq}"
+        check = getattr(self, f"_{kind}", None)
+        if check is not None:
+            check(where, seq, payload)
+        if kind == "record_start":
+            self._starts.add(seq)
+        elif kind == "interruption":
+            self._interruptions.add(seq)
+        elif kind in SEALED_FILE_TYPES:
+            self._sealed[seq] = payload
+            if kind == "segment_sealed":
+                self._segment_names.add(payload["file"])
+
+    def _dangling(self, where: str, problem: str) -> None:
+        self.findings.append(Finding(where, f"{problem} (a dangling reference)", "dangling"))
+
+    def _recording(self, where: str, field: str, value: Any, optional: bool = False) -> None:
+        if optional and value is None:
+            return
+        if type(value) is not int or value not in self._starts:
+            self._dangling(where, f"names recording {value!r} in {field}, which no earlier "
+                           "record_start began")
+
+    def _segment_sealed(self, where: str, seq: int, payload: dict[str, Any]) -> None:
+        self._recording(where, "recording", payload["recording"])
+
+    def _notice_played(self, where: str, seq: int, payload: dict[str, Any]) -> None:
+        self._recording(where, "recording", payload.get("recording"))
+
+    def _record_stop(self, where: str, seq: int, payload: dict[str, Any]) -> None:
+        self._recording(where, "recording", payload["recording"])
+        if payload["recording"] in self._stopped:
+            self.findings.append(Finding(where, f"stops recording {payload['recording']} a "
+                                         "second time", "inserted"))
+        self._stopped.add(payload["recording"])
+
+    def _interruption(self, where: str, seq: int, payload: dict[str, Any]) -> None:
+        self._recording(where, "recording_before", payload.get("recording_before"), True)
+        self._recording(where, "recording_after", payload.get("recording_after"), True)
+        last = payload.get("last_segment")
+        if last is not None and (not isinstance(last, str) or last not in self._segment_names):
+            self._dangling(where, f"names last_segment {str(last)[:80]!r}, which no earlier "
+                           "record sealed")
+
+    def _voice_note(self, where: str, seq: int, payload: dict[str, Any]) -> None:
+        interruption = payload.get("interruption")
+        if interruption is not None and interruption not in self._interruptions:
+            self._dangling(where, f"explains interruption {interruption!r}, which is no "
+                           "earlier interruption record")
+
+    def _custody(self, where: str, seq: int, payload: dict[str, Any]) -> None:
+        head = payload.get("head")
+        head_seq, head_hash = (head.get("seq"), head.get("hash")) if isinstance(head, dict) \
+            else (None, None)
+        if type(head_seq) is not int or head_seq >= seq or \
+                self.hashes.get(head_seq) != head_hash:
+            self._dangling(where, f"names as the head the dock verified {_head_text(head)}, "
+                           "which is no earlier record of this chain with that hash")
+        for item in payload["segments"]:
+            problem = self._names_sealed(item)
+            if problem:
+                self._dangling(where, f"takes into custody {problem}")
+        self._held[seq] = {item["seq"] for item in payload["segments"]}
+
+    def _purge(self, where: str, seq: int, payload: dict[str, Any]) -> None:
+        for item in payload["files"]:
+            problem = self._names_sealed(item)
+            if problem:
+                self._dangling(where, f"deletes {problem}")
+            custody = item.get("custody")
+            if custody is not None and (type(custody) is not int or
+                                        item["seq"] not in self._held.get(custody, ())):
+                self._dangling(where, f"says custody record {custody!r} holds seq "
+                               f"{item['seq']}, which it does not")
+
+    def _names_sealed(self, item: dict[str, Any]) -> str | None:
+        """What is wrong with a custody or purge entry's claim to be a sealed file."""
+        sealed = self._sealed.get(item["seq"])
+        if sealed is None:
+            return f"seq {item['seq']}, which seals no file before it"
+        for field in ("sha256", "file", "size"):
+            if field in item and item[field] != sealed[field]:
+                return (f"seq {item['seq']} with {field} {str(item[field])[:80]!r}, sealed as "
+                        f"{str(sealed[field])[:80]!r}")
+        return None
+
+
+def _head_text(head: Any) -> str:
+    if isinstance(head, dict):
+        return f"seq {str(head.get('seq'))[:20]} hash {str(head.get('hash'))[:16]}…"
+    return repr(head)[:40]
