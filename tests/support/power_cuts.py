@@ -29,6 +29,7 @@ from tests.support.device import (
 )
 from tests.support.powercut_disk import PowerCutDisk
 
+POLL_S = 0.1  # reading the chain through the mount more often would load the file system
 FLUSH_S = 0.5  # the test device's [recorder] flush_interval
 FRAME_S = 1 / 30
 BOUND_S = FLUSH_S + FRAME_S  # docs/recorder.md: a power cut loses at most flush_interval + a frame
@@ -140,7 +141,7 @@ class CutRecorder:
                                  f"changed or lost across the restart")
         wait_for(lambda: len(self.interruptions()) >= len(self.cuts) and self.recording(),
                  timeout=60, what=f"the interruption of cut {len(self.cuts)} and the resumed "
-                                  f"recording")
+                                  f"recording", interval=POLL_S)
         cut.interruption = self.interruptions()[len(self.cuts) - 1]
         if cut.interruption["start"] is not None:
             cut.lost_s = cut.wall - wall_seconds(cut.interruption["start"])

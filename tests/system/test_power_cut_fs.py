@@ -14,7 +14,7 @@ from typing import NamedTuple
 import pytest
 
 from tests.support.device import wait_for
-from tests.support.power_cuts import BOUND_S, CutRecorder, percentile
+from tests.support.power_cuts import BOUND_S, POLL_S, CutRecorder, percentile
 from tests.support.powercut_disk import fuse_unavailable
 
 pytestmark = pytest.mark.skipif(fuse_unavailable() is not None,
@@ -44,7 +44,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Campaign]:
     started = time.monotonic()
     try:
         recorder.start()
-        wait_for(recorder.recording, timeout=30, what="recording")
+        wait_for(recorder.recording, timeout=30, what="recording", interval=POLL_S)
         time.sleep(1.0)
         recorder.disk.sync()  # the store is older than the kernel's writeback (issue 19 item 1)
         for how in schedule:
@@ -115,7 +115,7 @@ def test_a_voice_note_cut_at_its_seal_is_recovered_into_the_chain(tmp_path: Path
     recorder = CutRecorder(tmp_path)
     try:
         recorder.start()
-        wait_for(recorder.recording, timeout=30, what="recording")
+        wait_for(recorder.recording, timeout=30, what="recording", interval=POLL_S)
         recorder.disk.sync()
         recorder.cut(after_s=0.5)  # an interruption, for which the device asks a voice note
         recorder.resume()
