@@ -17,6 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.device import (
     BODYCAM,
@@ -39,11 +40,11 @@ BOUND_S = FLUSH_S + FRAME_S  # docs/recorder.md: a power cut loses at most flush
 class Cut:
     """One power cut: when, how, and what was durable at that moment."""
 
-    how: str  # "random" or the trigger's spec
+    how: str  # "random", a trigger's spec, or "process" (the daemon killed, no power cut)
     wall: float
     durable_lines: list[bytes]
     damaged: list[str]  # files named by a durable record that were not intact at the cut
-    interruption: dict | None = None  # the record sealed for it after the restart
+    interruption: dict[str, Any] | None = None  # the record sealed for it after the restart
     lost_s: float | None = None  # media lost: from the last packet on disk to the cut
     nothing_survived: bool = False  # no packet of the recording survived: lost_s counts from
     #                                 its record_start (a floor: its pre-event part is lost too)
@@ -76,10 +77,10 @@ class CutRecorder:
         chain = self.store / "chain.jsonl"
         return chain.read_bytes().splitlines(keepends=True) if chain.exists() else []
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.chain_lines() if line.endswith(b"\n")]
 
-    def interruptions(self) -> list[dict]:
+    def interruptions(self) -> list[dict[str, Any]]:
         return [r["payload"] for r in self.records() if r["type"] == "interruption"]
 
     def recording(self) -> bool:

@@ -236,8 +236,10 @@ class PowerCutFS(pyfuse3.Operations):
                     and trigger.pattern.search(path):
                 trigger.nth -= 1
                 if trigger.nth == 0:
-                    (self.state / "tripped.json").write_text(json.dumps(
-                        {"trigger": trigger.spec, "path": path, "wall": time.time()}))
+                    trip = self.state / "tripped.tmp"  # renamed: a reader sees all or nothing
+                    trip.write_text(json.dumps({"trigger": trigger.spec, "path": path,
+                                                "wall": time.time()}))
+                    os.replace(trip, self.state / "tripped.json")
                     os._exit(TRIPPED)
 
     def sync_file(self, inode: Inode, data_only: bool) -> None:
