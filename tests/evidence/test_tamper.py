@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -256,3 +257,24 @@ def _encoded_packets(tmp_path: Path, frames: int) -> _Packets:
     sink.video = sink.video[:frames]
     sink.layout = camera.layout
     return sink
+
+
+def test_two_sealed_files_with_the_same_bytes_both_verify(store_copy: Path) -> None:
+    """Two files may hold the same bytes (two silent voice notes; two segments recovered after
+    cuts that each kept only the stream headers): each is in the chain by its own record."""
+    store = Store(store_copy)
+    chain = Chain(store.chain, load_or_create_device_key(store.keys), lambda: ("TEST", "OFC"),
+                  SimulatedClock().state, "test")
+    silent = b"RIFF$\x00\x00\x00WAVEfmt "  # the same bytes twice
+    for n in range(2):
+        path = store.open / f"exemption-{n}.wav"
+        path.write_bytes(silent)
+        path.chmod(0o444)
+        chain.append("exemption", {"size": len(silent),
+                                   "sha256": hashlib.sha256(silent).hexdigest(),
+                                   "duration_ms": 0, "sample_rate": 16000,
+                                   "ended_by": "no_speech", "explained": False},
+                     name_for_seq=store.move_to_sealed(path))
+    chain.close()
+    report = verify_store(store_copy)
+    assert report.ok, report.summary()

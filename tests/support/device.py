@@ -119,12 +119,13 @@ def thread_stacks() -> str:
                      for ident, frame in sys._current_frames().items())
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "",
+             interval: float = 0.01) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.01)
+        time.sleep(interval)
 
 
 BODYCAM = [sys.executable, "-m", "agent"]
