@@ -88,9 +88,6 @@ def test_media_lost_per_cut_is_within_the_documented_bound(campaign: Campaign) -
                      f"(trigger, ms, no packet survived): {over}"
 
 
-@pytest.mark.xfail(strict=False, reason="issue 19 item 1: keys/ is never fsync'd and device.pub "
-                   "never synced, so a cut in a new store's first seconds loses the keys (the "
-                   "restart makes new ones, and the records signed before no longer verify)")
 @pytest.mark.parametrize("after_s", [0.5, 1.5, 3.0])
 def test_a_cut_in_a_new_stores_first_seconds_keeps_its_keys(tmp_path: Path,
                                                             after_s: float) -> None:
@@ -109,8 +106,6 @@ def test_a_cut_in_a_new_stores_first_seconds_keeps_its_keys(tmp_path: Path,
         recorder.close()
 
 
-@pytest.mark.xfail(strict=False, reason="issue 19 item 2: orphan recovery looks only for .ts, so "
-                   "a voice note cut at its seal stays outside the chain and its seq is reused")
 def test_a_voice_note_cut_at_its_seal_is_recovered_into_the_chain(tmp_path: Path) -> None:
     """The note is renamed into sealed/ and both folders are durable, its record not yet."""
     recorder = CutRecorder(tmp_path)

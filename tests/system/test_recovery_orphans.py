@@ -4,6 +4,9 @@ and no record ever takes a sequence number a file in sealed/ already holds."""
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from agent.evidence.chain import SEALED_FILE_TYPES, read_bodies
 from agent.evidence.store import Store
 from agent.evidence.verify import verify_store
 from tests.evidence.test_chain_format import run_procedure, tools  # noqa: F401  (a fixture)
-from tests.support.device import running_daemon, wait_for
+from tests.support.device import BODYCAM, running_daemon, spawn_daemon, wait_for
 from tests.support.page_cache import page_cache
 
 
@@ -121,5 +124,40 @@ def test_no_record_takes_a_seq_a_sealed_file_holds(write_config, tmp_path: Path)
         assert (store / payload["file"]).read_bytes() == data
     for name, record in named.items():
         assert name.startswith(f"sealed/{record['seq']:08d}.")
+    report = verify_store(store)
+    assert report.ok, report.summary()
+
+
+def test_a_segment_with_both_names_after_a_cut_is_sealed_once(write_config,
+                                                              tmp_path: Path) -> None:
+    """A cut between the seal's two folder syncs (sealed/ synced, open/ not) leaves the file
+    under both names, as POSIX allows (the power-cut file system of issue 19 made it): the
+    next start seals it once, and no sealed file is left that no record names."""
+    config = write_config()
+    store = tmp_path / "store"
+    daemon = spawn_daemon(config, store)
+    subprocess.run([*BODYCAM, "press", "--config", str(config)], check=True, timeout=30)
+    wait_for(lambda: any((store / "sealed").glob("*.ts")), what="a segment")
+    daemon.send_signal(signal.SIGKILL)  # a cut: the recording stays open
+    daemon.wait(10)
+    chain = read_bodies(store / "chain.jsonl")
+    recording = max(r["seq"] for r in chain if r["type"] == "record_start")
+    index = sum(1 for r in chain if r["type"] == "segment_sealed"
+                and r["payload"]["recording"] == recording)
+    # The segment being written when the power went, as a seal cut between its folder
+    # syncs leaves it: renamed to the next seq in sealed/, its name in open/ still there.
+    twin = store / "open" / f"{recording:08d}-{index:05d}.ts"
+    assert twin.exists(), sorted(p.name for p in (store / "open").iterdir())
+    os.link(twin, store / "sealed" / f"{len(chain) + 1:08d}.ts")
+
+    with running_daemon(config):
+        pass
+
+    chain = read_bodies(store / "chain.jsonl")
+    named = [r["payload"]["file"] for r in chain if r["type"] in SEALED_FILE_TYPES]
+    segments = [r for r in chain if r["type"] == "segment_sealed"
+                and r["payload"]["recording"] == recording]
+    assert len(segments) == index + 1, "the file under both names is sealed once"
+    assert sorted(f"sealed/{p.name}" for p in (store / "sealed").iterdir()) == sorted(named)
     report = verify_store(store)
     assert report.ok, report.summary()

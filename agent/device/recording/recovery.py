@@ -64,6 +64,7 @@ def move_orphans_back(store: Store, records: list[dict[str, Any]]) -> None:
     by a seq the chain already holds is not what a cut leaves: it stays where it is, for
     the verifier to report. `records` are the chain's bodies as found at start.
     """
+    _drop_open_twins(store)
     head = max((r["seq"] for r in records), default=0)
     named = {r["payload"]["file"] for r in records if r["type"] in SEALED_FILE_TYPES}
     recording = max(_open_recordings(records), default=None)
@@ -87,6 +88,23 @@ def move_orphans_back(store: Store, records: list[dict[str, Any]]) -> None:
                     target.name)
     if moved:
         fsync_dir(store.sealed)
+        fsync_dir(store.open)
+
+
+def _drop_open_twins(store: Store) -> None:
+    """A cut between the seal's folder syncs (sealed/ synced, open/ not yet) can leave one
+    file under both names, as POSIX allows. Its name in sealed/ is the one a record names,
+    or the orphan moved back below; the name in open/ goes, or the file would be sealed
+    twice (and renaming one name of a file onto its other name does nothing at all)."""
+    sealed = {(st.st_dev, st.st_ino) for path in store.sealed.iterdir()
+              if (st := path.lstat()).st_nlink > 1}
+    twins = [path for path in store.open.iterdir()
+             if (st := path.lstat()).st_nlink > 1 and (st.st_dev, st.st_ino) in sealed]
+    for path in twins:
+        log.warning("open/%s is also in sealed/ (a cut between the seal's folder syncs): "
+                    "the name in open/ is removed", path.name)
+        path.unlink()
+    if twins:
         fsync_dir(store.open)
 
 
