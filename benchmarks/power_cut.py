@@ -96,7 +96,8 @@ def main() -> int:
     print(row("power cut, every cut", lost))
     print(row("power cut, where a packet survived", survived))
     print(row("baseline: process killed, cache kept", baseline))
-    print(f"\nbound (flush_interval + one frame): {BOUND_S * 1000:.0f} ms; power cuts over it: "
+    print(f"\nbound (flush_interval + fdatasync allowance + one frame): {BOUND_S * 1000:.0f} ms; "
+          "power cuts over it: "
           f"{sum(x > BOUND_S for x in lost)} of {len(lost)}; cuts that left no packet of the "
           f"recording: {sum(cut.nothing_survived for cut in power.cuts)}")
     print(f"ratio power cut / baseline:   p50 {percentile(lost, 50) / percentile(baseline, 50):.1f}"

@@ -79,8 +79,6 @@ def test_nothing_sealed_is_lost_and_every_cut_is_one_interruption(campaign: Camp
           f"{sum(cut.nothing_survived for cut in cuts)} cut(s) left no packet of the recording")
 
 
-@pytest.mark.xfail(strict=False, reason="issue 19 item 3: the loss bound does not hold (the sync "
-                   "cadence; and a recording's first segment is named durably only at its seal)")
 def test_media_lost_per_cut_is_within_the_documented_bound(campaign: Campaign) -> None:
     over = [(cut.how, cut.lost_s and round(cut.lost_s * 1000), cut.nothing_survived)
             for cut in campaign.recorder.cuts if cut.lost_s is None or cut.lost_s > BOUND_S]
