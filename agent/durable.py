@@ -41,3 +41,14 @@ def write_file(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def make_read_only(path: Path) -> None:
+    """Mode 0444, durably: a mode changed after a file's last fsync may come back 0644 after
+    a power cut."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fchmod(fd, 0o444)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

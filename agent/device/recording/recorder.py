@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import queue
 import threading
 import time
@@ -328,8 +327,8 @@ class Recorder:
                              recording.id, segment.path, exc_info=True)
 
     def _seal(self, summary: SegmentSummary, recording: _Recording, index: int) -> None:
-        """Read-only, renamed to its chain seq, durable, then signed into the chain."""
-        os.chmod(summary.path, 0o444)
+        """Renamed (read-only since its close) to its chain seq, durable, then signed into
+        the chain."""
         payload: dict[str, Any] = {
             "recording": recording.id,
             "index": index,

@@ -27,7 +27,7 @@ from typing import Any
 import av
 
 from agent.device.recording.segment import AGE_SUFFIX, SUFFIX, Progress
-from agent.durable import fsync_dir
+from agent.durable import fsync_dir, make_read_only
 from agent.evidence.age import AGE_FORMAT
 from agent.evidence.chain import SEALED_FILE_TYPES, Chain, utc_iso
 from agent.evidence.store import Store
@@ -150,7 +150,7 @@ def _seal_found(store: Store, chain: Chain, path: Path) -> None:
     came_from = (f"sealed/{path.name.removeprefix(_FROM_SEALED)}"
                  if path.name.startswith(_FROM_SEALED) else f"open/{path.name}")
     data = path.read_bytes()
-    os.chmod(path, 0o444)
+    make_read_only(path)
     payload: dict[str, Any] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                                "recovered": True, "came_from": came_from}
     if path.name.endswith(AGE_SUFFIX):  # the recipients are not in an age file's header
@@ -173,6 +173,7 @@ def _seal_recovered(store: Store, chain: Chain, path: Path, recording: int,
         log.warning("%s held no whole packet; removed", path.name)
         path.unlink()
         Progress.remove(path)
+        fsync_dir(store.open)  # else a cut brings it back, empty, after its recording closed
         return None
     extra: dict[str, Any] = {}
     if encrypted:
@@ -180,12 +181,14 @@ def _seal_recovered(store: Store, chain: Chain, path: Path, recording: int,
         spans = {kind: progress.get(kind, _NO_SPAN) for kind in ("video", "audio")}
         extra = {"encryption": progress.get("encryption"), "plaintext": None}
     else:
-        with path.open("r+b") as f:
-            f.truncate(kept)
-            os.fsync(f.fileno())
+        if kept < original:
+            os.chmod(path, 0o644)  # closed before the cut, its seal not done: read-only
+            with path.open("r+b") as f:
+                f.truncate(kept)
+                os.fsync(f.fileno())
         spans = _spans(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    os.chmod(path, 0o444)
+    make_read_only(path)
     payload = {
         "recording": recording, "index": int(match.group(2)), "container": "mpegts",
         "size": kept, "sha256": digest, "recovered": True, "cut_bytes": original - kept,

@@ -351,6 +351,7 @@ class SegmentWriter:
             except (OSError, av.FFmpegError):
                 if self._file.error is None:
                     raise
+            os.fchmod(self._file.fd, 0o444)  # sealed material; durable with the fsync below
             os.fsync(self._file.fd)
             os.close(self._file.fd)
         if self.progress:
