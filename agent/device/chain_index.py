@@ -72,17 +72,18 @@ class ChainIndex:
         """The index of `chain` (at `path`, by default beside it), trusted only if it agrees
         with the chain; else rebuilt. Then caught up with what the chain added since."""
         path = path or chain.with_name(INDEX_NAME)
-        index = None
-        try:
-            index = cls(chain, _connect(path))
-            why = index._disagreement()
-        except sqlite3.DatabaseError as exc:
-            why = f"unreadable ({exc})"
+        index, why = None, "missing"
+        if path.exists():
+            try:
+                index = cls(chain, _connect(path))
+                why = index._disagreement()
+            except sqlite3.DatabaseError as exc:
+                why = f"unreadable ({exc})"
         if why:
             if index is not None:
                 index.close()
-            if path.exists():
-                log.warning("chain index %s %s: rebuilt from the chain", path, why)
+            log.log(logging.INFO if index is None and why == "missing" else logging.WARNING,
+                    "chain index %s %s: rebuilt from the chain", path, why)
             for stale in (path, path.with_name(path.name + "-wal"),
                           path.with_name(path.name + "-shm")):
                 stale.unlink(missing_ok=True)
@@ -155,10 +156,17 @@ class ChainIndex:
                 self._db.executemany("UPDATE meta SET value = ? WHERE key = ?",
                                      [(v, k) for k, v in self._meta.items()])
                 self._db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 self._db.execute("ROLLBACK")
                 self._meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-                raise
+                if not isinstance(exc, sqlite3.OperationalError):
+                    raise
+                # A full disk (the chain has its reserve, the index none): what was indexed
+                # still answers, and the next call reads the rest. A purge, which frees the
+                # disk, must not wait for the index.
+                log.warning("chain index not caught up (%s); %d byte(s) of the chain wait",
+                            exc, self.chain.stat().st_size - end)
+                return 0
             return taken
 
     def _take(self, offset: int, line: bytes) -> None:

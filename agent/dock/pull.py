@@ -321,17 +321,33 @@ def _hash_into(digest: Any, path: Path, length: int) -> None:
 
 
 def _wanted(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sealed-file records whose file is not held; a name not of the documented form
-    (which could point outside the folder) is never written, and the verifier reports it."""
+    """Sealed-file records whose file is not held and not purged on the device; a name not
+    of the documented form (which could point outside the folder) is never written, and
+    the verifier reports it."""
+    purged = _purged_on_device(records)
     wanted = []
     for record in records:
-        if record.get("type") not in SEALED_FILE_TYPES:
+        if record.get("type") not in SEALED_FILE_TYPES or record["seq"] in purged:
             continue
         match = _SEALED_NAME.fullmatch(str(record["payload"].get("file")))
         if match and int(match.group(1)) == record["seq"] and \
                 not (folder / record["payload"]["file"]).exists():
             wanted.append(record)
     return wanted
+
+
+def _purged_on_device(records: list[dict[str, Any]]) -> set[int]:
+    """Seqs of the files a purge record says the device deleted: asking for each would cost
+    a request per file ever purged (a year-old device's whole history) to hear 410 each
+    time. The verifier checks every purge against its custody record."""
+    purged: set[int] = set()
+    for record in records:
+        payload = record.get("payload")
+        if record.get("type") == "purge" and isinstance(payload, dict) and \
+                isinstance(payload.get("files"), list):
+            purged.update(item["seq"] for item in payload["files"]
+                          if isinstance(item, dict) and isinstance(item.get("seq"), int))
+    return purged
 
 
 async def pull(url: str, out: Path, link: DockLink, operator: str,
