@@ -82,8 +82,10 @@ class ChainIndex:
         if why:
             if index is not None:
                 index.close()
-            log.log(logging.INFO if index is None and why == "missing" else logging.WARNING,
-                    "chain index %s %s: rebuilt from the chain", path, why)
+            if why != "missing":
+                log.warning("chain index %s %s: rebuilt from the chain", path, why)
+            elif chain.exists() and chain.stat().st_size:
+                log.info("chain index %s missing: built from the chain", path)
             for stale in (path, path.with_name(path.name + "-wal"),
                           path.with_name(path.name + "-shm")):
                 stale.unlink(missing_ok=True)
