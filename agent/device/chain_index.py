@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,16 @@ CREATE TABLE open_recordings (recording INTEGER NOT NULL, line INTEGER NOT NULL,
 CREATE TABLE unexplained (seq INTEGER PRIMARY KEY);
 CREATE TABLE rotations (line INTEGER PRIMARY KEY);
 """
+BATCH_LINES = 20_000  # committed together
+# The end of every canonical body: its seq and type (docs/chain-format.md, the line format).
+_TAIL = re.compile(rb',"seq":([0-9]+),"type":"([a-z_]+)","wall":"[^"]*"\}$')
+# The record types that change what the index derives; the others are only counted.
+_DERIVED = frozenset({*SEALED_FILE_TYPES, "custody", "purge", "officer_assigned",
+                      "record_start", "record_stop", "interruption", "key_rotation"})
+_FLUSHING = _DERIVED - {*SEALED_FILE_TYPES, "record_start"}
+_INSERT_FILE = ("INSERT OR REPLACE INTO files (seq, line, file, sha256, size, wall) "
+                "VALUES (?, ?, ?, ?, ?, ?)")
+_INSERT_OPEN = "INSERT OR IGNORE INTO open_recordings VALUES (?, ?)"
 # What is derived from the records, with its value before the first one.
 _START = {"version": VERSION, "end": 0, "lines": 0, "last_seq": 0, "last_hash": None,
           "custody_head": 0, "officer": None, "officer_seq": 0}
@@ -66,11 +77,15 @@ class ChainIndex:
         self.lock = threading.RLock()
         self._db = db
         self._meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        self._open = _open_recordings(db)  # recordings not yet stopped
+        self._pending: dict[str, list[tuple[Any, ...]]] = {_INSERT_FILE: [], _INSERT_OPEN: []}
 
     @classmethod
-    def open(cls, chain: Path, path: Path | None = None) -> ChainIndex:
+    def open(cls, chain: Path, path: Path | None = None,
+             progress: Callable[[int, int], None] | None = None) -> ChainIndex:
         """The index of `chain` (at `path`, by default beside it), trusted only if it agrees
-        with the chain; else rebuilt. Then caught up with what the chain added since."""
+        with the chain; else rebuilt. Then caught up with what the chain added since
+        (`progress` as for `catch_up`)."""
         path = path or chain.with_name(INDEX_NAME)
         index, why = None, "missing"
         if path.exists():
@@ -94,7 +109,7 @@ class ChainIndex:
             db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", _START.items())
             index = cls(chain, db)
         assert index is not None
-        index.catch_up()
+        index.catch_up(progress)
         return index
 
     def close(self) -> None:
@@ -143,62 +158,100 @@ class ChainIndex:
 
     # --- reading the chain once ------------------------------------------------------------
 
-    def catch_up(self) -> int:
-        """Take the whole lines the chain added since the last call; returns how many."""
-        with self.lock:
-            end = self._meta["end"]
-            if not self.chain.exists() or self.chain.stat().st_size == end:
-                return 0
-            taken = 0
-            self._db.execute("BEGIN")
-            try:
-                for offset, line in whole_lines(self.chain, end):
-                    self._take(offset, line)
-                    taken += 1
-                self._db.executemany("UPDATE meta SET value = ? WHERE key = ?",
-                                     [(v, k) for k, v in self._meta.items()])
-                self._db.execute("COMMIT")
-            except BaseException as exc:
-                self._db.execute("ROLLBACK")
-                self._meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-                if not isinstance(exc, sqlite3.OperationalError):
-                    raise
-                # A full disk (the chain has its reserve, the index none): what was indexed
-                # still answers, and the next call reads the rest. A purge, which frees the
-                # disk, must not wait for the index.
-                log.warning("chain index not caught up (%s); %d byte(s) of the chain wait",
-                            exc, self.chain.stat().st_size - end)
-                return 0
-            return taken
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Take the whole lines the chain added since the last call; returns how many.
 
-    def _take(self, offset: int, line: bytes) -> None:
-        meta = self._meta
-        number = meta["lines"] + 1
-        meta["lines"], meta["end"] = number, offset + len(line)
-        self._db.execute("INSERT INTO lines (line, offset) VALUES (?, ?)", (number, offset))
+        Committed every BATCH_LINES lines, so that a first start that builds the index of a
+        long chain and is stopped (systemd's start timeout) goes on from there next time;
+        `progress(bytes read, chain size)` is called after each batch."""
+        with self.lock:
+            taken = 0
+            while True:
+                end = self._meta["end"]
+                size = self.chain.stat().st_size if self.chain.exists() else 0
+                if size == end:
+                    return taken
+                try:
+                    batch = self._batch(end)
+                except sqlite3.OperationalError as exc:
+                    # A full disk (the chain has its reserve, the index none): what was
+                    # indexed still answers, and the next call reads the rest. A purge,
+                    # which frees the disk, must not wait for the index.
+                    log.warning("chain index not caught up (%s); %d byte(s) of the chain "
+                                "wait", exc, size - end)
+                    return taken
+                taken += batch
+                if batch < BATCH_LINES:
+                    return taken
+                if progress is not None:
+                    progress(self._meta["end"], size)
+
+    def _batch(self, end: int) -> int:
+        """One transaction: up to BATCH_LINES whole lines from byte `end` on."""
+        self._db.execute("BEGIN")
         try:
-            body_bytes, _ = split_line(line.rstrip(b"\n"))
+            offsets: list[tuple[int, int]] = []
+            last: bytes | None = None
+            for offset, line in whole_lines(self.chain, end):
+                number = self._meta["lines"] + 1
+                self._meta["lines"], self._meta["end"] = number, offset + len(line)
+                offsets.append((number, offset))
+                last = self._take(number, line)
+                if len(offsets) == BATCH_LINES:
+                    break
+            self._flush()
+            self._db.executemany("INSERT INTO lines (line, offset) VALUES (?, ?)", offsets)
+            self._meta["last_hash"] = None if last is None else record_hash(last)
+            self._db.executemany("UPDATE meta SET value = ? WHERE key = ?",
+                                 [(v, k) for k, v in self._meta.items()])
+            self._db.execute("COMMIT")
+            return len(offsets)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._pending = {sql: [] for sql in self._pending}
+            self._meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            self._open = _open_recordings(self._db)
+            raise
+
+    def _take(self, line: int, text: bytes) -> bytes | None:
+        """Read one line; returns its signed bytes, or None when it is not a whole record.
+        Only records that change the derived state are parsed as JSON: the others need no
+        more than their seq, which the canonical form puts at the line's end."""
+        try:
+            body_bytes, _ = split_line(text.rstrip(b"\n"))
+        except ValueError:
+            return None  # not a whole record: the verifier reports it
+        tail = _TAIL.search(body_bytes)
+        if tail is not None and tail.group(2).decode() not in _DERIVED:
+            self._meta["last_seq"] = int(tail.group(1))
+            return body_bytes
+        try:
             body = json.loads(body_bytes)
             seq = body["seq"]
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            meta["last_hash"] = None  # not a whole record: the verifier reports it
-            return
-        meta["last_seq"], meta["last_hash"] = seq, record_hash(body_bytes)
+            return None
+        self._meta["last_seq"] = seq
         try:
-            self._derive(number, seq, body["type"], body["payload"], body)
+            self._derive(line, seq, body["type"], body["payload"], body)
         except (KeyError, TypeError, AttributeError):
             log.warning("chain line %d: record %s is not of the shape its type has; the "
-                        "verifier reports it", number, seq)
+                        "verifier reports it", line, seq)
+        return body_bytes
 
     def _derive(self, line: int, seq: int, kind: str, payload: dict[str, Any],
                 body: dict[str, Any]) -> None:
-        """What one record changes; the one reading of the chain the daemon's state rests on."""
-        db, meta = self._db, self._meta
+        """What one record changes; the one reading of the chain the daemon's state rests on.
+        The many inserts (sealed files, lines of open recordings) wait in `_pending` for one
+        executemany; anything else flushes them first, so that it sees them."""
+        meta = self._meta
         if kind in SEALED_FILE_TYPES:
-            db.execute("INSERT OR REPLACE INTO files (seq, line, file, sha256, size, wall) "
-                       "VALUES (?, ?, ?, ?, ?, ?)", (seq, line, payload["file"],
-                                                     payload["sha256"], payload["size"],
-                                                     body["wall"]))
+            self._pending[_INSERT_FILE].append((seq, line, payload["file"], payload["sha256"],
+                                                payload["size"], body["wall"]))
+        if kind == "segment_sealed" and payload["recording"] in self._open:
+            self._pending[_INSERT_OPEN].append((payload["recording"], line))
+        if kind in _FLUSHING:
+            self._flush()
+        db = self._db
         if kind == "custody":
             db.execute("INSERT OR IGNORE INTO reports (report_id) VALUES (?)",
                        (payload["report_id"],))
@@ -211,13 +264,12 @@ class ChainIndex:
         elif kind == "officer_assigned":
             meta["officer"], meta["officer_seq"] = payload["officer"], seq
         elif kind == "record_start":
-            db.execute("INSERT INTO open_recordings VALUES (?, ?)", (seq, line))
-        elif kind == "segment_sealed":
-            db.execute("INSERT INTO open_recordings SELECT recording, ? FROM open_recordings "
-                       "WHERE recording = ? LIMIT 1", (line, payload["recording"]))
+            self._pending[_INSERT_OPEN].append((seq, line))
+            self._open.add(seq)
         elif kind == "record_stop":
             db.execute("DELETE FROM open_recordings WHERE recording = ?",
                        (payload["recording"],))
+            self._open.discard(payload["recording"])
         elif kind == "interruption":
             db.execute("INSERT OR IGNORE INTO unexplained VALUES (?)", (seq,))
         elif kind == "key_rotation":
@@ -225,6 +277,12 @@ class ChainIndex:
         explained = explained_interruption(body)
         if explained is not None:
             db.execute("DELETE FROM unexplained WHERE seq = ?", (explained,))
+
+    def _flush(self) -> None:
+        for sql, rows in self._pending.items():
+            if rows:
+                self._db.executemany(sql, rows)
+                rows.clear()
 
     # --- what it knows -------------------------------------------------------------------------
 
@@ -345,6 +403,11 @@ class ChainIndex:
         """The key_rotation lines before line `before`: whose keys sign what follows them."""
         return list(self.read_lines(line for (line,) in self._all(
             "SELECT line FROM rotations WHERE line < ?", before)))
+
+
+def _open_recordings(db: sqlite3.Connection) -> set[int]:
+    return {recording for (recording,) in db.execute(
+        "SELECT DISTINCT recording FROM open_recordings")}
 
 
 def _connect(path: Path) -> sqlite3.Connection:

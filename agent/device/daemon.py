@@ -87,6 +87,7 @@ _LOCATE_PULSES = 5
 # when the main thread next runs: waiting here without end, it never did, and the daemon
 # never left. So the loop comes round at least this often, and a signal acts within it.
 _EVENT_WAIT_S = 0.5
+_INDEXING_EXTEND_S = 60.0  # more time to start, asked after each batch the index takes
 _HEALTH = {Status.PASS: Health.OK, Status.WARN: Health.WARNING, Status.FAIL: Health.FAULT}
 
 
@@ -220,7 +221,7 @@ class Daemon:
         key = self.key = load_or_create_device_key(self.store.keys, self.store.chain)
         self.recipients = load_recipients(self.config.encryption, self.store.keys)
         self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, self.boot_id)
-        self.index = ChainIndex.open(self.store.chain)
+        self.index = ChainIndex.open(self.store.chain, progress=self._indexing)
         self.ledger = Ledger(self.index)
         self.telemetry = open_telemetry(self.config, self.config_path, self.chain, self.store,
                                         self.index, lambda: enrolled_identity(self.store.keys, key))
@@ -241,6 +242,12 @@ class Daemon:
                              "kept_in": self.chain.repair.kept_in}),
         })
         return history
+
+    def _indexing(self, done: int, size: int) -> None:
+        """A first start after an upgrade reads the whole chain into its index, once: a
+        year's takes minutes on a Pi, so systemd is told it is starting, not hung."""
+        self.notifier.starting(f"indexing the chain: {done * 100 // size} % of "
+                               f"{size / 1e6:.0f} MB", _INDEXING_EXTEND_S)
 
     def _start_services(self, history: list[dict[str, Any]]) -> None:
         """The camera feeding the recorder, the voice, the buttons and LEDs, the cues, the

@@ -277,12 +277,14 @@ def read_records(path: Path) -> list[tuple[int, bytes]]:
 
 
 def whole_lines(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
-    """(offset, line with its newline) of each whole line from byte `offset` on, streamed: a
-    last line without its newline (being written, or torn) is left out."""
+    """(offset, line with its newline) of each whole line from byte `offset` on, streamed in
+    1 MiB reads: a last line without its newline (being written, or torn) is left out."""
     with path.open("rb") as f:
         f.seek(offset)
-        for line in f:
-            if not line.endswith(b"\n"):
-                return
-            yield offset, line
-            offset += len(line)
+        rest = b""
+        while chunk := f.read(1 << 20):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield offset, line + b"\n"
+                offset += len(line) + 1

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.device import chain_index
 from agent.device.chain_index import INDEX_NAME, ChainIndex
 from agent.device.offload.custody import Ledger
 from agent.evidence.chain import Chain
@@ -215,3 +216,31 @@ def test_the_ledger_answers_from_the_index_what_it_read_from_the_chain(store: Ch
     assert ledger.officer == "OFC-2"
     store.append("officer_assigned", {"officer": "OFC-9"})
     assert ledger.refresh().officer == "OFC-9"
+
+
+class Stopped(Exception):
+    """systemd's start timeout, in the middle of a first start's indexing."""
+
+
+def test_a_first_indexing_stopped_midway_goes_on_from_there(
+        store: Chain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(chain_index, "BATCH_LINES", 7)
+    chain_path = tmp_path / "store" / "chain.jsonl"
+    seen: list[tuple[int, int]] = []
+
+    def stop_after_two(done: int, size: int) -> None:
+        seen.append((done, size))
+        if len(seen) == 2:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        ChainIndex.open(chain_path, progress=stop_after_two)
+    assert seen[0][0] < seen[1][0] < seen[1][1] == chain_path.stat().st_size
+    with caplog.at_level(logging.INFO):
+        index = ChainIndex.open(chain_path, progress=lambda *_: None)
+    assert "rebuilt" not in caplog.text and "built" not in caplog.text, \
+        "the batches committed before the stop are kept"
+    assert index.meta("lines") == len(chain_path.read_bytes().splitlines())
+    index.close()
+    assert snapshot(tmp_path / "store" / INDEX_NAME) == replayed(chain_path, tmp_path)
