@@ -3,7 +3,7 @@
 The `Ledger` answers what docking needs from the chain index (agent/device/chain_index.py),
 which reads the chain as it grows: every sealed file (segment or voice note) with its
 hash, which are under custody and by which record, which were purged, and the officer
-now assigned. A custody
+now assigned, without holding the history. A custody
 report is accepted only whole: every claim must match the chain, the report must
 be fresh (a nonce the device handed that very dock, a report id never used, a head
 not older than the last custody), complete (every sealed file up to its head not
@@ -188,20 +188,26 @@ class Ledger:
                 confirmed.append(sealed)
         return confirmed
 
-    def _record(self, seq: int) -> dict[str, Any] | None:
-        """Record `seq` as the chain holds it (found on line `seq`, checked to be it)."""
-        bodies = self._index.bodies([seq])
-        return bodies[0] if bodies and bodies[0].get("seq") == seq else None
-
-    def _hash(self, seq: int) -> str | None:
+    def _read(self, seq: int) -> tuple[bytes, bytes, dict[str, Any]] | None:
+        """(line, signed bytes, body) of record `seq` as the chain holds it: found on line
+        `seq`, and checked to be that record."""
         for _, line in self._index.read_lines([seq]):
             try:
                 body_bytes, _ = split_line(line)
-                if json.loads(body_bytes).get("seq") == seq:
-                    return record_hash(body_bytes)
+                body = json.loads(body_bytes)
             except (ValueError, UnicodeDecodeError):
                 return None
+            if isinstance(body, dict) and body.get("seq") == seq:
+                return line, body_bytes, body
         return None
+
+    def _record(self, seq: int) -> dict[str, Any] | None:
+        found = self._read(seq)
+        return None if found is None else found[2]
+
+    def _hash(self, seq: int) -> str | None:
+        found = self._read(seq)
+        return None if found is None else record_hash(found[1])
 
     def _file(self, seq: int) -> SealedFile | None:
         row = self._index.sealed_file(seq)
@@ -209,10 +215,8 @@ class Ledger:
 
     def _custody_line(self, seq: int) -> bytes | None:
         """The signed journal line of custody record `seq`: the receipt a dock keeps."""
-        record = self._record(seq)
-        if record is None or record["type"] != "custody":
-            return None
-        return next(line for _, line in self._index.read_lines([seq])) + b"\n"
+        found = self._read(seq)
+        return found[0] + b"\n" if found and found[2].get("type") == "custody" else None
 
 
 class Nonces:
