@@ -16,8 +16,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.device import chain_index
 from agent.device.chain_index import INDEX_NAME, ChainIndex
+from agent.device.enrollment import rotate
 from agent.device.offload.custody import Ledger
 from agent.evidence.chain import Chain
+from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.store import Store
+from agent.evidence.verify import verify_tail
 from hal.clock import SimulatedClock
 
 TABLES = ("lines", "files", "reports", "open_recordings", "unexplained", "rotations", "meta")
@@ -244,3 +248,40 @@ def test_a_first_indexing_stopped_midway_goes_on_from_there(
     assert index.meta("lines") == len(chain_path.read_bytes().splitlines())
     index.close()
     assert snapshot(tmp_path / "store" / INDEX_NAME) == replayed(chain_path, tmp_path)
+
+
+def test_the_chain_from_line_n_is_the_journal_byte_for_byte(store: Chain,
+                                                           tmp_path: Path) -> None:
+    chain_path = tmp_path / "store" / "chain.jsonl"
+    index = ChainIndex.open(chain_path)
+    data = chain_path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    for first in (1, 2, len(lines) // 2, len(lines), len(lines) + 1, len(lines) + 50):
+        start, end = index.span_from(first)
+        assert data[start:end] == b"".join(lines[first - 1:]), first
+    assert b"".join(index.lines_after(len(lines) - 3)) == b"".join(lines[-3:])
+    with chain_path.open("ab") as f:
+        f.write(b'{"torn":')  # being written: not served until whole
+    assert index.span_from(1) == (0, len(data))
+    index.close()
+
+
+def test_the_self_check_verifies_a_tail_signed_after_a_key_rotation(tmp_path: Path) -> None:
+    """The tail's key comes from the rotations before it, which the index finds without
+    reading the journal; given none, the first key does not verify the tail."""
+    store = Store(tmp_path / "store").prepare()
+    key = load_or_create_device_key(store.keys)
+    chain = Chain(store.chain, key, lambda: ("DEV-1", "OFC-1"), SimulatedClock().state, "b")
+    for n in range(5):
+        chain.append("alarm", {"alarm": "hot", "raised": True, "value": str(n)})
+    rotate(store.keys, chain, key, "DEV-1", "test")
+    for n in range(5):
+        chain.append("alarm", {"alarm": "hot", "raised": False, "value": str(n)})
+    chain.close()
+    index = ChainIndex.open(store.chain)
+    tail, before = index.tail(3)
+    assert [n for n, _ in tail] == [9, 10, 11] and [n for n, _ in before] == [8]
+    report = verify_tail(store.root, tail, before, index.rotation_lines(tail[0][0]))
+    assert report.ok and report.records == 3, report.summary()
+    assert not verify_tail(store.root, tail, before, []).ok
+    index.close()
