@@ -416,13 +416,15 @@ async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, fo
                  for s in r["payload"]["segments"]}
     held, proving = [], 0
     for r in records:
-        if r.get("type") not in SEALED_FILE_TYPES or not (folder / r["payload"]["file"]).is_file():
+        # Files already in a custody record are not listed again: a dock that keeps a year
+        # of files would otherwise send them all (over the device's body limit) and have
+        # the device seal them all again, every day.
+        if r.get("type") not in SEALED_FILE_TYPES or r["seq"] in custodied or \
+                not (folder / r["payload"]["file"]).is_file():
             continue
-        claim = {"seq": r["seq"], "sha256": r["payload"]["sha256"]}
-        if r["seq"] not in custodied:
-            claim["proof"] = await asyncio.to_thread(_prove, folder, r["payload"], nonce)
-            proving += r["payload"]["size"]
-        held.append(claim)
+        held.append({"seq": r["seq"], "sha256": r["payload"]["sha256"],
+                     "proof": await asyncio.to_thread(_prove, folder, r["payload"], nonce)})
+        proving += r["payload"]["size"]
     body = {"report_id": str(uuid.uuid4()), "nonce": nonce, "operator": operator,
             "head": report.head, "segments": held}
     # The device reads every proven byte again before it answers.
