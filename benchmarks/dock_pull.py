@@ -59,6 +59,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agent.config import DockConfig
+from agent.device.chain_index import ChainIndex
 from agent.device.offload.custody import Ledger
 from agent.device.offload.server import DockedDevice, OffloadServer
 from agent.dock.direct_file import BUFFER, DirectFile
@@ -123,10 +124,11 @@ def serve(store_root: Path, port: int, ready: Any) -> None:
     store = Store(store_root)
     chain = Chain(store.chain, load_or_create_device_key(store.keys),
                   lambda: (DEVICE, "BENCH-OFFICER"), SimulatedClock().state, "benchmark-serve")
-    ledger = Ledger(store.chain).refresh()
+    index = ChainIndex.open(store.chain)
     config = DockConfig(enabled=True, port=port)
     server = OffloadServer(DockedDevice(DEVICE, load_or_create_device_key(store.keys), store,
-                                        chain, ledger, SimulatedClock(), lambda: None,
+                                        chain, Ledger(index), index, SimulatedClock(),
+                                        lambda: None,
                                         lambda: "BENCH-OFFICER"), config)
     server.start()
     ready.set()

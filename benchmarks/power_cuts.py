@@ -13,8 +13,9 @@ Run from the repository root:
    again (process start, imports, recovery, first record_start).
 2. Recovery on a full store: a recording of `--segments` segments (made as fast as
    the encoder goes) is cut by SIGKILL; the time of the recovery step alone
-   (`move_orphans_back`, `recover` and the scan for unexplained interruptions, as
-   the daemon calls them at start) is measured on that store, median of 5 copies.
+   (the chain index opened and caught up, `move_orphans_back`, `recover` and the
+   unexplained interruptions, as the daemon calls them at start) is measured on
+   that store, median of 5 copies.
 
 Target: max loss at most 1.0 s + one frame; recovery under 1 s at 1,000 segments.
 """
@@ -34,11 +35,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agent.config import load_config
+from agent.device.chain_index import ChainIndex
 from agent.device.recording.recovery import move_orphans_back, recover
 from agent.evidence.chain import Chain, read_bodies
 from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.store import Store
-from agent.evidence.verify import unexplained
 from hal.camera.factory import open_camera
 from hal.clock import SimulatedClock
 from tests.support.device import (
@@ -101,11 +102,13 @@ def recovery_time(root: Path, segments: int) -> tuple[float, int]:
         chain = Chain(copy_store.chain, load_or_create_device_key(copy_store.keys),
                       lambda: ("BENCH", ""), SimulatedClock().state, "bench")
         started = time.perf_counter()
-        history = read_bodies(copy_store.chain)  # once, as the daemon reads it at start
-        move_orphans_back(copy_store, history)
+        index = ChainIndex.open(copy_store.chain)  # caught up, as the daemon opens it at start
+        history = index.start_records(copy_store.sealed)
+        move_orphans_back(copy_store, history, chain.head.seq)
         recover(copy_store, chain, layout, history)
-        unexplained(history)  # the daemon's scan for the status
+        index.unexplained()  # the daemon's list for the status
         times.append(time.perf_counter() - started)
+        index.close()
         chain.close()
     held = len(list((store / "sealed").glob("*.ts")))
     return statistics.median(times), held

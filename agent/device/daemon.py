@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from agent import __version__
 from agent.config import Config, voice_folder
+from agent.device.chain_index import ChainIndex
 from agent.device.control import ControlServer
 from agent.device.cues import Cues
 from agent.device.enrollment import enrolled_identity
@@ -57,7 +58,7 @@ from agent.device.telemetry.status import StatusSources, device_status
 from agent.device.voice import Voice
 from agent.device.watchdog import Watchdog, take_marker
 from agent.evidence.age import encryption_record
-from agent.evidence.chain import Chain, current_boot_id, read_bodies
+from agent.evidence.chain import Chain, current_boot_id
 from agent.evidence.keys import (
     REPAIR_RECORD,
     KeyMaterialError,
@@ -67,7 +68,6 @@ from agent.evidence.keys import (
     repair_public_keys,
 )
 from agent.evidence.store import Store
-from agent.evidence.verify import unexplained
 from hal.absent import open_or_absent
 from hal.audio import AbsentSpeaker, open_microphone, open_speaker
 from hal.battery import open_battery
@@ -89,6 +89,7 @@ _LOCATE_PULSES = 5
 # when the main thread next runs: waiting here without end, it never did, and the daemon
 # never left. So the loop comes round at least this often, and a signal acts within it.
 _EVENT_WAIT_S = 0.5
+_INDEXING_EXTEND_S = 60.0  # more time to start, asked after each batch the index takes
 _HEALTH = {Status.PASS: Health.OK, Status.WARN: Health.WARNING, Status.FAIL: Health.FAULT}
 
 
@@ -121,6 +122,7 @@ class Daemon:
         self.telemetry: Telemetry | None = None
         self.key: Ed25519PrivateKey | None = None  # the signing key, once the chain is open
         self.recipients: list[X25519PublicKey] = []  # the agency's, when encrypting
+        self.index: ChainIndex | None = None  # what the chain says, without reading all of it
         self.ledger: Ledger | None = None
         self.purger: Purger | None = None
         self.offload: OffloadServer | None = None
@@ -208,22 +210,27 @@ class Daemon:
             if self.telemetry:  # after the shutdown record, so that it is sent too
                 self.telemetry.close()
             self.chain.close()
+            self.ledger.refresh()  # the records of this run, so the next start reads none
+            self.index.close()
             self.notifier.close()
         return os.EX_TEMPFAIL if restart else 0
 
     def _open_chain(self) -> list[dict[str, Any]]:
         """The store, the device key and the chain, with a boot record saying what started
-        (and a record for each public key file written again); returns the chain's records
-        as found, read once for everything the start needs."""
+        (and a record for each public key file written again); returns the records recovery
+        needs as found (the chain index finds them: start-up reads only what the index has
+        not seen yet)."""
         self.store.prepare()
         key = self.key = load_or_create_device_key(self.store.keys, self.store.chain)
         self.recipients = load_recipients(self.config.encryption, self.store.keys)
         self.chain = Chain(self.store.chain, key, self._identity, self.clock.state, self.boot_id)
+        self.index = ChainIndex.open(self.store.chain, progress=self._indexing)
+        self.ledger = Ledger(self.index)
         self.telemetry = open_telemetry(self.config, self.config_path, self.chain, self.store,
-                                        lambda: enrolled_identity(self.store.keys, key))
-        self.ledger = Ledger(self.store.chain).refresh()
-        history = read_bodies(self.store.chain)
-        move_orphans_back(self.store, history)
+                                        self.index, lambda: enrolled_identity(self.store.keys, key))
+        history = self.index.start_records(self.store.sealed)
+        keys_history = self.index.key_records()
+        move_orphans_back(self.store, history, self.chain.head.seq)
         if not self.store.hold_reserve(self.config.store.reserve_bytes):
             log.critical("the store has no room for its %d-byte reserve: a full disk may not "
                          "be recorded in the chain", self.config.store.reserve_bytes)
@@ -238,9 +245,15 @@ class Daemon:
                             {"torn_bytes": self.chain.repair.torn_bytes,
                              "kept_in": self.chain.repair.kept_in}),
         })
-        repair_public_keys(self.store.keys, key, history,
+        repair_public_keys(self.store.keys, key, keys_history,
                            lambda payload: self.chain.append(REPAIR_RECORD, payload))
         return history
+
+    def _indexing(self, done: int, size: int) -> None:
+        """A first start after an upgrade reads the whole chain into its index, once: a
+        year's takes minutes on a Pi, so systemd is told it is starting, not hung."""
+        self.notifier.starting(f"indexing the chain: {done * 100 // size} % of "
+                               f"{size / 1e6:.0f} MB", _INDEXING_EXTEND_S)
 
     def _start_services(self, history: list[dict[str, Any]]) -> None:
         """The camera feeding the recorder, the voice, the buttons and LEDs, the cues, the
@@ -302,7 +315,7 @@ class Daemon:
         self.interruptions = Interruptions(
             self.config.voice_note, self.chain, self.voice_notes, self.voice,
             self.controls.pulse, listen=self.config.audio.enabled,
-            unexplained_seqs=(r["seq"] for r in unexplained(history)))
+            unexplained_seqs=self.index.unexplained())
         self.cues.add_reminder(self.interruptions.tick)
         self.faults.start()
         if self.telemetry:
@@ -424,7 +437,7 @@ class Daemon:
     def selfcheck(self) -> SelfCheckResult:
         """Check, seal, show and say the result; it never stops a recording."""
         result = run_selfcheck(device_under_check(
-            self.config, self.store, self.clock, self.battery, self.ledger,
+            self.config, self.store, self.clock, self.battery, self.ledger, self.index,
             lambda: self.recorder.stats.frames_seen,
             lambda: self.controls.button.is_pressed, absent=self.absent, gnss=self.gnss))
         self.chain.append("self_check", result.as_record())
@@ -509,8 +522,8 @@ class Daemon:
         server = None
         try:
             server = OffloadServer(DockedDevice(
-                self.config.device.id, self.key, self.store, self.chain, self.ledger, self.clock,
-                self.purger.run, lambda: self._identity()[1]), self.config.dock)
+                self.config.device.id, self.key, self.store, self.chain, self.ledger, self.index,
+                self.clock, self.purger.run, lambda: self._identity()[1]), self.config.dock)
             server.start()
         except (OSError, KeyMaterialError) as exc:
             log.error("offload server not started: %s", exc)

@@ -47,6 +47,11 @@ class Notifier:
     def status(self, status: str) -> None:
         self.send(f"STATUS={status}")
 
+    def starting(self, status: str, more_s: float) -> None:
+        """Still starting, and why: systemd waits `more_s` longer than TimeoutStartSec
+        would (a long first start must not be killed and begun again for ever)."""
+        self.send(f"EXTEND_TIMEOUT_USEC={round(more_s * 1e6)}", f"STATUS={status}")
+
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")
 

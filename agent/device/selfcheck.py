@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from agent.config import Config
+from agent.device.chain_index import ChainIndex
 from agent.device.offload.custody import Ledger, export_backlog
 from agent.evidence.keys import PRIVATE_NAME, load_or_create_device_key
 from agent.evidence.store import Store
@@ -101,11 +102,12 @@ class DeviceUnderCheck:
     clock: KernelClock | SimulatedClock
     absent: dict[str, str]   # part -> why it could not be opened
     ledger: Ledger           # the daemon's running custody ledger
+    index: ChainIndex        # where the chain's tail starts, and the key rotations before it
     gnss: Gnss | None = None
 
 
 def device_under_check(config: Config, store: Store, clock: KernelClock | SimulatedClock,
-                       battery: Battery | None, ledger: Ledger,
+                       battery: Battery | None, ledger: Ledger, index: ChainIndex,
                        frames_delivered: Callable[[], int],
                        button_pressed: Callable[[], bool],
                        absent: dict[str, str] | None = None,
@@ -127,7 +129,7 @@ def device_under_check(config: Config, store: Store, clock: KernelClock | Simula
         config=config, store=store, frames_delivered=frames_delivered,
         microphone=microphone, speaker=speaker,
         controls_present=lambda: "pressed" if button_pressed() else "released",
-        battery=battery, clock=clock, absent=absent, ledger=ledger, gnss=gnss)
+        battery=battery, clock=clock, absent=absent, ledger=ledger, index=index, gnss=gnss)
 
 
 def run_selfcheck(device: DeviceUnderCheck) -> SelfCheckResult:
@@ -266,7 +268,9 @@ def _key(device: DeviceUnderCheck) -> CheckItem:
 
 
 def _chain_tail(device: DeviceUnderCheck) -> CheckItem:
-    report = verify_tail(device.store.root, TAIL_RECORDS)
+    tail, before = device.index.tail(TAIL_RECORDS)
+    report = verify_tail(device.store.root, tail, before,
+                         device.index.rotation_lines(tail[0][0] if tail else 1))
     threshold = f"the last {TAIL_RECORDS} records and their segments verify"
     if report.ok:
         return CheckItem("chain tail", Status.PASS, f"{report.records} records verify", threshold)

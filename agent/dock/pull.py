@@ -335,14 +335,30 @@ def _sealed_file(record: dict[str, Any]) -> str | None:
 
 
 def _wanted(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Sealed-file records whose file is not held."""
-    return [r for r in records if (name := _sealed_file(r)) and not (folder / name).exists()]
+    """Sealed-file records whose file is not held and not purged on the device."""
+    purged = _purged_on_device(records)
+    return [r for r in records if r["seq"] not in purged and (name := _sealed_file(r))
+            and not (folder / name).exists()]
 
 
 def _held(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The sealed files held, as the manifest lists them."""
     return [{"seq": r["seq"], **{k: r["payload"][k] for k in ("file", "size", "sha256")}}
             for r in records if (name := _sealed_file(r)) and (folder / name).is_file()]
+
+
+def _purged_on_device(records: list[dict[str, Any]]) -> set[int]:
+    """Seqs of the files a purge record says the device deleted: asking for each would cost
+    a request per file ever purged (a year-old device's whole history) to hear 410 each
+    time. The verifier checks every purge against its custody record."""
+    purged: set[int] = set()
+    for record in records:
+        payload = record.get("payload")
+        if record.get("type") == "purge" and isinstance(payload, dict) and \
+                isinstance(payload.get("files"), list):
+            purged.update(item["seq"] for item in payload["files"]
+                          if isinstance(item, dict) and isinstance(item.get("seq"), int))
+    return purged
 
 
 async def pull(url: str, out: Path, link: DockLink, operator: str,
@@ -411,13 +427,15 @@ async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, fo
                  for s in r["payload"]["segments"]}
     held, proving = [], 0
     for r in records:
-        if r.get("type") not in SEALED_FILE_TYPES or not (folder / r["payload"]["file"]).is_file():
+        # Files already in a custody record are not listed again: a dock that keeps a year
+        # of files would otherwise send them all (over the device's body limit) and have
+        # the device seal them all again, every day.
+        if r.get("type") not in SEALED_FILE_TYPES or r["seq"] in custodied or \
+                not (folder / r["payload"]["file"]).is_file():
             continue
-        claim = {"seq": r["seq"], "sha256": r["payload"]["sha256"]}
-        if r["seq"] not in custodied:
-            claim["proof"] = await asyncio.to_thread(_prove, folder, r["payload"], nonce)
-            proving += r["payload"]["size"]
-        held.append(claim)
+        held.append({"seq": r["seq"], "sha256": r["payload"]["sha256"],
+                     "proof": await asyncio.to_thread(_prove, folder, r["payload"], nonce)})
+        proving += r["payload"]["size"]
     body = {"report_id": str(uuid.uuid4()), "nonce": nonce, "operator": operator,
             "head": report.head, "segments": held}
     # The device reads every proven byte again before it answers.

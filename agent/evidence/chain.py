@@ -19,7 +19,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -243,22 +243,24 @@ def has_writer(path: Path) -> bool:
 def _read_head(path: Path) -> ChainHead:
     if not path.exists() or path.stat().st_size == 0:
         return ChainHead(0, GENESIS_PREV)
-    body_bytes, _, body = parse_line(_last_line(path))  # whole: the torn tail was repaired
+    # whole: the torn tail was repaired
+    body_bytes, _, body = parse_line(last_line(path)[1].rstrip(b"\n"))
     return ChainHead(body["seq"], record_hash(body_bytes))
 
 
-def _last_line(path: Path) -> bytes:
+def last_line(path: Path) -> tuple[int, bytes]:
+    """(offset, bytes) of the journal's last line, to the end of the file: read backwards
+    from the end, so that a year-long journal costs what its last line does."""
     with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
+        end = f.seek(0, os.SEEK_END)
         block = 4096
         while True:
             start = max(0, end - block)
             f.seek(start)
             data = f.read(end - start)
-            lines = data.rstrip(b"\n").rsplit(b"\n", 1)
-            if len(lines) == 2 or start == 0:
-                return lines[-1]
+            cut = data.rstrip(b"\n").rfind(b"\n")
+            if cut >= 0 or start == 0:
+                return start + cut + 1, data[cut + 1:]
             block *= 2
 
 
@@ -273,19 +275,14 @@ def _is_whole_record(line: bytes) -> bool:
 def _repair_torn_tail(path: Path) -> TailRepair | None:
     """Cut a last line that power loss left incomplete, keeping its bytes beside the journal.
 
-    Only the very end is touched: a damaged line followed by good ones is not a
+    Only the very end is touched (and read): a damaged line followed by good ones is not a
     torn write but damage, and is left for the verifier to report.
     """
     if not path.exists() or path.stat().st_size == 0:
         return None
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        cut = data.rstrip(b"\n").rfind(b"\n") + 1
-        if _is_whole_record(data[cut:].rstrip(b"\n")):
-            return None
-    else:
-        cut = data.rfind(b"\n") + 1
-    torn = data[cut:]
+    cut, torn = last_line(path)
+    if torn.endswith(b"\n") and _is_whole_record(torn.rstrip(b"\n")):
+        return None
     kept = path.with_name(f"{path.name}.torn-{time.time_ns()}")
     write_file(kept, torn, mode=0o644)  # on disk before the journal is cut
     with path.open("r+b") as f:
@@ -314,3 +311,17 @@ def read_records(path: Path) -> list[tuple[int, bytes]]:
     """Every line of the journal with its 1-based line number, newline stripped."""
     with path.open("rb") as f:
         return [(n, line.rstrip(b"\n")) for n, line in enumerate(f, 1)]
+
+
+def whole_lines(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(offset, line with its newline) of each whole line from byte `offset` on, streamed in
+    1 MiB reads: a last line without its newline (being written, or torn) is left out."""
+    with path.open("rb") as f:
+        f.seek(offset)
+        rest = b""
+        while chunk := f.read(1 << 20):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield offset, line + b"\n"
+                offset += len(line) + 1

@@ -287,18 +287,22 @@ def stores_in(path: Path) -> list[Path]:
     return found or [path]
 
 
-def verify_tail(root: Path, count: int, public_key_path: Path | None = None) -> Report:
-    """The last `count` records (signatures, links to each other and to the record before)
-    and their segments: the self-check's quick look, not a substitute for `verify_store`."""
+def verify_tail(root: Path, tail: list[tuple[int, bytes]], before: list[tuple[int, bytes]],
+                rotations: list[tuple[int, bytes]], public_key_path: Path | None = None
+                ) -> Report:
+    """The self-check's quick look, not a substitute for `verify_store`: the numbered journal
+    lines of `tail` verify (signatures, links to each other and to the one line `before`
+    them, if any) and so do their segments. `rotations` are the key_rotation lines before
+    the tail, which say what key signs it. The caller finds them without reading the whole
+    journal (the device's chain index)."""
     store = Store(root)
     report = Report(str(root), "")
-    if not store.chain.exists():
+    if not tail:
         return report
     key = _load_key(public_key_path or store.keys / PUBLIC_NAME)
     report.key_fingerprint = fingerprint(key)
-    lines = read_records(store.chain)
-    key = _key_in_force(lines[:-count], key)
-    records = _verify_records(store, key, report, lines[-count:], lines[-count - 1 : -count])
+    key = _key_in_force([line for line in rotations if line[0] < tail[0][0]], key)
+    records = _verify_records(store, key, report, tail, before)
     _verify_segments(store, records, report, _purged(records), {})
     return report
 
@@ -500,10 +504,17 @@ def _key_in_force(lines: list[tuple[int, bytes]], anchor: Ed25519PublicKey) -> E
     return key
 
 
+def explained_interruption(record: dict[str, Any]) -> int | None:
+    """The seq of the interruption a record explains: a voice note in which speech was heard."""
+    if record.get("type") == "voice_note" and record["payload"].get("explained"):
+        seq = record["payload"].get("interruption")
+        return seq if isinstance(seq, int) else None
+    return None
+
+
 def unexplained(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The interruption records that no voice note with speech explains, oldest first."""
-    explained = {r["payload"].get("interruption") for r in records
-                 if r.get("type") == "voice_note" and r["payload"].get("explained")}
+    explained = {explained_interruption(r) for r in records}
     return [r for r in records if r.get("type") == "interruption" and r["seq"] not in explained]
 
 

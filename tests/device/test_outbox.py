@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.device.chain_index import ChainIndex
 from agent.device.telemetry.outbox import Outbox
 from agent.evidence.chain import Chain, read_records, record_hash, split_line
 from agent.evidence.keys import load_or_create_device_key
@@ -39,7 +40,7 @@ def events(outbox: Outbox) -> list[dict]:
 
 def test_events_are_in_chain_order_and_survive_a_reopen(chain: Chain, tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.sqlite", "DEV-1", LIMIT)
-    outbox.catch_up(tmp_path / "store/chain.jsonl", 0)
+    outbox.catch_up(ChainIndex.open(tmp_path / "store/chain.jsonl").lines_after, 0)
     chain.listeners.append(outbox.add_record)
     bodies = [chain.append("alarm", {"alarm": "x", "n": n}) for n in range(5)]
     first = outbox.take(2, after=0)
@@ -62,7 +63,7 @@ def chain_hash(tmp_path: Path, line: int) -> str:
 def test_full_outbox_drops_routine_events_first_and_counts_them(chain: Chain,
                                                                 tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox.sqlite", "DEV-1", LIMIT)
-    outbox.catch_up(tmp_path / "store/chain.jsonl", 0)
+    outbox.catch_up(ChainIndex.open(tmp_path / "store/chain.jsonl").lines_after, 0)
     chain.listeners.append(outbox.add_record)
     for n in range(LIMIT):  # every tenth is an alarm, the rest routine
         chain.append("alarm" if n % 10 == 0 else "segment_sealed", {"n": n})
@@ -99,7 +100,8 @@ def test_catch_up_sends_what_the_outbox_missed_and_no_history(tmp_path: Path) ->
     for n in range(3):
         chain.append("boot", {"n": n})              # before telemetry was on: not sent
     outbox = Outbox(tmp_path / "outbox.sqlite", "DEV-1", LIMIT)
-    assert outbox.catch_up(tmp_path / "store/chain.jsonl", chain.head.seq) == 0
+    assert outbox.catch_up(ChainIndex.open(tmp_path / "store/chain.jsonl").lines_after,
+                           chain.head.seq) == 0
     chain.listeners.append(outbox.add_record)
     chain.append("record_start", {})
     outbox.close()
@@ -110,10 +112,11 @@ def test_catch_up_sends_what_the_outbox_missed_and_no_history(tmp_path: Path) ->
     chain.close()
 
     reopened = Outbox(tmp_path / "outbox.sqlite", "DEV-1", LIMIT)
-    assert reopened.catch_up(tmp_path / "store/chain.jsonl", head) == 2
+    index = ChainIndex.open(tmp_path / "store/chain.jsonl")
+    assert reopened.catch_up(index.lines_after, head) == 2
     assert [(e["seq"], e["type"]) for e in events(reopened)] == [
         (4, "record_start"), (5, "segment_sealed"), (6, "record_stop")]
-    assert reopened.catch_up(tmp_path / "store/chain.jsonl", head) == 0
+    assert reopened.catch_up(index.lines_after, head) == 0
 
 
 def test_a_failing_listener_does_not_fail_the_append(chain: Chain) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config import load_config
+from agent.device.chain_index import ChainIndex
 from agent.device.offload.custody import Ledger, export_backlog
 from agent.device.telemetry.status import StatusSources, device_status
 from agent.evidence.chain import Chain
@@ -37,7 +38,7 @@ def _chain(path: Path) -> Chain:
 def test_export_and_location_come_from_the_parts_handed_over(tmp_path: Path) -> None:
     config, _ = load_config(store=tmp_path / "store")
     chain = _chain(tmp_path / "chain.jsonl")
-    ledger = Ledger(tmp_path / "chain.jsonl").refresh()
+    ledger = Ledger(ChainIndex.open(tmp_path / "chain.jsonl"))
     sources = StatusSources(config, lambda: IDLE, SimulatedClock(), ledger,
                             gnss=SimulatedGnss(config.gnss))
 
@@ -63,7 +64,7 @@ def test_without_a_receiver_the_location_is_null_and_the_rest_still_reports(
     config, _ = load_config(store=tmp_path / "store")
     _chain(tmp_path / "chain.jsonl")
     status = device_status(StatusSources(config, lambda: IDLE, SimulatedClock(),
-                                         Ledger(tmp_path / "chain.jsonl").refresh()))
+                                         Ledger(ChainIndex.open(tmp_path / "chain.jsonl"))))
     assert status["location"] is None
     assert status["clock"]["synced"] is True
     assert status["storage"]["free_bytes"] > 0
@@ -82,6 +83,6 @@ def test_the_fleet_sees_the_clock_verdict_the_device_alarms_on(tmp_path: Path) -
     _chain(tmp_path / "chain.jsonl")
     clock = ChronyWithoutRtcsync()
     status = device_status(StatusSources(config, lambda: IDLE, clock,
-                                         Ledger(tmp_path / "chain.jsonl").refresh()))
+                                         Ledger(ChainIndex.open(tmp_path / "chain.jsonl"))))
     assert status["clock"]["synced"] is clock.state().trusted(config.clock.max_error_ms) is True
     assert status["clock"]["kernel_synced"] is False

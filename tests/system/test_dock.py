@@ -93,6 +93,8 @@ def test_full_pull_verifies_and_takes_custody(device: Docked, tmp_path: Path) ->
 
     again = device.pull(out)
     assert again.ok and again.fetched == [] and again.custody_seq > custody["seq"]
+    # Files already in custody are not reported again: the chain does not grow with them.
+    assert device.records("custody")[-1]["payload"]["segments"] == []
 
 
 def test_purge_frees_space_and_both_copies_still_verify(tmp_path: Path, recorded: Path,

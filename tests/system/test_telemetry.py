@@ -21,6 +21,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import ConfigError, load_config
+from agent.device.chain_index import ChainIndex
 from agent.device.daemon import Daemon
 from agent.device.telemetry.mqtt import NETWORK_STOP_S, Telemetry, open_telemetry
 from agent.device.telemetry.outbox import Outbox
@@ -148,7 +149,7 @@ def test_broker_outage_every_event_once_and_in_order(brokers: Brokers, tmp_path:
     store = Store(config.store_path).prepare()
     chain = Chain(store.chain, load_or_create_device_key(store.keys),
                   lambda: (DEVICE, "OFC"), SimulatedClock().state, "boot")
-    telemetry = open_telemetry(config, path, chain, store)
+    telemetry = open_telemetry(config, path, chain, store, ChainIndex.open(store.chain))
     telemetry.start(lambda: {}, {})
     wait_for(telemetry.connected.is_set, 10, "the agent to connect")
     seqs = [chain.append("alarm", {"n": n})["seq"] for n in range(100)]
@@ -420,7 +421,7 @@ def test_close_is_bounded_while_the_broker_does_not_answer_the_connect(
     store = Store(config.store_path).prepare()
     chain = Chain(store.chain, load_or_create_device_key(store.keys),
                   lambda: (DEVICE, "OFC"), SimulatedClock().state, "boot")
-    telemetry = open_telemetry(config, path, chain, store)
+    telemetry = open_telemetry(config, path, chain, store, ChainIndex.open(store.chain))
     try:
         telemetry.start(lambda: {}, {})
         wait_for(telemetry.connected.is_set, 10, "the agent to connect")

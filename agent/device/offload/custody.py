@@ -1,8 +1,9 @@
 """Custody: which sealed files a dock holds, checked against the chain, and sealed.
 
-The `Ledger` reads the chain as it grows and keeps what docking needs: every
-sealed file (segment or voice note) with its hash, which are under custody and
-by which record, which were purged, and the officer now assigned. A custody
+The `Ledger` answers what docking needs from the chain index (agent/device/chain_index.py),
+which reads the chain as it grows: every sealed file (segment or voice note) with its
+hash, which are under custody and by which record, which were purged, and the officer
+now assigned, without holding the history. A custody
 report is accepted only whole: every claim must match the chain, the report must
 be fresh (a nonce the device handed that very dock, a report id never used, a head
 not older than the last custody), complete (every sealed file up to its head not
@@ -19,15 +20,16 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.evidence.chain import SEALED_FILE_TYPES, Chain, parse_line, record_hash
+from agent.device.chain_index import ChainIndex
+from agent.evidence.chain import Chain, parse_line, record_hash
 from agent.evidence.possession import digest_file, new_proof
 
 NONCE_TTL_S = 600.0
@@ -36,6 +38,8 @@ MAX_DOCKS = 64          # certificates holding nonces, or held off, at once
 BACKOFF_FIRST_S = 2.0   # a dock's reports refused this long after its first wrong proof...
 BACKOFF_MAX_S = 600.0   # ...twice as long after each further one, up to this
 
+K = TypeVar("K")
+V = TypeVar("V")
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Seq = Annotated[int, Field(ge=1, le=2**53)]
 
@@ -115,68 +119,117 @@ class WrongProof(CustodyRefused):
         super().__init__(422, message)
 
 
-class Ledger:
-    """What the chain says about sealed files, custody, purges and the officer, kept current."""
+class Lookup(Generic[K, V]):
+    """Looked up in the chain index one key at a time: what the ledger held as a dict of the
+    whole chain, without holding it."""
 
-    def __init__(self, chain_path: Path) -> None:
-        self._path = chain_path
-        self._offset = 0
-        self.lock = threading.RLock()
-        self.hashes: dict[int, str] = {}
-        self.files: dict[int, SealedFile] = {}
-        self.custody: dict[int, int] = {}       # file seq -> seq of the custody record
-        self.custody_lines: dict[int, bytes] = {}
-        self.purged: set[int] = set()
-        self.report_ids: set[str] = set()
-        self.custody_head = 0
-        self.officer: str | None = None         # from the last officer_assigned, if any
+    def __init__(self, find: Callable[[K], V | None]) -> None:
+        self._find = find
+
+    def get(self, key: K) -> V | None:
+        return self._find(key)
+
+    def __getitem__(self, key: K) -> V:
+        found = self._find(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __contains__(self, key: K) -> bool:
+        return self._find(key) is not None
+
+
+class Ledger:
+    """What the chain says about sealed files, custody, purges and the officer, kept current
+    by the chain index (`refresh` reads only what the chain added)."""
+
+    def __init__(self, index: ChainIndex) -> None:
+        self._index = index
+        self.lock = index.lock
+        self.hashes: Lookup[int, str] = Lookup(self._hash)
+        self.files: Lookup[int, SealedFile] = Lookup(self._file)
+        self.custody: Lookup[int, int] = Lookup(index.custody_of)  # file seq -> custody seq
+        self.custody_lines: Lookup[int, bytes] = Lookup(self._custody_line)
+        self.purged: Lookup[int, bool] = Lookup(lambda seq: index.purged(seq) or None)
+        self.report_ids: Lookup[str, bool] = Lookup(lambda rid: index.report_used(rid) or None)
+        # Read without the lock: the chain asks for it under its own lock at every append.
+        self.officer: str | None = index.meta("officer")  # from the last officer_assigned
+        self._officer_seq: int = index.meta("officer_seq")
+
+    @property
+    def custody_head(self) -> int:
+        return int(self._index.meta("custody_head"))
 
     def refresh(self) -> Ledger:
-        """Read the whole lines appended since the last call."""
+        """Take the records appended since the last call into the index."""
         with self.lock:
-            if not self._path.exists():
-                return self
-            with self._path.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-            end = data.rfind(b"\n") + 1
-            for line in data[:end].splitlines():
-                self._take(line)
-            self._offset += end
+            self._index.catch_up()
+            if self._index.meta("officer_seq") > self._officer_seq:
+                self.officer = self._index.meta("officer")
+                self._officer_seq = self._index.meta("officer_seq")
             return self
-
-    def _take(self, line: bytes) -> None:
-        try:
-            body_bytes, _, body = parse_line(line)
-            seq, kind, payload = body["seq"], body["type"], body["payload"]
-        except (ValueError, KeyError):
-            return  # not a whole record: the verifier reports it
-        self.hashes[seq] = record_hash(body_bytes)
-        if kind in SEALED_FILE_TYPES:
-            self.files[seq] = SealedFile(seq, payload["file"], payload["sha256"],
-                                         payload["size"], body["wall"])
-        elif kind == "custody":
-            self.custody_lines[seq] = line + b"\n"
-            self.report_ids.add(payload["report_id"])
-            self.custody_head = max(self.custody_head, payload["head"]["seq"])
-            for held in payload["segments"]:
-                self.custody.setdefault(held["seq"], seq)
-        elif kind == "purge":
-            self.purged.update(item["seq"] for item in payload["files"])
-        elif kind == "officer_assigned":
-            self.officer = payload["officer"]
 
     def outstanding(self) -> list[SealedFile]:
         """Sealed files on the device that no dock has taken custody of yet, oldest first."""
-        with self.lock:
-            return [f for seq, f in sorted(self.files.items())
-                    if seq not in self.custody and seq not in self.purged]
+        return [SealedFile(*row) for row in self._index.outstanding()]
+
+    def outstanding_count(self) -> int:
+        return self._index.outstanding_count()
+
+    def oldest_outstanding(self) -> SealedFile | None:
+        rows = self._index.outstanding(limit=1)
+        return SealedFile(*rows[0]) if rows else None
 
     def purgeable(self) -> list[SealedFile]:
         """Sealed files under custody and not yet purged, oldest first."""
-        with self.lock:
-            return [self.files[seq] for seq in sorted(self.custody)
-                    if seq in self.files and seq not in self.purged]
+        return [SealedFile(*row) for row in self._index.purgeable()]
+
+    def custody_confirmed(self, files: list[SealedFile]) -> list[SealedFile]:
+        """Those of `files` that the custody record the index names for each really holds,
+        with the same hash, read from the signed chain itself: a purge cannot be undone, so
+        it rests on the chain, never on the index alone."""
+        held: dict[int, set[tuple[int, str]]] = {}
+        confirmed = []
+        for sealed in files:
+            custody = self._index.custody_of(sealed.seq)
+            if custody is None:
+                continue
+            if custody not in held:
+                record = self._record(custody)
+                held[custody] = set() if record is None or record["type"] != "custody" else {
+                    (item["seq"], item["sha256"]) for item in record["payload"]["segments"]}
+            if (sealed.seq, sealed.sha256) in held[custody]:
+                confirmed.append(sealed)
+        return confirmed
+
+    def _read(self, seq: int) -> tuple[bytes, bytes, dict[str, Any]] | None:
+        """(line, signed bytes, body) of record `seq` as the chain holds it: found on line
+        `seq`, and checked to be that record."""
+        for _, line in self._index.read_lines([seq]):
+            try:
+                body_bytes, _, body = parse_line(line)
+            except ValueError:
+                return None
+            if body["seq"] == seq:
+                return line, body_bytes, body
+        return None
+
+    def _record(self, seq: int) -> dict[str, Any] | None:
+        found = self._read(seq)
+        return None if found is None else found[2]
+
+    def _hash(self, seq: int) -> str | None:
+        found = self._read(seq)
+        return None if found is None else record_hash(found[1])
+
+    def _file(self, seq: int) -> SealedFile | None:
+        row = self._index.sealed_file(seq)
+        return None if row is None else SealedFile(*row)
+
+    def _custody_line(self, seq: int) -> bytes | None:
+        """The signed journal line of custody record `seq`: the receipt a dock keeps."""
+        found = self._read(seq)
+        return found[0] + b"\n" if found and found[2].get("type") == "custody" else None
 
 
 class Nonces:
@@ -380,9 +433,11 @@ class ExportBacklog:
 
 def export_backlog(ledger: Ledger, deadline_hours: float) -> ExportBacklog:
     """The one reading of the export deadline: the alarm, the self-check and the fleet status
-    all take it from the daemon's running ledger, which reads only what the chain added."""
-    outstanding = ledger.refresh().outstanding()
-    if not outstanding:
+    all take it from the daemon's running ledger, which reads only what the chain added;
+    the oldest file and the count are two indexed look-ups, whatever the chain's length."""
+    with ledger.refresh().lock:
+        oldest, count = ledger.oldest_outstanding(), ledger.outstanding_count()
+    if oldest is None:
         return ExportBacklog(0, None, None, deadline_hours)
-    age_h = (datetime.now(UTC) - outstanding[0].sealed_at).total_seconds() / 3600
-    return ExportBacklog(len(outstanding), outstanding[0], age_h, deadline_hours)
+    age_h = (datetime.now(UTC) - oldest.sealed_at).total_seconds() / 3600
+    return ExportBacklog(count, oldest, age_h, deadline_hours)

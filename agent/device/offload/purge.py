@@ -1,6 +1,7 @@
 """Purge: free the device of footage a dock holds, and of nothing else (Art. 21).
 
-Only sealed files under custody are candidates, oldest first. The `purge` record
+Only sealed files under custody are candidates, oldest first, and only those the custody
+record itself holds, as the signed chain says (not the index alone). The `purge` record
 is sealed before any file is deleted: a power cut between the two leaves a file
 the chain says may go (harmless, the next purge skips it as gone or deletes it),
 never a file missing without a record (which the verifier rightly calls deletion).
@@ -60,7 +61,12 @@ class Purger:
                 chosen = _enough(candidates, self._config.purge_free_below_mb * 1_000_000 - free)
                 reason = "space"
             chosen = [f for f in chosen if (self._store.root / f.file).exists()]
-            return self._purge(chosen, reason, free) if chosen else None
+            confirmed = self._ledger.custody_confirmed(chosen)
+            if len(confirmed) < len(chosen):
+                log.error("%d file(s) the chain index calls in custody are not held by the "
+                          "custody record it names, in the chain itself: not purged",
+                          len(chosen) - len(confirmed))
+            return self._purge(confirmed, reason, free) if confirmed else None
 
     def _purge(self, files: list[SealedFile], reason: str, free: int) -> dict[str, Any]:
         record = self._chain.append("purge", {

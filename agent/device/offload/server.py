@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agent import __version__
 from agent.config import DockConfig
+from agent.device.chain_index import ChainIndex
 from agent.device.enrollment import (
     Handed,
     current_request,
@@ -117,6 +118,7 @@ class DockedDevice:
     store: Store
     chain: Chain
     ledger: Ledger
+    index: ChainIndex
     clock: KernelClock | SimulatedClock
     purge: Callable[[], Any]
     officer: Callable[[], str]
@@ -194,8 +196,8 @@ class OffloadServer:
 
     def _custody_body(self) -> int:
         """A custody report lists the files not yet in custody: its body grows with them."""
-        return CUSTODY_BODY + CUSTODY_BODY_PER_FILE * len(self._device.ledger.refresh()
-                                                           .outstanding())
+        return CUSTODY_BODY + CUSTODY_BODY_PER_FILE * self._device.ledger.refresh() \
+            .outstanding_count()
 
     # --- reading ------------------------------------------------------------------------
 
@@ -216,9 +218,13 @@ class OffloadServer:
             "nonce": self._custody_desk.nonces.issue(_dock(request).certificate_sha256),
         })
 
-    def _chain(self, request: Request) -> Reply:
+    def _chain(self, request: Request) -> FileReply:
+        """The journal from line `from` on, byte for byte as written, up to its last whole
+        line now: streamed from that line's offset, which the chain index knows."""
         start = _seq(request.query.get("from", "1"), "query parameter 'from'")
-        return Reply(_lines_from(self._device.store.chain, start), "application/x-ndjson")
+        first, end = self._device.index.span_from(start)
+        return FileReply(self._device.store.chain.open("rb", buffering=0), "chain.jsonl",
+                         content_type="application/x-ndjson", span=(first, end))
 
     def _sealed(self, request: Request) -> FileReply:
         """The file a record seals, whole or by Range; found from the record, never from
@@ -363,17 +369,6 @@ def _body(request: Request, model: type[_Model]) -> _Model:
         status = 400 if first["type"] == "json_invalid" else 422
         raise Refused(status, f"{model.__name__}: {where}: {first['msg']} "
                       f"(got {str(first.get('input'))[:60]!r})") from exc
-
-
-def _lines_from(chain: Path, start: int) -> bytes:
-    """The journal from line `start` on, byte for byte as the device wrote it."""
-    data = chain.read_bytes()
-    offset = 0
-    for _ in range(start - 1):
-        offset = data.find(b"\n", offset) + 1
-        if offset == 0:
-            return b""
-    return data[offset:]
 
 
 def _encoded(text: str | None) -> bytes | None:

@@ -118,12 +118,15 @@ class Reply:
 
 @dataclass(frozen=True)
 class FileReply:
-    """A file served whole (200) or as the one byte range asked for (206): opened by the
-    handler, which checked what it opened; sending it closes it."""
+    """A file (or the `span` of it asked for, as the chain from a line on) served whole (200)
+    or as the one byte range asked for (206), streamed: opened by the handler, which
+    checked what it opened; sending it closes it."""
 
     file: BinaryIO
     name: str                        # for the log
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/octet-stream"
+    span: tuple[int, int] | None = None  # [start, end) of the file served; None: all of it
 
 
 def json_reply(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
@@ -620,14 +623,15 @@ class _Connection(BaseHTTPRequestHandler):
 
     def _send_file(self, reply: FileReply) -> tuple[int, int]:
         with reply.file as f:
-            size = f.seek(0, 2)
+            base, size = (0, f.seek(0, 2)) if reply.span is None else \
+                (reply.span[0], reply.span[1] - reply.span[0])
             try:
                 start, stop = byte_range(self.headers.get("Range"), size)
             except Refused as exc:
                 return exc.status, self._send_reply(exc.reply())
             status = 200 if (start, stop) == (0, size) else 206
             self.send_response(status)
-            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Type", reply.content_type)
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Length", str(stop - start))
             if status == 206:
@@ -637,7 +641,7 @@ class _Connection(BaseHTTPRequestHandler):
             self.end_headers()
             if self.command == "HEAD":
                 return status, 0
-            f.seek(start)
+            f.seek(base + start)
             buffer = bytearray(min(BLOCK, max(stop - start, 1)))
             view, sent = memoryview(buffer), 0
             while sent < stop - start:

@@ -54,7 +54,7 @@ class CutRecording:
     last_media_wall: str | None
 
 
-def move_orphans_back(store: Store, records: list[dict[str, Any]]) -> None:
+def move_orphans_back(store: Store, records: list[dict[str, Any]], head: int) -> None:
     """A file renamed into sealed/ whose record was never written goes back to open/.
 
     Runs before anything is appended: the orphan is named by a seq past the chain's last
@@ -62,10 +62,11 @@ def move_orphans_back(store: Store, records: list[dict[str, Any]]) -> None:
     segment of the recording the cut left open; any other file (a voice note, an
     exemption) as open/sealed-<its name>, for `recover` to seal as found. A file named
     by a seq the chain already holds is not what a cut leaves: it stays where it is, for
-    the verifier to report. `records` are the chain's bodies as found at start.
+    the verifier to report. `records` are the chain's bodies as found at start (at least
+    those of the recordings not yet stopped and of the files in sealed/); `head` is the seq
+    of its last record.
     """
     _drop_open_twins(store)
-    head = max((r["seq"] for r in records), default=0)
     named = {r["payload"]["file"] for r in records if r["type"] in SEALED_FILE_TYPES}
     recording = max(_open_recordings(records), default=None)
     index = len([r for r in records if r["type"] == "segment_sealed"

@@ -34,6 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import __version__
 from agent.config import Config, mqtt_file
+from agent.device.chain_index import ChainIndex
 from agent.device.telemetry import intake
 from agent.device.telemetry.discovery import discovery_messages
 from agent.device.telemetry.outbox import Outbox
@@ -414,7 +415,7 @@ class Telemetry:
 
 
 def open_telemetry(config: Config, config_path: Path, chain: Chain, store: Store,
-                   enrolled: Callable[[], tuple[Path, Path] | None] | None = None
+                   index: ChainIndex, enrolled: Callable[[], tuple[Path, Path] | None] | None = None
                    ) -> Telemetry | None:
     """The outbox (caught up from the chain) and the client, listening to the chain from now
     on; None when [mqtt] is off, or when it cannot be set up (logged: recording goes on).
@@ -426,7 +427,7 @@ def open_telemetry(config: Config, config_path: Path, chain: Chain, store: Store
     try:
         outbox = Outbox(store.root / "outbox.sqlite", config.device.id,
                         config.mqtt.outbox_limit)
-        outbox.catch_up(store.chain, chain.head.seq)
+        outbox.catch_up(index.lines_after, chain.head.seq)
         telemetry = Telemetry(config, config_path, outbox, chain.append, enrolled)
     except Exception:
         log.exception("telemetry is off: it could not be set up; recording is not affected")

@@ -24,10 +24,11 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from agent.evidence.chain import parse_line, read_records, record_hash, utc_iso
+from agent.evidence.chain import parse_line, record_hash, utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,10 @@ class Outbox:
         with self._lock:
             return self._meta("last_seq")
 
-    def catch_up(self, chain: Path, head_seq: int) -> int:
+    def catch_up(self, lines_after: Callable[[int], Iterable[bytes]], head_seq: int) -> int:
         """Enqueue the chain's records after the last one enqueued; returns how many.
+        `lines_after(n)` gives the journal's lines after line n (seq n in an intact chain),
+        so that only those are read.
 
         A new outbox starts at the chain's head: history from before telemetry was on
         is not sent (the dock has it).
@@ -119,9 +122,9 @@ class Outbox:
         if head_seq == last:
             return 0
         added = 0
-        for _, line in read_records(chain):
+        for line in lines_after(last):
             try:
-                body_bytes, _, body = parse_line(line)
+                body_bytes, _, body = parse_line(line.rstrip(b"\n"))
             except ValueError:
                 continue  # the verifier reports it; the outbox sends what is whole
             if body["seq"] > last:
