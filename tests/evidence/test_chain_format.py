@@ -1,10 +1,12 @@
 """docs/chain-format.md is true: its shell procedure verifies a real store with standard tools only.
 
 The procedure is not copied here: the test runs the ```bash blocks of the document
-itself, with PATH cut down to the standard tools it promises (so a step that
-needed this project's Python, or any other tool, would fail here). Python only
-picks records out of the journal to say what the output must contain, and damages
-copies of the store.
+itself (tests/support/shell_procedure.py), with PATH cut down to the standard tools it
+promises (so a step that needed this project's Python, or any other tool, would fail
+here). Python only picks records out of the journal to say what the output must contain,
+and damages copies of genuine stores: each damage must fail both the shell procedure and
+`bodycam verify`, and each genuine store (plain, encrypted, after a key rotation, with
+voice notes) must pass both.
 """
 
 from __future__ import annotations
@@ -13,51 +15,29 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.device.state import State
+from agent.evidence.chain import canonical, encode_line, record_hash, split_line
 from agent.evidence.verify import verify_store
-
-DOC = Path(__file__).resolve().parents[2] / "docs" / "chain-format.md"
-
-# What the document promises a third party needs (bash itself runs the script).
-STANDARD_TOOLS = ("sed", "tr", "cut", "sort", "grep", "tail", "wc", "seq", "cat", "mktemp",
-                  "stat", "sha256sum", "base64", "openssl", "ffprobe")
-
-
-def bash_blocks() -> list[str]:
-    blocks = re.findall(r"^```bash\n(.*?)^```$", DOC.read_text(encoding="utf-8"), re.S | re.M)
-    assert len(blocks) >= 3, "docs/chain-format.md lost its ```bash procedure"
-    return blocks
+from tests.support.device import (
+    BODYCAM,
+    record_segments,
+    running_daemon,
+    wait_for,
+    write_device_config,
+)
+from tests.support.shell_procedure import bash_blocks, run_procedure, standard_tools
 
 
 @pytest.fixture(scope="module")
 def tools(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A PATH holding only the standard tools (ffprobe only where installed)."""
-    folder = tmp_path_factory.mktemp("standard-tools")
-    for name in STANDARD_TOOLS:
-        found = shutil.which(name)
-        if found is None:
-            assert name == "ffprobe", f"{name} is not installed"
-            continue
-        (folder / name).symlink_to(found)
-    return folder
-
-
-def run_procedure(store: Path, tools: Path, work: Path, calls: str | None = None,
-                  public_key: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The document's script on `store`: all of it, or its steps followed by `calls`."""
-    blocks = bash_blocks()
-    script = "\n".join(blocks if calls is None else [*blocks[:-1], calls])
-    work.mkdir(exist_ok=True)
-    env = {"PATH": str(tools), "STORE": str(store), "WORK": str(work), "LC_ALL": "C"}
-    if public_key is not None:
-        env["PUB"] = str(public_key)
-    bash = shutil.which("bash")
-    assert bash is not None
-    return subprocess.run([bash, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return standard_tools(tmp_path_factory.mktemp("standard-tools"))
 
 
 def records(store: Path) -> list[dict]:
@@ -103,12 +83,13 @@ def test_the_documented_procedure_verifies_every_record_and_segment(
 
 def test_each_step_can_be_run_by_hand(recorded_store: Path, tools: Path,
                                       tmp_path: Path) -> None:
-    first = segment_records(recorded_store)[0]["seq"]
+    first = segment_records(recorded_store)[0]
     result = run_procedure(recorded_store, tools, tmp_path / "work",
-                           f"check_key && check_signature {first} && check_link {first} "
-                           f"&& check_segment {first}")
+                           "check_key && split_chain && check_signatures && check_links "
+                           "&& check_files")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(f"record {first}: ") == 3
+    assert result.stdout.count(f"record {first['seq']}: ") == 3
+    assert f"record {first['seq']}: {first['payload']['file']} matches" in result.stdout
 
 
 def test_a_flipped_byte_in_a_record_fails_openssl(store_copy: Path, tools: Path,
@@ -122,15 +103,17 @@ def test_a_flipped_byte_in_a_record_fails_openssl(store_copy: Path, tools: Path,
     lines[n - 1] = bytes(line)
     chain.write_bytes(b"".join(lines))
 
-    by_hand = run_procedure(store_copy, tools, tmp_path / "work", f"check_signature {n}")
+    by_hand = run_procedure(store_copy, tools, tmp_path / "work",
+                            "split_chain && check_signatures")
     assert by_hand.returncode == 1
-    assert by_hand.stdout == f"record {n}: Signature Verification Failure\n"
+    assert f"FAIL: record {n}: Signature Verification Failure (key " in by_hand.stdout
+    assert f"record {n - 1}: Signature Verified Successfully\n" in by_hand.stdout
+    assert by_hand.stdout.count("FAIL") == 1
 
     whole = run_procedure(store_copy, tools, tmp_path / "work")
     assert whole.returncode == 1
-    assert f"record {n}: Signature Verification Failure" in whole.stdout
+    assert f"FAIL: record {n}: Signature Verification Failure" in whole.stdout
     assert f"FAIL: record {n + 1}: prev and seq" in whole.stdout  # its hash changed too
-    assert f"record {n - 1}: Signature Verified Successfully" in whole.stdout
     assert whole.stdout.endswith("FAIL: the store does not verify\n")
 
 
@@ -200,5 +183,7 @@ def test_a_key_not_the_devices_verifies_nothing(recorded_store: Path, tools: Pat
                    check=True, capture_output=True)
     result = run_procedure(recorded_store, tools, tmp_path / "work", public_key=public)
     assert result.returncode == 1
-    assert "FAIL: boot records state key fingerprint(s)" in result.stdout
+    boot = records(recorded_store)[0]
+    assert f"FAIL: record 1: states key {boot['payload']['key_fingerprint']}, but key " \
+        in result.stdout
     assert result.stdout.count("Signature Verification Failure") == len(records(recorded_store))
