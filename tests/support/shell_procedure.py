@@ -12,7 +12,7 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[2] / "docs" / "chain-format.md"
 
 # What the document promises a third party needs (bash itself runs the script).
-STANDARD_TOOLS = ("sed", "tr", "cut", "grep", "tail", "seq", "mktemp", "mkdir", "nproc",
+STANDARD_TOOLS = ("sed", "cut", "grep", "tail", "seq", "mktemp", "mkdir", "nproc",
                   "split", "truncate", "xargs", "stat", "sha256sum", "base64", "openssl")
 OPTIONAL_TOOLS = ("ffprobe",)
 
