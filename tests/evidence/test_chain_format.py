@@ -22,8 +22,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.device.state import State
-from agent.evidence.chain import canonical, encode_line, record_hash, split_line
+from agent.evidence.chain import (
+    Chain,
+    canonical,
+    current_boot_id,
+    encode_line,
+    record_hash,
+    split_line,
+)
+from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.verify import verify_store
+from hal.clock import SimulatedClock
 from tests.support.device import (
     BODYCAM,
     record_segments,
@@ -388,3 +397,57 @@ def test_the_procedure_reports_damage_to_an_encrypted_store(
     assert result.returncode == 1, result.stdout
     assert expected in result.stdout
     assert not verify_store(store).ok
+
+
+# Purges: a file may be gone when a custody record and then a purge record name it.
+
+def seal(store: Path, kind: str, payload: dict) -> dict:
+    """A record signed by the store's own key, as the device seals it."""
+    key = load_or_create_device_key(store / "keys", store / "chain.jsonl")
+    chain = Chain(store / "chain.jsonl", key, lambda: ("TEST-0001", "OFC-7"),
+                  SimulatedClock().state, current_boot_id())
+    try:
+        return chain.append(kind, payload)
+    finally:
+        chain.close()
+
+
+def purge(store: Path, segment: dict, custody: int | None) -> None:
+    """Seal a purge of `segment` (held by record `custody`), then delete its file."""
+    item = {k: segment["payload"][k] for k in ("file", "sha256", "size")}
+    seal(store, "purge", {"reason": "policy", "free_bytes": 1 << 30,
+                          "files": [{**item, "seq": segment["seq"], "custody": custody}]})
+    (store / segment["payload"]["file"]).unlink()
+
+
+def test_a_file_purged_after_custody_may_be_gone(store_copy: Path, tools_without_ffprobe: Path,
+                                                 tmp_path: Path) -> None:
+    segments = segment_records(store_copy)
+    custody = seal(store_copy, "custody", {
+        "report_id": "r-1", "operator": "test", "head": verify_store(store_copy).head,
+        "dock": {"name": "DOCK-1", "certificate_sha256": "0" * 64},
+        "segments": [{"seq": r["seq"], **{k: r["payload"][k] for k in ("file", "sha256", "size")}}
+                     for r in segments]})
+    purge(store_copy, segments[0], custody["seq"])
+
+    result = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (f"record {segments[0]['seq']}: {segments[0]['payload']['file']} was purged after "
+            f"custody (held by record {custody['seq']}, purged by record {custody['seq'] + 1})"
+            ) in result.stdout
+    assert verify_store(store_copy).ok
+
+
+def test_a_purge_without_custody_fails(store_copy: Path, tools_without_ffprobe: Path,
+                                       tmp_path: Path) -> None:
+    segment = segment_records(store_copy)[0]
+    purge(store_copy, segment, None)
+
+    result = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work")
+    assert result.returncode == 1, result.stdout
+    file = segment["payload"]["file"]
+    purge_seq = len(records(store_copy))
+    assert (f"FAIL: record {purge_seq}: purges {file}, which no custody record before it holds "
+            "with that hash\n") in result.stdout
+    assert f"FAIL: record {segment['seq']}: {file} is missing (deleted)" in result.stdout
+    assert not verify_store(store_copy).ok
