@@ -12,7 +12,8 @@ Run from the repository root:
    store version, the agent's version and the record count; delete it to make a new one.
 2. **Prefixes**: copies of the chain's first quarter, half and all of it, each with the
    files its records seal (a prefix of a chain is a store that verifies).
-3. On each, alternating `--repeats` times, wall seconds (medians) of
+3. On each, alternating `--repeats` times, wall seconds and CPU seconds (user + system
+   of every process it started; medians) of
    `bodycam verify STORE` (a new process, as a user runs it) and of the shell procedure of
    docs/chain-format.md run as written (`verify_chain`, PATH holding only the standard
    tools) without ffprobe; with ffprobe (one process per segment) once, on the whole
@@ -24,6 +25,7 @@ Prints seconds and milliseconds per record for each; exits 1 if a run does not v
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import statistics
 import subprocess
@@ -82,13 +84,19 @@ def prefix(store: Path, records: int, to: Path) -> Path:
     return to
 
 
-def timed(run: Callable[[], subprocess.CompletedProcess[str]]) -> float:
-    start = time.perf_counter()
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(run: Callable[[], subprocess.CompletedProcess[str]]) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds of the processes it ran (user + system)."""
+    start, cpu = time.perf_counter(), children_cpu()
     result = run()
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"did not verify:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    return seconds
+    return seconds, children_cpu() - cpu
 
 
 def main() -> None:
@@ -103,7 +111,8 @@ def main() -> None:
         tools = standard_tools(root / "tools", ffprobe=False)
         with_ffprobe = standard_tools(root / "tools-ffprobe", ffprobe=True)
         sizes = sorted({max(1, total // 4), max(1, total // 2), total})
-        print(f"{'records':>8} {'what':<34} {'s (median)':>10} {'ms/record':>10}")
+        print(f"{'records':>8} {'what':<34} {'wall s':>8} {'ms/record':>10} {'CPU s':>8} "
+              f"{'CPU ms/record':>14}  (medians)")
         for size in sizes:
             store = prefix(full, size, root / f"store-{size}")
             runs: dict[str, Callable[[], subprocess.CompletedProcess[str]]] = {
@@ -116,16 +125,17 @@ def main() -> None:
             }
             if size != total:  # ffprobe (a process per segment) only on the whole store, once
                 del runs[WITH_FFPROBE]
-            times: dict[str, list[float]] = {name: [] for name in runs}
+            times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
             for repeat in range(args.repeats):
                 for name, run in runs.items():
                     if repeat == 0 or name != WITH_FFPROBE:
                         times[name].append(timed(run))
                     shutil.rmtree(root / "work", ignore_errors=True)
-            for name, seconds in times.items():
-                median = statistics.median(seconds)
-                print(f"{size:>8} {name:<34} {median:>10.2f} {median / size * 1000:>10.2f}",
-                      flush=True)
+            for name, runs_done in times.items():
+                wall = statistics.median(w for w, _ in runs_done)
+                cpu = statistics.median(c for _, c in runs_done)
+                print(f"{size:>8} {name:<34} {wall:>8.1f} {wall / size * 1000:>10.2f} "
+                      f"{cpu:>8.1f} {cpu / size * 1000:>14.2f}", flush=True)
 
 
 if __name__ == "__main__":

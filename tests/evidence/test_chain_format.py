@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.device.state import State
@@ -401,9 +402,9 @@ def test_the_procedure_reports_damage_to_an_encrypted_store(
 
 # Purges: a file may be gone when a custody record and then a purge record name it.
 
-def seal(store: Path, kind: str, payload: dict) -> dict:
-    """A record signed by the store's own key, as the device seals it."""
-    key = load_or_create_device_key(store / "keys", store / "chain.jsonl")
+def seal(store: Path, kind: str, payload: dict, key: Ed25519PrivateKey | None = None) -> dict:
+    """A record signed by the store's own key (or `key`), as the device seals it."""
+    key = key or load_or_create_device_key(store / "keys", store / "chain.jsonl")
     chain = Chain(store / "chain.jsonl", key, lambda: ("TEST-0001", "OFC-7"),
                   SimulatedClock().state, current_boot_id())
     try:
@@ -450,4 +451,29 @@ def test_a_purge_without_custody_fails(store_copy: Path, tools_without_ffprobe: 
     assert (f"FAIL: record {purge_seq}: purges {file}, which no custody record before it holds "
             "with that hash\n") in result.stdout
     assert f"FAIL: record {segment['seq']}: {file} is missing (deleted)" in result.stdout
+    assert not verify_store(store_copy).ok
+
+
+def test_a_retired_store_verifies_and_nothing_may_follow_its_retirement(
+        store_copy: Path, tools_without_ffprobe: Path, tmp_path: Path) -> None:
+    """`bodycam keys retire` with the daemon stopped: the retirement follows the shutdown,
+    with no boot before it. A record signed after it, by a copy of the destroyed key, fails."""
+    kept = serialization.load_pem_private_key((store_copy / "keys" / "device.key").read_bytes(),
+                                              None)
+    assert isinstance(kept, Ed25519PrivateKey)
+    config = write_device_config(tmp_path / "device.toml", store_copy)
+    subprocess.run([*BODYCAM, "keys", "retire", "--config", str(config), "--reason", "test"],
+                   check=True, capture_output=True, timeout=60)
+    chain = records(store_copy)
+    assert [r["type"] for r in chain[-2:]] == ["shutdown", "retirement"]
+
+    result = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert verify_store(store_copy).ok
+
+    seal(store_copy, "shutdown", {"reason": "SIGTERM"}, kept)
+    result = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work")
+    assert result.returncode == 1, result.stdout
+    assert (f"FAIL: record {len(chain) + 1}: signed after the device was retired by record "
+            f"{len(chain)} (inserted)\n") in result.stdout
     assert not verify_store(store_copy).ok
