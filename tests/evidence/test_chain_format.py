@@ -1,10 +1,12 @@
 """docs/chain-format.md is true: its shell procedure verifies a real store with standard tools only.
 
 The procedure is not copied here: the test runs the ```bash blocks of the document
-itself, with PATH cut down to the standard tools it promises (so a step that
-needed this project's Python, or any other tool, would fail here). Python only
-picks records out of the journal to say what the output must contain, and damages
-copies of the store.
+itself (tests/support/shell_procedure.py), with PATH cut down to the standard tools it
+promises (so a step that needed this project's Python, or any other tool, would fail
+here). Python only picks records out of the journal to say what the output must contain,
+and damages copies of genuine stores: each damage must fail both the shell procedure and
+`bodycam verify`, and each genuine store (plain, encrypted, after a key rotation, with
+voice notes) must pass both.
 """
 
 from __future__ import annotations
@@ -13,51 +15,46 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.device.state import State
+from agent.evidence.chain import (
+    Chain,
+    canonical,
+    current_boot_id,
+    encode_line,
+    record_hash,
+    split_line,
+)
+from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.verify import verify_store
-
-DOC = Path(__file__).resolve().parents[2] / "docs" / "chain-format.md"
-
-# What the document promises a third party needs (bash itself runs the script).
-STANDARD_TOOLS = ("sed", "tr", "cut", "sort", "grep", "tail", "wc", "seq", "cat", "mktemp",
-                  "stat", "sha256sum", "base64", "openssl", "ffprobe")
-
-
-def bash_blocks() -> list[str]:
-    blocks = re.findall(r"^```bash\n(.*?)^```$", DOC.read_text(encoding="utf-8"), re.S | re.M)
-    assert len(blocks) >= 3, "docs/chain-format.md lost its ```bash procedure"
-    return blocks
+from hal.clock import SimulatedClock
+from tests.support.device import (
+    BODYCAM,
+    record_segments,
+    running_daemon,
+    wait_for,
+    write_device_config,
+)
+from tests.support.shell_procedure import run_procedure, standard_tools
 
 
 @pytest.fixture(scope="module")
 def tools(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A PATH holding only the standard tools (ffprobe only where installed)."""
-    folder = tmp_path_factory.mktemp("standard-tools")
-    for name in STANDARD_TOOLS:
-        found = shutil.which(name)
-        if found is None:
-            assert name == "ffprobe", f"{name} is not installed"
-            continue
-        (folder / name).symlink_to(found)
-    return folder
+    return standard_tools(tmp_path_factory.mktemp("standard-tools"))
 
 
-def run_procedure(store: Path, tools: Path, work: Path, calls: str | None = None,
-                  public_key: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The document's script on `store`: all of it, or its steps followed by `calls`."""
-    blocks = bash_blocks()
-    script = "\n".join(blocks if calls is None else [*blocks[:-1], calls])
-    work.mkdir(exist_ok=True)
-    env = {"PATH": str(tools), "STORE": str(store), "WORK": str(work), "LC_ALL": "C"}
-    if public_key is not None:
-        env["PUB"] = str(public_key)
-    bash = shutil.which("bash")
-    assert bash is not None
-    return subprocess.run([bash, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+@pytest.fixture(scope="module")
+def tools_without_ffprobe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same without the optional ffprobe (one process per segment): for damage that is
+    not about times."""
+    return standard_tools(tmp_path_factory.mktemp("standard-tools"), ffprobe=False)
 
 
 def records(store: Path) -> list[dict]:
@@ -103,12 +100,13 @@ def test_the_documented_procedure_verifies_every_record_and_segment(
 
 def test_each_step_can_be_run_by_hand(recorded_store: Path, tools: Path,
                                       tmp_path: Path) -> None:
-    first = segment_records(recorded_store)[0]["seq"]
+    first = segment_records(recorded_store)[0]
     result = run_procedure(recorded_store, tools, tmp_path / "work",
-                           f"check_key && check_signature {first} && check_link {first} "
-                           f"&& check_segment {first}")
+                           "check_key && split_chain && check_signatures && check_links "
+                           "&& check_files")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(f"record {first}: ") == 3
+    assert result.stdout.count(f"record {first['seq']}: ") == 3
+    assert f"record {first['seq']}: {first['payload']['file']} matches" in result.stdout
 
 
 def test_a_flipped_byte_in_a_record_fails_openssl(store_copy: Path, tools: Path,
@@ -122,15 +120,17 @@ def test_a_flipped_byte_in_a_record_fails_openssl(store_copy: Path, tools: Path,
     lines[n - 1] = bytes(line)
     chain.write_bytes(b"".join(lines))
 
-    by_hand = run_procedure(store_copy, tools, tmp_path / "work", f"check_signature {n}")
+    by_hand = run_procedure(store_copy, tools, tmp_path / "work",
+                            "split_chain && check_signatures")
     assert by_hand.returncode == 1
-    assert by_hand.stdout == f"record {n}: Signature Verification Failure\n"
+    assert f"FAIL: record {n}: Signature Verification Failure (key " in by_hand.stdout
+    assert f"record {n - 1}: Signature Verified Successfully\n" in by_hand.stdout
+    assert by_hand.stdout.count("FAIL") == 1
 
     whole = run_procedure(store_copy, tools, tmp_path / "work")
     assert whole.returncode == 1
-    assert f"record {n}: Signature Verification Failure" in whole.stdout
+    assert f"FAIL: record {n}: Signature Verification Failure" in whole.stdout
     assert f"FAIL: record {n + 1}: prev and seq" in whole.stdout  # its hash changed too
-    assert f"record {n - 1}: Signature Verified Successfully" in whole.stdout
     assert whole.stdout.endswith("FAIL: the store does not verify\n")
 
 
@@ -200,5 +200,280 @@ def test_a_key_not_the_devices_verifies_nothing(recorded_store: Path, tools: Pat
                    check=True, capture_output=True)
     result = run_procedure(recorded_store, tools, tmp_path / "work", public_key=public)
     assert result.returncode == 1
-    assert "FAIL: boot records state key fingerprint(s)" in result.stdout
+    boot = records(recorded_store)[0]
+    assert f"FAIL: record 1: states key {boot['payload']['key_fingerprint']}, but key " \
+        in result.stdout
     assert result.stdout.count("Signature Verification Failure") == len(records(recorded_store))
+
+
+# Genuine stores beyond the plain recording, each made once for this module.
+
+def record_with_a_voice_note(config: Path) -> None:
+    """Record, stop and start again at once: the interruption asks for a voice note (a WAV)."""
+    store = config.parent / "store"
+    with running_daemon(config) as daemon:
+        daemon.controls.press()
+        wait_for(lambda: len(records_of(store, "segment_sealed")) >= 2, what="two segments")
+        daemon.controls.press(long=True)
+        wait_for(lambda: daemon.machine.state is State.STANDBY, what="the stop")
+        daemon.controls.press()
+        wait_for(lambda: bool(records_of(store, "voice_note")), timeout=30, what="the voice note")
+
+
+def records_of(store: Path, kind: str) -> list[dict]:
+    return [r for r in records(store) if r["type"] == kind] if (store / "chain.jsonl").exists() \
+        else []
+
+
+@pytest.fixture(scope="module")
+def rotated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Segments and a voice note; the key rotated with the daemon stopped (`bodycam keys
+    rotate`); then a second start, signed by the new key, and more segments."""
+    root = tmp_path_factory.mktemp("rotated")
+    config = write_device_config(root / "device.toml", root / "store", note_max=1)
+    record_with_a_voice_note(config)
+    subprocess.run([*BODYCAM, "keys", "rotate", "--config", str(config), "--reason", "test"],
+                   check=True, capture_output=True, timeout=60)
+    record_segments(config, 2)
+    return root / "store"
+
+
+@pytest.fixture(scope="module")
+def encrypted_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Segments and a voice note encrypted to an agency's age recipient (.ts.age, .wav.age)."""
+    root = tmp_path_factory.mktemp("encrypted")
+    key = root / "agency.key"
+    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+    found = re.search(r"public key: (age1\w+)", key.read_text())
+    assert found is not None
+    recipient = found.group(1)
+    config = write_device_config(
+        root / "device.toml", root / "store", note_max=1,
+        extra=f'[encryption]\nenabled = true\nrecipients = ["{recipient}"]')
+    record_with_a_voice_note(config)
+    return root / "store"
+
+
+def copy_of(store: Path, to: Path) -> Path:
+    shutil.copytree(store, to, ignore=shutil.ignore_patterns("control.sock"))
+    for path in to.rglob("*"):
+        path.chmod(0o700 if path.is_dir() else 0o600)
+    return to
+
+
+def test_a_store_with_a_key_rotation_and_voice_notes_verifies(
+        rotated_store: Path, tools: Path, tmp_path: Path) -> None:
+    chain = records(rotated_store)
+    [rotation] = [r for r in chain if r["type"] == "key_rotation"]
+    boots = [r for r in chain if r["type"] == "boot"]
+    assert boots[-1]["seq"] > rotation["seq"]  # a start signed by the new key
+    assert boots[-1]["payload"]["key_fingerprint"] == rotation["payload"]["new_fingerprint"]
+    [note] = [r for r in chain if r["type"] == "voice_note"]
+    assert note["payload"]["file"].endswith(".wav")
+
+    result = run_procedure(rotated_store, tools, tmp_path / "work")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert (f"record {rotation['seq']}: key rotation: the records after it are signed by key "
+            f"{rotation['payload']['new_fingerprint']}\n") in out
+    assert out.count("Signature Verified Successfully") == len(chain)
+    assert (f"record {note['seq']}: {note['payload']['file']} matches: "
+            f"{note['payload']['size']} bytes, sha256 {note['payload']['sha256']}\n") in out
+    head = verify_store(rotated_store).head
+    assert out.endswith(f"OK: {len(chain)} records verify; head seq {head['seq']}, "
+                        f"hash {head['hash']}\n")
+
+
+def test_an_untouched_encrypted_store_verifies_without_a_key(
+        encrypted_store: Path, tools: Path, tmp_path: Path) -> None:
+    """Stored bytes are checked by their hashes; ffprobe is not asked to read ciphertext."""
+    sealed = [r for r in records(encrypted_store) if r["type"] in ("segment_sealed", "voice_note")]
+    assert {Path(r["payload"]["file"]).suffixes[-1] for r in sealed} == {".age"}
+    assert any(r["type"] == "voice_note" for r in sealed)
+
+    result = run_procedure(encrypted_store, tools, tmp_path / "work")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for record in sealed:
+        p = record["payload"]
+        assert (f"record {record['seq']}: {p['file']} matches: {p['size']} bytes, "
+                f"sha256 {p['sha256']}\n") in result.stdout
+    if (tools / "ffprobe").exists():
+        segments = [r for r in sealed if r["type"] == "segment_sealed"]
+        assert result.stdout.count(" is encrypted: decrypt it to compare its times") \
+            == len(segments)
+        assert " video PTS " not in result.stdout
+
+
+# Tampered copies: each must fail the shell procedure, naming what is wrong, and
+# `bodycam verify` too. A damage returns what the shell's output must contain.
+
+def _sealed(store: Path, kind: str) -> dict:
+    return next(r for r in records(store) if r["type"] == kind)
+
+
+def _flip_wav_byte(store: Path) -> str:
+    note = _sealed(store, "voice_note")["payload"]
+    path = store / note["file"]
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # the last sample: the header still says it is a WAV
+    path.write_bytes(bytes(data))
+    return f"{note['file']} is {note['size']} bytes with SHA-256 "
+
+
+def _delete_wav(store: Path) -> str:
+    note = _sealed(store, "voice_note")
+    (store / note["payload"]["file"]).unlink()
+    return f"FAIL: record {note['seq']}: {note['payload']['file']} is missing (deleted)"
+
+
+def _plant_hidden_file(store: Path) -> str:
+    shutil.copy(store / _sealed(store, "segment_sealed")["payload"]["file"],
+                store / "sealed" / ".00000003.ts")
+    return "FAIL: sealed/.00000003.ts is not named by any record"
+
+
+def _resign_after_rotation(store: Path) -> str:
+    """Every record after the rotation re-signed and relinked, by a key it did not hand over
+    to (what a thief of the old key, or of a key file, could write)."""
+    rotation = _sealed(store, "key_rotation")["seq"]
+    resign(store, rotation + 1, Ed25519PrivateKey.generate())
+    return f"FAIL: record {rotation + 1}: Signature Verification Failure (key "
+
+
+def _change_record_after_rotation(store: Path) -> str:
+    """One bit of a record the new key signed: still valid JSON, no longer what was signed."""
+    n = _sealed(store, "key_rotation")["seq"] + 2
+    chain = store / "chain.jsonl"
+    lines = chain.read_bytes().splitlines(keepends=True)
+    line = bytearray(lines[n - 1])
+    line[line.index(b'"officer":"') + len(b'"officer":"')] ^= 0x01
+    lines[n - 1] = bytes(line)
+    chain.write_bytes(b"".join(lines))
+    return f"FAIL: record {n}: Signature Verification Failure (key "
+
+
+def _delete_segment(store: Path) -> str:
+    segment = _sealed(store, "segment_sealed")
+    (store / segment["payload"]["file"]).unlink()
+    return f"FAIL: record {segment['seq']}: {segment['payload']['file']} is missing (deleted)"
+
+
+def resign(store: Path, first: int, key: Ed25519PrivateKey) -> None:
+    """Re-sign records `first` on with `key`, each linked to the (re-signed) one before."""
+    chain = store / "chain.jsonl"
+    lines = chain.read_bytes().splitlines(keepends=True)
+    prev = record_hash(split_line(lines[first - 2].rstrip(b"\n"))[0])
+    for i in range(first - 1, len(lines)):
+        body = json.loads(split_line(lines[i].rstrip(b"\n"))[0])
+        body["prev"] = prev
+        body_bytes = canonical(body)
+        lines[i] = encode_line(body_bytes, key.sign(body_bytes))
+        prev = record_hash(body_bytes)
+    chain.write_bytes(b"".join(lines))
+
+
+@pytest.mark.parametrize("damage", [_flip_wav_byte, _delete_wav, _plant_hidden_file,
+                                    _resign_after_rotation, _change_record_after_rotation,
+                                    _delete_segment])
+def test_the_procedure_reports_damage_to_a_rotated_store(
+        rotated_store: Path, tools_without_ffprobe: Path, tmp_path: Path,
+        damage: Callable[[Path], str]) -> None:
+    store = copy_of(rotated_store, tmp_path / "copy")
+    expected = damage(store)
+    result = run_procedure(store, tools_without_ffprobe, tmp_path / "work")
+    assert result.returncode == 1, result.stdout
+    assert expected in result.stdout
+    assert result.stdout.endswith("FAIL: the store does not verify\n")
+    assert not verify_store(store).ok
+
+
+@pytest.mark.parametrize("damage", [_flip_wav_byte, _delete_wav, _plant_hidden_file,
+                                    _delete_segment])
+def test_the_procedure_reports_damage_to_an_encrypted_store(
+        encrypted_store: Path, tools_without_ffprobe: Path, tmp_path: Path,
+        damage: Callable[[Path], str]) -> None:
+    store = copy_of(encrypted_store, tmp_path / "copy")
+    expected = damage(store)
+    result = run_procedure(store, tools_without_ffprobe, tmp_path / "work")
+    assert result.returncode == 1, result.stdout
+    assert expected in result.stdout
+    assert not verify_store(store).ok
+
+
+# Purges: a file may be gone when a custody record and then a purge record name it.
+
+def seal(store: Path, kind: str, payload: dict, key: Ed25519PrivateKey | None = None) -> dict:
+    """A record signed by the store's own key (or `key`), as the device seals it."""
+    key = key or load_or_create_device_key(store / "keys", store / "chain.jsonl")
+    chain = Chain(store / "chain.jsonl", key, lambda: ("TEST-0001", "OFC-7"),
+                  SimulatedClock().state, current_boot_id())
+    try:
+        return chain.append(kind, payload)
+    finally:
+        chain.close()
+
+
+def purge(store: Path, segment: dict, custody: int | None) -> None:
+    """Seal a purge of `segment` (held by record `custody`), then delete its file."""
+    item = {k: segment["payload"][k] for k in ("file", "sha256", "size")}
+    seal(store, "purge", {"reason": "policy", "free_bytes": 1 << 30,
+                          "files": [{**item, "seq": segment["seq"], "custody": custody}]})
+    (store / segment["payload"]["file"]).unlink()
+
+
+def test_a_file_purged_after_custody_may_be_gone(store_copy: Path, tools_without_ffprobe: Path,
+                                                 tmp_path: Path) -> None:
+    segments = segment_records(store_copy)
+    custody = seal(store_copy, "custody", {
+        "report_id": "r-1", "operator": "test", "head": verify_store(store_copy).head,
+        "dock": {"name": "DOCK-1", "certificate_sha256": "0" * 64},
+        "segments": [{"seq": r["seq"], **{k: r["payload"][k] for k in ("file", "sha256", "size")}}
+                     for r in segments]})
+    purge(store_copy, segments[0], custody["seq"])
+
+    result = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (f"record {segments[0]['seq']}: {segments[0]['payload']['file']} was purged after "
+            f"custody (held by record {custody['seq']}, purged by record {custody['seq'] + 1})"
+            ) in result.stdout
+    assert verify_store(store_copy).ok
+
+
+def test_a_purge_without_custody_fails(store_copy: Path, tools_without_ffprobe: Path,
+                                       tmp_path: Path) -> None:
+    segment = segment_records(store_copy)[0]
+    purge(store_copy, segment, None)
+
+    result = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work")
+    assert result.returncode == 1, result.stdout
+    file = segment["payload"]["file"]
+    purge_seq = len(records(store_copy))
+    assert (f"FAIL: record {purge_seq}: purges {file}, which no custody record before it holds "
+            "with that hash\n") in result.stdout
+    assert f"FAIL: record {segment['seq']}: {file} is missing (deleted)" in result.stdout
+    assert not verify_store(store_copy).ok
+
+
+def test_a_retired_store_verifies_and_nothing_may_follow_its_retirement(
+        store_copy: Path, tools_without_ffprobe: Path, tmp_path: Path) -> None:
+    """`bodycam keys retire` with the daemon stopped: the retirement follows the shutdown,
+    with no boot before it. A record signed after it, by a copy of the destroyed key, fails."""
+    kept = serialization.load_pem_private_key((store_copy / "keys" / "device.key").read_bytes(),
+                                              None)
+    assert isinstance(kept, Ed25519PrivateKey)
+    config = write_device_config(tmp_path / "device.toml", store_copy)
+    subprocess.run([*BODYCAM, "keys", "retire", "--config", str(config), "--reason", "test"],
+                   check=True, capture_output=True, timeout=60)
+    chain = records(store_copy)
+    assert [r["type"] for r in chain[-2:]] == ["shutdown", "retirement"]
+
+    result = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert verify_store(store_copy).ok
+
+    seal(store_copy, "shutdown", {"reason": "SIGTERM"}, kept)
+    result = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work")
+    assert result.returncode == 1, result.stdout
+    assert (f"FAIL: record {len(chain) + 1}: signed after the device was retired by record "
+            f"{len(chain)} (inserted)\n") in result.stdout
+    assert not verify_store(store_copy).ok
