@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from agent.device.chain_index import ChainIndex
 from agent.device.offload import custody
 from agent.device.offload.custody import (
     BACKOFF_FIRST_S,
@@ -24,7 +25,7 @@ from agent.device.offload.custody import (
     Ledger,
     ProofBackoff,
 )
-from agent.evidence.chain import Chain
+from agent.evidence.chain import Chain, parse_line, record_hash
 from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.possession import file_proof
 from hal.clock import SimulatedClock
@@ -67,19 +68,20 @@ def desk(store_copy: Path) -> Iterator[CustodyDesk]:
     chain = Chain(store_copy / "chain.jsonl", load_or_create_device_key(store_copy / "keys"),
                   lambda: ("TEST-A", "officer-1"), SimulatedClock().state, "test-boot")
     try:
-        yield CustodyDesk(chain, Ledger(store_copy / "chain.jsonl").refresh(), store_copy)
+        yield CustodyDesk(chain, Ledger(ChainIndex.open(store_copy / "chain.jsonl")).refresh(),
+                          store_copy)
     finally:
         chain.close()
 
 
 def report(desk: CustodyDesk, store: Path, dock: DockIdentity, forged: bool) -> CustodyReport:
     """A whole report on a fresh nonce of `dock`'s, with true or forged proofs."""
-    ledger = Ledger(store / "chain.jsonl").refresh()
+    ledger = Ledger(ChainIndex.open(store / "chain.jsonl")).refresh()
     nonce = desk.nonces.issue(dock.certificate_sha256)
-    head = max(ledger.hashes)
+    body_bytes, _, body = parse_line((store / "chain.jsonl").read_bytes().splitlines()[-1])
     return CustodyReport.model_validate({
         "report_id": str(uuid.uuid4()), "nonce": nonce, "operator": "operator Li",
-        "head": {"seq": head, "hash": ledger.hashes[head]},
+        "head": {"seq": body["seq"], "hash": record_hash(body_bytes)},
         "segments": [{"seq": f.seq, "sha256": f.sha256,
                       "proof": "0" * 64 if forged else file_proof(store / f.file, nonce)}
                      for f in ledger.outstanding()]})
