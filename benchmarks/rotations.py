@@ -60,7 +60,7 @@ from typing import Any, NamedTuple
 import av
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 

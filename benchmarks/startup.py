@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"sim": ROOT / "config" / "sim.toml", "pi": ROOT / "config" / "default.toml"}
 TARGET_S = 1.0
 
