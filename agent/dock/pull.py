@@ -16,6 +16,7 @@ connection; not its address, which on a dock link is arbitrary.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -444,7 +445,7 @@ async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, fo
     async with session.post(f"{API}/custody", json=body, timeout=timeout) as response:
         answer = await read_json(response, "custody report")
     receipt = answer["receipt"].encode("utf-8")
-    custody = _check_receipt(folder, receipt, body)
+    custody = _check_receipt(folder, records, receipt, body)
     _create(folder / "receipts" / f"{custody['seq']:08d}-custody.jsonl", receipt, 0o644)
     result.custody_seq = custody["seq"]
     result.purged = answer.get("purged", [])
@@ -461,9 +462,18 @@ def _prove(folder: Path, sealed: dict[str, Any], nonce: str) -> str:
     return proof.hexdigest()
 
 
-def _check_receipt(folder: Path, receipt: bytes, sent: dict[str, Any]) -> dict[str, Any]:
-    """The receipt is the device's custody record: signed by its key, naming what we sent."""
-    key = load_public_key(folder / "keys" / PUBLIC_NAME)
+def _check_receipt(folder: Path, records: list[dict[str, Any]], receipt: bytes,
+                   sent: dict[str, Any]) -> dict[str, Any]:
+    """The receipt is the device's custody record: signed by the key in force after the
+    verified chain (the first key, or the one its last rotation handed over to), naming
+    what we sent."""
+    rotations = [r for r in records if r.get("type") == "key_rotation"]
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(
+            rotations[-1]["payload"]["new_public_key"])) if rotations else \
+            load_public_key(folder / "keys" / PUBLIC_NAME)
+    except ValueError as exc:
+        raise DockError(f"the device's signing key after its last rotation: {exc}") from exc
     try:
         body_bytes, signature, body = parse_line(receipt.rstrip(b"\n"))
         key.verify(signature, body_bytes)

@@ -20,6 +20,7 @@ import pytest
 from yarl import URL
 
 from agent.cli import main
+from agent.device.enrollment import rotate
 from agent.device.offload import tls_http
 from agent.dock.bulk import BulkLink, Connections, Download
 from agent.dock.direct_file import ALIGN
@@ -610,3 +611,23 @@ def test_a_dock_link_without_a_dock_ca_never_stops_recording(
         f"[dock] offload TLS: client CA {store / 'keys' / 'dock-ca.pem'}: OpenSSL will not load it"
     assert f"offload server not started: {expected}" in caplog.text
     assert verify_store(store).ok
+
+
+def test_custody_after_a_key_rotation(tmp_path: Path, recorded: Path, dock_pki: Pki) -> None:
+    """The receipt is signed by the key in force after the rotation, not the first key in
+    keys/device.pub: the dock must check it by the key the verified chain hands over to."""
+    store = copy_store(recorded, tmp_path / "rotated")
+    keys = store / "keys"
+    key = load_or_create_device_key(keys, store / "chain.jsonl")
+    chain = Chain(store / "chain.jsonl", key, lambda: ("TEST-0001", "OFC-7"),
+                  SimulatedClock().state, "test-boot")
+    try:
+        rotate(keys, chain, key, "TEST-0001", "yearly")
+    finally:
+        chain.close()
+    with docked_device(tmp_path, store, dock_pki) as device:
+        result = device.pull(tmp_path / "evidence")
+        assert result.ok and result.custody_seq is not None, \
+            result.problem or result.verify.summary()
+        (custody,) = device.records("custody")
+    assert custody["seq"] == result.custody_seq
