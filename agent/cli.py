@@ -157,7 +157,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from agent.evidence.verify import report_json, stores_in, verify_store
+    from agent.evidence.verify import report_json, reports_json, stores_in, verify_store
 
     root = args.path or (args.store or _config(args).store_path)
     roots = stores_in(root)  # a dock's evidence folder holds one store per device
@@ -165,19 +165,21 @@ def _verify(args: argparse.Namespace) -> int:
     if len(roots) > 1 and (outside.heads or outside.receipts):
         raise WitnessError(f"{root} holds {len(roots)} devices' stores: give --head and "
                            "--receipt with the one device's folder")
-    failed = 0
+    reports = []
     for store in roots:
         report = verify_store(store, args.key, outside=outside)
-        failed += not report.ok
+        reports.append(report)
         if args.json:
-            print(report_json(report))
             continue
         if len(roots) > 1:
             print(f"{store}:")
         print(report.summary())
         for note in report.notes:
             print(f"note: {note}")
-    return 1 if failed else 0
+    if args.json:  # one JSON document: the report, or every device's in an evidence folder
+        print(report_json(reports[0]) if len(reports) == 1 else
+              reports_json(reports))
+    return 0 if all(report.ok for report in reports) else 1
 
 
 def _outside(args: argparse.Namespace) -> Outside:

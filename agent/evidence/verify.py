@@ -727,3 +727,9 @@ def _sha256(path: Path) -> str:
 
 def report_json(report: Report) -> str:
     return json.dumps(report.as_dict(), indent=2, default=str)
+
+
+def reports_json(reports: list[Report]) -> str:
+    """Several stores' reports (a dock's evidence folder) as one document."""
+    return json.dumps({"ok": all(r.ok for r in reports),
+                       "stores": [r.as_dict() for r in reports]}, indent=2, default=str)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
+from agent.evidence.keys import fingerprint, load_public_key
 from tests.support.mutants import FAIL, OK, Mutant, mutants
 
 
@@ -90,3 +91,23 @@ def test_a_witness_that_cannot_be_used_is_one_line_and_exit_2(
                              *args], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith(f"bodycam: {message}") and result.stderr.count("\n") == 1
+
+
+def test_an_evidence_folder_of_several_devices_is_one_json_document(
+        recorded_store: Path, tmp_path: Path) -> None:
+    """A dock's folder holds a store per device: `--json` prints one document a tool can
+    parse, each device's report in it."""
+    evidence = tmp_path / "evidence"
+    for device in ("BWC-0001", "BWC-0002"):
+        shutil.copytree(recorded_store, evidence / device)
+        key = fingerprint(load_public_key(evidence / device / "keys" / "device.pub"))
+        (evidence / device / "manifest.json").write_text(json.dumps(
+            {"key_fingerprint": key, "head": None}))
+    (evidence / "BWC-0002" / "chain.jsonl").write_bytes(
+        (evidence / "BWC-0002" / "chain.jsonl").read_bytes()[:-1])  # the final newline gone
+    result = subprocess.run([sys.executable, "-m", "agent", "verify", "--json", str(evidence)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    document = json.loads(result.stdout)
+    assert document["ok"] is False
+    assert [store["ok"] for store in document["stores"]] == [True, False]
