@@ -35,8 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.device import wait_for
-from tests.support.power_cuts import BOUND_S, POLL_S, CutRecorder, percentile
+from tests.support.power_cuts import BOUND_S, CutRecorder, percentile
 
 
 def campaign(root: Path, how: str, count: int, rng: random.Random
@@ -47,15 +46,7 @@ def campaign(root: Path, how: str, count: int, rng: random.Random
     recorder = CutRecorder(root)
     started = time.monotonic()
     try:
-        recorder.start()
-        wait_for(recorder.recording, timeout=30, what="recording", interval=POLL_S)
-        time.sleep(1.0)
-        recorder.disk.sync()  # the store is older than the kernel's writeback (issue 19 item 1)
-        for n in range(count):
-            recorder.cut(how, after_s=rng.uniform(0.3, 2.5))
-            recorder.resume()
-            if (n + 1) % 25 == 0:
-                print(f"  {n + 1} cuts", flush=True)
+        recorder.campaign([how] * count, rng, progress)
         recorder.stop()
         verified = recorder.verify()
         problems = [*recorder.findings, *(line for line in verified.stdout.splitlines()
@@ -65,6 +56,11 @@ def campaign(root: Path, how: str, count: int, rng: random.Random
     finally:
         recorder.close()
     return recorder, time.monotonic() - started, problems
+
+
+def progress(done: int) -> None:
+    if done % 25 == 0:
+        print(f"  {done} cuts", flush=True)
 
 
 def row(name: str, lost: list[float]) -> str:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,20 @@ class CutRecorder:
         self.daemon = spawn_daemon(self.config, self.store)
         if press:
             trigger_start(self.config)
+
+    def campaign(self, schedule: list[str], rng: random.Random,
+                 progress: Callable[[int], None] = lambda done: None) -> None:
+        """Record, let the store age past the kernel's writeback, then cut it as `schedule`
+        says (each "random", "process" or a trigger), 0.3 to 2.5 s into each resumed
+        recording, starting again on what survived each time."""
+        self.start()
+        wait_for(self.recording, timeout=30, what="recording", interval=POLL_S)
+        time.sleep(1.0)
+        self.disk.sync()  # the store is older than the kernel's writeback
+        for done, how in enumerate(schedule, 1):
+            self.cut(how, after_s=rng.uniform(0.3, 2.5))
+            self.resume()
+            progress(done)
 
     def cut(self, how: str = "random", after_s: float = 0.0, timeout: float = 60.0) -> Cut:
         """Cut the power `after_s` from now ("random"), or arm the trigger `how` and wait for

@@ -43,13 +43,7 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Campaign]:
     rng.shuffle(schedule)
     started = time.monotonic()
     try:
-        recorder.start()
-        wait_for(recorder.recording, timeout=30, what="recording", interval=POLL_S)
-        time.sleep(1.0)
-        recorder.disk.sync()  # the store is older than the kernel's writeback (issue 19 item 1)
-        for how in schedule:
-            recorder.cut(how, after_s=rng.uniform(0.3, 2.5))
-            recorder.resume()
+        recorder.campaign(schedule, rng)
         time.sleep(1.0)
         recorder.stop()
         yield Campaign(recorder, time.monotonic() - started)
