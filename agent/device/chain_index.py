@@ -146,9 +146,9 @@ class ChainIndex:
         if meta["last_hash"] is None:
             return None  # its last line was not a record: nothing more to compare
         try:
-            body_bytes, _ = split_line(line.rstrip(b"\n"))
-            seq = json.loads(body_bytes)["seq"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            body_bytes, _, body = parse_line(line.rstrip(b"\n"))
+            seq = body["seq"]
+        except ValueError:
             return f"expects record {meta['last_seq']} on line {lines}, which is not a record"
         if (seq, record_hash(body_bytes)) != (meta["last_seq"], meta["last_hash"]):
             return (f"expects record {meta['last_seq']} hash {meta['last_hash'][:16]}… on "
@@ -228,8 +228,8 @@ class ChainIndex:
         try:
             body = json.loads(body_bytes)
             seq = body["seq"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            return None
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+            return None  # not a record (deep nesting included): the verifier reports it
         self._meta["last_seq"] = seq
         try:
             self._derive(line, seq, body["type"], body["payload"], body)
