@@ -22,7 +22,6 @@ None of this ever logs key material.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -291,7 +290,7 @@ def _load_cert(pem: bytes, what: str) -> x509.Certificate:
 def describe(cert: x509.Certificate) -> dict[str, Any]:
     """What a record says of a certificate: enough to find it, nothing secret."""
     return {
-        "sha256": hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        "sha256": anchors.sha256(cert),
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
         "not_before": utc_iso(int(cert.not_valid_before_utc.timestamp()) * 10**9),
