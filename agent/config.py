@@ -11,7 +11,7 @@ import re
 import reprlib
 import sys
 import tomllib
-from fractions import Fraction
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -76,14 +76,37 @@ class StoreConfig(_Section):
     resume_free_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = 64 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class VideoMode:
+    """What the camera records: frame size, frame rate and H.264 bitrate."""
+
+    width: int
+    height: int
+    fps: int
+    bitrate: int
+
+
+ProfileName = Literal["720p30", "1080p30"]
+# The named profiles agencies' tenders ask for; docs/hardware.md gives each one's cost per board.
+PROFILES: dict[str, VideoMode] = {
+    "720p30": VideoMode(1280, 720, 30, 4_000_000),
+    "1080p30": VideoMode(1920, 1080, 30, 8_000_000),
+}
+
+
 class CameraConfig(_Section):
     backend: Literal["sim", "picamera2"]
-    width: Annotated[int, Field(ge=64, le=3840, multiple_of=2)]
-    height: Annotated[int, Field(ge=64, le=2160, multiple_of=2)]
-    fps: Annotated[int, Field(ge=1, le=120)]
+    # A named profile, or "auto": the board's default (hal/board.py: 1080p30 where the SoC
+    # encodes H.264 in hardware, else 720p30). Or, instead of a profile, width, height and
+    # fps (and bitrate) of one's own.
+    profile: Literal["auto", ProfileName] | None = None
+    width: Annotated[int, Field(ge=64, le=3840, multiple_of=2)] | None = None
+    height: Annotated[int, Field(ge=64, le=2160, multiple_of=2)] | None = None
+    fps: Annotated[int, Field(ge=1, le=120)] | None = None
     keyframe_interval: Annotated[int, Field(ge=1, le=10_000,
                                          description="frames between keyframes")]
-    bitrate: Annotated[int, Field(ge=100_000, le=50_000_000)]
+    # Unset: the profile's.
+    bitrate: Annotated[int, Field(ge=100_000, le=50_000_000)] | None = None
     realtime: bool = True
     overlay: bool = True
     # What the overlay burns into every frame, in this order: local time with its offset,
@@ -111,9 +134,38 @@ class CameraConfig(_Section):
                              "e.g. \"Asia/Shanghai\" or \"UTC\")") from None
         return name
 
+    @model_validator(mode="after")
+    def _profile_or_own_size(self) -> CameraConfig:
+        own = {"width": self.width, "height": self.height, "fps": self.fps}
+        given = [key for key, value in own.items() if value is not None]
+        if given and self.profile is not None:
+            raise ValueError(f"profile = {self.profile!r} and {', '.join(given)}: the "
+                             "profile sets the size and rate; set one or the other")
+        if given and (len(given) < len(own) or self.bitrate is None):
+            missing = [key for key, value in {**own, "bitrate": self.bitrate}.items()
+                       if value is None]
+            raise ValueError(f"{', '.join(given)} without {', '.join(missing)}: a size of "
+                             "one's own needs width, height, fps and bitrate (or a profile)")
+        return self
+
+    def mode(self, board_profile: ProfileName) -> VideoMode:
+        """What is recorded: the size of one's own, else the profile (the board's for
+        "auto"), with [camera] bitrate when set."""
+        if self.width is not None and self.height is not None and self.fps is not None:
+            assert self.bitrate is not None  # _profile_or_own_size
+            return VideoMode(self.width, self.height, self.fps, self.bitrate)
+        profile = PROFILES[board_profile if self.profile in (None, "auto") else self.profile]
+        return profile if self.bitrate is None else replace(profile, bitrate=self.bitrate)
+
     @property
-    def frame_interval_us(self) -> Fraction:
-        return Fraction(1_000_000, self.fps)
+    def lowest_fps(self) -> int:
+        """The frame rate, or for "auto" the lowest any board's profile has: what the
+        keyframe check must hold for before the board is known."""
+        if self.fps is not None:
+            return self.fps
+        if self.profile in PROFILES:
+            return PROFILES[self.profile].fps
+        return min(mode.fps for mode in PROFILES.values())
 
 
 class AudioConfig(_Section):
@@ -415,11 +467,11 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _keyframes_fit_segments(self) -> Config:
-        gop_seconds = self.camera.keyframe_interval / self.camera.fps
+        gop_seconds = self.camera.keyframe_interval / self.camera.lowest_fps
         if gop_seconds > self.recorder.segment_seconds:
             raise ValueError(
                 f"[camera] keyframe_interval = {self.camera.keyframe_interval} frames at "
-                f"{self.camera.fps} fps is {gop_seconds:g} s, longer than "
+                f"{self.camera.lowest_fps} fps is {gop_seconds:g} s, longer than "
                 f"[recorder] segment_seconds = {self.recorder.segment_seconds:g}: "
                 "segments can only start on a keyframe")
         return self
@@ -515,6 +567,8 @@ def _describe(path: Path, err: Any) -> str:
         return f"config error in {path}: missing key {_key(loc)}"
     if not loc:
         return f"config error in {path}: {err['msg'].removeprefix('Value error, ')}"
+    if len(loc) == 1 and isinstance(err["input"], dict):  # a rule across a section's keys
+        return f"config error in {path}: [{loc[0]}] {err['msg'].removeprefix('Value error, ')}"
     return (f"config error in {path}: {_key(loc)} = {_SHORT.repr(err['input'])}: "
             f"{err['msg'].removeprefix('Value error, ')}")
 

@@ -19,6 +19,7 @@ from agent.device.periodic import Periodic
 from agent.device.voice import Voice
 from agent.evidence.chain import Chain
 from hal.battery import Battery, projected_runtime_s
+from hal.camera.mode import recording_bitrate
 from hal.clock import KernelClock, SimulatedClock
 from hal.gpio import OfficerControls
 from hal.storage import free_bytes, recording_hours
@@ -142,8 +143,7 @@ class Cues(Periodic):
 
     def _storage_low(self) -> Condition:
         config = self._config
-        bitrate = config.camera.bitrate + (config.audio.bitrate if config.audio.enabled else 0)
         free = free_bytes(config.store_path)
-        minutes = recording_hours(free, bitrate) * 60
+        minutes = recording_hours(free, recording_bitrate(config)) * 60
         return (minutes < config.cues.storage_low_minutes,
                 f"{free / 1e9:.2f} GB free, about {minutes:.0f} min of recording")

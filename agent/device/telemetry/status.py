@@ -18,6 +18,7 @@ from agent.config import Config
 from agent.device.offload.custody import Ledger, export_backlog
 from agent.evidence.chain import utc_iso
 from hal.battery import Battery, projected_runtime_s
+from hal.camera.mode import recording_bitrate
 from hal.clock import KernelClock, SimulatedClock
 from hal.gnss import Gnss, location_fields
 from hal.storage import free_bytes, recording_hours
@@ -82,9 +83,9 @@ def _battery(sources: StatusSources) -> dict[str, Any] | None:
 
 def _storage(sources: StatusSources) -> dict[str, Any]:
     config = sources.config
-    bitrate = config.camera.bitrate + (config.audio.bitrate if config.audio.enabled else 0)
     free = free_bytes(config.store_path)
-    return {"free_bytes": free, "hours_left": round(recording_hours(free, bitrate), 1)}
+    return {"free_bytes": free,
+            "hours_left": round(recording_hours(free, recording_bitrate(config)), 1)}
 
 
 def _clock(sources: StatusSources) -> dict[str, Any]:
