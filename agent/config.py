@@ -187,6 +187,10 @@ class AudioConfig(_Section):
     input_latency_s: Annotated[float, Field(gt=0, le=1)] = 0.1
 
 
+# GA/T 947: the low-battery alarm while at least 5 and at most 30 minutes of recording remain.
+LOW_BATTERY_WINDOW_MIN = (5, 30)
+
+
 class BatteryConfig(_Section):
     """Where the charge is read, and what projects the runtime left."""
 
@@ -202,12 +206,22 @@ class BatteryConfig(_Section):
     capacity_wh: Annotated[float, Field(gt=0, le=1000)] = 11.1
     # Unset: the published figure for this board (hal/board.py, docs/hardware.md).
     recording_draw_w: Annotated[float, Field(gt=0, le=100)] | None = None
-    low_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
-    low_minutes: Annotated[float, Field(ge=0, le=24 * 60)] = 20.0
+    low_percent: Annotated[float, Field(ge=0, le=100)] = 10.0  # the self-check's
+    # The low-battery alarm: at this much recording left by the runtime estimate, within
+    # the standard's window of 5 to 30 minutes (GA/T 947; docs/chain-format.md, alarm).
+    low_minutes: float = 20.0
     # Below this the recording is sealed and stopped while it still can be; it resumes
     # on the charger or at resume_percent.
     stop_percent: Annotated[float, Field(ge=0, le=100)] = 3.0
     resume_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
+
+    @field_validator("low_minutes")
+    @classmethod
+    def _in_the_alarm_window(cls, minutes: float) -> float:
+        if not LOW_BATTERY_WINDOW_MIN[0] <= minutes <= LOW_BATTERY_WINDOW_MIN[1]:
+            raise ValueError("the low-battery alarm must come while {} to {} minutes of "
+                             "recording remain".format(*LOW_BATTERY_WINDOW_MIN))
+        return minutes
 
     @model_validator(mode="after")
     def _resume_above_stop(self) -> BatteryConfig:
