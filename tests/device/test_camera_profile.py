@@ -45,7 +45,7 @@ def test_a_named_profile_is_the_same_on_every_board(write_config) -> None:
     config, _ = load_config(path)
     for model in ("Raspberry Pi 5 Model B Rev 1.0", "Raspberry Pi 4 Model B Rev 1.5"):
         mode = config.camera.mode(board_from_model(model).camera_profile)
-        assert (mode.width, mode.height, mode.fps, mode.bitrate) == (1920, 1080, 30, 8_000_000)
+        assert (mode.width, mode.height, mode.fps, mode.bitrate) == (1920, 1080, 30, 9_000_000)
 
 
 BAD = {
