@@ -148,14 +148,24 @@ class CameraConfig(_Section):
                              "one's own needs width, height, fps and bitrate (or a profile)")
         return self
 
+    def profile_for(self, board_profile: ProfileName) -> ProfileName | None:
+        """The profile recorded: the one named, the board's for "auto", None for a size of
+        one's own."""
+        if self.width is not None:
+            return None
+        if self.profile is None or self.profile == "auto":
+            return board_profile
+        return self.profile
+
     def mode(self, board_profile: ProfileName) -> VideoMode:
-        """What is recorded: the size of one's own, else the profile (the board's for
-        "auto"), with [camera] bitrate when set."""
-        if self.width is not None and self.height is not None and self.fps is not None:
-            assert self.bitrate is not None  # _profile_or_own_size
+        """What is recorded: the size of one's own, else the profile, with [camera] bitrate
+        when set."""
+        profile = self.profile_for(board_profile)
+        if profile is None:
+            assert self.width and self.height and self.fps and self.bitrate  # validated
             return VideoMode(self.width, self.height, self.fps, self.bitrate)
-        profile = PROFILES[board_profile if self.profile in (None, "auto") else self.profile]
-        return profile if self.bitrate is None else replace(profile, bitrate=self.bitrate)
+        mode = PROFILES[profile]
+        return mode if self.bitrate is None else replace(mode, bitrate=self.bitrate)
 
     @property
     def lowest_fps(self) -> int:

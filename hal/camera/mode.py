@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
-from agent.config import Config, VideoMode
+from agent.config import Config, ProfileName, VideoMode
 from hal.board import this_board
 
 
 def video_mode(config: Config) -> VideoMode:
     return config.camera.mode(this_board().camera_profile)
+
+
+def profile_name(config: Config) -> ProfileName | None:
+    """The profile recorded on this board; None for a size of one's own."""
+    return config.camera.profile_for(this_board().camera_profile)
 
 
 def recording_bitrate(config: Config) -> int:
