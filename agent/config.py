@@ -88,7 +88,7 @@ class VideoMode:
 
 ProfileName = Literal["720p30", "1080p30"]
 # The named profiles agencies' tenders ask for; docs/hardware.md gives each one's cost per board.
-PROFILES: dict[str, VideoMode] = {
+PROFILES: dict[ProfileName, VideoMode] = {
     "720p30": VideoMode(1280, 720, 30, 4_000_000),
     "1080p30": VideoMode(1920, 1080, 30, 9_000_000),
 }
