@@ -221,7 +221,8 @@ def _timeline(shift: Shift, scale: _Scale, zone: tzinfo, title: str) -> str:
         start = recording.start - recording.pre_event_us
         if recording.pre_event_us:
             out.append(_bar(scale, 0, start, recording.start, "pre_event",
-                            f"pre-event {_duration(recording.pre_event_us)}", zone))
+                            f"pre-event {_duration(recording.pre_event_us)}", zone,
+                            before=True))
         out.append(_bar(scale, 0, recording.start, recording.end, recording.mode,
                         f"recording {recording.seq} ({recording.trigger}), "
                         f"{_duration(recording.media_us)}", zone))
@@ -257,11 +258,14 @@ def _axis(scale: _Scale, zone: tzinfo, height: int) -> list[str]:
 
 
 def _bar(scale: _Scale, lane: int, start: int, end: int, kind: str, label: str,
-         zone: tzinfo) -> str:
+         zone: tzinfo, before: bool = False) -> str:
+    """A bar at least 2 px wide, so that a gap of a millisecond is still seen; `before`:
+    one that must end where it ends (the pre-event buffer, before its recording's bar)."""
     if end < scale.start or start > scale.end:
         return ""
     x0, x1 = scale.x(start), scale.x(end)
-    width = max(2.0, x1 - x0)  # a gap of a millisecond is still seen
+    width = max(2.0, x1 - x0)
+    x0 = x1 - width if before else x0
     return (f'<rect x="{x0:.1f}" y="{_y(lane) + 2}" width="{width:.1f}" height="{_LANE - 4}" '
             f'fill="{COLOURS[kind]}"><title>{_name(kind)}: {escape(label)}, '
             f"{_when(start, zone)} – {_when(end, zone)}</title></rect>")
