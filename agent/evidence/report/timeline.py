@@ -426,7 +426,9 @@ class _Reader:
             if files and all(seq in self.purged for seq in files):
                 incident.purged_at = max(self.purged[seq] for seq in files)
             incident.archived = bool(files) and set(files) <= held
-            self.shift_of[recording.seq].incidents.append(incident)
+            shift = self.shift_of[recording.seq]
+            shift.incidents.append(incident)
+            shift.start = min(shift.start, incident.start)  # its pre-event, before the boot
         if archived_at is not None and self.shifts:
             last = self.shifts[-1]
             last.events.append(Event("archive", archived_at, f"{len(held)} files", 0))
