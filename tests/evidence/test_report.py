@@ -43,6 +43,7 @@ def test_recordings_joined_by_interruptions_are_one_incident_taken_into_custody_
     assert [r.mode for r in joined.recordings] == ["video", "video", "audio"]
     assert [g.cause for g in joined.interruptions] == ["camera_fault", "officer_stop_restart"]
     assert [g.explained for g in joined.interruptions] == [False, True]
+    assert (len(joined.marks), len(joined.photos)) == (1, 1)  # made during recording 1
     assert joined.start == us(at(8, 10)) - 2 * S  # the pre-event buffer is part of it
     assert joined.end == us(at(8, 35))
     assert joined.custody is not None and joined.custody.dock == "DOCK-1"

@@ -152,8 +152,10 @@ def _incident(shift: Shift, incident: Incident, zone: tzinfo) -> str:
         held += f"; 设备已删除 purged on the device {_when(incident.purged_at, zone)}"
     if incident.archived:
         held += "; 已归档 held in this dock's evidence folder"
+    marked = (f" · 重要标记 marked ×{len(incident.marks)}" if incident.marks else "") + (
+        f" · 照片 photos ×{len(incident.photos)}" if incident.photos else "")
     return (f"<h4>事件 Incident {incident.number}: {_when(incident.start, zone)} – "
-            f"{_when(incident.end, zone)}</h4>"
+            f"{_when(incident.end, zone)}{marked}</h4>"
             "<table><tr><th>录制 Recording</th><th>方式 Mode</th><th>触发 Trigger</th>"
             "<th>开始 Start</th><th>结束 End</th><th>停止原因 Stop</th><th>时长 Recorded</th>"
             f"<th>预录 Pre-event</th></tr>{rows}</table><p>{held}</p>"

@@ -116,6 +116,7 @@ def _incident(incident: Incident) -> dict[str, Any]:
                             "pre_event_s": _s(r.pre_event_us), "files": r.files}
                            for r in incident.recordings],
             "interruptions": [i.seq for i in incident.interruptions],
+            "marks": incident.marks, "photos": incident.photos,
             "custody": None if custody is None else {
                 "at": _iso(custody.at), "seq": custody.seq, "dock": custody.dock,
                 "delay_s": _s(delay) if delay is not None else None},

@@ -125,6 +125,8 @@ class Incident:
 
     recordings: list[Recording]
     interruptions: list[Interruption] = field(default_factory=list)
+    marks: list[int] = field(default_factory=list)  # seqs of the marks made during it
+    photos: list[int] = field(default_factory=list)  # seqs of the photos taken during it
     custody: Custody | None = None  # the custody that completed it: every file in custody
     purged_at: int | None = None  # the device deleted the last of its files then
     archived: bool = False  # the dock's copy read here holds every file
@@ -269,7 +271,7 @@ class _Reader:
         self.gaps: dict[int, Interruption] = {}
         self.custody: dict[int, Custody] = {}  # file seq -> the first custody holding it
         self.purged: dict[int, int] = {}  # file seq -> when its purge was sealed
-        self.photos: dict[int, int] = {}  # photo seq -> its recording
+        self.during: dict[int, tuple[str, int]] = {}  # mark/photo seq -> (kind, recording)
         self.alarms: dict[str, tuple[int, str]] = {}  # raised: name -> (since, value)
         self.clock: tuple[str, int] | None = None  # the band in force, since
 
@@ -374,12 +376,16 @@ class _Reader:
         shift.events.append(Event("exemption", at, spoken, seq))
 
     def _mark(self, shift: Shift, seq: int, at: int, payload: dict[str, Any]) -> None:
+        recording = _int(payload.get("recording"))
+        if recording in self.recordings:
+            self.during[seq] = ("marks", recording)
         shift.events.append(Event("mark", at, _text(payload.get("source"), "?"), seq))
 
     def _photo(self, shift: Shift, seq: int, at: int, payload: dict[str, Any]) -> None:
         recording = self.recordings.get(_int(payload.get("recording")) or 0)
         if recording is not None:
             recording.files.append(seq)
+            self.during[seq] = ("photos", recording.seq)
         size = f"{_int(payload.get('width')) or '?'}×{_int(payload.get('height')) or '?'}"
         shift.events.append(Event("photo", at, size, seq))
 
@@ -451,6 +457,8 @@ class _Reader:
                 else gap.recording_after
             if owner in first:
                 incidents[first[owner]].interruptions.append(gap)
+        for seq, (kind, recording) in sorted(self.during.items()):
+            getattr(incidents[first[recording]], kind).append(seq)
         return list(incidents.values())
 
 
