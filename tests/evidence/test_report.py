@@ -52,6 +52,32 @@ def test_recordings_joined_by_interruptions_are_one_incident_taken_into_custody_
     assert [(s.start, s.end) for s in battery] == [(us(at(9, 20)), us(at(9, 25)))]
 
 
+def test_a_shift_is_one_officers_from_before_the_issue_to_after_the_return() -> None:
+    """Issued and returned at the dock while the daemon runs: the pre-shift self-check
+    before the issue, and the custody after the return, belong to the officer's shift; a
+    device issued again without a restart begins another."""
+    w = known.Writer()
+    w.officer = ""
+    w.add(at(7, 0), "boot")
+    w.add(at(7, 1), "self_check", overall="pass")
+    for officer, hour in (("OFC-1", 8), ("OFC-2", 12), ("OFC-2", 16)):
+        w.officer = officer
+        w.add(at(hour, 0), "officer_assigned", action="issue", officer=officer)
+        start = w.add(at(hour, 10), "record_start", trigger="button")
+        w.add(at(hour, 20), "record_stop", recording=start, reason="button_hold")
+        w.officer = ""
+        w.add(at(hour + 3, 0), "officer_assigned", action="return", officer="")
+        w.add(at(hour + 3, 5), "custody", dock={"name": "D"}, segments=[])
+    w.add(at(20, 0), "shutdown", reason="SIGTERM")
+    shifts = analyse(w.records)
+    assert [(s.officer, s.began_by, s.ended_by, len(s.incidents)) for s in shifts] == [
+        ("OFC-1", "boot", "officer returned", 1),
+        ("OFC-2", "officer_assigned", "officer returned", 1),
+        ("OFC-2", "officer_assigned", "shutdown: SIGTERM", 1)]
+    assert [e.kind for e in shifts[0].events] == ["self_check", "custody"]
+    assert shifts[0].start == us(at(7, 0)) and shifts[0].end == us(at(11, 5))
+
+
 def test_the_clock_band_follows_each_records_clock() -> None:
     first, second = analyse(known.shift_records())
     assert {s.kind for s in first.spans if s.kind.startswith("clock:")} == {"clock:good"}

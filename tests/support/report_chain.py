@@ -38,7 +38,9 @@ def us(moment: datetime) -> int:
     return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
-class _Writer:
+class Writer:
+    """Bodies in seq order, each as the device writes it, at the time given."""
+
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
         self.officer = "OFC-7"
@@ -72,7 +74,7 @@ class _Writer:
 
 
 def shift_records() -> list[dict[str, Any]]:
-    w = _Writer()
+    w = Writer()
     w.add(at(8, 0), "boot", version="0.1.0")
     w.add(at(8, 0, 5), "self_check", overall="pass", items=[])
     # Incident A: recording 1 (video, 2 s of pre-event), stopped by a camera fault.

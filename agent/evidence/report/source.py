@@ -9,12 +9,14 @@ from its manifest, the files it holds and when it pulled them.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.evidence.chain import read_bodies
+from agent.evidence.chain import parse_line, whole_lines
 from agent.evidence.report.timeline import (
     Figures,
     Incident,
@@ -28,7 +30,7 @@ from agent.evidence.report.timeline import (
 )
 from agent.evidence.store import Store
 from agent.evidence.verify import Outside, Report, verify_store
-from agent.evidence.witness import in_folder
+from agent.evidence.witness import Receipt, in_folder
 
 
 @dataclass(frozen=True)
@@ -58,19 +60,26 @@ def read_store(root: Path, window: Window, key: Path | None = None,
     """Verify the store (with the key and witnesses given, as `bodycam verify`), then
     analyse every record that can be read."""
     verified = verify_store(root, key, outside=outside or Outside())
-    chain = Store(root).chain
-    records = read_bodies(chain) if chain.is_file() else []
-    last = max((r["seq"] for r in records), default=0)
     folder = in_folder(root)
-    records += [r.body for r in folder.receipts if r.body.get("seq", 0) > last]
     manifest = folder.manifest or {}
     held = {item["seq"] for item in manifest.get("held", []) if isinstance(item, dict)
             and type(item.get("seq")) is int} if isinstance(manifest.get("held"), list) else set()
     archived_at = wall_us(manifest.get("pulled_at")) if folder.dock_copy else None
-    shifts = analyse(records, held, archived_at)
-    device = next((str(r["device"]) for r in records if isinstance(r.get("device"), str)), "?")
-    return StoreReport(str(root), device, verified,
+    shifts = analyse(_records(Store(root).chain, folder.receipts), held, archived_at)
+    return StoreReport(str(root), shifts[0].device if shifts else "?", verified,
                        select(shifts, window.officer, window.since, window.until), len(shifts))
+
+
+def _records(chain: Path, receipts: list[Receipt]) -> Iterator[dict[str, Any]]:
+    """Every whole record of the journal, streamed, then the custody records of the
+    receipts that come after its last (a dock's copy ends before them)."""
+    last = 0
+    for _, line in whole_lines(chain) if chain.is_file() else ():
+        with contextlib.suppress(ValueError):  # not a whole record: the verifier says so
+            body = parse_line(line.rstrip(b"\n"))[2]
+            last = max(last, body["seq"])
+            yield body
+    yield from (r.body for r in receipts if r.body["seq"] > last)
 
 
 def reports_json(reports: list[StoreReport], window: Window) -> str:
