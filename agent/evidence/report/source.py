@@ -65,12 +65,12 @@ def read_store(root: Path, window: Window, key: Path | None = None,
     held = {item["seq"] for item in manifest.get("held", []) if isinstance(item, dict)
             and type(item.get("seq")) is int} if isinstance(manifest.get("held"), list) else set()
     archived_at = wall_us(manifest.get("pulled_at")) if folder.dock_copy else None
-    shifts = analyse(_records(Store(root).chain, folder.receipts), held, archived_at)
+    shifts = analyse(stream_records(Store(root).chain, folder.receipts), held, archived_at)
     return StoreReport(str(root), shifts[0].device if shifts else "?", verified,
                        select(shifts, window.officer, window.since, window.until), len(shifts))
 
 
-def _records(chain: Path, receipts: list[Receipt]) -> Iterator[dict[str, Any]]:
+def stream_records(chain: Path, receipts: list[Receipt]) -> Iterator[dict[str, Any]]:
     """Every whole record of the journal, streamed, then the custody records of the
     receipts that come after its last (a dock's copy ends before them)."""
     last = 0
