@@ -32,7 +32,7 @@ def test_the_figures_of_a_shift_are_the_minutes_the_chain_holds() -> None:
     assert figures.audio_only_us == known.AUDIO_ONLY_S * S
     assert figures.interrupted_us == known.INTERRUPTED_S * S
     assert (figures.unexplained_us, figures.unexplained) == (known.UNEXPLAINED_S * S, 1)
-    assert (figures.incidents, figures.in_custody) == (2, 1)
+    assert (figures.incidents, figures.in_custody, figures.awaiting_custody) == (2, 1, 1)
     assert figures.longest_custody_delay_us == known.CUSTODY_DELAY_S * S
     assert (figures.marks, figures.photos, figures.exemptions) == (1, 1, 1)
 
@@ -76,6 +76,8 @@ def test_a_shift_is_one_officers_from_before_the_issue_to_after_the_return() -> 
         ("OFC-2", "officer_assigned", "shutdown: SIGTERM", 1)]
     assert [e.kind for e in shifts[0].events] == ["self_check", "custody"]
     assert shifts[0].start == us(at(7, 0)) and shifts[0].end == us(at(11, 5))
+    # Recordings that sealed no file: nothing awaits custody.
+    assert (total(shifts).incidents, total(shifts).awaiting_custody) == (3, 0)
 
 
 def test_the_clock_band_follows_each_records_clock() -> None:

@@ -145,9 +145,13 @@ def _incident(shift: Shift, incident: Incident, zone: tzinfo) -> str:
         for r in incident.recordings)
     custody = incident.custody
     delay = incident.custody_delay_us
-    held = (f"移交 custody {_when(custody.at, zone)} by {escape(custody.dock)} (record "
-            f"{custody.seq}), {_duration(delay or 0)} after the incident ended"
-            if custody else '<span class="bad">未移交 not yet in custody</span>')
+    if custody:
+        held = (f"移交 custody {_when(custody.at, zone)} by {escape(custody.dock)} (record "
+                f"{custody.seq}), {_duration(delay or 0)} after the incident ended")
+    elif incident.files:
+        held = '<span class="bad">未移交 not yet in custody</span>'
+    else:
+        held = "无封存文件 no file sealed, nothing to take into custody"
     if incident.purged_at is not None:
         held += f"; 设备已删除 purged on the device {_when(incident.purged_at, zone)}"
     if incident.archived:
@@ -180,7 +184,6 @@ def _interruptions(gaps: list[Interruption], zone: tzinfo) -> str:
 def _figures(figures: Figures, of: str) -> str:
     unexplained = "bad" if figures.unexplained_us or figures.unexplained else ""
     delay = figures.longest_custody_delay_us
-    pending = figures.incidents - figures.in_custody
     rows = [
         ("录制时长", "minutes recorded", _duration(figures.recorded_us),
          f"pre-event 预录 {_duration(figures.pre_event_us)}; audio only 仅录音 "
@@ -191,8 +194,8 @@ def _figures(figures: Figures, of: str) -> str:
          f"{figures.unexplained} unexplained", unexplained),
         ("移交用时", "incident end to custody (longest)",
          _duration(delay) if delay is not None else "—",
-         f"{figures.in_custody} of {figures.incidents} incident(s) in custody",
-         "bad" if pending else ""),
+         f"{figures.in_custody} of {figures.incidents} incident(s) in custody, "
+         f"{figures.awaiting_custody} awaiting it", "bad" if figures.awaiting_custody else ""),
         ("标记/照片/免录", "marks, photos, exemptions",
          f"{figures.marks} / {figures.photos} / {figures.exemptions}", "", ""),
     ]

@@ -168,6 +168,7 @@ class Figures:
     unexplained: int = 0
     incidents: int = 0
     in_custody: int = 0  # incidents whose every file is in a dock's custody
+    awaiting_custody: int = 0  # incidents with a sealed file in no custody yet
     longest_custody_delay_us: int | None = None
     marks: int = 0
     photos: int = 0
@@ -217,6 +218,7 @@ class Shift:
                 figures.unexplained_us += gap.duration_us
         delays = [i.custody_delay_us for i in self.incidents if i.custody_delay_us is not None]
         figures.in_custody = len(delays)
+        figures.awaiting_custody = sum(1 for i in self.incidents if i.files and not i.custody)
         figures.longest_custody_delay_us = max(delays) if delays else None
         for event in self.events:
             if event.kind in ("mark", "photo", "exemption"):
