@@ -62,10 +62,12 @@ def read_store(root: Path, window: Window, key: Path | None = None,
     verified = verify_store(root, key, outside=outside or Outside())
     folder = in_folder(root)
     manifest = folder.manifest or {}
-    held = {item["seq"] for item in manifest.get("held", []) if isinstance(item, dict)
-            and type(item.get("seq")) is int} if isinstance(manifest.get("held"), list) else set()
+    held = manifest.get("held")
+    held = held if isinstance(held, list) else []
     archived_at = wall_us(manifest.get("pulled_at")) if folder.dock_copy else None
-    shifts = analyse(stream_records(Store(root).chain, folder.receipts), held, archived_at)
+    shifts = analyse(stream_records(Store(root).chain, folder.receipts),
+                     {item["seq"] for item in held
+                      if isinstance(item, dict) and type(item.get("seq")) is int}, archived_at)
     return StoreReport(str(root), shifts[0].device if shifts else "?", verified,
                        select(shifts, window.officer, window.since, window.until), len(shifts))
 

@@ -192,7 +192,7 @@ class Shift:
     start: int
     end: int
     began_by: str  # the record type that opened it
-    ended_by: str  # "shutdown: <reason>", "officer_assigned: return", ... or "open"
+    ended_by: str  # "shutdown: <reason>", "officer returned", "officer changed to X", "open"
     incidents: list[Incident] = field(default_factory=list)
     interruptions: list[Interruption] = field(default_factory=list)
     spans: list[Span] = field(default_factory=list)
