@@ -205,9 +205,17 @@ def _figures(figures: Figures, of: str) -> str:
 
 
 def _legend() -> str:
+    """Each colour with what it means; a moment's kind with its shape."""
     return '<p class="legend">' + "".join(
-        f'<span><i style="background:{colour}"></i>{_name(kind)}</span>'
-        for kind, colour in COLOURS.items() if kind in LABELS) + "</p>"
+        f'<span>{_swatch(kind, colour)}{_name(kind)}</span>' for kind, colour in COLOURS.items()
+    ) + "</p>"
+
+
+def _swatch(kind: str, colour: str) -> str:
+    if kind not in _EVENT_LANE:
+        return f'<i style="background:{colour}"></i>'
+    return ('<svg width="16" height="18" viewBox="-8 0 16 18" style="display:inline;'
+            f'vertical-align:-4px;margin:0 3px 0 0">{_shape(kind, 0, 0)}</svg>')
 
 
 def _timeline(shift: Shift, scale: _Scale, zone: tzinfo, title: str) -> str:
@@ -279,21 +287,24 @@ def _bar(scale: _Scale, lane: int, start: int, end: int, kind: str, label: str,
 def _marker(scale: _Scale, event: Event, zone: tzinfo) -> str:
     if not scale.start <= event.at <= scale.end:
         return ""
-    x, y = scale.x(event.at), _y(_EVENT_LANE[event.kind])
-    colour = COLOURS[event.kind]
     title = f"<title>{_name(event.kind)}: {escape(event.label)}, {_when(event.at, zone)}</title>"
-    if event.kind == "photo":
+    return _shape(event.kind, scale.x(event.at), _y(_EVENT_LANE[event.kind]), title)
+
+
+def _shape(kind: str, x: float, y: int, title: str = "") -> str:
+    """A moment's mark, centred on x in the 18 px lane from y: a flag for a mark, a circle
+    for a photo, squares for custody (filled) and the dock's copy (open), else a diamond."""
+    colour = COLOURS[kind]
+    if kind == "photo":
         return f'<circle cx="{x:.1f}" cy="{y + 9}" r="5" fill="{colour}">{title}</circle>'
-    if event.kind == "mark":  # a flag
+    if kind == "mark":
         return (f'<path d="M{x:.1f} {y + 17}V{y + 1}l9 4-9 4" stroke="{colour}" '
                 f'stroke-width="2" fill="{colour}">{title}</path>')
-    if event.kind == "archive":
-        return (f'<rect x="{x - 5:.1f}" y="{y + 4}" width="10" height="10" fill="none" '
+    if kind in ("custody", "archive"):
+        fill = colour if kind == "custody" else "none"
+        return (f'<rect x="{x - 5:.1f}" y="{y + 4}" width="10" height="10" fill="{fill}" '
                 f'stroke="{colour}" stroke-width="2">{title}</rect>')
-    if event.kind == "custody":
-        return (f'<rect x="{x - 5:.1f}" y="{y + 4}" width="10" height="10" '
-                f'fill="{colour}">{title}</rect>')
-    return (f'<path d="M{x:.1f} {y + 3}l6 6-6 6-6-6z" fill="{colour}">{title}</path>')
+    return f'<path d="M{x:.1f} {y + 3}l6 6-6 6-6-6z" fill="{colour}">{title}</path>'
 
 
 def _y(lane: int) -> int:
