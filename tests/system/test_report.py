@@ -46,7 +46,7 @@ def test_the_report_of_a_demo_shows_its_incident_and_custody(write_config,
         assert 0 < incident["custody"]["delay_s"] < 60
         assert incident["archived_here"] is (path == evidence)
         page = out.read_text(encoding="utf-8")
-        assert page.count("<svg") == 2 and "已验证 Verified" in page
+        assert page.count("timeline\"") == 2 and "已验证 Verified" in page
 
     other = subprocess.run([*BODYCAM, "report", str(evidence), "--officer", "OFC-8", "--json"],
                            capture_output=True, text=True, timeout=60)
