@@ -185,10 +185,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     root = args.path or (args.store or _config(args).store_path)
     roots = stores_in(root)  # a dock's evidence folder holds one store per device
-    outside = _outside(args)
-    if len(roots) > 1 and (outside.heads or outside.receipts):
-        raise WitnessError(f"{root} holds {len(roots)} devices' stores: give --head and "
-                           "--receipt with the one device's folder")
+    outside = _outside(args, root, len(roots))
     reports = []
     for store in roots:
         report = verify_store(store, args.key, outside=outside)
@@ -206,13 +203,17 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if all(report.ok for report in reports) else 1
 
 
-def _outside(args: argparse.Namespace) -> Outside:
-    """The witnesses and the device CA given on the command line, read once for all stores;
-    one that cannot be read is the caller's input to fix (exit 2)."""
+def _outside(args: argparse.Namespace, root: Path, stores: int) -> Outside:
+    """The witnesses and the device CA given on the command line, read once for the
+    `stores` in `root`; one that cannot be read, or a witness of one device given for
+    several, is the caller's input to fix (exit 2)."""
     from agent.evidence.anchor import load_device_ca
     from agent.evidence.verify import Outside
     from agent.evidence.witness import parse_head, read_receipt
 
+    if stores > 1 and (args.head or args.receipt):
+        raise WitnessError(f"{root} holds {stores} devices' stores: give --head and "
+                           "--receipt with the one device's folder")
     return Outside(tuple(parse_head(text) for text in args.head),
                    tuple(read_receipt(path) for path in args.receipt),
                    tuple(load_device_ca(args.ca)) if args.ca else (), str(args.ca or ""))
@@ -244,7 +245,7 @@ def _report(args: argparse.Namespace) -> int:
         print(logs.error_line(f"bodycam report: {args.path}: no chain.jsonl there (neither a "
                               "store nor a dock's evidence folder)"), file=sys.stderr)
         return 2
-    outside = _outside(args)
+    outside = _outside(args, args.path, len(roots))
     reports = [read_store(root, window, args.key, outside) for root in roots]
     if args.html:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,15 @@ def test_a_folder_without_a_chain_is_one_line_and_exit_2(tmp_path: Path,
     assert report(str(tmp_path), "--json") == 2
     err = capsys.readouterr().err
     assert f"{tmp_path}: no chain.jsonl there" in err and err.count("\n") == 1, err
+
+
+def test_a_witness_of_one_device_given_for_an_evidence_folder_of_two_is_exit_2(
+        store_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    evidence = tmp_path / "evidence"
+    for device in ("A", "B"):
+        shutil.copytree(store_copy, evidence / device)
+        (evidence / device / "manifest.json").write_text("{}")
+    assert report(str(evidence), "--head", f"1:{'0' * 64}", "--json") == 2
+    err = capsys.readouterr().err
+    assert "holds 2 devices' stores: give --head and --receipt with the one device's folder" \
+        in err and err.count("\n") == 1, err
