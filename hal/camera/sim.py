@@ -28,7 +28,7 @@ import numpy as np
 
 from agent.config import Config
 from hal.camera.aac import AacEncoder
-from hal.camera.base import AudioLayout, EncodedOutput, StreamLayout
+from hal.camera.base import AudioLayout, EncodedOutput, Still, StillUnavailable, StreamLayout
 from hal.camera.overlay import Overlay, overlay_for
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class SimulatedCamera:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.frames_encoded = 0
+        self._stills = _StillRequests()
 
     def start(self, output: EncodedOutput) -> None:
         self._stop.clear()
@@ -74,6 +75,11 @@ class SimulatedCamera:
         self._stop.set()
         if self._thread:
             self._thread.join()
+
+    def still(self, timeout_s: float) -> Still:
+        """The next frame rendered, as it goes to the encoder: taking it costs the video
+        nothing but a copy of the image."""
+        return self._stills.wait(timeout_s)
 
     def _fault(self) -> str:
         try:
@@ -105,6 +111,7 @@ class SimulatedCamera:
                     time.sleep(delay)
             offset_us = index * 1_000_000 // fps
             image = self._frames.render(index, started_wall + timedelta(microseconds=offset_us))
+            self._stills.hand_over(image, CLOCK_ORIGIN_US + offset_us)
             frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
             frame.pts = index
             for packet in self._video.encode(frame):
@@ -130,6 +137,37 @@ class SimulatedCamera:
             output.outputframe(None, True, CLOCK_ORIGIN_US + packet.pts * 1_000_000 // rate,
                                packet, True)
         return end
+
+
+class _StillRequests:
+    """Stills asked for on other threads, each handed the next frame the encoder renders."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[threading.Event, list[Still]]] = []
+
+    def wait(self, timeout_s: float) -> Still:
+        request: tuple[threading.Event, list[Still]] = (threading.Event(), [])
+        with self._lock:
+            self._waiting.append(request)
+        if not request[0].wait(timeout_s):
+            with self._lock:
+                if request in self._waiting:
+                    self._waiting.remove(request)
+            if not request[1]:
+                raise StillUnavailable(f"simulated camera: no frame within {timeout_s:g} s")
+        return request[1][0]
+
+    def hand_over(self, image: np.ndarray, pts_us: int) -> None:
+        """On the encoder thread: a copy of this frame to everyone waiting."""
+        if not self._waiting:
+            return
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        still = Still(image.copy(), pts_us)
+        for done, result in waiting:
+            result.append(still)
+            done.set()
 
 
 def _video_encoder(width: int, height: int, fps: int, gop: int,
