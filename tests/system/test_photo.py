@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import re
 import shutil
 import subprocess
@@ -132,7 +133,7 @@ def test_no_video_frame_is_lost_across_the_photo(photographed: Path) -> None:
     pts_us = records(photographed, "photo")[0]["payload"]["pts_us"]
     times = [t for t, _ in decoded_video(photographed, start["seq"])]
     assert times[0] < pts_us < times[-1]
-    steps = {b - a for a, b in zip(times, times[1:])}
+    steps = {b - a for a, b in itertools.pairwise(times)}
     assert steps <= {33_333, 33_334}, steps  # one frame each at 30 fps, in 90 kHz ticks as µs
     assert len(times) == stop["payload"]["video_frames"]
 
