@@ -197,3 +197,27 @@ def test_no_frame_from_the_camera_means_no_photo_and_a_cue(write_config,
         assert daemon.machine.state is State.STANDBY
     assert records(store, "photo") == []
     assert not list((store / "open").iterdir())
+
+
+def test_a_photo_cut_before_its_record_is_recovered_and_verifies(write_config,
+                                                                 tmp_path: Path) -> None:
+    """A power cut between the synced JPEG in open/ and its record: the next start seals it
+    as found, and the store verifies."""
+    config = write_config()
+    store = tmp_path / "store"
+    with running_daemon(config) as daemon:
+        press_photo(daemon)
+        wait_for(lambda: len(records(store, "photo")) == 1, timeout=10, what="the photo")
+    [photo] = records(store, "photo")
+    jpeg = (store / photo["payload"]["file"]).read_bytes()
+    left = store / "open" / "photo-123456789.jpg"
+    left.write_bytes(jpeg)
+    left.chmod(0o444)
+    with running_daemon(config):
+        pass
+    [found] = records(store, "file_recovered")
+    assert found["payload"]["file"] == f"sealed/{found['seq']:08d}.jpg"
+    assert found["payload"]["came_from"] == "open/photo-123456789.jpg"
+    assert (store / found["payload"]["file"]).read_bytes() == jpeg
+    done = verify(store)
+    assert done.returncode == 0, done.stdout + done.stderr
