@@ -221,3 +221,21 @@ def test_a_photo_cut_before_its_record_is_recovered_and_verifies(write_config,
     assert (store / found["payload"]["file"]).read_bytes() == jpeg
     done = verify(store)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_photos_go_to_the_dock_under_custody(photographed: Path, dock_pki: Any,
+                                             tmp_path: Path) -> None:
+    from tests.support.dockside import docked_device
+
+    with docked_device(tmp_path, photographed, dock_pki) as device:
+        photos = device.records("photo")
+        result = device.pull(tmp_path / "evidence")
+        assert result.ok, result.problem or result.verify.summary()
+        [custody] = device.records("custody")
+    folder = tmp_path / "evidence" / "TEST-0001"
+    held = {(s["seq"], s["sha256"]) for s in custody["payload"]["segments"]}
+    for photo in photos:
+        assert photo["seq"] in result.fetched
+        assert (photo["seq"], photo["payload"]["sha256"]) in held
+        assert (folder / photo["payload"]["file"]).read_bytes() == \
+            (photographed / photo["payload"]["file"]).read_bytes()
