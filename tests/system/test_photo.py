@@ -10,6 +10,7 @@ import itertools
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,15 +187,21 @@ def test_a_photo_in_an_encrypted_store_decrypts_to_the_jpeg(write_config, tmp_pa
 def test_no_frame_from_the_camera_means_no_photo_and_a_cue(write_config,
                                                            tmp_path: Path) -> None:
     store = tmp_path / "store"
-    with running_daemon(write_config()) as daemon:
+    # The fault watch would call the stuck camera a fault (and pulse) only after a minute.
+    with running_daemon(write_config(stall_s=60)) as daemon:
         buzzer = daemon.controls.factory.pin(daemon.config.gpio.buzzer_pin)
+
+        def buzzes() -> int:
+            return sum(1 for state in buzzer.states if state.state)
+
         (store / "sim" / "camera" / "fault").write_text("hang")  # a stuck sensor
-        before = sum(1 for state in buzzer.states if state.state)
+        before = buzzes()
         press_photo(daemon)
-        wait_for(lambda: sum(1 for state in buzzer.states if state.state) >= before + 3,
-                 timeout=10, what="three pulses")
+        wait_for(lambda: buzzes() >= before + 3, timeout=10, what="three pulses")
+        time.sleep(0.5)
+        assert buzzes() == before + 3
         (store / "sim" / "camera" / "fault").write_text("")
-        assert daemon.machine.state is State.STANDBY
+        assert daemon.machine.state is State.STANDBY and not daemon.cues.active
     assert records(store, "photo") == []
     assert not list((store / "open").iterdir())
 
