@@ -103,8 +103,6 @@ class PiCamera:
             _close_quietly(self._picam2)
             raise
         self._height = height
-        self._stride = main["stride"]
-        self._colour_space = str(self._picam2.camera_configuration().get("colour_space"))
         self._overlay = overlay_for(config, width, height, officer)
         self.layout = StreamLayout(width, height, cam.fps, audio=None)
         self.origin_ns = 0
@@ -160,8 +158,9 @@ class PiCamera:
             raise StillUnavailable(f"picamera2: no frame within {timeout_s:g} s") from exc
         sensor_ns, first_us = metadata.get("SensorTimestamp"), self._encoder.firsttimestamp
         pts_us = None if sensor_ns is None or first_us is None else sensor_ns // 1000 - first_us
-        return Still(_rgb(planes, self.layout.width, self._height, self._stride,
-                          self._colour_space), pts_us)
+        configured = self._picam2.camera_configuration()
+        return Still(_rgb(planes, self.layout.width, self._height, configured["main"]["stride"],
+                          str(configured.get("colour_space"))), pts_us)
 
     def _pre_callback(self, request: Any) -> None:
         """On picamera2's camera thread, before the request is encoded; never raises."""
