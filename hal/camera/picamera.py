@@ -62,6 +62,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
+import numpy as np
+
 from agent.config import CameraConfig, Config
 from hal.camera.base import EncodedOutput, Still, StillUnavailable, StreamLayout
 from hal.camera.overlay import overlay_for
@@ -270,11 +272,11 @@ def _has_hardware_h264() -> bool:
     return bool(get_platform() == Platform.VC4)
 
 
-def _rgb(planes: Any, width: int, height: int, stride: int, colour_space: str) -> Any:
+def _rgb(planes: np.ndarray, width: int, height: int, stride: int,
+         colour_space: str) -> np.ndarray:
     """Planar YUV420 rows of `stride` bytes (Y, then U and V at half size) as RGB; libcamera's
     Rec709 and Smpte170m (BT.601) are both limited range, which swscale assumes."""
-    import av
-    import numpy as np
+    import av  # PyAV's swscale: loaded at the first still, the encoder stays picamera2's
 
     flat = np.ascontiguousarray(planes).reshape(-1)
     half_w, half_h, half_stride = width // 2, height // 2, stride // 2

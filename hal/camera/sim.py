@@ -5,6 +5,9 @@ to the output with a microsecond timestamp. The frames carry the overlay of
 hal/camera/overlay.py (UTC time, device id, officer id), as the real camera's do, so a
 reviewer can tell any frame's moment by looking at it.
 
+A still (`still()`, a photo) is a copy of the next frame rendered, overlay and all, handed
+over on the encoder thread just before that frame is encoded.
+
 Faults are simulated as the simulated battery is discharged, through a file: while
 `<store>/sim/camera/fault` says `hang` the encoder delivers nothing (a stuck sensor);
 `fail` ends the encoder thread with an error (a crashed encoder); `dead` delivers nothing
