@@ -82,8 +82,8 @@ class Camera(Protocol):
     def stop(self) -> None: ...
 
     def still(self, timeout_s: float) -> Still:
-        """The next frame the running camera delivers, without stopping its encoder;
-        StillUnavailable when none comes within `timeout_s`."""
+        """A frame of the running video (the newest or the next), as it is encoded, without
+        stopping the encoder; StillUnavailable when none comes within `timeout_s`."""
         ...
 
 

@@ -30,12 +30,12 @@ What is used, and what picamera2 promises about it:
   own `wait_for_timestamp_` reckons it), and the request's metadata (`SensorTimestamp`,
   `ExposureTime`, `AnalogueGain`, `Lux`, `ColourTemperature`) is kept for the self-check;
 - `Picamera2.capture_arrays(["main"], wait=seconds)`, for a still while recording: a job
-  that picamera2's event loop runs on the next request after the pre-callback (so the
-  overlay is on it) and before the encoders, copying the main stream out
-  (`CompletedRequest.make_array`); the request still goes to the encoder, so the video
-  loses no frame. The copy is planar YUV420 in the stream's colour space
-  (`camera_configuration()["colour_space"]`, limited range), turned into RGB by PyAV's
-  swscale off the camera thread.
+  that picamera2's event loop runs on the newest request it keeps back for such jobs, or
+  else on the next one between the pre-callback and the encoders, so the overlay is on it
+  either way; it copies the main stream out (`CompletedRequest.make_array`) and the request
+  goes to (or has gone to) the encoder as every other: the video loses no frame. The copy
+  is planar YUV420 in the stream's colour space (`camera_configuration()["colour_space"]`,
+  limited range), turned into RGB by PyAV's swscale off the camera thread.
 
 picamera2's camera thread ends for good on the first exception it sees, and with it every
 frame until the process restarts. So neither the pre-callback nor the Output forwarding to
@@ -151,8 +151,8 @@ class PiCamera:
             _close_quietly(self._picam2)
 
     def still(self, timeout_s: float) -> Still:
-        """The next frame of the main stream, as the encoder gets it (overlay included),
-        taken by picamera2's event loop without pausing the encoder."""
+        """The newest frame of the main stream, as the encoder gets it (overlay included),
+        copied by picamera2's event loop without pausing the encoder."""
         try:
             (planes,), metadata = self._picam2.capture_arrays(["main"], wait=timeout_s)
         except TimeoutError as exc:
