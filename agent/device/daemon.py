@@ -56,7 +56,7 @@ from agent.device.state import (
     TriggerStart,
 )
 from agent.device.telemetry.mqtt import Telemetry, open_telemetry
-from agent.device.telemetry.status import StatusSources, device_status
+from agent.device.telemetry.status import StatusSources, device_status, station_status
 from agent.device.voice import Voice
 from agent.device.watchdog import Watchdog, take_marker
 from agent.evidence.age import encryption_record
@@ -327,8 +327,7 @@ class Daemon:
                                  failed=lambda _reason: self._photo_failed())
         self.faults.start()
         if self.telemetry:
-            sources = StatusSources(self.config, self.status, self.clock, self.ledger,
-                                    self.battery, self.gnss)
+            sources = self._status_sources()
             self.telemetry.start(lambda: device_status(sources), self._remote_commands())
         self._start_dock()
         hung = take_marker(self.store.root)
@@ -544,9 +543,11 @@ class Daemon:
             return
         server = None
         try:
+            sources = self._status_sources()
             server = OffloadServer(DockedDevice(
                 self.config.device.id, self.key, self.store, self.chain, self.ledger, self.index,
-                self.clock, self.purger.run, lambda: self._identity()[1]), self.config.dock)
+                self.clock, self.purger.run, lambda: self._identity()[1],
+                lambda: station_status(sources)), self.config.dock)
             server.start()
         except (OSError, KeyMaterialError) as exc:
             log.error("offload server not started: %s", exc)
@@ -554,6 +555,10 @@ class Daemon:
                 server.close()
             return
         self.offload = server
+
+    def _status_sources(self) -> StatusSources:
+        return StatusSources(self.config, self.status, self.clock, self.ledger, self.battery,
+                             self.gnss)
 
     def _stop_dock(self) -> None:
         if self.offload:

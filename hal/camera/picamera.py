@@ -64,8 +64,9 @@ from typing import Any
 
 import numpy as np
 
-from agent.config import CameraConfig, Config
+from agent.config import CameraConfig, Config, VideoMode
 from hal.camera.base import EncodedOutput, Still, StillUnavailable, StreamLayout
+from hal.camera.mode import video_mode
 from hal.camera.overlay import overlay_for
 
 log = logging.getLogger(__name__)
@@ -85,28 +86,29 @@ class PiCamera:
     def __init__(self, config: Config, officer: Callable[[], str] | None = None) -> None:
         cam = config.camera
         self._config = cam
+        mode = video_mode(config)
         hardware = _hardware_encoder(cam)
         require_supported(hardware)
         from picamera2 import Picamera2
 
         self._picam2 = Picamera2()
         try:
-            frame_us = 1_000_000 // cam.fps
+            frame_us = 1_000_000 // mode.fps
             self._picam2.configure(self._picam2.create_video_configuration(
-                main={"size": (cam.width, cam.height), "format": "YUV420"},
+                main={"size": (mode.width, mode.height), "format": "YUV420"},
                 controls={"FrameDurationLimits": (frame_us, frame_us)}))
             main = self._picam2.camera_configuration()["main"]
             width, height = main["size"]
-            if (width, height) != (cam.width, cam.height):
+            if (width, height) != (mode.width, mode.height):
                 log.warning("picamera2: the stream is %dx%d, not the %dx%d configured",
-                            width, height, cam.width, cam.height)
-            self._encoder = _h264_encoder(cam, hardware)
+                            width, height, mode.width, mode.height)
+            self._encoder = _h264_encoder(cam, mode, hardware)
         except BaseException:
             _close_quietly(self._picam2)
             raise
         self._height = height
         self._overlay = overlay_for(config, width, height, officer)
-        self.layout = StreamLayout(width, height, cam.fps, audio=None)
+        self.layout = StreamLayout(width, height, mode.fps, audio=None)
         self.origin_ns = 0
         self.frames_encoded = 0
         self.callback_errors = 0
@@ -253,16 +255,16 @@ def _hardware_encoder(cam: CameraConfig) -> bool:
     return cam.encoder == "hardware" or (cam.encoder == "auto" and _has_hardware_h264())
 
 
-def _h264_encoder(cam: CameraConfig, hardware: bool) -> Any:
+def _h264_encoder(cam: CameraConfig, mode: VideoMode, hardware: bool) -> Any:
     """The hardware encoder where the SoC has one, else libx264, both set for segments that
     decode on their own: SPS/PPS on every keyframe, a keyframe every keyframe_interval."""
     from picamera2.encoders import H264Encoder, LibavH264Encoder
 
     kind = H264Encoder if hardware else LibavH264Encoder
     log.info("picamera2 %s: %s, %d bit/s, keyframe every %d frames", installed_version(),
-             kind.__name__, cam.bitrate, cam.keyframe_interval)
-    return kind(bitrate=cam.bitrate, repeat=True, iperiod=cam.keyframe_interval,
-                framerate=cam.fps)
+             kind.__name__, mode.bitrate, cam.keyframe_interval)
+    return kind(bitrate=mode.bitrate, repeat=True, iperiod=cam.keyframe_interval,
+                framerate=mode.fps)
 
 
 def _has_hardware_h264() -> bool:

@@ -32,6 +32,7 @@ import numpy as np
 from agent.config import Config
 from hal.camera.aac import AacEncoder
 from hal.camera.base import AudioLayout, EncodedOutput, Still, StillUnavailable, StreamLayout
+from hal.camera.mode import video_mode
 from hal.camera.overlay import Overlay, overlay_for
 
 log = logging.getLogger(__name__)
@@ -50,19 +51,20 @@ class SimulatedCamera:
                                        f"({self.fault_file})")
         cam, audio = config.camera, config.audio
         self._config = config
-        self._video = _video_encoder(cam.width, cam.height, cam.fps, cam.keyframe_interval,
-                                     cam.bitrate)
+        self._mode = mode = video_mode(config)
+        self._video = _video_encoder(mode.width, mode.height, mode.fps, cam.keyframe_interval,
+                                     mode.bitrate)
         # The tone is the simulated microphone of a simulated device; a real microphone
         # is its own track (hal/camera/microphone_track.py) on the camera's clock.
         self._audio = (AacEncoder(audio.sample_rate, audio.channels, audio.bitrate)
                        if audio.enabled and audio.backend == "sim" else None)
         self.layout = StreamLayout(
-            cam.width, cam.height, cam.fps,
+            mode.width, mode.height, mode.fps,
             AudioLayout("aac", audio.sample_rate, audio.channels, self._audio.frame_size,
                         self._audio.extradata) if self._audio else None)
         self.origin_ns = 0
-        self._frames = _FrameSource(cam.width, cam.height,
-                                    overlay_for(config, cam.width, cam.height, officer))
+        self._frames = _FrameSource(mode.width, mode.height,
+                                    overlay_for(config, mode.width, mode.height, officer))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.frames_encoded = 0
@@ -91,7 +93,7 @@ class SimulatedCamera:
             return ""
 
     def _run(self, output: EncodedOutput) -> None:
-        fps = self._config.camera.fps
+        fps = self._mode.fps
         realtime = self._config.camera.realtime
         started_mono_ns = time.monotonic_ns()
         started_mono = started_mono_ns / 1e9

@@ -122,6 +122,7 @@ class DockedDevice:
     clock: KernelClock | SimulatedClock
     purge: Callable[[], Any]
     officer: Callable[[], str]
+    station_status: Callable[[], dict[str, Any]]  # battery, storage, video (GET /status)
 
 
 def server_context(config: DockConfig, store: Path, certificate: Path,
@@ -158,6 +159,7 @@ class OffloadServer:
                       ("GET", "/identity", self._identity, 0),
                       ("GET", "/enrollment", self._certificate_request, 0),
                       ("POST", "/enrollment", self._enroll, ENROLLMENT_BODY),
+                      ("GET", "/status", self._status, 0),
                       ("GET", "/chain", self._chain, 0),
                       ("GET", "/sealed/(?P<seq>[^/]*)", self._sealed, 0),
                       ("POST", "/custody", self._custody, self._custody_body),
@@ -217,6 +219,13 @@ class OffloadServer:
             "clock": device.clock.state().as_record(),
             "nonce": self._custody_desk.nonces.issue(_dock(request).certificate_sha256),
         })
+
+    def _status(self, request: Request) -> Reply:
+        """The device's clock, battery, storage and what is recorded, read now: what a
+        collection station shows."""
+        device = self._device
+        return json_reply({"device": device.device_id, "officer": device.officer(),
+                           "time": utc_iso(device.clock.now_ns()), **device.station_status()})
 
     def _chain(self, request: Request) -> FileReply:
         """The journal from line `from` on, byte for byte as written, up to its last whole
