@@ -132,6 +132,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="the function button: explains an interruption now")
     press.set_defaults(func=_press)
 
+    photo = commands.add_parser("photo", parents=[common],
+                                help="take a photo, as the PHOTO button does (docs/recorder.md)")
+    photo.set_defaults(func=_photo)
+
     decrypt = commands.add_parser("decrypt", parents=[verbosity],
                                   help="decrypt a sealed file with the agency's age identity "
                                   "and check it against the chain")
@@ -341,6 +345,12 @@ def _press(args: argparse.Namespace) -> int:
     _send(args, {"cmd": "press", "long": args.long, "function": args.function})
     print(f"{'long press' if args.long else 'press'} on the "
           f"{'function' if args.function else 'record'} button")
+    return 0
+
+
+def _photo(args: argparse.Namespace) -> int:
+    _send(args, {"cmd": "photo"})
+    print("photo asked for: sealed as a photo record, or refused with three pulses")
     return 0
 
 

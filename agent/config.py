@@ -351,6 +351,8 @@ class GpioConfig(_Section):
     # The function button: a press explains an interruption, a hold declares an exemption.
     function_button_pin: Annotated[int, Field(ge=0, le=53)] = 24
     exemption_hold_seconds: Annotated[float, Field(ge=0.5, le=30)] = 2.0
+    # The PHOTO button: a press takes a still from the camera (none = no photo button).
+    photo_pin: Annotated[int, Field(ge=0, le=53)] | None = None
     # External trigger inputs (holster sensor, vehicle signal): name -> BCM pin. Active when
     # the input closes to ground (pulled up) unless trigger_pull_up = false. They only start.
     trigger_pins: dict[Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")],
@@ -363,6 +365,7 @@ class GpioConfig(_Section):
         pins = {"button_pin": self.button_pin, "record_led_pin": self.record_led_pin,
                 "status_led_pin": self.status_led_pin, "buzzer_pin": self.buzzer_pin,
                 "function_button_pin": self.function_button_pin,
+                **({"photo_pin": self.photo_pin} if self.photo_pin is not None else {}),
                 **{f"trigger_pins.{name}": pin for name, pin in self.trigger_pins.items()}}
         if len(set(pins.values())) != len(pins):
             raise ValueError(f"pins must be distinct, got {pins}")

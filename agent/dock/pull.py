@@ -49,7 +49,7 @@ ATTEMPTS = 5
 PROOF_RATE = 10e6  # bytes/s the device is given to check proofs, slower than any SD card
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FOLDERS = ("sealed", "partial", "receipts")
-_SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)(\.age)?")
+_SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav|jpg)(\.age)?")
 
 
 class DockError(Exception):
