@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from agent.dock.archive import MODE, Archive, ArchiveError, Location, next_line, retain_until
-from tests.support.s3server import NotEnforcing, S3Server
+from tests.support.s3server import S3Server, not_enforcing
 
 DAY = timedelta(days=1)
 
@@ -83,7 +83,7 @@ def test_the_probe_refuses_a_bucket_without_object_lock(s3_server: S3Server,
 def test_the_probe_refuses_a_store_whose_delete_of_a_locked_version_succeeds(
         s3_server: S3Server) -> None:
     bucket = s3_server.bucket()
-    with NotEnforcing(s3_server) as store:
+    with not_enforcing(s3_server) as store:
         archive = _archive(store, bucket)
         with pytest.raises(ArchiveError) as refused:
             archive.probe()

@@ -8,11 +8,12 @@ without the governance bypass, is refused (403), a shorter retention or a switch
 GOVERNANCE is refused, an overwrite is a new version beside the locked one, and a lock asked
 for in a bucket made without Object Lock is refused (400).
 
-`NotEnforcing` stands for the kind of store the dock's probe must refuse: one that takes a
+`not_enforcing` stands for the kind of store the dock's probe must refuse: one that takes a
 retention and then lets the locked version be deleted. No S3 server installable here
 behaves so, so it is a pass-through proxy in front of the real server that forwards every
 request byte for byte (signatures stay valid: the Host header is kept) and answers a
-version's DELETE itself with success, as such a store would.
+version's DELETE itself with success, as such a store would. `refusing_writes` is the same
+proxy refusing some writes: a store that fails in the middle of a pull.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,11 +153,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
 
 
-class NotEnforcing:
-    """A proxy in front of `upstream` that deletes nothing when asked to delete a version,
-    and says it did (204): a store that takes a retention and does not enforce it."""
+Answer = tuple[int, dict[str, str], bytes]
 
-    def __init__(self, upstream: S3Server) -> None:
+
+class Proxy:
+    """A pass-through in front of `upstream`: every request forwarded byte for byte (the
+    Host header is kept, so signatures stay valid), except those `intercept` answers
+    itself, from the method, the path and the query."""
+
+    def __init__(self, upstream: S3Server,
+                 intercept: Callable[[str, str, dict[str, list[str]]], Answer | None]) -> None:
         target = urlsplit(upstream.endpoint)
         host, port = target.hostname or "127.0.0.1", target.port or 80
 
@@ -169,23 +175,13 @@ class NotEnforcing:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                query = parse_qs(urlsplit(self.path).query)
-                if self.command == "DELETE" and "versionId" in query:
-                    self.send_response(204)
-                    self.send_header("x-amz-version-id", query["versionId"][0])
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                upstream_conn = http.client.HTTPConnection(host, port, timeout=60)
-                upstream_conn.putrequest(self.command, self.path, skip_host=True,
-                                         skip_accept_encoding=True)
-                for name, value in self.headers.items():
-                    upstream_conn.putheader(name, value)
-                upstream_conn.endheaders(body)
-                answer = upstream_conn.getresponse()
-                data = answer.read()
-                self.send_response(answer.status, answer.reason)
-                for name, value in answer.getheaders():
+                url = urlsplit(self.path)
+                answer = intercept(self.command, url.path, parse_qs(url.query))
+                if answer is None:
+                    answer = self._upstream(body)
+                status, headers, data = answer
+                self.send_response(status)
+                for name, value in headers.items():
                     if name.lower() not in ("transfer-encoding", "connection",
                                             "content-length"):
                         self.send_header(name, value)
@@ -193,7 +189,19 @@ class NotEnforcing:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
-                upstream_conn.close()
+
+            def _upstream(self, body: bytes) -> Answer:
+                connection = http.client.HTTPConnection(host, port, timeout=60)
+                try:
+                    connection.putrequest(self.command, self.path, skip_host=True,
+                                          skip_accept_encoding=True)
+                    for name, value in self.headers.items():
+                        connection.putheader(name, value)
+                    connection.endheaders(body)
+                    response = connection.getresponse()
+                    return response.status, dict(response.getheaders()), response.read()
+                finally:
+                    connection.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
@@ -209,3 +217,29 @@ class NotEnforcing:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def not_enforcing(upstream: S3Server) -> Proxy:
+    """A store that takes a retention and does not enforce it: a version's DELETE is
+    answered with success (and nothing deleted upstream, where the lock holds)."""
+
+    def intercept(method: str, path: str, query: dict[str, list[str]]) -> Answer | None:
+        if method == "DELETE" and "versionId" in query:
+            return 204, {"x-amz-version-id": query["versionId"][0]}, b""
+        return None
+
+    return Proxy(upstream, intercept)
+
+
+def refusing_writes(upstream: S3Server, marker: str) -> Proxy:
+    """A store that refuses every write of a key holding `marker` (403, as a bucket policy
+    or a full quota would)."""
+
+    def intercept(method: str, path: str, query: dict[str, list[str]]) -> Answer | None:
+        if method == "PUT" and marker in path:
+            return 403, {"Content-Type": "application/xml"}, (
+                b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+                b"<Message>writes refused by the test</Message></Error>")
+        return None
+
+    return Proxy(upstream, intercept)

@@ -20,9 +20,10 @@ from agent.cli import main
 from agent.dock.archive import MODE, Archive, Location
 from agent.dock.pull import DockError, pull
 from agent.evidence.verify import verify_store
+from tests.evidence.test_chain_format import run_procedure, tools  # noqa: F401  (a fixture)
 from tests.support.dockside import Docked, docked_device, sealed_segments, snapshot
 from tests.support.pki import Pki
-from tests.support.s3server import NotEnforcing, S3Server
+from tests.support.s3server import S3Server, not_enforcing, refusing_writes
 
 SEGMENTS = 6
 
@@ -42,7 +43,8 @@ def _head(server: S3Server, bucket: str, key: str, version: str) -> dict[str, An
 
 
 def test_a_pull_archives_every_file_before_custody_and_the_record_names_them(
-        tmp_path: Path, recorded: Path, dock_pki: Pki, s3_server: S3Server) -> None:
+        tmp_path: Path, recorded: Path, dock_pki: Pki, s3_server: S3Server,
+        tools: Path) -> None:  # noqa: F811
     bucket = s3_server.bucket()
     with docked_device(tmp_path, recorded, dock_pki, purge_policy="after_custody") as device:
         sealed = {r["seq"]: r["payload"] for r in sealed_segments(device.store)}
@@ -87,6 +89,10 @@ def test_a_pull_archives_every_file_before_custody_and_the_record_names_them(
         (purge,) = device.records("purge")
         assert {f["seq"] for f in purge["payload"]["files"]} == set(sealed)
         assert verify_store(device.store).ok and verify_store(tmp_path / "dock" / "TEST-0001").ok
+        # The procedure with standard tools still reads a custody record naming an archive.
+        shell = run_procedure(device.store, tools, tmp_path / "work")
+        assert shell.returncode == 0 and "FAIL" not in shell.stdout, shell.stdout[-2000:]
+        assert shell.stdout.count("was purged after custody") == len(sealed)
         manifest = json.loads((tmp_path / "dock" / "TEST-0001" / "manifest.json").read_text())
         assert manifest["archive"]["bucket"] == bucket
         assert len(manifest["archive"]["files"]) == len(sealed)
@@ -122,7 +128,7 @@ def test_files_are_archived_once_and_the_chain_runs_on_in_slices(
 def test_nothing_is_reported_or_purged_when_the_store_does_not_hold_a_lock(
         tmp_path: Path, recorded: Path, dock_pki: Pki, s3_server: S3Server, store: str) -> None:
     with docked_device(tmp_path, recorded, dock_pki, purge_policy="after_custody") as device, \
-            NotEnforcing(s3_server) as lying:
+            not_enforcing(s3_server) as lying:
         files = snapshot(device.store)
         chain = (device.store / "chain.jsonl").read_bytes()
         archive = _archive(s3_server, s3_server.bucket(locked=False)) \
@@ -135,6 +141,30 @@ def test_nothing_is_reported_or_purged_when_the_store_does_not_hold_a_lock(
         assert not (tmp_path / "dock").exists()  # refused before anything was pulled
         assert (device.store / "chain.jsonl").read_bytes() == chain
         assert snapshot(device.store) == files
+
+
+def test_a_store_failing_mid_pull_leaves_custody_unreported_and_nothing_purged(
+        tmp_path: Path, recorded: Path, dock_pki: Pki, s3_server: S3Server) -> None:
+    bucket = s3_server.bucket()
+    with docked_device(tmp_path, recorded, dock_pki, purge_policy="after_custody") as device, \
+            refusing_writes(s3_server, "/sealed/00000") as failing:
+        files = snapshot(device.store)
+
+        result = _pull(device, tmp_path / "dock", _archive(failing, bucket))
+
+        assert not result.ok and result.custody_seq is None
+        assert result.problem.startswith("archive: cannot write agency/TEST-0001/sealed/")
+        assert "AccessDenied" in result.problem
+        assert not device.records("custody") and not device.records("purge")
+        assert snapshot(device.store) == files
+        manifest = json.loads((tmp_path / "dock" / "TEST-0001" / "manifest.json").read_text())
+        assert manifest["status"] == "refused" and manifest["archive"] is None
+
+        # The store back to health, the same pull goes through and only then purges.
+        again = _pull(device, tmp_path / "dock", _archive(s3_server, bucket))
+        assert again.ok, again.problem
+        assert {f["seq"] for f in device.records("purge")[0]["payload"]["files"]} == \
+            set(again.archived.files)
 
 
 def test_the_device_refuses_an_archive_that_leaves_out_a_file_it_takes(
