@@ -13,6 +13,7 @@ docs/archive.md.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.evidence.chain import SEALED_FILE_TYPES
+from agent.evidence.keys import PUBLIC_NAME
 
 MODE = "COMPLIANCE"
 DEFAULT_RETENTION = timedelta(days=365)  # Art. 21: a year
@@ -100,6 +102,8 @@ class Archive:
         from botocore.config import Config
 
         location = Location.parse(url)
+        endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or \
+            os.environ.get("AWS_ENDPOINT_URL") or None  # a store of one's own: path style
         session = boto3.session.Session()
         config = Config(s3={"addressing_style": "path"} if endpoint else {},
                         retries={"max_attempts": 5, "mode": "standard"})
@@ -153,21 +157,24 @@ class Archive:
         """The file at `key`, kept until `until`, as the store holds it. A version already
         there with this SHA-256 under COMPLIANCE is kept (its retention extended when
         shorter): a file is archived once, however often it is pulled."""
-        held = self._latest(key)
+        with path.open("rb") as body:
+            return self._store(key, body, sha256, path.stat().st_size, until, once=True)
+
+    def put_bytes(self, key: str, data: bytes, until: datetime, once: bool = False) -> Held:
+        """`data` at `key`; with `once`, kept as a file is (above)."""
+        return self._store(key, data, _sha256(data), len(data), until, once)
+
+    def _store(self, key: str, body: Any, sha256: str, size: int, until: datetime,
+               once: bool) -> Held:
+        held = self._latest(key) if once else None
         if held is None or held.sha256 != sha256 or held.mode != MODE:
-            with path.open("rb") as body:
-                held = self.read_back(key, self._put(key, body, sha256, until))
+            held = self.read_back(key, self._put(key, body, sha256, until))
         elif held.retain_until is None or held.retain_until < until:
             self._call("extend the retention of", key, self.client.put_object_retention,
                        Bucket=self.location.bucket, Key=key, VersionId=held.version_id,
                        Retention={"Mode": MODE, "RetainUntilDate": until})
             held = self.read_back(key, held.version_id)
-        return self._check(held, sha256, path.stat().st_size, until)
-
-    def put_bytes(self, key: str, data: bytes, until: datetime) -> Held:
-        sha256 = _sha256(data)
-        held = self.read_back(key, self._put(key, data, sha256, until))
-        return self._check(held, sha256, len(data), until)
+        return self._check(held, sha256, size, until)
 
     def chain_slices(self, device: str) -> list[tuple[int, int, str]]:
         """(first, last, key) of every chain slice archived for `device`, by first line."""
@@ -181,7 +188,8 @@ class Archive:
                     if match:
                         found.append((int(match[1]), int(match[2]), item["Key"]))
         except self._errors() as exc:
-            raise ArchiveError(f"cannot list {prefix} in {self.location}: {_why(exc)}") from None
+            raise ArchiveError(f"cannot list {prefix} in {self.location}: "
+                               f"{describe_error(exc)}") from None
         return sorted(found)
 
     def read_back(self, key: str, version_id: str) -> Held:
@@ -200,9 +208,11 @@ class Archive:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
-            raise ArchiveError(f"cannot read {key} in {self.location}: {_why(exc)}") from None
+            raise ArchiveError(f"cannot read {key} in {self.location}: "
+                               f"{describe_error(exc)}") from None
         except self._errors() as exc:
-            raise ArchiveError(f"cannot read {key} in {self.location}: {_why(exc)}") from None
+            raise ArchiveError(f"cannot read {key} in {self.location}: "
+                               f"{describe_error(exc)}") from None
         return _held(key, head) if head.get("VersionId") else None
 
     def _put(self, key: str, body: Any, sha256: str, until: datetime) -> str:
@@ -232,13 +242,19 @@ class Archive:
         try:
             return method(**kwargs)
         except self._errors() as exc:
-            raise ArchiveError(f"cannot {what} {key} in {self.location}: {_why(exc)}") from None
+            raise ArchiveError(f"cannot {what} {key} in {self.location}: "
+                               f"{describe_error(exc)}") from None
 
     @staticmethod
     def _errors() -> tuple[type[Exception], ...]:
-        from botocore.exceptions import BotoCoreError, ClientError
+        return client_errors()
 
-        return (BotoCoreError, ClientError)
+
+def client_errors() -> tuple[type[Exception], ...]:
+    """What boto3 raises for a store that refuses or cannot be reached."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError)
 
 
 @dataclass
@@ -291,6 +307,11 @@ def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="dock-archive") as pool:
         done.files = dict(pool.map(put, list(seqs)))
+    # The key the chain's first records verify with, once: what `bodycam verify s3://` uses
+    # unless given the enrolment register's (--key).
+    archive.put_bytes(archive.location.key(device, "keys", PUBLIC_NAME),
+                      (folder / "keys" / PUBLIC_NAME).read_bytes(),
+                      retain_until(now, done.longest, now), once=True)
     first = next_line(archive.chain_slices(device))
     data, last = slice_lines(folder / "chain.jsonl", first)
     if data:
@@ -358,7 +379,8 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _why(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
+    """The store's error code and message, else the client's."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and "Error" in response:
         error = response["Error"]

@@ -144,6 +144,22 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def verify_archive(url: str, key: Path | None) -> int:
+    """`bodycam verify s3://bucket/prefix`: each device's archive downloaded and verified;
+    the endpoint and credentials as for `dock pull --archive` (AWS_* variables, ~/.aws)."""
+    from agent.dock.archive import Archive, ArchiveError
+    from agent.dock.archive_check import verify_archive as check
+
+    try:
+        reports = check(Archive.connect(url), key)
+    except ArchiveError as exc:
+        print(f"bodycam verify: {exc}", file=sys.stderr)
+        return 2
+    for report in reports:
+        print("\n".join(report.lines()))
+    return 0 if all(report.ok for report in reports) else 1
+
+
 def _enroll(args: argparse.Namespace) -> int:
     from agent.dock.enroll import enroll, load_device_ca
     from agent.dock.pull import DockError

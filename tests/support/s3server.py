@@ -59,6 +59,7 @@ class S3Server:
     endpoint: str
     access_key: str = ACCESS_KEY
     secret_key: str = SECRET_KEY
+    filer: str = ""  # SeaweedFS's filer, under the S3 layer: what a tamper test goes through
 
     def env(self) -> dict[str, str]:
         """The AWS_* variables a dock would be given (boto3 reads them)."""
@@ -73,6 +74,17 @@ class S3Server:
                             aws_secret_access_key=self.secret_key, region_name="us-east-1",
                             config=Config(s3={"addressing_style": "path"},
                                           retries={"max_attempts": 2}))
+
+    def tamper(self, bucket: str, key: str, version: str, data: bytes | None) -> None:
+        """Replace (or, with None, delete) one object version through SeaweedFS's filer,
+        under the S3 layer and its lock: as someone with access to the storage could."""
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.filer}/buckets/{bucket}/{key}.versions/"
+                                         f"v_{version}", data=data,
+                                         method="DELETE" if data is None else "PUT")
+        with urllib.request.urlopen(request) as answer:
+            assert answer.status in (200, 201, 204), answer.status
 
     def bucket(self, locked: bool = True) -> str:
         """A new bucket: versioned with Object Lock, or plain."""
@@ -106,7 +118,8 @@ def seaweedfs(folder: Path) -> Iterator[S3Server]:
     log = (folder / "weed.log").open("wb")
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=folder,
                                start_new_session=True)
-    server = S3Server(f"http://127.0.0.1:{ports['s3']}")
+    server = S3Server(f"http://127.0.0.1:{ports['s3']}",
+                      filer=f"http://127.0.0.1:{ports['filer']}")
     try:
         _wait_ready(server, process, folder / "weed.log")
         yield server

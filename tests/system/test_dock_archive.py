@@ -221,3 +221,40 @@ def test_dock_pull_archive_from_the_command_line(device: Docked, tmp_path: Path,
                                        "s3://BUCKET[/PREFIX] with a bucket name of 3 to 63 "
                                        "lower-case letters, digits, dots and dashes\n")
     assert (device.store / "chain.jsonl").read_bytes() == chain
+
+
+def test_bodycam_verify_checks_the_archive_and_names_what_was_tampered_with(
+        device: Docked, tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = s3_server.bucket()
+    first = _pull(device, tmp_path / "dock", _archive(s3_server, bucket))
+    assert first.ok, first.problem
+    url = f"s3://{bucket}/agency"
+
+    # The newest custody record is past the archived chain: its receipt says where.
+    assert main(["verify", url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("TEST-0001: OK\n") and "is past the archived chain" in out
+    second = _pull(device, tmp_path / "dock", _archive(s3_server, bucket))
+    assert second.ok and second.archived.chain is not None
+    assert main(["verify", url]) == 0
+    assert "OK: " in capsys.readouterr().out
+
+    # Under the S3 layer, past its lock: one file's version deleted, another's replaced.
+    (gone, gone_at), (forged, forged_at) = sorted(first.archived.files.items())[:2]
+    s3_server.tamper(bucket, gone_at.key, gone_at.version_id, None)
+    s3_server.tamper(bucket, forged_at.key, forged_at.version_id, b"forged footage")
+
+    assert main(["verify", url]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("TEST-0001: FAIL\n")
+    assert f"{gone_at.key} version {gone_at.version_id} cannot be read from the archive " \
+           "(NoSuchVersion" in out and "): missing" in out
+    assert f"{forged_at.key} version {forged_at.version_id}: not under COMPLIANCE" in out
+    # The verifier on the download: one file missing, the other not the sealed bytes.
+    assert f"{gone_at.key.rsplit('/', 1)[1]} (record {gone}): is missing" in out
+    assert f"{forged_at.key.rsplit('/', 1)[1]} (record {forged}): is 14 bytes" in out
+    assert main(["verify", f"s3://{s3_server.bucket()}/agency"]) == 2
+    assert "no device's archive under this prefix" in capsys.readouterr().err
