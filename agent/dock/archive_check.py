@@ -10,19 +10,24 @@ retention, slices that do not join. docs/archive.md, "Verifying the archive".
 
 from __future__ import annotations
 
+import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from agent.dock.archive import MODE, Archive, ArchiveError, client_errors, describe_error
-from agent.evidence.chain import SEALED_FILE_TYPES, parse_line, read_bodies
+from agent.dock.pull import CHUNK, sealed_file
+from agent.evidence.chain import parse_line, read_bodies
 from agent.evidence.keys import PUBLIC_NAME
 from agent.evidence.verify import Report, verify_store
 from agent.evidence.witness import RECEIPTS
 
 _MISSING = "is missing (deleted)"
+_RECEIPT = re.compile(r"[0-9]{8}-custody\.jsonl")
 
 
 @dataclass
@@ -90,21 +95,23 @@ def check_device(archive: Archive, device: str, folder: Path,
     records = read_bodies(folder / "chain.jsonl")
     named = _named(records) | _receipts(archive, device, folder, lines, report)
     now = datetime.now(UTC)
+    unnamed = []
     for record in records:
-        if record.get("type") not in SEALED_FILE_TYPES:
+        name = sealed_file(record)  # never a name that could point outside the folder
+        if name is None:
             continue
-        name = record["payload"]["file"]
-        where = f"{name} (record {record['seq']})"
         place = named.get(record["seq"])
         if place is None:
-            report.notes.append(f"{where} is named by no custody record's archive: not "
-                                "archived (in custody before the dock archived, or not yet)")
+            unnamed.append(name)
             continue
-        data = _get(archive, place["key"], place["version_id"], report, where,
-                    lambda head, place=place: _retention(head, place, now))
-        if data is not None:
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_bytes(data)
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        _get(archive, place["key"], place["version_id"], report,
+             f"{name} (record {record['seq']})",
+             partial(_retention, place=place, now=now), folder / name)
+    if unnamed:
+        report.notes.append(f"{len(unnamed)} sealed file(s) named by no custody record's "
+                            f"archive, first {unnamed[0]}: not archived (taken into custody "
+                            "before the dock archived, or not yet)")
     verified = verify_store(folder, key)
     expected = {f"{r['payload']['file']} (record {r['seq']})" for r in records
                 if r.get("seq") in named}
@@ -163,28 +170,38 @@ def _named(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
 def _receipts(archive: Archive, device: str, folder: Path, lines: int,
               report: ArchiveReport) -> dict[int, dict[str, Any]]:
     """The archived receipts: those the chain reaches go in receipts/, where the verifier
-    checks each as a witness of the head; a newer one (its record is archived with the
-    next pull's slice) only says where its files are, and its files are checked against
-    the chain's sealed hashes all the same."""
+    checks each as a witness of the head; the newest (its record is archived with the next
+    pull's slice) only says where its files are, and those files are checked against the
+    chain's sealed hashes all the same."""
     prefix = archive.location.key(device, RECEIPTS) + "/"
+    keys = []
+    try:
+        for page in archive.client.get_paginator("list_objects_v2").paginate(
+                Bucket=archive.location.bucket, Prefix=prefix):
+            keys += [item["Key"] for item in page.get("Contents", [])]
+    except client_errors() as exc:
+        raise ArchiveError(f"cannot list {prefix} in {archive.location}: "
+                           f"{describe_error(exc)}") from None
     bodies = []
-    for page in archive.client.get_paginator("list_objects_v2").paginate(
-            Bucket=archive.location.bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            data = _get(archive, item["Key"], None, report, f"receipt {item['Key']}")
-            try:
-                _, _, body = parse_line((data or b"").rstrip(b"\n"))
-            except ValueError:
-                report.problems.append(f"receipt {item['Key']} is not a record: changed")
-                continue
-            if body["seq"] <= lines:
-                (folder / RECEIPTS).mkdir(exist_ok=True)
-                (folder / RECEIPTS / item["Key"][len(prefix):]).write_bytes(data or b"")
-            else:
-                report.notes.append(f"receipt {item['Key']}: custody record {body['seq']} "
-                                    f"is past the archived chain (line {lines}); the next "
-                                    "pull archives it")
-            bodies.append(body)
+    for key in keys:
+        data = _get(archive, key, None, report, f"receipt {key}")
+        name = key[len(prefix):]
+        try:
+            _, _, body = parse_line((data or b"").rstrip(b"\n"))
+        except ValueError:
+            body = {}
+        if data is None or not _RECEIPT.fullmatch(name) or body.get("seq") != int(name[:8]):
+            if data is not None:
+                report.problems.append(f"receipt {key} is not the custody record its name "
+                                       "says: changed")
+            continue
+        if body["seq"] <= lines:
+            (folder / RECEIPTS).mkdir(exist_ok=True)
+            (folder / RECEIPTS / name).write_bytes(data)
+        else:
+            report.notes.append(f"receipt {key}: custody record {body['seq']} is past the "
+                                f"archived chain (line {lines}); the next pull archives it")
+        bodies.append(body)
     return _named(bodies)
 
 
@@ -205,15 +222,23 @@ def _retention(head: dict[str, Any], place: dict[str, Any], now: datetime) -> st
 
 
 def _get(archive: Archive, key: str, version: str | None, report: ArchiveReport, what: str,
-         check: Any = None) -> bytes | None:
-    """An object's bytes (a given version, else the newest), or None with the problem
-    noted: missing, or (by `check` on its headers) out of retention."""
+         check: Callable[[dict[str, Any]], str | None] | None = None,
+         into: Path | None = None) -> bytes | None:
+    """An object (a given version, else the newest): its bytes, or with `into` streamed to
+    that file; None with the problem noted when it cannot be read, and (by `check` on its
+    headers) when its retention is not what it must be."""
     arguments = {"Bucket": archive.location.bucket, "Key": key}
     if version is not None:
         arguments["VersionId"] = version
     try:
         answer = archive.client.get_object(**arguments)
-        data = answer["Body"].read()
+        if into is None:
+            data = bytes(answer["Body"].read())
+        else:
+            data = b""
+            with into.open("wb") as f:
+                for chunk in answer["Body"].iter_chunks(CHUNK):
+                    f.write(chunk)
     except client_errors() as exc:
         which = f" version {version}" if version else ""
         report.problems.append(f"{what}: {key}{which} cannot be read from the archive "
@@ -222,5 +247,4 @@ def _get(archive: Archive, key: str, version: str | None, report: ArchiveReport,
     problem = check(answer) if check else None
     if problem:
         report.problems.append(f"{what}: {key} version {version}: {problem}")
-    return bytes(data)
-
+    return data

@@ -331,7 +331,7 @@ def _hash_into(digest: Any, path: Path, length: int) -> None:
             length -= len(chunk)
 
 
-def _sealed_file(record: dict[str, Any]) -> str | None:
+def sealed_file(record: dict[str, Any]) -> str | None:
     """The file a sealed-file record names, when the name is of the documented form for its
     seq and the record gives a size and a SHA-256 to check it by; else None. Read before
     the verifier runs, so from whatever a device sent: a record of another shape, or a name
@@ -348,14 +348,14 @@ def _sealed_file(record: dict[str, Any]) -> str | None:
 def _wanted(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Sealed-file records whose file is not held and not purged on the device."""
     purged = _purged_on_device(records)
-    return [r for r in records if r["seq"] not in purged and (name := _sealed_file(r))
+    return [r for r in records if r["seq"] not in purged and (name := sealed_file(r))
             and not (folder / name).exists()]
 
 
 def _held(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The sealed files held, as the manifest lists them."""
     return [{"seq": r["seq"], **{k: r["payload"][k] for k in ("file", "size", "sha256")}}
-            for r in records if (name := _sealed_file(r)) and (folder / name).is_file()]
+            for r in records if (name := sealed_file(r)) and (folder / name).is_file()]
 
 
 def _purged_on_device(records: list[dict[str, Any]]) -> set[int]:
