@@ -104,11 +104,15 @@ class Archive:
         location = Location.parse(url)
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or \
             os.environ.get("AWS_ENDPOINT_URL") or None  # a store of one's own: path style
-        session = boto3.session.Session()
         config = Config(s3={"addressing_style": "path"} if endpoint else {},
                         retries={"max_attempts": 5, "mode": "standard"})
-        client = session.client("s3", endpoint_url=endpoint,
-                                region_name=session.region_name or "us-east-1", config=config)
+        failures: tuple[type[Exception], ...] = (*client_errors(), ValueError)  # bad profile, URL
+        try:
+            session = boto3.session.Session()
+            client = session.client("s3", endpoint_url=endpoint, config=config,
+                                    region_name=session.region_name or "us-east-1")
+        except failures as exc:
+            raise ArchiveError(f"archive {location}: {describe_error(exc)}") from None
         return cls(location, client)
 
     @property

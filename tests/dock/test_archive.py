@@ -170,3 +170,12 @@ def test_an_archive_url_that_is_not_s3_bucket_prefix_is_named(url: str) -> None:
         Location.parse(url)
     assert Location.parse("s3://evidence-2026/agency/north/") == \
         Location("evidence-2026", "agency/north")
+
+
+def test_a_profile_or_endpoint_that_is_not_one_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(ArchiveError, match="no-such-profile"):
+        Archive.connect("s3://evidence/agency")
+    monkeypatch.delenv("AWS_PROFILE")
+    with pytest.raises(ArchiveError, match="Invalid endpoint: not a url"):
+        Archive.connect("s3://evidence/agency", "not a url")
