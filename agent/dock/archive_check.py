@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.dock.archive import MODE, Archive, ArchiveError, client_errors, describe_error
-from agent.dock.pull import CHUNK, sealed_file
+from agent.dock.reading import sealed_file
 from agent.evidence.chain import parse_line, read_bodies
 from agent.evidence.keys import PUBLIC_NAME
 from agent.evidence.verify import Report, verify_store
 from agent.evidence.witness import RECEIPTS
 
 _MISSING = "is missing (deleted)"
+CHUNK = 1024 * 1024  # a downloaded file is written in blocks of this size
 _RECEIPT = re.compile(r"[0-9]{8}-custody\.jsonl")
 
 

@@ -45,6 +45,7 @@ from agent.dock.archive import (
 )
 from agent.dock.bulk import BulkLink, Connections, Download
 from agent.dock.direct_file import ForeignFile, aligned_down, open_own
+from agent.dock.reading import sealed_file
 from agent.durable import fsync_dir, write_all
 from agent.evidence.chain import SEALED_FILE_TYPES, parse_line, read_bodies, utc_iso
 from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
@@ -58,7 +59,6 @@ ATTEMPTS = 5
 PROOF_RATE = 10e6  # bytes/s the device is given to check proofs, slower than any SD card
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FOLDERS = ("sealed", "partial", "receipts")
-_SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)(\.age)?")
 
 
 class DockError(Exception):
@@ -329,20 +329,6 @@ def _hash_into(digest: Any, path: Path, length: int) -> None:
         while length and (chunk := f.read(min(CHUNK, length))):
             digest.update(chunk)
             length -= len(chunk)
-
-
-def sealed_file(record: dict[str, Any]) -> str | None:
-    """The file a sealed-file record names, when the name is of the documented form for its
-    seq and the record gives a size and a SHA-256 to check it by; else None. Read before
-    the verifier runs, so from whatever a device sent: a record of another shape, or a name
-    that could point outside the folder, is never acted on, and the verifier reports it."""
-    kind, payload = record.get("type"), record.get("payload")
-    if not isinstance(kind, str) or kind not in SEALED_FILE_TYPES or \
-            not isinstance(payload, dict) or type(payload.get("size")) is not int or \
-            not isinstance(payload.get("sha256"), str):
-        return None
-    match = _SEALED_NAME.fullmatch(str(payload.get("file")))
-    return payload["file"] if match and int(match.group(1)) == record["seq"] else None
 
 
 def _wanted(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
