@@ -50,8 +50,8 @@ class Location:
         scheme, _, rest = url.partition("://")
         bucket, _, prefix = rest.partition("/")
         if scheme != "s3" or not _BUCKET.fullmatch(bucket):
-            raise ArchiveError(f"--archive {url!r}: not s3://BUCKET[/PREFIX] with a bucket "
-                               "name of 3 to 63 lower-case letters, digits, dots and dashes")
+            raise ArchiveError(f"{url!r} is not s3://BUCKET[/PREFIX] with a bucket name of 3 "
+                               "to 63 lower-case letters, digits, dots and dashes")
         return cls(bucket, prefix.strip("/"))
 
     def key(self, device: str, *parts: str) -> str:

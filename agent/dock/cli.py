@@ -117,7 +117,7 @@ def _pull(args: argparse.Namespace) -> int:
     try:
         archive = Archive.connect(args.archive, args.archive_endpoint) if args.archive else None
     except ArchiveError as exc:
-        print(f"bodycam dock: {exc}", file=sys.stderr)
+        print(f"bodycam dock: --archive: {exc}", file=sys.stderr)
         return 2
     result = _run(pull(args.device, args.out, _link(args), args.operator, args.device_key,
                        args.connections, custody=not args.no_custody, archive=archive,

@@ -217,7 +217,7 @@ def test_dock_pull_archive_from_the_command_line(device: Docked, tmp_path: Path,
     assert head["ObjectLockRetainUntilDate"] > datetime.now(UTC) + timedelta(days=399)
     chain = (device.store / "chain.jsonl").read_bytes()
     assert main(["dock", "pull", *tls, "--archive", "s3://x/agency"]) == 2
-    assert capsys.readouterr().err == ("bodycam dock: --archive 's3://x/agency': not "
+    assert capsys.readouterr().err == ("bodycam dock: --archive: 's3://x/agency' is not "
                                        "s3://BUCKET[/PREFIX] with a bucket name of 3 to 63 "
                                        "lower-case letters, digits, dots and dashes\n")
     assert (device.store / "chain.jsonl").read_bytes() == chain
@@ -258,3 +258,5 @@ def test_bodycam_verify_checks_the_archive_and_names_what_was_tampered_with(
     assert f"{forged_at.key.rsplit('/', 1)[1]} (record {forged}): is 14 bytes" in out
     assert main(["verify", f"s3://{s3_server.bucket()}/agency"]) == 2
     assert "no device's archive under this prefix" in capsys.readouterr().err
+    assert main(["verify", "s3://X/agency"]) == 2
+    assert capsys.readouterr().err.startswith("bodycam verify: 's3://X/agency' is not s3://")
