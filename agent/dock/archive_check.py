@@ -106,6 +106,7 @@ def check_device(archive: Archive, device: str, folder: Path,
             unnamed.append(name)
             continue
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        _first_version(archive, place["key"], report)  # notes what was put on top of it
         _get(archive, place["key"], place["version_id"], report,
              f"{name} (record {record['seq']})",
              partial(_retention, place=place, now=now), folder / name)
@@ -131,7 +132,8 @@ def _join_chain(archive: Archive, device: str, chain: Path, report: ArchiveRepor
     1; one that overlaps must agree with the lines held."""
     held: list[bytes] = []
     for first, last, key in archive.chain_slices(device):
-        data = _get(archive, key, None, report, f"chain slice {key}")
+        data = _get(archive, key, _first_version(archive, key, report), report,
+                    f"chain slice {key}")
         if data is None:
             continue
         lines = data.splitlines(keepends=True)
@@ -151,6 +153,28 @@ def _join_chain(archive: Archive, device: str, chain: Path, report: ArchiveRepor
         held += lines[len(overlap):]
     chain.write_bytes(b"".join(held))
     return len(held)
+
+
+def _first_version(archive: Archive, key: str, report: ArchiveReport) -> str | None:
+    """The oldest version at `key`: the dock writes each key once, and a version under
+    COMPLIANCE retention cannot be changed or removed, so what was put on top later is an
+    overwrite (noted, with how many) and the first is the archived one."""
+    try:
+        listed = archive.client.list_object_versions(Bucket=archive.location.bucket,
+                                                     Prefix=key)
+    except client_errors() as exc:
+        raise ArchiveError(f"cannot list the versions of {key} in {archive.location}: "
+                           f"{describe_error(exc)}") from None
+    # S3 lists a key's versions newest first (timestamps may tie within a second).
+    versions = [v["VersionId"] for v in listed.get("Versions", []) if v["Key"] == key]
+    markers = [v for v in listed.get("DeleteMarkers", []) if v["Key"] == key]
+    if not versions:
+        return None
+    if len(versions) + len(markers) > 1:
+        report.notes.append(f"{key}: {len(versions) + len(markers) - 1} version(s) or delete "
+                            f"marker(s) put on top of the archived {versions[-1]} (overwritten "
+                            "or deleted through S3; the archived version is what is checked)")
+    return str(versions[-1])
 
 
 def _named(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -185,7 +209,8 @@ def _receipts(archive: Archive, device: str, folder: Path, lines: int,
                            f"{describe_error(exc)}") from None
     bodies = []
     for key in keys:
-        data = _get(archive, key, None, report, f"receipt {key}")
+        data = _get(archive, key, _first_version(archive, key, report), report,
+                    f"receipt {key}")
         name = key[len(prefix):]
         try:
             _, _, body = parse_line((data or b"").rstrip(b"\n"))

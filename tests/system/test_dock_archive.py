@@ -242,6 +242,20 @@ def test_bodycam_verify_checks_the_archive_and_names_what_was_tampered_with(
     assert main(["verify", url]) == 0
     assert "OK: " in capsys.readouterr().out
 
+    # Through S3, a locked version cannot be changed: an overwrite or a delete is a new
+    # version or a marker on top, named, and the archived version is what is checked.
+    s3 = s3_server.client()
+    slice_key = first.archived.chain.key
+    s3.put_object(Bucket=bucket, Key=slice_key, Body=b"a forged chain\n")
+    some = next(iter(first.archived.files.values()))
+    s3.delete_object(Bucket=bucket, Key=some.key)
+    assert main(["verify", url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("TEST-0001: OK\n")
+    assert f"{slice_key}: 1 version(s) or delete marker(s) put on top of the archived " \
+           f"{first.archived.chain.version_id}" in out
+    assert f"{some.key}: 1 version(s) or delete marker(s) put on top" in out
+
     # Under the S3 layer, past its lock: one file's version deleted, another's replaced.
     (gone, gone_at), (forged, forged_at) = sorted(first.archived.files.items())[:2]
     s3_server.tamper(bucket, gone_at.key, gone_at.version_id, None)
