@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", parents=[common, trust],
                                  help="verify a store's chain and segments")
     verify.add_argument("path", nargs="?", type=Path, metavar="STORE",
-                        help="the store to verify (default: the configured store)")
+                        help="the store to verify (default: the configured store), or an "
+                        "archive, s3://BUCKET/PREFIX (docs/archive.md)")
     verify.add_argument("--json", action="store_true", help="print the full report as JSON")
     verify.set_defaults(func=_verify)
 
@@ -187,6 +188,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from agent.evidence.verify import report_json, reports_json, stores_in, verify_store
 
+    if args.path is not None and args.path.parts[:1] == ("s3:",):  # Path folds s3:// to s3:/
+        from agent.dock.cli import verify_archive
+
+        return verify_archive("s3://" + "/".join(args.path.parts[1:]), args.key)
     root = args.path or (args.store or _config(args).store_path)
     roots = stores_in(root)  # a dock's evidence folder holds one store per device
     outside = _outside(args, root, len(roots))

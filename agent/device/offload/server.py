@@ -76,7 +76,8 @@ SMALL_BODY = 4 * 1024                        # an officer assignment, a clock se
 # Five PEM fields of _PEM_MAX characters, each at most 6 bytes as JSON writes it (\uXXXX).
 ENROLLMENT_BODY = 5 * 6 * _PEM_MAX + SMALL_BODY
 CUSTODY_BODY = 64 * 1024                     # a custody report naming no file...
-CUSTODY_BODY_PER_FILE = 512                  # ...and this much for each file not in custody
+CUSTODY_BODY_PER_FILE = 1024                 # ...and this much for each file not in custody
+# (its claim, about 180 bytes, and its archived object, at most about 480)
 _ENROLLMENT_MODE = frozenset({f"{API}/identity", f"{API}/enrollment"})
 _Model = TypeVar("_Model", bound=BaseModel)
 
