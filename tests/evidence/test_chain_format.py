@@ -167,10 +167,7 @@ def _replace_signature(store: Path, n: int, key: Ed25519PrivateKey | None = None
     chain = store / "chain.jsonl"
     lines = chain.read_bytes().splitlines(keepends=True)
     body, signature = split_line(lines[n - 1].rstrip(b"\n"))
-    if key is None:
-        signature = bytes([signature[0] ^ 0x01]) + signature[1:]
-    else:
-        signature = key.sign(body)
+    signature = key.sign(body) if key else bytes([signature[0] ^ 0x01]) + signature[1:]
     lines[n - 1] = encode_line(body, signature)
     chain.write_bytes(b"".join(lines))
 
