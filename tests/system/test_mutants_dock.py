@@ -14,8 +14,8 @@ import pytest
 from tests.evidence.test_mutants import shell_verdict_of, verdict_of
 from tests.support.dockside import docked_device
 from tests.support.mutants import FAIL, OK, SIGNATURE, Base, Mutant, mutants
-from tests.support.shell_procedure import standard_tools
 from tests.support.pki import Pki
+from tests.support.shell_procedure import standard_tools
 
 
 @pytest.fixture(scope="module")
