@@ -313,9 +313,11 @@ def read_records(path: Path) -> list[tuple[int, bytes]]:
         return [(n, line.rstrip(b"\n")) for n, line in enumerate(f, 1)]
 
 
-def whole_lines(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+def whole_lines(path: Path, offset: int = 0, complete: bool = True
+                ) -> Iterator[tuple[int, bytes]]:
     """(offset, line with its newline) of each whole line from byte `offset` on, streamed in
-    1 MiB reads: a last line without its newline (being written, or torn) is left out."""
+    1 MiB reads: a last line without its newline (being written, or torn) is left out, or
+    given as it is when not `complete` (the verifier reports it)."""
     with path.open("rb") as f:
         f.seek(offset)
         rest = b""
@@ -325,3 +327,5 @@ def whole_lines(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
             for line in lines:
                 yield offset, line + b"\n"
                 offset += len(line) + 1
+        if rest and not complete:
+            yield offset, rest
