@@ -153,6 +153,31 @@ class References:
             self._segment_names.discard(sealed["file"])
         self._holders.pop(seq, None)
 
+    def open_files(self) -> dict[int, dict[str, Any]]:
+        """seq -> file, sha256, size of each sealed file kept: those no purge closed (all,
+        with `keep_all`)."""
+        return self._sealed
+
+    def state(self) -> dict[str, Any]:
+        """What a later pass needs to go on from here (JSON), for `restore`."""
+        return {"starts": sorted(self.starts), "stopped": sorted(self._stopped),
+                "interruptions": sorted(self._interruptions),
+                "sealed": [[seq, sealed] for seq, sealed in self._sealed.items()],
+                "segment_names": sorted(self._segment_names),
+                "holders": [[seq, sorted(custody)] for seq, custody in self._holders.items()]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go on from a `state`; KeyError, TypeError or ValueError if it is not one."""
+        self.starts = {int(seq) for seq in state["starts"]}
+        self._stopped = {int(seq) for seq in state["stopped"]}
+        self._interruptions = {int(seq) for seq in state["interruptions"]}
+        self._sealed = {int(seq): {"file": str(sealed["file"]),
+                                   "sha256": str(sealed["sha256"]), "size": int(sealed["size"])}
+                        for seq, sealed in state["sealed"]}
+        self._segment_names = {str(name) for name in state["segment_names"]}
+        self._holders = {int(seq): {int(c) for c in custody}
+                         for seq, custody in state["holders"]}
+
     def _ask(self) -> None:
         if not self.keep_all:
             self.asked = True

@@ -26,8 +26,10 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.durable import write_file
 from agent.evidence.anchor import KeySpan, anchor
 from agent.evidence.chain import (
     GENESIS_PREV,
@@ -114,11 +116,38 @@ class Outside:
 
 
 _WINDOW = 4096  # recent record hashes a flat pass keeps: a custody head names a recent one
+_STATE_BYTES = 64 << 20  # a saved state is what the pass keeps: far smaller
 
 
 def verify_store(root: Path, public_key_path: Path | None = None,
                  digests: dict[str, str] | None = None, outside: Outside = Outside(),
-                 workers: int | None = None) -> Report:
+                 workers: int | None = None, resume: Path | None = None) -> Report:
+    """Everything in the module docstring: `_verify_store`."""
+    return _verify_store(root, public_key_path, digests, outside, workers, resume)[0]
+
+
+@dataclass(frozen=True)
+class Copy:
+    """What a dock's pull needs of a verification beyond the report: the sealed files no
+    purge closed (seq -> file, sha256, size, and whether a custody record named it), the
+    key in force after the chain, and the seq a resumed verification went on from."""
+
+    open_files: dict[int, dict[str, Any]]
+    key_in_force: Ed25519PublicKey
+    resumed_from: int | None
+
+
+def verify_copy(root: Path, digests: dict[str, str], resume: Path) -> tuple[Report, Copy]:
+    """A dock's copy, verified from where the last verification left off when it can."""
+    report, run = _verify_store(root, None, digests, Outside(), None, resume)
+    if run is None:
+        return report, Copy({}, _load_key(Store(root).keys / PUBLIC_NAME), None)
+    return report, Copy(run.open_files(), run.key, run.resumed_from)
+
+
+def _verify_store(root: Path, public_key_path: Path | None, digests: dict[str, str] | None,
+                  outside: Outside, workers: int | None, resume: Path | None
+                  ) -> tuple[Report, _Pass | None]:
     """Everything in the module docstring. `digests` (sha256 by file name, e.g.
     "sealed/00000003.ts") are hashes a caller computed of the very bytes it wrote
     to those files just now, as the dock does while receiving: reading them back
@@ -135,13 +164,19 @@ def verify_store(root: Path, public_key_path: Path | None = None,
     yet, with a seq beyond the head as read, is being sealed: the chain is read again
     when its record is appended (at most SEAL_WAIT_S) and verified whole as usual. Only
     a file still unaccounted for then is a finding; a store nothing writes (a copy, the
-    dock's evidence folder) is never waited for."""
+    dock's evidence folder) is never waited for.
+
+    `resume` (the dock's): a file where the pass's state is kept after a verification that
+    found nothing, and read back the next time to verify only the lines appended since;
+    trusted only when the chain still holds, where it left off, the head it verified, and
+    sealed/ the same files up to it (else the chain is verified whole). See
+    docs/docking.md, "Incremental verification"."""
     store = Store(root)
     key = _load_key(public_key_path or store.keys / PUBLIC_NAME)
     report = Report(str(root), fingerprint(key))
     if not store.chain.exists():
         report.findings.append(Finding("chain.jsonl", "missing", "missing"))
-        return report
+        return report, None
     # sealed/ is listed before the chain is read: the device renames a file into sealed/
     # and then appends the record naming it, so each file listed either has its record in
     # the chain as read or was being sealed meanwhile (then its seq is beyond the head).
@@ -150,7 +185,7 @@ def verify_store(root: Path, public_key_path: Path | None = None,
     hashes = dict(digests or {})
     live = False
     try:
-        run = _verify_chain(store, key, report, listed, hashes, outside, workers)
+        run = _verify_chain(store, key, report, listed, hashes, outside, workers, resume)
         being_sealed = _being_sealed(run.unclaimed, report)
         live = bool(being_sealed) and has_writer(store.chain)
         if live and _await_records(store.chain, run.last_offset, report.head_seq,
@@ -160,7 +195,7 @@ def verify_store(root: Path, public_key_path: Path | None = None,
     except OSError as exc:  # a folder where the journal should be, or unreadable
         report.findings.append(Finding("chain.jsonl", f"cannot be read ({exc.strerror})",
                                        "missing"))
-        return report
+        return report, None
     late = _being_sealed(run.unclaimed, report) if live else {}
     for name in sorted(run.unclaimed):
         report.findings.append(Finding(name, "is not in the chain (inserted)" + (
@@ -169,17 +204,26 @@ def verify_store(root: Path, public_key_path: Path | None = None,
     for path in sorted(store.open.glob("*")) if store.open.is_dir() else []:
         report.notes.append(f"open/{path.name} is not sealed yet (being written, or left by "
                             "a power cut for recovery)")
-    return report
+    if resume is not None:
+        if report.ok and not run.keep_all and not live:
+            _save(resume, run, key, listed)
+        else:
+            resume.unlink(missing_ok=True)
+    return report, run
 
 
 def _verify_chain(store: Store, key: Ed25519PublicKey, report: Report, listed: set[str],
-                  hashes: dict[str, str], outside: Outside, workers: int | None) -> _Pass:
-    """One flat pass over the chain into `report`; a second keeping everything when the
-    first met a reference to what it had let go. `hashes` are the file digests known so
-    far, and gain those computed here."""
+                  hashes: dict[str, str], outside: Outside, workers: int | None,
+                  resume: Path | None = None) -> _Pass:
+    """One flat pass over the chain into `report` (from a saved state when `resume` holds
+    one the chain agrees with); a second from the start keeping everything when the first
+    met a reference to what it had let go. `hashes` are the file digests known so far,
+    and gain those computed here."""
     held = in_folder(store.root)
     witnessed = _witnessed(held, outside)
-    run = _Pass(store, key, hashes, set(listed), witnessed, keep_all=False)
+    run = _resumed(resume, store, key, hashes, listed, witnessed) if resume else None
+    if run is None:
+        run = _Pass(store, key, hashes, set(listed), witnessed, keep_all=False)
     run.read(store.chain, workers)
     if run.asked:
         run = _Pass(store, key, hashes, set(listed), witnessed, keep_all=True,
@@ -187,6 +231,78 @@ def _verify_chain(store: Store, key: Ed25519PublicKey, report: Report, listed: s
         run.read(store.chain, workers)
     run.finish(report, held, outside)
     return run
+
+
+_STATE_VERSION = 1  # of the saved state's form: a state of another version is not read
+
+
+def _save(path: Path, run: _Pass, key: Ed25519PublicKey, listed: set[str]) -> None:
+    """The pass's state beside the copy, replaced whole (written, synced, renamed)."""
+    state = {"version": _STATE_VERSION, "anchor": fingerprint(key),
+             "files": _files_up_to(listed, run.head["seq"] if run.head else 0), **run.state()}
+    body = json.dumps(state, sort_keys=True, separators=(",", ":"))
+    data = json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest(),
+                       "state": state}, sort_keys=True, separators=(",", ":")).encode()
+    write_file(path, data, 0o644)
+
+
+def _resumed(path: Path, store: Store, key: Ed25519PublicKey, digests: dict[str, str],
+             listed: set[str], witnessed: set[int]) -> _Pass | None:
+    """A pass going on from the state saved at `path`, or None (then the chain is verified
+    whole) when there is none, or it is damaged, of another version or key, or disagrees
+    with the chain or sealed/ up to the head it verified."""
+    try:
+        if not path.is_file() or path.stat().st_size > _STATE_BYTES:
+            return None
+        saved = json.loads(path.read_bytes())
+        state = saved["state"]
+        body = json.dumps(state, sort_keys=True, separators=(",", ":"))
+        if hashlib.sha256(body.encode()).hexdigest() != saved["sha256"] or \
+                state["version"] != _STATE_VERSION or state["anchor"] != fingerprint(key):
+            return None
+        head = int(state["head"]["seq"])
+        kept = {int(seq) for seq, _ in state["hashes"]}
+        if state["files"] != _files_up_to(listed, head) or \
+                any(seq <= head and seq not in kept for seq in witnessed):
+            return None  # a file changed in the part verified, or a witness it did not keep
+        run = _Pass(store, key, digests, {name for name in listed
+                                          if _file_seq(name) is None or
+                                          (_file_seq(name) or 0) > head},
+                    witnessed, keep_all=False)
+        run.restore(state)
+        with store.chain.open("rb") as f:
+            f.seek(run.last_offset)
+            line = f.read(run.offset - run.last_offset)
+        body_bytes = parse_line(line.rstrip(b"\n"))[0]
+        if not line.endswith(b"\n") or line.count(b"\n") != 1 or \
+                record_hash(body_bytes) != state["head"]["hash"]:
+            return None  # the chain does not hold, where the state left off, its head
+    except (OSError, KeyError, TypeError, ValueError, AttributeError, RecursionError):
+        return None
+    run.last_line = line
+    run.resumed_from = head
+    return run
+
+
+def _files_up_to(listed: set[str], head: int) -> str:
+    """A digest of the names in sealed/ of the files of records up to `head`."""
+    names = sorted(name for name in listed if (seq := _file_seq(name)) is not None
+                   and seq <= head)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+def _file_seq(name: str) -> int | None:
+    match = _SEALED_SEQ.match(name)
+    return int(match.group(1)) if match else None
+
+
+def _b64(key: Ed25519PublicKey) -> str:
+    return base64.b64encode(key.public_bytes(serialization.Encoding.Raw,
+                                             serialization.PublicFormat.Raw)).decode()
+
+
+def _key(text: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
 
 
 def _witnessed(held: FolderWitnesses, outside: Outside) -> set[int]:
@@ -266,6 +382,61 @@ class _Pass:
         self.interruptions: list[tuple[int, str]] = []
         self.explained: set[int] = set()
         self.enrollments: list[dict[str, Any]] = []
+        self.resumed_from: int | None = None  # the head a saved state went on from
+
+    def open_files(self) -> dict[int, dict[str, Any]]:
+        """The sealed files no purge closed, each with whether a custody record named it."""
+        return {seq: {**sealed, "custody": seq in self.held}
+                for seq, sealed in self.references.open_files().items()
+                if seq not in self.purged}
+
+    def state(self) -> dict[str, Any]:
+        """What a later pass needs to go on from the end of this one (JSON): only kept after
+        a flat pass that found nothing."""
+        return {
+            "offset": self.offset, "last_offset": self.last_offset, "number": self.number,
+            "expected": self.expected, "link": self.link, "retired": self.retired,
+            "head": self.head, "records": self.records, "key": _b64(self.key),
+            "spans": [[_b64(span.key), span.fingerprint, span.first, span.last]
+                      for span in self.spans],
+            "hashes": [[seq, digest] for seq, digest in self.hashes.items()],
+            "recent": list(self.recent), "references": self.references.state(),
+            "held": [[seq, sha256] for seq, sha256 in self.held.items()],
+            "counts": [self.sealed_count, self.segments, self.video_frames,
+                       self.purged_count, self.recorded_us],
+            "previous": [[recording, last] for recording, last in self.previous.items()],
+            "totals": [[recording, totals] for recording, totals in self.totals.items()],
+            "stopped": sorted(self.stopped), "rotation_notes": self.rotation_notes,
+            "inside_notes": self.inside_notes, "interruptions": self.interruptions,
+            "explained": sorted(self.explained), "enrollments": self.enrollments}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go on from a `state`; KeyError, TypeError or ValueError if it is not one."""
+        self.offset, self.last_offset = int(state["offset"]), int(state["last_offset"])
+        self.number, self.expected = int(state["number"]), int(state["expected"])
+        self.link, self.retired = str(state["link"]), state["retired"]
+        self.head = {"seq": int(state["head"]["seq"]), "hash": str(state["head"]["hash"])}
+        self.records = int(state["records"])
+        self.key = _key(state["key"])
+        self.key_fp = fingerprint(self.key)
+        self.spans = [KeySpan(_key(raw), str(fp), int(first), int(last))
+                      for raw, fp, first, last in state["spans"]]
+        if self.spans and _b64(self.spans[-1].key) == state["key"]:
+            self.key = self.spans[-1].key  # the same key goes on signing the same span
+        self.hashes.update((int(seq), str(digest)) for seq, digest in state["hashes"])
+        self.recent = deque(int(seq) for seq in state["recent"])
+        self.references.restore(state["references"])
+        self.held = {int(seq): str(sha256) for seq, sha256 in state["held"]}
+        (self.sealed_count, self.segments, self.video_frames, self.purged_count,
+         self.recorded_us) = (int(count) for count in state["counts"])
+        self.previous = {int(recording): dict(last) for recording, last in state["previous"]}
+        self.totals = {int(recording): dict(totals) for recording, totals in state["totals"]}
+        self.stopped = {int(recording) for recording in state["stopped"]}
+        self.rotation_notes = [str(note) for note in state["rotation_notes"]]
+        self.inside_notes = [str(note) for note in state["inside_notes"]]
+        self.interruptions = [(int(seq), str(cause)) for seq, cause in state["interruptions"]]
+        self.explained = {int(seq) for seq in state["explained"]}
+        self.enrollments = [dict(record) for record in state["enrollments"]]
 
     def read(self, chain: Path, workers: int | None) -> None:
         """The chain's lines from where the pass stands."""
