@@ -16,7 +16,6 @@ connection; not its address, which on a dock link is arbitrary.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import os
@@ -37,10 +36,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.dock.bulk import BulkLink, Connections, Download
 from agent.dock.direct_file import ForeignFile, aligned_down, open_own
 from agent.durable import fsync_dir, write_all
-from agent.evidence.chain import SEALED_FILE_TYPES, parse_line, read_bodies, utc_iso
+from agent.evidence.chain import SEALED_FILE_TYPES, parse_line, utc_iso, whole_lines
 from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.evidence.possession import digest_file, new_proof
-from agent.evidence.verify import Report, verify_store
+from agent.evidence.verify import Copy, Report, resume_offset, verify_copy
 from agent.pki import common_names
 
 API = "v1"
@@ -49,6 +48,7 @@ ATTEMPTS = 5
 PROOF_RATE = 10e6  # bytes/s the device is given to check proofs, slower than any SD card
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FOLDERS = ("sealed", "partial", "receipts")
+VERIFIED = "verified.json"  # the verifier's state after the last clean verification
 _SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)(\.age)?")
 
 
@@ -151,6 +151,7 @@ class PullResult:
     custody_seq: int | None = None
     purged: list[int] = field(default_factory=list)
     problem: str | None = None
+    resumed_from: int | None = None  # the head a verification of the new records went on from
 
     @property
     def ok(self) -> bool:
@@ -222,7 +223,7 @@ def _trust_key(folder: Path, identity: dict[str, Any], device_key: Path | None) 
 
 async def _pull_chain(session: aiohttp.ClientSession, chain: Path) -> int:
     """Append the records after those held; returns how many lines were added."""
-    held = chain.read_bytes().count(b"\n") if chain.exists() else 0
+    held = _count_lines(chain) if chain.exists() else 0
     async with session.get(f"{API}/chain", params={"from": str(held + 1)}) as r:
         if r.status != 200:
             await read_json(r, "chain")
@@ -235,6 +236,22 @@ async def _pull_chain(session: aiohttp.ClientSession, chain: Path) -> int:
     finally:
         os.close(fd)
     return whole.count(b"\n")
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(CHUNK), b""))
+
+
+def _bodies(chain: Path, offset: int) -> list[dict[str, Any]]:
+    """The body of each whole record from byte `offset` on; the verifier reports the rest."""
+    bodies = []
+    for _, line in whole_lines(chain, offset):
+        try:
+            bodies.append(parse_line(line.rstrip(b"\n"))[2])
+        except ValueError:
+            continue
+    return bodies
 
 
 class _Fetch:
@@ -377,7 +394,10 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
             (folder / sub).mkdir(parents=True, exist_ok=True)
         (folder / "partial").chmod(0o700)  # bytes not yet known to be the device's
         await _pull_chain(session, folder / "chain.jsonl")
-        records = read_bodies(folder / "chain.jsonl")
+        # After a clean verification every file of the records verified is held or purged:
+        # only the records since are read (all of them the first time, or after a problem).
+        verified = resume_offset(folder, folder / VERIFIED)
+        records = _bodies(folder / "chain.jsonl", verified)
         bulk = Connections(BulkLink(link.cert, link.key, link.device_ca,
                                     BulkLink.pin(context.check.certificate)))
         fetches = [_Fetch(url, bulk, folder, r) for r in _wanted(folder, records)]
@@ -395,12 +415,12 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                 transfers:
             outcomes = await asyncio.gather(*(fetch(job, transfers) for job in fetches))
         fsync_dir(folder / "sealed")
-        report = await asyncio.to_thread(verify_store, folder, None, {
+        report, copy = await asyncio.to_thread(verify_copy, folder, {
             str(j.dest.relative_to(folder)): j.digest
-            for j, o in zip(fetches, outcomes, strict=True) if o is None})
+            for j, o in zip(fetches, outcomes, strict=True) if o is None}, folder / VERIFIED)
         result = PullResult(folder, identity["device"], report,
                             [j.seq for j, o in zip(fetches, outcomes, strict=True) if o is None],
-                            sum(j.received for j in fetches))
+                            sum(j.received for j in fetches), resumed_from=copy.resumed_from)
         problems = [o for o in outcomes if o not in (None, "purged")]
         if problems:
             result.problem = problems[0]
@@ -408,35 +428,34 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
             result.problem = f"the device's chain does not verify: {report.findings[0]}"
         elif custody:
             try:
-                await _report_custody(session, context.check, folder, records, report,
+                await _report_custody(session, context.check, folder, copy, report,
                                       operator, result)
             except DockError as exc:  # refused by the device, or a receipt that is not one
                 result.problem = str(exc)
         result.seconds = time.monotonic() - started
-        _write_manifest(folder, url, operator, identity, key_source, records, result,
+        held = (_held_before(folder, _held(folder, records)) if verified else None) or \
+            _held(folder, _bodies(folder / "chain.jsonl", 0) if verified else records)
+        _write_manifest(folder, url, operator, identity, key_source, held, result,
                         context.check.certificate)
         return result
 
 
 async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, folder: Path,
-                          records: list[dict[str, Any]], report: Report, operator: str,
+                          copy: Copy, report: Report, operator: str,
                           result: PullResult) -> None:
     """Tell the device what this dock now holds, with a proof of possession under a fresh
     nonce for each file not yet in custody; keep its signed receipt."""
     nonce = (await device_identity(session, check))["nonce"]  # fresh: a long pull outlives a nonce
-    custodied = {s["seq"] for r in records if r.get("type") == "custody"
-                 for s in r["payload"]["segments"]}
     held, proving = [], 0
-    for r in records:
+    for seq, sealed in sorted(copy.open_files.items()):
         # Files already in a custody record are not listed again: a dock that keeps a year
         # of files would otherwise send them all (over the device's body limit) and have
         # the device seal them all again, every day.
-        if r.get("type") not in SEALED_FILE_TYPES or r["seq"] in custodied or \
-                not (folder / r["payload"]["file"]).is_file():
+        if sealed["custody"] or not (folder / sealed["file"]).is_file():
             continue
-        held.append({"seq": r["seq"], "sha256": r["payload"]["sha256"],
-                     "proof": await asyncio.to_thread(_prove, folder, r["payload"], nonce)})
-        proving += r["payload"]["size"]
+        held.append({"seq": seq, "sha256": sealed["sha256"],
+                     "proof": await asyncio.to_thread(_prove, folder, sealed, nonce)})
+        proving += sealed["size"]
     body = {"report_id": str(uuid.uuid4()), "nonce": nonce, "operator": operator,
             "head": report.head, "segments": held}
     # The device reads every proven byte again before it answers.
@@ -445,7 +464,7 @@ async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, fo
     async with session.post(f"{API}/custody", json=body, timeout=timeout) as response:
         answer = await read_json(response, "custody report")
     receipt = answer["receipt"].encode("utf-8")
-    custody = _check_receipt(folder, records, receipt, body)
+    custody = _check_receipt(copy.key_in_force, receipt, body)
     _create(folder / "receipts" / f"{custody['seq']:08d}-custody.jsonl", receipt, 0o644)
     result.custody_seq = custody["seq"]
     result.purged = answer.get("purged", [])
@@ -462,18 +481,11 @@ def _prove(folder: Path, sealed: dict[str, Any], nonce: str) -> str:
     return proof.hexdigest()
 
 
-def _check_receipt(folder: Path, records: list[dict[str, Any]], receipt: bytes,
-                   sent: dict[str, Any]) -> dict[str, Any]:
+def _check_receipt(key: Ed25519PublicKey, receipt: bytes, sent: dict[str, Any]
+                   ) -> dict[str, Any]:
     """The receipt is the device's custody record: signed by the key in force after the
     verified chain (the first key, or the one its last rotation handed over to), naming
     what we sent."""
-    rotations = [r for r in records if r.get("type") == "key_rotation"]
-    try:
-        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(
-            rotations[-1]["payload"]["new_public_key"])) if rotations else \
-            load_public_key(folder / "keys" / PUBLIC_NAME)
-    except ValueError as exc:
-        raise DockError(f"the device's signing key after its last rotation: {exc}") from exc
     try:
         body_bytes, signature, body = parse_line(receipt.rstrip(b"\n"))
         key.verify(signature, body_bytes)
@@ -487,8 +499,20 @@ def _check_receipt(folder: Path, records: list[dict[str, Any]], receipt: bytes,
     return body
 
 
+def _held_before(folder: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The files held, as the manifest lists them: those the last manifest listed that are
+    still held, and `new`, the files of the records read now; None without a manifest."""
+    try:
+        before = json.loads((folder / "manifest.json").read_bytes())["held"]
+        kept = [item for item in before if (folder / item["file"]).is_file()]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    seqs = {item["seq"] for item in new}
+    return [item for item in kept if item["seq"] not in seqs] + new
+
+
 def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, Any],
-                    key_source: str, records: list[dict[str, Any]], result: PullResult,
+                    key_source: str, held: list[dict[str, Any]], result: PullResult,
                     certificate: bytes) -> None:
     key = load_public_key(folder / "keys" / PUBLIC_NAME)
     manifest = {
@@ -502,12 +526,12 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
         "device_certificate": hashlib.sha256(certificate).hexdigest(),
         "head": result.verify.head,
         "records": result.verify.records,
-        "held": _held(folder, records),
+        "held": held,
         "fetched_now": result.fetched,
         "bytes_fetched": result.bytes_fetched,
         "seconds": round(result.seconds, 3),
         "verify": {"ok": result.verify.ok, "summary": result.verify.summary(),
-                   "notes": result.verify.notes},
+                   "notes": result.verify.notes, "resumed_from": result.resumed_from},
         "custody_seq": result.custody_seq,
         "purged_on_device": result.purged,
         "status": "custody" if result.ok else
@@ -530,7 +554,7 @@ def _refuse_links(folder: Path) -> None:
         return
     names = [folder] + [folder / name for name in (
         "keys", f"keys/{PUBLIC_NAME}", "chain.jsonl", "manifest.json", "manifest.json.tmp",
-        *_FOLDERS)]
+        VERIFIED, f"{VERIFIED}.tmp", *_FOLDERS)]
     for sub in _FOLDERS:
         if (folder / sub).is_dir() and not (folder / sub).is_symlink():
             names += sorted((folder / sub).iterdir())
