@@ -17,6 +17,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 import re
 import time
 from collections import deque
@@ -586,10 +587,10 @@ class _Pass:
         self.unclaimed.discard(name)
         if self.keep_all:
             self.name_by_hash[sealed.sha256] = name
-        path = self.store.root / name
-        if not path.is_file():
+        if not os.path.isfile(f"{self.store.root}/{name}"):  # a Path per record costs more
             self.absent.setdefault(seq, []).append(sealed)
             return
+        path = self.store.root / name
         try:
             size, digest = path.stat().st_size, self.digests.get(name) or _sha256(path)
             self.digests[name] = digest
