@@ -39,7 +39,7 @@ from agent.durable import fsync_dir, write_all
 from agent.evidence.chain import SEALED_FILE_TYPES, parse_line, utc_iso, whole_lines
 from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.evidence.possession import digest_file, new_proof
-from agent.evidence.verify import Copy, Report, resume_offset, verify_copy
+from agent.evidence.verify import Copy, Report, resume_point, verify_copy
 from agent.pki import common_names
 
 API = "v1"
@@ -221,9 +221,11 @@ def _trust_key(folder: Path, identity: dict[str, Any], device_key: Path | None) 
     return "enrolment register" if device_key else "device (TLS-authenticated)"
 
 
-async def _pull_chain(session: aiohttp.ClientSession, chain: Path) -> int:
-    """Append the records after those held; returns how many lines were added."""
-    held = _count_lines(chain) if chain.exists() else 0
+async def _pull_chain(session: aiohttp.ClientSession, chain: Path, offset: int,
+                      lines: int) -> int:
+    """Append the records after those held (`lines` of them before byte `offset`, as the
+    verifier's state says, and those after it); returns how many lines were added."""
+    held = lines + _count_lines(chain, offset) if chain.exists() else 0
     async with session.get(f"{API}/chain", params={"from": str(held + 1)}) as r:
         if r.status != 200:
             await read_json(r, "chain")
@@ -238,8 +240,9 @@ async def _pull_chain(session: aiohttp.ClientSession, chain: Path) -> int:
     return whole.count(b"\n")
 
 
-def _count_lines(path: Path) -> int:
+def _count_lines(path: Path, offset: int) -> int:
     with path.open("rb") as f:
+        f.seek(offset)
         return sum(block.count(b"\n") for block in iter(lambda: f.read(CHUNK), b""))
 
 
@@ -393,10 +396,10 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
         for sub in _FOLDERS:
             (folder / sub).mkdir(parents=True, exist_ok=True)
         (folder / "partial").chmod(0o700)  # bytes not yet known to be the device's
-        await _pull_chain(session, folder / "chain.jsonl")
         # After a clean verification every file of the records verified is held or purged:
         # only the records since are read (all of them the first time, or after a problem).
-        verified = resume_offset(folder, folder / VERIFIED)
+        verified, lines = resume_point(folder, folder / VERIFIED)
+        await _pull_chain(session, folder / "chain.jsonl", verified, lines)
         records = _bodies(folder / "chain.jsonl", verified)
         bulk = Connections(BulkLink(link.cert, link.key, link.device_ca,
                                     BulkLink.pin(context.check.certificate)))

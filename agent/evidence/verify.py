@@ -146,18 +146,19 @@ def verify_copy(root: Path, digests: dict[str, str], resume: Path) -> tuple[Repo
     return report, Copy(run.open_files(), run.key, run.resumed_from)
 
 
-def resume_offset(root: Path, resume: Path) -> int:
-    """Where a verification of the store at `root` would go on from the state at `resume`
-    (the byte after the head it verified), or 0 when it would start over."""
+def resume_point(root: Path, resume: Path) -> tuple[int, int]:
+    """(byte offset, lines) where a verification of the store at `root` would go on from
+    the state at `resume` (just after the head it verified), or (0, 0) when it would
+    start over."""
     store = Store(root)
     try:
         key = _load_key(store.keys / PUBLIC_NAME)
         listed = {f"sealed/{p.name}" for p in store.sealed.glob("*")} \
             if store.sealed.is_dir() else set()
     except (OSError, KeyMaterialError):
-        return 0
+        return 0, 0
     run = _resumed(resume, store, key, {}, listed, set())
-    return run.offset if run is not None else 0
+    return (run.offset, run.number) if run is not None else (0, 0)
 
 
 def _verify_store(root: Path, public_key_path: Path | None, digests: dict[str, str] | None,
