@@ -55,9 +55,10 @@ def pin_factory(name: str) -> Factory:
 
 class OfficerControls:
     """Reports gestures on the record button: `on_press(gesture)` at once on press-down,
-    `on_hold(gesture)` when the same press is held past `stop_hold_seconds`; and on the
+    `on_hold(gesture)` when the same press is held past `stop_hold_seconds`; on the
     function button: `on_function_press()`, `on_function_hold()` past
-    `exemption_hold_seconds`.
+    `exemption_hold_seconds`; and on the PHOTO button, when `photo_pin` is set,
+    `on_photo_press()`.
 
     The gesture number lets the state machine tell the hold of the press that
     started a recording from a later, deliberate hold. Both buttons are debounced
@@ -67,7 +68,8 @@ class OfficerControls:
 
     def __init__(self, config: GpioConfig, on_press: Callable[[int], None],
                  on_hold: Callable[[int], None], on_function_press: Callable[[], None],
-                 on_function_hold: Callable[[], None]) -> None:
+                 on_function_hold: Callable[[], None],
+                 on_photo_press: Callable[[], None] | None = None) -> None:
         self._config = config
         self.factory = pin_factory(config.pin_factory)
         self._gestures = itertools.count(1)
@@ -87,6 +89,11 @@ class OfficerControls:
         self.button.when_held = lambda: on_hold(self._gesture)
         self.function_button.when_pressed = on_function_press
         self.function_button.when_held = on_function_hold
+        self.photo_button = (Button(config.photo_pin, pull_up=config.button_pull_up,
+                                    bounce_time=bounce, pin_factory=self.factory)
+                             if config.photo_pin is not None else None)
+        if self.photo_button is not None:
+            self.photo_button.when_pressed = on_photo_press
 
     def _next_gesture(self) -> int:
         self._gesture = next(self._gestures)
@@ -138,8 +145,9 @@ class OfficerControls:
 
     def close(self) -> None:
         for device in (self.button, self.function_button, self.record_led, self.status_led,
-                       self.buzzer):
-            device.close()
+                       self.buzzer, self.photo_button):
+            if device is not None:
+                device.close()
         self.factory.close()
 
 

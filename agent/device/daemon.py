@@ -36,6 +36,7 @@ from agent.device.interruptions.voice_note import VoiceNoteTaker
 from agent.device.offload.custody import Ledger, export_backlog
 from agent.device.offload.purge import Purger
 from agent.device.offload.server import DockedDevice, OffloadServer
+from agent.device.photo import PhotoTaker
 from agent.device.recording.recorder import Recorder
 from agent.device.recording.recovery import CutRecording, move_orphans_back, recover
 from agent.device.sdnotify import Notifier
@@ -48,13 +49,14 @@ from agent.device.state import (
     FunctionHeld,
     FunctionPressed,
     HealthChanged,
+    PhotoPressed,
     Shutdown,
     State,
     StateMachine,
     TriggerStart,
 )
 from agent.device.telemetry.mqtt import Telemetry, open_telemetry
-from agent.device.telemetry.status import StatusSources, device_status
+from agent.device.telemetry.status import StatusSources, device_status, station_status
 from agent.device.voice import Voice
 from agent.device.watchdog import Watchdog, take_marker
 from agent.evidence.age import encryption_record
@@ -115,6 +117,7 @@ class Daemon:
         self.battery = None
         self.boot_id = current_boot_id()
         self.voice_notes: VoiceNoteTaker | None = None
+        self.photos: PhotoTaker | None = None
         self.interruptions: Interruptions | None = None
         self.faults: FaultWatch | None = None
         self._stopped: dict[str, Any] | None = None  # the last record_stop, for the next gap
@@ -200,6 +203,7 @@ class Daemon:
             if self.gnss:
                 self.gnss.close()
             self.interruptions.close()
+            self.photos.close()  # the photos asked for are sealed while the camera runs
             self.faults.close()
             self.camera.stop()
             self.recorder.close()
@@ -290,7 +294,8 @@ class Daemon:
             on_press=lambda g: self.post(ButtonPressed(g)),
             on_hold=lambda g: self.post(ButtonHeld(g)),
             on_function_press=lambda: self.post(FunctionPressed()),
-            on_function_hold=lambda: self.post(FunctionHeld())), AbsentControls, absent)
+            on_function_hold=lambda: self.post(FunctionHeld()),
+            on_photo_press=lambda: self.post(PhotoPressed("button"))), AbsentControls, absent)
         if config.gpio.trigger_pins:
             self.triggers = open_or_absent("triggers", self._open_triggers,
                                            lambda _reason: None, absent)
@@ -317,10 +322,12 @@ class Daemon:
             self.controls.pulse, listen=self.config.audio.enabled,
             unexplained_seqs=self.index.unexplained())
         self.cues.add_reminder(self.interruptions.tick)
+        self.photos = PhotoTaker(self.store, self.chain, lambda: self.camera, self.recipients,
+                                 taken=lambda _record: self.controls.pulse(1),
+                                 failed=lambda _reason: self._photo_failed())
         self.faults.start()
         if self.telemetry:
-            sources = StatusSources(self.config, self.status, self.clock, self.ledger,
-                                    self.battery, self.gnss)
+            sources = self._status_sources()
             self.telemetry.start(lambda: device_status(sources), self._remote_commands())
         self._start_dock()
         hung = take_marker(self.store.root)
@@ -406,6 +413,18 @@ class Daemon:
 
     def declare_exemption(self) -> None:
         self.interruptions.declare_exemption()
+
+    def take_photo(self, source: str) -> None:
+        self.photos.request(self.recorder.recording_id, source)
+
+    def refuse_photo(self, why: str) -> None:
+        log.warning("no photo taken while %s", why)
+        self._photo_failed()
+
+    def _photo_failed(self) -> None:
+        """Three pulses and `photo-failed`: the officer must know no photo was sealed."""
+        self.controls.pulse(3)
+        self.voice.say("photo-failed")
 
     def show(self, state: State) -> None:
         if state is not State.SHUTTING_DOWN:
@@ -503,6 +522,9 @@ class Daemon:
             self.controls.press(long=bool(request.get("long")),
                                 function=bool(request.get("function")))
             return {"ok": True}
+        if command == "photo":
+            self.post(PhotoPressed("control"))
+            return {"ok": True}
         if command == "selfcheck":
             return {"ok": True, **self.selfcheck().as_record()}
         raise ValueError(f"unknown command {command!r}")
@@ -521,9 +543,11 @@ class Daemon:
             return
         server = None
         try:
+            sources = self._status_sources()
             server = OffloadServer(DockedDevice(
                 self.config.device.id, self.key, self.store, self.chain, self.ledger, self.index,
-                self.clock, self.purger.run, lambda: self._identity()[1]), self.config.dock)
+                self.clock, self.purger.run, lambda: self._identity()[1],
+                lambda: station_status(sources)), self.config.dock)
             server.start()
         except (OSError, KeyMaterialError) as exc:
             log.error("offload server not started: %s", exc)
@@ -531,6 +555,10 @@ class Daemon:
                 server.close()
             return
         self.offload = server
+
+    def _status_sources(self) -> StatusSources:
+        return StatusSources(self.config, self.status, self.clock, self.ledger, self.battery,
+                             self.gnss)
 
     def _stop_dock(self) -> None:
         if self.offload:

@@ -25,6 +25,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,19 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.dock.archive import (
+    DEFAULT_RETENTION,
+    Archive,
+    Archived,
+    ArchiveError,
+    archive_pull,
+    archive_receipt,
+)
 from agent.dock.bulk import BulkLink, Connections, Download
 from agent.dock.direct_file import ForeignFile, aligned_down, open_own
+from agent.dock.reading import sealed_file
 from agent.durable import fsync_dir, write_all
-from agent.evidence.chain import SEALED_FILE_TYPES, parse_line, utc_iso, whole_lines
+from agent.evidence.chain import parse_line, utc_iso, whole_lines
 from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.evidence.possession import digest_file, new_proof
 from agent.evidence.verify import Copy, Report, resume_point, verify_copy
@@ -49,7 +59,6 @@ PROOF_RATE = 10e6  # bytes/s the device is given to check proofs, slower than an
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FOLDERS = ("sealed", "partial", "receipts")
 VERIFIED = "verified.json"  # the verifier's state after the last clean verification
-_SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)(\.age)?")
 
 
 class DockError(Exception):
@@ -151,6 +160,7 @@ class PullResult:
     custody_seq: int | None = None
     purged: list[int] = field(default_factory=list)
     problem: str | None = None
+    archived: Archived | None = None
     resumed_from: int | None = None  # the head a verification of the new records went on from
 
     @property
@@ -341,31 +351,17 @@ def _hash_into(digest: Any, path: Path, length: int) -> None:
             length -= len(chunk)
 
 
-def _sealed_file(record: dict[str, Any]) -> str | None:
-    """The file a sealed-file record names, when the name is of the documented form for its
-    seq and the record gives a size and a SHA-256 to check it by; else None. Read before
-    the verifier runs, so from whatever a device sent: a record of another shape, or a name
-    that could point outside the folder, is never acted on, and the verifier reports it."""
-    kind, payload = record.get("type"), record.get("payload")
-    if not isinstance(kind, str) or kind not in SEALED_FILE_TYPES or \
-            not isinstance(payload, dict) or type(payload.get("size")) is not int or \
-            not isinstance(payload.get("sha256"), str):
-        return None
-    match = _SEALED_NAME.fullmatch(str(payload.get("file")))
-    return payload["file"] if match and int(match.group(1)) == record["seq"] else None
-
-
 def _wanted(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Sealed-file records whose file is not held and not purged on the device."""
     purged = _purged_on_device(records)
-    return [r for r in records if r["seq"] not in purged and (name := _sealed_file(r))
+    return [r for r in records if r["seq"] not in purged and (name := sealed_file(r))
             and not (folder / name).exists()]
 
 
 def _held(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The sealed files held, as the manifest lists them."""
     return [{"seq": r["seq"], **{k: r["payload"][k] for k in ("file", "size", "sha256")}}
-            for r in records if (name := _sealed_file(r)) and (folder / name).is_file()]
+            for r in records if (name := sealed_file(r)) and (folder / name).is_file()]
 
 
 def _purged_on_device(records: list[dict[str, Any]]) -> set[int]:
@@ -384,10 +380,18 @@ def _purged_on_device(records: list[dict[str, Any]]) -> set[int]:
 
 async def pull(url: str, out: Path, link: DockLink, operator: str,
                device_key: Path | None = None, connections: int = 4,
-               custody: bool = True) -> PullResult:
-    """Pull, verify and (when it verifies) report custody of one device."""
+               custody: bool = True, archive: Archive | None = None,
+               retention: timedelta = DEFAULT_RETENTION) -> PullResult:
+    """Pull, verify, archive (when given an archive) and report custody of one device.
+    The archive is probed before anything is pulled; custody is reported only for files
+    the archive holds, as read back."""
     started = time.monotonic()
     context = link.context()
+    if archive is not None:
+        try:
+            await asyncio.to_thread(archive.probe)
+        except ArchiveError as exc:
+            raise DockError(str(exc)) from None
     async with open_session(url, context, connections) as session:
         identity = await device_identity(session, context.check)
         folder = out / identity["device"]
@@ -429,10 +433,24 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
             result.problem = problems[0]
         elif not report.ok:
             result.problem = f"the device's chain does not verify: {report.findings[0]}"
-        elif custody:
+        else:
             try:
-                await _report_custody(session, context.check, folder, copy, report,
-                                      operator, result)
+                to_report = _to_report(folder, copy)
+                if archive is not None:
+                    if not {r["seq"] for r in records} >= set(to_report):
+                        # A file of the records verified before, not reported then (custody
+                        # refused or not asked): the archive wants its record.
+                        records = _bodies(folder / "chain.jsonl", 0)
+                    result.archived = await asyncio.to_thread(
+                        archive_pull, archive, result.device, folder, records, to_report,
+                        lambda record: retention, connections)
+                if custody:
+                    await _report_custody(session, context.check, folder, copy, to_report,
+                                          report, operator, result, result.archived)
+            except ArchiveError as exc:
+                result.problem = f"archive: {exc}" if result.custody_seq is None else (
+                    f"custody sealed as record {result.custody_seq}, but its receipt is not "
+                    f"in the archive: {exc}")
             except DockError as exc:  # refused by the device, or a receipt that is not one
                 result.problem = str(exc)
         result.seconds = time.monotonic() - started
@@ -444,23 +462,22 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
 
 
 async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, folder: Path,
-                          copy: Copy, report: Report, operator: str,
-                          result: PullResult) -> None:
+                          copy: Copy, seqs: list[int], report: Report, operator: str,
+                          result: PullResult, archived: Archived | None) -> None:
     """Tell the device what this dock now holds, with a proof of possession under a fresh
-    nonce for each file not yet in custody; keep its signed receipt."""
+    nonce for each file not yet in custody, and where it archived them; keep its signed
+    receipt."""
     nonce = (await device_identity(session, check))["nonce"]  # fresh: a long pull outlives a nonce
     held, proving = [], 0
-    for seq, sealed in sorted(copy.open_files.items()):
-        # Files already in a custody record are not listed again: a dock that keeps a year
-        # of files would otherwise send them all (over the device's body limit) and have
-        # the device seal them all again, every day.
-        if sealed["custody"] or not (folder / sealed["file"]).is_file():
-            continue
+    for seq in seqs:
+        sealed = copy.open_files[seq]
         held.append({"seq": seq, "sha256": sealed["sha256"],
                      "proof": await asyncio.to_thread(_prove, folder, sealed, nonce)})
         proving += sealed["size"]
     body = {"report_id": str(uuid.uuid4()), "nonce": nonce, "operator": operator,
             "head": report.head, "segments": held}
+    if archived is not None:
+        body["archive"] = archived.claim()
     # The device reads every proven byte again before it answers.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30,
                                     sock_read=60 + proving / PROOF_RATE)
@@ -471,6 +488,17 @@ async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, fo
     _create(folder / "receipts" / f"{custody['seq']:08d}-custody.jsonl", receipt, 0o644)
     result.custody_seq = custody["seq"]
     result.purged = answer.get("purged", [])
+    if archived is not None:
+        await asyncio.to_thread(archive_receipt, archived, result.device, receipt, custody)
+
+
+def _to_report(folder: Path, copy: Copy) -> list[int]:
+    """The seqs of the sealed files the folder holds that no purge closed and no custody
+    record names yet, from the verifier. Files already in a custody record are not listed
+    again: a dock that keeps a year of files would otherwise send them all (over the
+    device's body limit) and have the device seal them all again, every day."""
+    return [seq for seq, sealed in sorted(copy.open_files.items())
+            if not sealed["custody"] and (folder / sealed["file"]).is_file()]
 
 
 def _prove(folder: Path, sealed: dict[str, Any], nonce: str) -> str:
@@ -537,6 +565,7 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
                    "notes": result.verify.notes, "resumed_from": result.resumed_from},
         "custody_seq": result.custody_seq,
         "purged_on_device": result.purged,
+        "archive": result.archived.as_record() if result.archived else None,
         "status": "custody" if result.ok else
                   "refused" if result.problem else "verified, no custody reported",
         "problem": result.problem,

@@ -6,7 +6,7 @@ promises (so a step that needed this project's Python, or any other tool, would 
 here). Python only picks records out of the journal to say what the output must contain,
 and damages copies of genuine stores: each damage must fail both the shell procedure and
 `bodycam verify`, and each genuine store (plain, encrypted, after a key rotation, with
-voice notes) must pass both.
+voice notes and photos) must pass both.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.device.state import State
+from agent.device.state import PhotoPressed, State
 from agent.evidence.chain import (
     Chain,
     canonical,
@@ -209,7 +209,8 @@ def test_a_key_not_the_devices_verifies_nothing(recorded_store: Path, tools: Pat
 # Genuine stores beyond the plain recording, each made once for this module.
 
 def record_with_a_voice_note(config: Path) -> None:
-    """Record, stop and start again at once: the interruption asks for a voice note (a WAV)."""
+    """Record, stop and start again at once: the interruption asks for a voice note (a WAV);
+    then a photo (a JPEG) during the recording."""
     store = config.parent / "store"
     with running_daemon(config) as daemon:
         daemon.controls.press()
@@ -218,6 +219,8 @@ def record_with_a_voice_note(config: Path) -> None:
         wait_for(lambda: daemon.machine.state is State.STANDBY, what="the stop")
         daemon.controls.press()
         wait_for(lambda: bool(records_of(store, "voice_note")), timeout=30, what="the voice note")
+        daemon.post(PhotoPressed("control"))
+        wait_for(lambda: bool(records_of(store, "photo")), timeout=10, what="the photo")
 
 
 def records_of(store: Path, kind: str) -> list[dict]:
@@ -270,6 +273,8 @@ def test_a_store_with_a_key_rotation_and_voice_notes_verifies(
     assert boots[-1]["payload"]["key_fingerprint"] == rotation["payload"]["new_fingerprint"]
     [note] = [r for r in chain if r["type"] == "voice_note"]
     assert note["payload"]["file"].endswith(".wav")
+    [photo] = [r for r in chain if r["type"] == "photo"]
+    assert photo["payload"]["file"].endswith(".jpg")
 
     result = run_procedure(rotated_store, tools, tmp_path / "work")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -277,8 +282,10 @@ def test_a_store_with_a_key_rotation_and_voice_notes_verifies(
     assert (f"record {rotation['seq']}: key rotation: the records after it are signed by key "
             f"{rotation['payload']['new_fingerprint']}\n") in out
     assert out.count("Signature Verified Successfully") == len(chain)
-    assert (f"record {note['seq']}: {note['payload']['file']} matches: "
-            f"{note['payload']['size']} bytes, sha256 {note['payload']['sha256']}\n") in out
+    for sealed in (note, photo):
+        assert (f"record {sealed['seq']}: {sealed['payload']['file']} matches: "
+                f"{sealed['payload']['size']} bytes, sha256 {sealed['payload']['sha256']}\n") \
+            in out
     head = verify_store(rotated_store).head
     assert out.endswith(f"OK: {len(chain)} records verify; head seq {head['seq']}, "
                         f"hash {head['hash']}\n")
@@ -287,9 +294,10 @@ def test_a_store_with_a_key_rotation_and_voice_notes_verifies(
 def test_an_untouched_encrypted_store_verifies_without_a_key(
         encrypted_store: Path, tools: Path, tmp_path: Path) -> None:
     """Stored bytes are checked by their hashes; ffprobe is not asked to read ciphertext."""
-    sealed = [r for r in records(encrypted_store) if r["type"] in ("segment_sealed", "voice_note")]
+    sealed = [r for r in records(encrypted_store)
+              if r["type"] in ("segment_sealed", "voice_note", "photo")]
     assert {Path(r["payload"]["file"]).suffixes[-1] for r in sealed} == {".age"}
-    assert any(r["type"] == "voice_note" for r in sealed)
+    assert {r["type"] for r in sealed} == {"segment_sealed", "voice_note", "photo"}
 
     result = run_procedure(encrypted_store, tools, tmp_path / "work")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -324,6 +332,21 @@ def _delete_wav(store: Path) -> str:
     note = _sealed(store, "voice_note")
     (store / note["payload"]["file"]).unlink()
     return f"FAIL: record {note['seq']}: {note['payload']['file']} is missing (deleted)"
+
+
+def _flip_jpg_byte(store: Path) -> str:
+    photo = _sealed(store, "photo")["payload"]
+    path = store / photo["file"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside the picture: still a JPEG
+    path.write_bytes(bytes(data))
+    return f"{photo['file']} is {photo['size']} bytes with SHA-256 "
+
+
+def _delete_jpg(store: Path) -> str:
+    photo = _sealed(store, "photo")
+    (store / photo["payload"]["file"]).unlink()
+    return f"FAIL: record {photo['seq']}: {photo['payload']['file']} is missing (deleted)"
 
 
 def _plant_hidden_file(store: Path) -> str:
@@ -374,7 +397,7 @@ def resign(store: Path, first: int, key: Ed25519PrivateKey) -> None:
 
 @pytest.mark.parametrize("damage", [_flip_wav_byte, _delete_wav, _plant_hidden_file,
                                     _resign_after_rotation, _change_record_after_rotation,
-                                    _delete_segment])
+                                    _delete_segment, _flip_jpg_byte, _delete_jpg])
 def test_the_procedure_reports_damage_to_a_rotated_store(
         rotated_store: Path, tools_without_ffprobe: Path, tmp_path: Path,
         damage: Callable[[Path], str]) -> None:
@@ -388,7 +411,7 @@ def test_the_procedure_reports_damage_to_a_rotated_store(
 
 
 @pytest.mark.parametrize("damage", [_flip_wav_byte, _delete_wav, _plant_hidden_file,
-                                    _delete_segment])
+                                    _delete_segment, _flip_jpg_byte, _delete_jpg])
 def test_the_procedure_reports_damage_to_an_encrypted_store(
         encrypted_store: Path, tools_without_ffprobe: Path, tmp_path: Path,
         damage: Callable[[Path], str]) -> None:
