@@ -67,15 +67,17 @@ def is_int64(value: Any) -> bool:
     return type(value) is int and -(1 << 63) <= value < 1 << 63
 
 
-def parse_line(line: bytes) -> tuple[bytes, bytes, dict[str, Any]]:
+def parse_line(line: bytes, parse_float: Callable[[str], Any] | None = None
+               ) -> tuple[bytes, bytes, dict[str, Any]]:
     """(signed bytes, signature, body) of a journal line without its newline, or ValueError
     saying why it is not a whole record. The one reading of a line, for every reader: the
     journal is a file, and the dock's copy is what a device sent, so a line may hold
     anything. A body must be a JSON object with an integer seq; one nested too deeply for
-    the parser (a record is a few levels deep) is refused as such, never a RecursionError."""
+    the parser (a record is a few levels deep) is refused as such, never a RecursionError.
+    `parse_float`: as json.loads's (the verifier notes whether a line holds a fraction)."""
     body_bytes, signature = split_line(line)
     try:
-        body = json.loads(body_bytes)
+        body = json.loads(body_bytes, parse_float=parse_float)
     except RecursionError:
         raise ValueError("nested too deeply to be a record") from None
     if not isinstance(body, dict) or not is_int64(body.get("seq")):

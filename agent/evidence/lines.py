@@ -64,8 +64,14 @@ def check_line(number: int, line: bytes, key: Ed25519PublicKey, key_fp: str
                ) -> tuple[Checked, Ed25519PublicKey]:
     """One line (newline included, if it has one) and the key in force after it."""
     stripped = line.rstrip(b"\n")
+    fractions: list[str] = []
+
+    def fraction(text: str) -> float:
+        fractions.append(text)
+        return float(text)
+
     try:
-        body_bytes, signature, body = parse_line(stripped)
+        body_bytes, signature, body = parse_line(stripped, fraction)
     except ValueError as exc:
         kind = "changed" if stripped.endswith(b'"}') else "truncated"
         return Checked(number, len(line), str(exc), kind), key
@@ -75,7 +81,7 @@ def check_line(number: int, line: bytes, key: Ed25519PublicKey, key_fp: str
         key.verify(signature, body_bytes)
     except InvalidSignature:
         return Checked(number, len(line), None, seq=seq, hash=digest, prev=prev), key
-    problem = malformed(body, body_bytes)
+    problem = malformed(body, body_bytes, bool(fractions))
     named = None if problem else key_named(body, key_fp)
     if problem is None and body["type"] == "key_rotation":
         key = handed_over(body) or key
@@ -83,10 +89,11 @@ def check_line(number: int, line: bytes, key: Ed25519PublicKey, key_fp: str
                    problem=problem, named=named), key
 
 
-def malformed(body: dict[str, Any], body_bytes: bytes) -> str | None:
+def malformed(body: dict[str, Any], body_bytes: bytes, fractions: bool = True) -> str | None:
     """Why a record whose signature verifies still cannot be indexed: it is not in canonical
     form, or not of the shape the checks read (a device, or a stolen key, can sign
-    anything; it must be refused, not crash the verifier or the dock that runs it)."""
+    anything; it must be refused, not crash the verifier or the dock that runs it).
+    `fractions`: whether the parser met a number with a fraction (see record_problem)."""
     try:
         if canonical(body) != body_bytes:
             return "is not in canonical form (edited)"
@@ -97,7 +104,7 @@ def malformed(body: dict[str, Any], body_bytes: bytes) -> str | None:
         problem = _shape(body["payload"], _PAYLOADS[body["type"]], "payload")
     if problem:
         return f"is signed but malformed: {problem}"
-    problem = record_problem(body)
+    problem = record_problem(body, fractions)
     return f"is signed but {problem}" if problem else None
 
 

@@ -40,10 +40,12 @@ _KEY_FIELDS = {"boot": "key_fingerprint", "retirement": "key_fingerprint",
                "key_rotation": "old_fingerprint", "key_repaired": "fingerprint"}
 
 
-def record_problem(body: dict[str, Any]) -> str | None:
+def record_problem(body: dict[str, Any], fractions: bool = True) -> str | None:
     """Why a record of the documented shape still breaks the format's rules, or None.
 
-    `body` has an integer seq, a string type and an object payload (checked before)."""
+    `body` has an integer seq, a string type and an object payload (checked before);
+    `fractions`: False when the parser met no number with a fraction or an exponent in
+    it, so that the walk for one can be spared."""
     kind = body["type"]
     if kind not in RECORD_TYPES:
         return f"is of a type the format does not know ({kind!r})"
@@ -60,7 +62,7 @@ def record_problem(body: dict[str, Any]) -> str | None:
         return f"mono_ns is a {type(body['mono_ns']).__name__}, not an integer"
     if not _is_wall(body["wall"]):
         return f"wall {str(body['wall'])[:40]!r} is not a UTC time as 2026-11-28T05:25:56.095916Z"
-    fraction = _fraction(body)
+    fraction = _fraction(body) if fractions else None
     if fraction is not None:
         return f"holds a number with a fraction at {fraction} (the format has integers only)"
     if kind in _SUFFIXES:
