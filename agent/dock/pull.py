@@ -16,7 +16,6 @@ connection; not its address, which on a dock link is arbitrary.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import os
@@ -47,10 +46,10 @@ from agent.dock.bulk import BulkLink, Connections, Download
 from agent.dock.direct_file import ForeignFile, aligned_down, open_own
 from agent.dock.reading import sealed_file
 from agent.durable import fsync_dir, write_all
-from agent.evidence.chain import SEALED_FILE_TYPES, parse_line, read_bodies, utc_iso
+from agent.evidence.chain import parse_line, utc_iso, whole_lines
 from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.evidence.possession import digest_file, new_proof
-from agent.evidence.verify import Report, verify_store
+from agent.evidence.verify import Copy, Report, resume_point, verify_copy
 from agent.pki import common_names
 
 API = "v1"
@@ -59,6 +58,7 @@ ATTEMPTS = 5
 PROOF_RATE = 10e6  # bytes/s the device is given to check proofs, slower than any SD card
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FOLDERS = ("sealed", "partial", "receipts")
+VERIFIED = "verified.json"  # the verifier's state after the last clean verification
 
 
 class DockError(Exception):
@@ -161,6 +161,7 @@ class PullResult:
     purged: list[int] = field(default_factory=list)
     problem: str | None = None
     archived: Archived | None = None
+    resumed_from: int | None = None  # the head a verification of the new records went on from
 
     @property
     def ok(self) -> bool:
@@ -230,9 +231,11 @@ def _trust_key(folder: Path, identity: dict[str, Any], device_key: Path | None) 
     return "enrolment register" if device_key else "device (TLS-authenticated)"
 
 
-async def _pull_chain(session: aiohttp.ClientSession, chain: Path) -> int:
-    """Append the records after those held; returns how many lines were added."""
-    held = chain.read_bytes().count(b"\n") if chain.exists() else 0
+async def _pull_chain(session: aiohttp.ClientSession, chain: Path, offset: int,
+                      lines: int) -> int:
+    """Append the records after those held (`lines` of them before byte `offset`, as the
+    verifier's state says, and those after it); returns how many lines were added."""
+    held = lines + _count_lines(chain, offset) if chain.exists() else 0
     async with session.get(f"{API}/chain", params={"from": str(held + 1)}) as r:
         if r.status != 200:
             await read_json(r, "chain")
@@ -245,6 +248,23 @@ async def _pull_chain(session: aiohttp.ClientSession, chain: Path) -> int:
     finally:
         os.close(fd)
     return whole.count(b"\n")
+
+
+def _count_lines(path: Path, offset: int) -> int:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(CHUNK), b""))
+
+
+def _bodies(chain: Path, offset: int) -> list[dict[str, Any]]:
+    """The body of each whole record from byte `offset` on; the verifier reports the rest."""
+    bodies = []
+    for _, line in whole_lines(chain, offset):
+        try:
+            bodies.append(parse_line(line.rstrip(b"\n"))[2])
+        except ValueError:
+            continue
+    return bodies
 
 
 class _Fetch:
@@ -380,8 +400,11 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
         for sub in _FOLDERS:
             (folder / sub).mkdir(parents=True, exist_ok=True)
         (folder / "partial").chmod(0o700)  # bytes not yet known to be the device's
-        await _pull_chain(session, folder / "chain.jsonl")
-        records = read_bodies(folder / "chain.jsonl")
+        # After a clean verification every file of the records verified is held or purged:
+        # only the records since are read (all of them the first time, or after a problem).
+        verified, lines = resume_point(folder, folder / VERIFIED)
+        await _pull_chain(session, folder / "chain.jsonl", verified, lines)
+        records = _bodies(folder / "chain.jsonl", verified)
         bulk = Connections(BulkLink(link.cert, link.key, link.device_ca,
                                     BulkLink.pin(context.check.certificate)))
         fetches = [_Fetch(url, bulk, folder, r) for r in _wanted(folder, records)]
@@ -399,12 +422,12 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                 transfers:
             outcomes = await asyncio.gather(*(fetch(job, transfers) for job in fetches))
         fsync_dir(folder / "sealed")
-        report = await asyncio.to_thread(verify_store, folder, None, {
+        report, copy = await asyncio.to_thread(verify_copy, folder, {
             str(j.dest.relative_to(folder)): j.digest
-            for j, o in zip(fetches, outcomes, strict=True) if o is None})
+            for j, o in zip(fetches, outcomes, strict=True) if o is None}, folder / VERIFIED)
         result = PullResult(folder, identity["device"], report,
                             [j.seq for j, o in zip(fetches, outcomes, strict=True) if o is None],
-                            sum(j.received for j in fetches))
+                            sum(j.received for j in fetches), resumed_from=copy.resumed_from)
         problems = [o for o in outcomes if o not in (None, "purged")]
         if problems:
             result.problem = problems[0]
@@ -412,14 +435,18 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
             result.problem = f"the device's chain does not verify: {report.findings[0]}"
         else:
             try:
+                to_report = _to_report(folder, copy)
                 if archive is not None:
+                    if not {r["seq"] for r in records} >= set(to_report):
+                        # A file of the records verified before, not reported then (custody
+                        # refused or not asked): the archive wants its record.
+                        records = _bodies(folder / "chain.jsonl", 0)
                     result.archived = await asyncio.to_thread(
-                        archive_pull, archive, result.device, folder, records,
-                        [r["seq"] for r in _to_report(folder, records)],
+                        archive_pull, archive, result.device, folder, records, to_report,
                         lambda record: retention, connections)
                 if custody:
-                    await _report_custody(session, context.check, folder, records, report,
-                                          operator, result, result.archived)
+                    await _report_custody(session, context.check, folder, copy, to_report,
+                                          report, operator, result, result.archived)
             except ArchiveError as exc:
                 result.problem = f"archive: {exc}" if result.custody_seq is None else (
                     f"custody sealed as record {result.custody_seq}, but its receipt is not "
@@ -427,23 +454,26 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
             except DockError as exc:  # refused by the device, or a receipt that is not one
                 result.problem = str(exc)
         result.seconds = time.monotonic() - started
-        _write_manifest(folder, url, operator, identity, key_source, records, result,
+        held = (_held_before(folder, _held(folder, records)) if verified else None) or \
+            _held(folder, _bodies(folder / "chain.jsonl", 0) if verified else records)
+        _write_manifest(folder, url, operator, identity, key_source, held, result,
                         context.check.certificate)
         return result
 
 
 async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, folder: Path,
-                          records: list[dict[str, Any]], report: Report, operator: str,
+                          copy: Copy, seqs: list[int], report: Report, operator: str,
                           result: PullResult, archived: Archived | None) -> None:
     """Tell the device what this dock now holds, with a proof of possession under a fresh
     nonce for each file not yet in custody, and where it archived them; keep its signed
     receipt."""
     nonce = (await device_identity(session, check))["nonce"]  # fresh: a long pull outlives a nonce
     held, proving = [], 0
-    for r in _to_report(folder, records):
-        held.append({"seq": r["seq"], "sha256": r["payload"]["sha256"],
-                     "proof": await asyncio.to_thread(_prove, folder, r["payload"], nonce)})
-        proving += r["payload"]["size"]
+    for seq in seqs:
+        sealed = copy.open_files[seq]
+        held.append({"seq": seq, "sha256": sealed["sha256"],
+                     "proof": await asyncio.to_thread(_prove, folder, sealed, nonce)})
+        proving += sealed["size"]
     body = {"report_id": str(uuid.uuid4()), "nonce": nonce, "operator": operator,
             "head": report.head, "segments": held}
     if archived is not None:
@@ -454,7 +484,7 @@ async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, fo
     async with session.post(f"{API}/custody", json=body, timeout=timeout) as response:
         answer = await read_json(response, "custody report")
     receipt = answer["receipt"].encode("utf-8")
-    custody = _check_receipt(folder, records, receipt, body)
+    custody = _check_receipt(copy.key_in_force, receipt, body)
     _create(folder / "receipts" / f"{custody['seq']:08d}-custody.jsonl", receipt, 0o644)
     result.custody_seq = custody["seq"]
     result.purged = answer.get("purged", [])
@@ -462,15 +492,13 @@ async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, fo
         await asyncio.to_thread(archive_receipt, archived, result.device, receipt, custody)
 
 
-def _to_report(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The sealed-file records whose file the folder holds and no custody record names yet.
-    Files already in a custody record are not listed again: a dock that keeps a year of
-    files would otherwise send them all (over the device's body limit) and have the device
-    seal them all again, every day."""
-    custodied = {s["seq"] for r in records if r.get("type") == "custody"
-                 for s in r["payload"]["segments"]}
-    return [r for r in records if r.get("type") in SEALED_FILE_TYPES and
-            r["seq"] not in custodied and (folder / r["payload"]["file"]).is_file()]
+def _to_report(folder: Path, copy: Copy) -> list[int]:
+    """The seqs of the sealed files the folder holds that no purge closed and no custody
+    record names yet, from the verifier. Files already in a custody record are not listed
+    again: a dock that keeps a year of files would otherwise send them all (over the
+    device's body limit) and have the device seal them all again, every day."""
+    return [seq for seq, sealed in sorted(copy.open_files.items())
+            if not sealed["custody"] and (folder / sealed["file"]).is_file()]
 
 
 def _prove(folder: Path, sealed: dict[str, Any], nonce: str) -> str:
@@ -484,18 +512,11 @@ def _prove(folder: Path, sealed: dict[str, Any], nonce: str) -> str:
     return proof.hexdigest()
 
 
-def _check_receipt(folder: Path, records: list[dict[str, Any]], receipt: bytes,
-                   sent: dict[str, Any]) -> dict[str, Any]:
+def _check_receipt(key: Ed25519PublicKey, receipt: bytes, sent: dict[str, Any]
+                   ) -> dict[str, Any]:
     """The receipt is the device's custody record: signed by the key in force after the
     verified chain (the first key, or the one its last rotation handed over to), naming
     what we sent."""
-    rotations = [r for r in records if r.get("type") == "key_rotation"]
-    try:
-        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(
-            rotations[-1]["payload"]["new_public_key"])) if rotations else \
-            load_public_key(folder / "keys" / PUBLIC_NAME)
-    except ValueError as exc:
-        raise DockError(f"the device's signing key after its last rotation: {exc}") from exc
     try:
         body_bytes, signature, body = parse_line(receipt.rstrip(b"\n"))
         key.verify(signature, body_bytes)
@@ -509,8 +530,20 @@ def _check_receipt(folder: Path, records: list[dict[str, Any]], receipt: bytes,
     return body
 
 
+def _held_before(folder: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The files held, as the manifest lists them: those the last manifest listed that are
+    still held, and `new`, the files of the records read now; None without a manifest."""
+    try:
+        before = json.loads((folder / "manifest.json").read_bytes())["held"]
+        kept = [item for item in before if (folder / item["file"]).is_file()]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    seqs = {item["seq"] for item in new}
+    return [item for item in kept if item["seq"] not in seqs] + new
+
+
 def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, Any],
-                    key_source: str, records: list[dict[str, Any]], result: PullResult,
+                    key_source: str, held: list[dict[str, Any]], result: PullResult,
                     certificate: bytes) -> None:
     key = load_public_key(folder / "keys" / PUBLIC_NAME)
     manifest = {
@@ -524,12 +557,12 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
         "device_certificate": hashlib.sha256(certificate).hexdigest(),
         "head": result.verify.head,
         "records": result.verify.records,
-        "held": _held(folder, records),
+        "held": held,
         "fetched_now": result.fetched,
         "bytes_fetched": result.bytes_fetched,
         "seconds": round(result.seconds, 3),
         "verify": {"ok": result.verify.ok, "summary": result.verify.summary(),
-                   "notes": result.verify.notes},
+                   "notes": result.verify.notes, "resumed_from": result.resumed_from},
         "custody_seq": result.custody_seq,
         "purged_on_device": result.purged,
         "archive": result.archived.as_record() if result.archived else None,
@@ -553,7 +586,7 @@ def _refuse_links(folder: Path) -> None:
         return
     names = [folder] + [folder / name for name in (
         "keys", f"keys/{PUBLIC_NAME}", "chain.jsonl", "manifest.json", "manifest.json.tmp",
-        *_FOLDERS)]
+        VERIFIED, f"{VERIFIED}.tmp", *_FOLDERS)]
     for sub in _FOLDERS:
         if (folder / sub).is_dir() and not (folder / sub).is_symlink():
             names += sorted((folder / sub).iterdir())

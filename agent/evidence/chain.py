@@ -67,15 +67,17 @@ def is_int64(value: Any) -> bool:
     return type(value) is int and -(1 << 63) <= value < 1 << 63
 
 
-def parse_line(line: bytes) -> tuple[bytes, bytes, dict[str, Any]]:
+def parse_line(line: bytes, parse_float: Callable[[str], Any] | None = None
+               ) -> tuple[bytes, bytes, dict[str, Any]]:
     """(signed bytes, signature, body) of a journal line without its newline, or ValueError
     saying why it is not a whole record. The one reading of a line, for every reader: the
     journal is a file, and the dock's copy is what a device sent, so a line may hold
     anything. A body must be a JSON object with an integer seq; one nested too deeply for
-    the parser (a record is a few levels deep) is refused as such, never a RecursionError."""
+    the parser (a record is a few levels deep) is refused as such, never a RecursionError.
+    `parse_float`: as json.loads's (the verifier notes whether a line holds a fraction)."""
     body_bytes, signature = split_line(line)
     try:
-        body = json.loads(body_bytes)
+        body = json.loads(body_bytes, parse_float=parse_float)
     except RecursionError:
         raise ValueError("nested too deeply to be a record") from None
     if not isinstance(body, dict) or not is_int64(body.get("seq")):
@@ -314,9 +316,11 @@ def read_records(path: Path) -> list[tuple[int, bytes]]:
         return [(n, line.rstrip(b"\n")) for n, line in enumerate(f, 1)]
 
 
-def whole_lines(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
+def whole_lines(path: Path, offset: int = 0, complete: bool = True
+                ) -> Iterator[tuple[int, bytes]]:
     """(offset, line with its newline) of each whole line from byte `offset` on, streamed in
-    1 MiB reads: a last line without its newline (being written, or torn) is left out."""
+    1 MiB reads: a last line without its newline (being written, or torn) is left out, or
+    given as it is when not `complete` (the verifier reports it)."""
     with path.open("rb") as f:
         f.seek(offset)
         rest = b""
@@ -326,3 +330,5 @@ def whole_lines(path: Path, offset: int = 0) -> Iterator[tuple[int, bytes]]:
             for line in lines:
                 yield offset, line + b"\n"
                 offset += len(line) + 1
+        if rest and not complete:
+            yield offset, rest

@@ -13,6 +13,7 @@ record of the right kind before it, custody heads are records of this chain).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -39,10 +40,12 @@ _KEY_FIELDS = {"boot": "key_fingerprint", "retirement": "key_fingerprint",
                "key_rotation": "old_fingerprint", "key_repaired": "fingerprint"}
 
 
-def record_problem(body: dict[str, Any]) -> str | None:
+def record_problem(body: dict[str, Any], fractions: bool = True) -> str | None:
     """Why a record of the documented shape still breaks the format's rules, or None.
 
-    `body` has an integer seq, a string type and an object payload (checked before)."""
+    `body` has an integer seq, a string type and an object payload (checked before);
+    `fractions`: False when the parser met no number with a fraction or an exponent in
+    it, so that the walk for one can be spared."""
     kind = body["type"]
     if kind not in RECORD_TYPES:
         return f"is of a type the format does not know ({kind!r})"
@@ -59,7 +62,7 @@ def record_problem(body: dict[str, Any]) -> str | None:
         return f"mono_ns is a {type(body['mono_ns']).__name__}, not an integer"
     if not _is_wall(body["wall"]):
         return f"wall {str(body['wall'])[:40]!r} is not a UTC time as 2026-11-28T05:25:56.095916Z"
-    fraction = _fraction(body)
+    fraction = _fraction(body) if fractions else None
     if fraction is not None:
         return f"holds a number with a fraction at {fraction} (the format has integers only)"
     if kind in _SUFFIXES:
@@ -110,17 +113,24 @@ def _fraction(body: dict[str, Any]) -> str | None:
 class References:
     """What records say of each other, read in chain order: each seq a record names is an
     earlier record of the kind the field means, each file it names was sealed before it,
-    and the head of each custody record is a record of this chain with that hash."""
+    and the head of each custody record is a record of this chain with that hash.
 
-    def __init__(self, hashes: dict[int, str]) -> None:
+    A sealed file's facts are kept until a purge closes it (`release`), unless `keep_all`;
+    a reference to something no longer kept sets `asked`: the pass's answer is then not
+    final, and the verifier reads the chain again keeping all (verify.py). `hashes` holds
+    the hashes of the records a custody head may name (the recent ones, or all)."""
+
+    def __init__(self, hashes: Mapping[int, str], keep_all: bool = True) -> None:
         self.hashes = hashes
+        self.keep_all = keep_all
+        self.asked = False
         self.findings: list[Finding] = []
-        self._starts: set[int] = set()
+        self.starts: set[int] = set()
         self._stopped: set[int] = set()
         self._interruptions: set[int] = set()
-        self._sealed: dict[int, dict[str, Any]] = {}    # seq -> payload of a sealed file
+        self._sealed: dict[int, dict[str, Any]] = {}    # seq -> file, sha256, size
         self._segment_names: set[str] = set()
-        self._held: dict[int, set[int]] = {}            # custody seq -> file seqs it holds
+        self._holders: dict[int, set[int]] = {}         # file seq -> custody seqs holding it
 
     def take(self, record: dict[str, Any]) -> None:
         seq, kind, payload = record["seq"], record["type"], record["payload"]
@@ -129,13 +139,51 @@ class References:
         if check is not None:
             check(where, seq, payload)
         if kind == "record_start":
-            self._starts.add(seq)
+            self.starts.add(seq)
         elif kind == "interruption":
             self._interruptions.add(seq)
         elif kind in SEALED_FILE_TYPES:
-            self._sealed[seq] = payload
+            self._sealed[seq] = {name: payload[name] for name in ("file", "sha256", "size")}
             if kind == "segment_sealed":
                 self._segment_names.add(payload["file"])
+
+    def release(self, seq: int) -> None:
+        """A purge closed the file sealed by record `seq`: nothing should name it again."""
+        if self.keep_all:
+            return
+        sealed = self._sealed.pop(seq, None)
+        if sealed is not None:
+            self._segment_names.discard(sealed["file"])
+        self._holders.pop(seq, None)
+
+    def open_files(self) -> dict[int, dict[str, Any]]:
+        """seq -> file, sha256, size of each sealed file kept: those no purge closed (all,
+        with `keep_all`)."""
+        return self._sealed
+
+    def state(self) -> dict[str, Any]:
+        """What a later pass needs to go on from here (JSON), for `restore`."""
+        return {"starts": sorted(self.starts), "stopped": sorted(self._stopped),
+                "interruptions": sorted(self._interruptions),
+                "sealed": [[seq, sealed] for seq, sealed in self._sealed.items()],
+                "segment_names": sorted(self._segment_names),
+                "holders": [[seq, sorted(custody)] for seq, custody in self._holders.items()]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go on from a `state`; KeyError, TypeError or ValueError if it is not one."""
+        self.starts = {int(seq) for seq in state["starts"]}
+        self._stopped = {int(seq) for seq in state["stopped"]}
+        self._interruptions = {int(seq) for seq in state["interruptions"]}
+        self._sealed = {int(seq): {"file": str(sealed["file"]),
+                                   "sha256": str(sealed["sha256"]), "size": int(sealed["size"])}
+                        for seq, sealed in state["sealed"]}
+        self._segment_names = {str(name) for name in state["segment_names"]}
+        self._holders = {int(seq): {int(c) for c in custody}
+                         for seq, custody in state["holders"]}
+
+    def _ask(self) -> None:
+        if not self.keep_all:
+            self.asked = True
 
     def _dangling(self, where: str, problem: str) -> None:
         self.findings.append(Finding(where, f"{problem} (a dangling reference)", "dangling"))
@@ -143,7 +191,7 @@ class References:
     def _recording(self, where: str, field: str, value: Any, optional: bool = False) -> None:
         if optional and value is None:
             return
-        if type(value) is not int or value not in self._starts:
+        if type(value) is not int or value not in self.starts:
             self._dangling(where, f"names recording {value!r} in {field}, which no earlier "
                            "record_start began")
 
@@ -165,6 +213,8 @@ class References:
         self._recording(where, "recording_after", payload.get("recording_after"), True)
         last = payload.get("last_segment")
         if last is not None and (not isinstance(last, str) or last not in self._segment_names):
+            if isinstance(last, str):
+                self._ask()
             self._dangling(where, f"names last_segment {str(last)[:80]!r}, which no earlier "
                            "record sealed")
 
@@ -183,13 +233,15 @@ class References:
             else (None, None)
         if type(head_seq) is not int or head_seq >= seq or \
                 self.hashes.get(head_seq) != head_hash:
+            if type(head_seq) is int and head_seq < seq and head_seq not in self.hashes:
+                self._ask()
             self._dangling(where, f"names as the head the dock verified {_head_text(head)}, "
                            "which is no earlier record of this chain with that hash")
         for item in payload["segments"]:
             problem = self._names_sealed(item)
             if problem:
                 self._dangling(where, f"takes into custody {problem}")
-        self._held[seq] = {item["seq"] for item in payload["segments"]}
+            self._holders.setdefault(item["seq"], set()).add(seq)
 
     def _purge(self, where: str, seq: int, payload: dict[str, Any]) -> None:
         for item in payload["files"]:
@@ -198,7 +250,9 @@ class References:
                 self._dangling(where, f"deletes {problem}")
             custody = item.get("custody")
             if custody is not None and (type(custody) is not int or
-                                        item["seq"] not in self._held.get(custody, ())):
+                                        custody not in self._holders.get(item["seq"], ())):
+                if item["seq"] not in self._holders:
+                    self._ask()
                 self._dangling(where, f"says custody record {custody!r} holds seq "
                                f"{item['seq']}, which it does not")
 
@@ -206,6 +260,7 @@ class References:
         """What is wrong with a custody or purge entry's claim to be a sealed file."""
         sealed = self._sealed.get(item["seq"])
         if sealed is None:
+            self._ask()
             return f"seq {item['seq']}, which seals no file before it"
         for field in ("sha256", "file", "size"):
             if field in item and item[field] != sealed[field]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from agent.evidence import verify
-from agent.evidence.chain import Chain, read_records
+from agent.evidence.chain import Chain, whole_lines
 from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.store import Store
 from agent.evidence.verify import verify_store
@@ -45,12 +45,12 @@ def reading_the_chain(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """Set once the verifier has read the chain: the seam that makes the race certain."""
     read = threading.Event()
 
-    def read_records_then_tell(path: Path) -> list[tuple[int, bytes]]:
-        lines = read_records(path)
+    def read_lines_then_tell(path: Path, offset: int = 0, complete: bool = True
+                             ) -> Iterator[tuple[int, bytes]]:
+        yield from whole_lines(path, offset, complete)
         read.set()
-        return lines
 
-    monkeypatch.setattr(verify, "read_records", read_records_then_tell)
+    monkeypatch.setattr(verify, "whole_lines", read_lines_then_tell)
     return read
 
 

@@ -96,6 +96,13 @@ def test_full_pull_verifies_and_takes_custody(device: Docked, tmp_path: Path) ->
     assert again.ok and again.fetched == [] and again.custody_seq > custody["seq"]
     # Files already in custody are not reported again: the chain does not grow with them.
     assert device.records("custody")[-1]["payload"]["segments"] == []
+    # The second pull verified only the records since the first's head, and its report
+    # and manifest are those of the whole copy.
+    assert again.resumed_from == result.verify.head_seq
+    assert again.verify.segments == copy.segments and again.verify.ok
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert len(manifest["held"]) == len(result.fetched)
+    assert manifest["verify"]["resumed_from"] == result.verify.head_seq
 
 
 def test_purge_frees_space_and_both_copies_still_verify(tmp_path: Path, recorded: Path,
@@ -630,4 +637,8 @@ def test_custody_after_a_key_rotation(tmp_path: Path, recorded: Path, dock_pki: 
         assert result.ok and result.custody_seq is not None, \
             result.problem or result.verify.summary()
         (custody,) = device.records("custody")
+        # The next pull goes on from the verifier's state, the rotated key with it.
+        again = device.pull(tmp_path / "evidence")
+        assert again.ok and again.resumed_from == result.verify.head_seq, \
+            again.problem or again.verify.summary()
     assert custody["seq"] == result.custody_seq
