@@ -174,6 +174,9 @@ def _verify(args: argparse.Namespace) -> int:
         if len(roots) > 1:
             print(f"{store}:")
         print(report.summary())
+        for mark in report.marks:
+            print(f"mark: recording {mark['recording']} marked important at {mark['wall']} "
+                  f"(record {mark['seq']}, {mark['source']})")
         for note in report.notes:
             print(f"note: {note}")
     if args.json:  # one JSON document: the report, or every device's in an evidence folder

@@ -269,12 +269,18 @@ class GpioConfig(_Section):
     # Contact bounce on the record and function buttons: an edge counts once the level has
     # held this long (lgpio's debounce). 0 = off.
     button_bounce_s: Annotated[float, Field(ge=0, le=0.2)] = 0.03
+    # The indicators of GA/T 947: red, video being recorded; yellow, sound being recorded;
+    # green, power (agent/device/indicators.py).
     record_led_pin: Annotated[int, Field(ge=0, le=53)] = 27
+    audio_led_pin: Annotated[int, Field(ge=0, le=53)] = 25
     status_led_pin: Annotated[int, Field(ge=0, le=53)] = 22
     buzzer_pin: Annotated[int, Field(ge=0, le=53)] = 23  # a buzzer or a vibration motor
     # The function button: a press explains an interruption, a hold declares an exemption.
     function_button_pin: Annotated[int, Field(ge=0, le=53)] = 24
     exemption_hold_seconds: Annotated[float, Field(ge=0.5, le=30)] = 2.0
+    # The audio button: a press in standby starts a sound-only recording, a hold stops it.
+    # None: no such button (no sound-only gesture).
+    audio_pin: Annotated[int, Field(ge=0, le=53)] | None = None
     # External trigger inputs (holster sensor, vehicle signal): name -> BCM pin. Active when
     # the input closes to ground (pulled up) unless trigger_pull_up = false. They only start.
     trigger_pins: dict[Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")],
@@ -285,8 +291,10 @@ class GpioConfig(_Section):
     @model_validator(mode="after")
     def _distinct_pins(self) -> GpioConfig:
         pins = {"button_pin": self.button_pin, "record_led_pin": self.record_led_pin,
+                "audio_led_pin": self.audio_led_pin,
                 "status_led_pin": self.status_led_pin, "buzzer_pin": self.buzzer_pin,
                 "function_button_pin": self.function_button_pin,
+                **({"audio_pin": self.audio_pin} if self.audio_pin is not None else {}),
                 **{f"trigger_pins.{name}": pin for name, pin in self.trigger_pins.items()}}
         if len(set(pins.values())) != len(pins):
             raise ValueError(f"pins must be distinct, got {pins}")
@@ -411,6 +419,13 @@ class Config(_Section):
                 and not self.camera.realtime):
             raise ValueError(f"[audio] backend = {self.audio.backend!r} records in real time: "
                              "set [camera] realtime = true")
+        return self
+
+    @model_validator(mode="after")
+    def _audio_button_has_a_microphone(self) -> Config:
+        if self.gpio.audio_pin is not None and not self.audio.enabled:
+            raise ValueError(f"[gpio] audio_pin = {self.gpio.audio_pin} starts sound-only "
+                             "recordings: set [audio] enabled = true, or remove audio_pin")
         return self
 
     @model_validator(mode="after")

@@ -23,7 +23,7 @@ RECORD_TYPES = frozenset({
     "boot", "self_check", "record_start", "notice_played", "segment_sealed", "record_stop",
     "interruption", "voice_note", "exemption", "alarm", "command", "remote_commands_refused",
     "custody", "purge", "officer_assigned", "clock_step", "enrollment", "key_rotation",
-    "key_repaired", "retirement", "file_recovered", "shutdown"})
+    "key_repaired", "retirement", "file_recovered", "mark", "photo", "shutdown"})
 TOP_FIELDS = frozenset({"boot_id", "clock", "device", "mono_ns", "officer", "payload", "prev",
                         "seq", "type", "wall"})
 # The one place a fraction was ever written: chains from before the count became an integer.
@@ -148,6 +148,12 @@ class References:
 
     def _segment_sealed(self, where: str, seq: int, payload: dict[str, Any]) -> None:
         self._recording(where, "recording", payload["recording"])
+
+    def _mark(self, where: str, seq: int, payload: dict[str, Any]) -> None:
+        self._recording(where, "recording", payload["recording"])
+        if payload["recording"] in self._stopped:
+            self._dangling(where, f"marks recording {payload['recording']}, which an earlier "
+                           "record_stop ended")
 
     def _notice_played(self, where: str, seq: int, payload: dict[str, Any]) -> None:
         self._recording(where, "recording", payload.get("recording"))

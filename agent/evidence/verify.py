@@ -60,6 +60,8 @@ class Report:
     video_frames: int = 0
     recorded_us: int = 0
     purged: int = 0
+    # The important marks (重要标记): {"seq", "wall", "recording", "source"} each, in order.
+    marks: list[dict[str, Any]] = field(default_factory=list)
     head: dict[str, Any] | None = None
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -85,7 +87,7 @@ class Report:
             purged = f" ({self.purged} sealed files purged after custody)" if self.purged else ""
             certified = f", certified under {self.certified_by}" if self.certified_by else ""
             return (f"OK: {self.records} records, {self.segments} segments in "
-                    f"{self.recordings} recordings verify{purged}; chain head seq "
+                    f"{self.recordings} recordings verify{purged}{self._marks()}; chain head seq "
                     f"{self.head['seq']} "
                     f"{self.head['hash'][:16]}…; key {self.key_fingerprint[:16]}…{certified}; "
                     f"{self._witnesses()}")
@@ -94,6 +96,14 @@ class Report:
         if len(self.findings) > 1:
             lines.append(f"{len(self.findings)} problems in all")
         return "\n".join(lines)
+
+    def _marks(self) -> str:
+        if not self.marks:
+            return ""
+        recordings = sorted({mark["recording"] for mark in self.marks})
+        return (f"; {len(self.marks)} important mark{'s' if len(self.marks) > 1 else ''} "
+                f"(recording{'s' if len(recordings) > 1 else ''} "
+                f"{', '.join(map(str, recordings))})")
 
     def _witnesses(self) -> str:
         if not self.witnessed_by:
@@ -186,6 +196,8 @@ def _verify_lines(store: Store, key: Ed25519PublicKey, report: Report,
                                   hashes)
     _verify_continuity(records, report)
     _note_unexplained(records, report)
+    report.marks = [{"seq": r["seq"], "wall": r["wall"], "recording": r["payload"]["recording"],
+                     "source": r["payload"]["source"]} for r in records if r["type"] == "mark"]
     return seen_files
 
 
@@ -445,6 +457,7 @@ _PAYLOADS: dict[str, _Shape] = {
     "custody": {"segments": [{"seq": is_int64, "sha256": _is_str}]},
     "purge": {"files": [{"seq": is_int64, "sha256": _is_str, "file": _is_str}]},
     "record_stop": {"recording": is_int64, "segments": is_int64},
+    "mark": {"recording": is_int64, "source": _is_str},
     "key_rotation": {"new_public_key": _is_str, "new_fingerprint": _is_str},
     "interruption": {"cause": _is_str},
 }
@@ -625,14 +638,16 @@ def _verify_continuity(records: list[dict[str, Any]], report: Report) -> None:
             continue
         if record.get("type") != "segment_sealed":
             continue
-        video = payload["video"]
-        if None not in (video["first_pts_us"], video["last_pts_us"]):
-            report.recorded_us += video["last_pts_us"] - video["first_pts_us"] \
-                + 1_000_000 // video["fps"]
+        video, audio = payload["video"], payload["audio"]
         streams = [("video", 1_000_000 / video["fps"])]
-        if payload["audio"]:
-            audio = payload["audio"]
+        if audio:
             streams.append(("audio", audio["samples_per_packet"] * 1e6 / audio["sample_rate"]))
+        # The time recorded, by the video (by the sound, in a sound-only recording's segment).
+        for stream, step_us in streams:
+            span = payload[stream]
+            if None not in (span["first_pts_us"], span["last_pts_us"]):
+                report.recorded_us += span["last_pts_us"] - span["first_pts_us"] + int(step_us)
+                break
         for stream, step_us in streams:
             _note_missing_inside(report, payload["file"], stream, payload[stream], step_us)
         before = previous.get(payload["recording"])

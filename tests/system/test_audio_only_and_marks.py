@@ -1,0 +1,79 @@
+"""The GA/T 947 gestures on MockFactory pins: the audio button records sound without video,
+sealed and chained like video; a short press of the record button marks the recording."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from agent.device.state import State
+from agent.evidence.chain import read_bodies
+from agent.evidence.verify import verify_store
+from tests.support.device import BODYCAM, running_daemon, wait_for
+
+
+def records(store: Path, type_: str) -> list[dict]:
+    return [body for body in read_bodies(store / "chain.jsonl") if body["type"] == type_]
+
+
+def streams(path: Path) -> list[str]:
+    """The codec type of each stream ffprobe finds in a sealed file."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type",
+                          "-of", "json", str(path)], capture_output=True, text=True, check=True)
+    return [stream["codec_type"] for stream in json.loads(out.stdout)["streams"]]
+
+
+def test_the_audio_button_records_sound_only_sealed_and_chained(write_config,
+                                                                 tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with running_daemon(write_config(notice="true")) as daemon:
+        daemon.controls.press(audio=True)
+        wait_for(lambda: daemon.machine.state is State.RECORDING, what="recording")
+        wait_for(lambda: daemon.recorder.stats.segments_sealed >= 3, what="three segments")
+        daemon.controls.press(long=True, audio=True)
+        wait_for(lambda: daemon.machine.state is State.STANDBY, what="standby")
+    [start] = records(store, "record_start")
+    assert (start["payload"]["mode"], start["payload"]["trigger"]) == ("audio", "audio_button")
+    assert [n["payload"]["recording"] for n in records(store, "notice_played")] == [start["seq"]]
+    segments = records(store, "segment_sealed")
+    assert len(segments) >= 3
+    for segment in segments:
+        payload = segment["payload"]
+        assert payload["video"]["packets"] == 0 and payload["audio"]["packets"] > 0
+        assert streams(store / payload["file"]) == ["audio"], "sound and no video"
+    [stop] = records(store, "record_stop")
+    assert stop["payload"]["reason"] == "button_hold" and stop["payload"]["video_frames"] == 0
+    report = verify_store(store)  # the audio runs on across every cut, checked here
+    assert report.ok, report.summary()
+    assert report.recorded_us > 2_000_000, "the time recorded counts the sound"
+    cli = subprocess.run([*BODYCAM, "verify", str(store)], capture_output=True, text=True)
+    assert cli.returncode == 0 and cli.stdout.startswith("OK:"), cli.stdout + cli.stderr
+
+
+def test_a_short_press_while_recording_seals_a_mark(write_config, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with running_daemon(write_config()) as daemon:
+        daemon.controls.press()  # starts (its release is no mark)
+        wait_for(lambda: daemon.machine.state is State.RECORDING, what="recording")
+        first = daemon.recorder.recording_id
+        daemon.controls.press()  # a short press: the mark
+        wait_for(lambda: len(records(store, "mark")) == 1, timeout=5, what="the mark")
+        daemon.controls.press(long=True)  # the hold that stops: no mark
+        wait_for(lambda: daemon.machine.state is State.STANDBY, what="standby")
+        daemon.controls.press()  # in standby a short press starts, and marks nothing
+        wait_for(lambda: daemon.recorder.recording_id not in (None, first), what="recording 2")
+        wait_for(lambda: daemon.recorder.stats.segments_sealed >= 2, what="segments")
+    [mark] = records(store, "mark")
+    assert mark["payload"] == {"recording": first, "source": "button"}
+    report = verify_store(store)
+    assert report.ok, report.summary()
+    assert report.marks == [{"seq": mark["seq"], "wall": mark["wall"], "recording": first,
+                             "source": "button"}]
+    text = subprocess.run([*BODYCAM, "verify", str(store)], capture_output=True, text=True)
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert f"1 important mark (recording {first})" in text.stdout.splitlines()[0]
+    assert f"mark: recording {first} marked important at {mark['wall']}" in text.stdout
+    as_json = subprocess.run([*BODYCAM, "verify", "--json", str(store)], capture_output=True,
+                             text=True)
+    assert json.loads(as_json.stdout)["marks"] == report.marks
