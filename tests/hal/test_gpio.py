@@ -266,3 +266,23 @@ def test_a_bouncing_press_starts_a_recording_and_its_hold_does_not_stop_it(
         assert machine.state is State.STANDBY
     finally:
         controls.close()
+
+
+def test_a_short_press_is_a_tap_and_a_held_one_is_not(tmp_path: Path) -> None:
+    """The record button's release says "short press" (a mark while recording) only when
+    the press was not held: the hold that stops a recording must not also mark it."""
+    config = production_config(tmp_path, **{"stop_hold_seconds = 3.0":
+                                            "stop_hold_seconds = 0.5"}).gpio
+    seen: list[str] = []
+    controls = OfficerControls(config, Gestures(
+        press=lambda g: seen.append(f"press {g}"), tap=lambda g: seen.append(f"tap {g}"),
+        hold=lambda g: seen.append(f"hold {g}"), audio_press=lambda g: None,
+        audio_hold=lambda g: None, function_press=lambda: None, function_hold=lambda: None))
+    try:
+        controls.press()
+        wait_for(lambda: seen == ["press 1", "tap 1"], timeout=2, what="a short press")
+        controls.press(long=True)
+        time.sleep(0.2)
+        assert seen == ["press 1", "tap 1", "press 2", "hold 2"]
+    finally:
+        controls.close()
