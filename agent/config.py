@@ -364,6 +364,26 @@ class DockConfig(_Section):
 
     def path(self, store: Path, name: str) -> Path:
         return store / os.path.expanduser(name)
+class RetentionConfig(_Section):
+    """The agency's retention of each class of sealed file (agent/evidence/retention.py),
+    in days: sealed into every custody record, for the dock and the archive to keep each file
+    at least that long (docs/docking.md, "Retention")."""
+
+    standard_days: Annotated[int, Field(ge=1, le=36_500)] = 180
+    marked_days: Annotated[int, Field(ge=1, le=36_500)] = 3650
+
+    @model_validator(mode="after")
+    def _marked_longer(self) -> RetentionConfig:
+        if self.marked_days <= self.standard_days:
+            raise ValueError(f"[retention] marked_days = {self.marked_days} must be longer "
+                             f"than standard_days = {self.standard_days}: marked footage is "
+                             "kept longer")
+        return self
+
+    def as_record(self) -> dict[str, int]:
+        return {"standard": self.standard_days, "marked": self.marked_days}
+
+
 class GnssConfig(_Section):
     """Where the location comes from: gpsd's JSON protocol over TCP, a scripted fix, or none."""
 
@@ -412,6 +432,7 @@ class Config(_Section):
         return self
     dock: DockConfig = DockConfig()
     gnss: GnssConfig = GnssConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _real_microphone_runs_in_real_time(self) -> Config:

@@ -554,7 +554,8 @@ class Daemon:
         try:
             server = OffloadServer(DockedDevice(
                 self.config.device.id, self.key, self.store, self.chain, self.ledger, self.index,
-                self.clock, self.purger.run, lambda: self._identity()[1]), self.config.dock)
+                self.clock, self.purger.run, lambda: self._identity()[1],
+                self.config.retention), self.config.dock)
             server.start()
         except (OSError, KeyMaterialError) as exc:
             log.error("offload server not started: %s", exc)

@@ -40,6 +40,7 @@ from agent.durable import fsync_dir, write_all
 from agent.evidence.chain import SEALED_FILE_TYPES, parse_line, read_bodies, utc_iso
 from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.evidence.possession import digest_file, new_proof
+from agent.evidence.retention import MARKED, retention_classes
 from agent.evidence.verify import Report, verify_store
 from agent.pki import common_names
 
@@ -343,8 +344,10 @@ def _wanted(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def _held(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The sealed files held, as the manifest lists them."""
-    return [{"seq": r["seq"], **{k: r["payload"][k] for k in ("file", "size", "sha256")}}
+    """The sealed files held, as the manifest lists them, each with its retention class."""
+    classes = retention_classes(records)
+    return [{"seq": r["seq"], **{k: r["payload"][k] for k in ("file", "size", "sha256")},
+             "retention": classes[r["seq"]]}
             for r in records if (name := _sealed_file(r)) and (folder / name).is_file()]
 
 
@@ -422,20 +425,32 @@ async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, fo
                           records: list[dict[str, Any]], report: Report, operator: str,
                           result: PullResult) -> None:
     """Tell the device what this dock now holds, with a proof of possession under a fresh
-    nonce for each file not yet in custody; keep its signed receipt."""
+    nonce for each file not yet in custody, and the retention class this dock keeps each
+    under; keep its signed receipt."""
     nonce = (await device_identity(session, check))["nonce"]  # fresh: a long pull outlives a nonce
-    custodied = {s["seq"] for r in records if r.get("type") == "custody"
-                 for s in r["payload"]["segments"]}
+    custody_items = [s for r in records if r.get("type") == "custody"
+                     for s in r["payload"]["segments"]]
+    custodied = {s["seq"] for s in custody_items}
+    held_marked = {s["seq"] for s in custody_items if s.get("retention") == MARKED}
+    classes = retention_classes(records)
     held, proving = [], 0
     for r in records:
         # Files already in a custody record are not listed again: a dock that keeps a year
         # of files would otherwise send them all (over the device's body limit) and have
-        # the device seal them all again, every day.
-        if r.get("type") not in SEALED_FILE_TYPES or r["seq"] in custodied or \
+        # the device seal them all again, every day. The one exception: a file marked
+        # after its custody, listed again to be held as marked (the device keeps it until).
+        if r.get("type") not in SEALED_FILE_TYPES or \
                 not (folder / r["payload"]["file"]).is_file():
             continue
+        retention = classes[r["seq"]]
+        if r["seq"] in custodied:
+            if retention == MARKED and r["seq"] not in held_marked:
+                held.append({"seq": r["seq"], "sha256": r["payload"]["sha256"],
+                             "retention": retention})
+            continue
         held.append({"seq": r["seq"], "sha256": r["payload"]["sha256"],
-                     "proof": await asyncio.to_thread(_prove, folder, r["payload"], nonce)})
+                     "proof": await asyncio.to_thread(_prove, folder, r["payload"], nonce),
+                     "retention": retention})
         proving += r["payload"]["size"]
     body = {"report_id": str(uuid.uuid4()), "nonce": nonce, "operator": operator,
             "head": report.head, "segments": held}
@@ -503,6 +518,7 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
         "head": result.verify.head,
         "records": result.verify.records,
         "held": _held(folder, records),
+        "marks": result.verify.marks,
         "fetched_now": result.fetched,
         "bytes_fetched": result.bytes_fetched,
         "seconds": round(result.seconds, 3),
