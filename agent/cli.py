@@ -104,9 +104,17 @@ def _parser() -> argparse.ArgumentParser:
     press.add_argument("--long", action="store_true",
                        help="hold it: stops a recording; on the function button, declares an "
                             "exemption")
-    press.add_argument("--function", action="store_true",
-                       help="the function button: explains an interruption now")
+    button = press.add_mutually_exclusive_group()
+    button.add_argument("--function", action="store_true",
+                        help="the function button: explains an interruption now")
+    button.add_argument("--audio", action="store_true",
+                        help="the audio button: starts a sound-only recording; --long stops it")
     press.set_defaults(func=_press)
+
+    mark = commands.add_parser("mark", parents=[common],
+                               help="mark the recording under way important (重要标记), as a "
+                               "short press of the record button does")
+    mark.set_defaults(func=_mark)
 
     decrypt = commands.add_parser("decrypt", parents=[verbosity],
                                   help="decrypt a sealed file with the agency's age identity "
@@ -243,9 +251,16 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _press(args: argparse.Namespace) -> int:
-    _send(args, {"cmd": "press", "long": args.long, "function": args.function})
+    _send(args, {"cmd": "press", "long": args.long, "function": args.function,
+                 "audio": args.audio})
     print(f"{'long press' if args.long else 'press'} on the "
-          f"{'function' if args.function else 'record'} button")
+          f"{'function' if args.function else 'audio' if args.audio else 'record'} button")
+    return 0
+
+
+def _mark(args: argparse.Namespace) -> int:
+    _send(args, {"cmd": "mark"})
+    print("mark sent: sealed if a recording is under way")
     return 0
 
 

@@ -77,3 +77,27 @@ def test_a_short_press_while_recording_seals_a_mark(write_config, tmp_path: Path
     as_json = subprocess.run([*BODYCAM, "verify", "--json", str(store)], capture_output=True,
                              text=True)
     assert json.loads(as_json.stdout)["marks"] == report.marks
+
+
+def test_bodycam_mark_and_press_audio_from_the_command_line(write_config, tmp_path: Path) -> None:
+    """`bodycam mark` marks only a recording under way; `bodycam press --audio` is the audio
+    button."""
+    config = write_config()
+    store = tmp_path / "store"
+
+    def bodycam(*args: str) -> None:
+        subprocess.run([*BODYCAM, *args, "--config", str(config)], check=True,
+                       capture_output=True, timeout=60)
+
+    with running_daemon(config) as daemon:
+        bodycam("mark")  # standby: nothing to mark
+        bodycam("press", "--audio")
+        wait_for(lambda: daemon.machine.state is State.RECORDING, what="recording")
+        bodycam("mark")
+        wait_for(lambda: len(records(store, "mark")) == 1, timeout=5, what="the mark")
+        bodycam("press", "--audio", "--long")
+        wait_for(lambda: daemon.machine.state is State.STANDBY, what="standby")
+    [start] = records(store, "record_start")
+    [mark] = records(store, "mark")
+    assert start["payload"]["mode"] == "audio"
+    assert mark["payload"] == {"recording": start["seq"], "source": "control"}
