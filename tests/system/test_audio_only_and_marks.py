@@ -4,13 +4,21 @@ sealed and chained like video; a short press of the record button marks the reco
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 from agent.device.state import State
 from agent.evidence.chain import read_bodies
 from agent.evidence.verify import verify_store
-from tests.support.device import BODYCAM, running_daemon, wait_for
+from tests.support.device import (
+    BODYCAM,
+    open_recordings,
+    running_daemon,
+    spawn_daemon,
+    wait_for,
+)
 
 
 def records(store: Path, type_: str) -> list[dict]:
@@ -101,3 +109,32 @@ def test_bodycam_mark_and_press_audio_from_the_command_line(write_config, tmp_pa
     [mark] = records(store, "mark")
     assert start["payload"]["mode"] == "audio"
     assert mark["payload"] == {"recording": start["seq"], "source": "control"}
+
+
+def test_a_sound_only_recording_cut_by_power_loss_resumes_sound_only(write_config,
+                                                                     tmp_path: Path) -> None:
+    """After a SIGKILL the next start seals what was open and records again at once, in the
+    mode the officer chose: a privacy-sensitive sound-only recording never resumes as video."""
+    config = write_config(realtime="true", segment_seconds=1.0, pre_event_seconds=0.0)
+    store = tmp_path / "store"
+    daemon = spawn_daemon(config, store)
+    try:
+        subprocess.run([*BODYCAM, "press", "--audio", "--config", str(config)], check=True,
+                       capture_output=True, timeout=60)
+        wait_for(lambda: bool(open_recordings(store)), timeout=30, what="recording")
+        time.sleep(1.5)
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait()
+        daemon = spawn_daemon(config, store)
+        wait_for(lambda: len(records(store, "record_start")) == 2, timeout=30, what="resumed")
+        time.sleep(1.2)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    first, resumed = records(store, "record_start")
+    assert resumed["payload"]["trigger"] == "resume_after_interruption"
+    assert (first["payload"]["mode"], resumed["payload"]["mode"]) == ("audio", "audio")
+    for segment in records(store, "segment_sealed"):
+        assert streams(store / segment["payload"]["file"]) == ["audio"]
+    report = verify_store(store)
+    assert report.ok, report.summary()
