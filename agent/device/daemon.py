@@ -64,7 +64,7 @@ from agent.device.telemetry.status import StatusSources, device_status
 from agent.device.voice import Voice
 from agent.device.watchdog import Watchdog, take_marker
 from agent.evidence.age import encryption_record
-from agent.evidence.chain import Chain, current_boot_id
+from agent.evidence.chain import Chain, current_boot_id, parse_line
 from agent.evidence.keys import (
     REPAIR_RECORD,
     KeyMaterialError,
@@ -340,10 +340,22 @@ class Daemon:
             self.interruptions.begin(gap)
         if gaps:
             # It was recording (or asked to) when it ended: record again at once, without
-            # the officer, in the mode it recorded.
-            audio = any(c.start["payload"].get("mode") == Mode.AUDIO.value for c in cut)
+            # the officer, in the mode the officer chose (sound only stays sound only).
+            audio = any(self._mode_of(gap.recording_before) is Mode.AUDIO for gap in gaps)
             self.post(TriggerStart("resume_after_interruption",
                                    Mode.AUDIO if audio else Mode.VIDEO))
+
+    def _mode_of(self, recording: int | None) -> Mode:
+        """The mode of a recording, from its record_start (video when not known)."""
+        for _, line in self.index.read_lines([recording] if recording else []):
+            try:
+                start = parse_line(line)[2]
+            except ValueError:
+                break
+            if start.get("type") == "record_start" and start.get("seq") == recording and \
+                    start.get("payload", {}).get("mode") == Mode.AUDIO.value:
+                return Mode.AUDIO
+        return Mode.VIDEO
 
     def _fault_event(self, event: Event) -> None:
         """A fault raised or cleared: the alarm at once, whatever the state; then decide."""
