@@ -44,6 +44,7 @@ class Lights:
     yellow: Light = Light.OFF
     green: Light = Light.ON
 
+
 _FACTORIES = {
     "mock": ("gpiozero.pins.mock", "MockFactory"),
     "native": ("gpiozero.pins.native", "NativeFactory"),
