@@ -236,7 +236,8 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(reply, indent=2))
         return 0
     head = reply["chain_head"]
-    recording = (f"recording {reply['recording']} into {reply['current_segment']}"
+    sound_only = " (sound only)" if reply.get("mode") == "audio" else ""
+    recording = (f"recording {reply['recording']}{sound_only} into {reply['current_segment']}"
                  if reply["recording"] else "standby, not recording")
     print(f"{reply['device']} ({reply['officer'] or 'no officer'}): {recording}\n"
           f"segments sealed since start: {reply['segments_sealed']}\n"
