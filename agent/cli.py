@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
+import re
 import signal
 import sys
+import time
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agent import logs
 from agent.config import Config, ConfigError, load_config
@@ -65,23 +69,44 @@ def _parser() -> argparse.ArgumentParser:
                       "STORE-evidence beside the store)")
     demo.set_defaults(func=_demo)
 
-    verify = commands.add_parser("verify", parents=[common],
+    trust = argparse.ArgumentParser(add_help=False)
+    trust.add_argument("--key", type=Path, help="the device public key (PEM); default: "
+                       "keys/device.pub in the store")
+    trust.add_argument("--ca", type=Path, metavar="DEVICE_CA_PEM",
+                       help="the agency's device CA: every key that signed the chain must "
+                       "be certified by it in an enrollment record")
+    trust.add_argument("--head", action="append", default=[], metavar="SEQ:HASH",
+                       help="a chain head seen outside the store (the MQTT status's "
+                       "chain_head): the chain must hold it; repeatable")
+    trust.add_argument("--receipt", action="append", default=[], type=Path, metavar="FILE",
+                       help="a custody receipt (the custody record's line a dock keeps): "
+                       "the chain must hold the head it names; repeatable")
+
+    verify = commands.add_parser("verify", parents=[common, trust],
                                  help="verify a store's chain and segments")
     verify.add_argument("path", nargs="?", type=Path, metavar="STORE",
-                        help="the store to verify (default: the configured store)")
-    verify.add_argument("--key", type=Path, help="the device public key (PEM); default: "
-                        "keys/device.pub in the store")
-    verify.add_argument("--ca", type=Path, metavar="DEVICE_CA_PEM",
-                        help="the agency's device CA: every key that signed the chain must "
-                        "be certified by it in an enrollment record")
-    verify.add_argument("--head", action="append", default=[], metavar="SEQ:HASH",
-                        help="a chain head seen outside the store (the MQTT status's "
-                        "chain_head): the chain must hold it; repeatable")
-    verify.add_argument("--receipt", action="append", default=[], type=Path, metavar="FILE",
-                        help="a custody receipt (the custody record's line a dock keeps): "
-                        "the chain must hold the head it names; repeatable")
+                        help="the store to verify (default: the configured store), or an "
+                        "archive, s3://BUCKET/PREFIX (docs/archive.md)")
     verify.add_argument("--json", action="store_true", help="print the full report as JSON")
     verify.set_defaults(func=_verify)
+
+    report = commands.add_parser("report", parents=[verbosity, trust],
+                                 help="a store's shifts and incidents for the dock, verified "
+                                 "first: timelines and the auditor's figures")
+    report.add_argument("path", type=Path, metavar="STORE_OR_EVIDENCE",
+                        help="a store, a dock's folder of one device, or its evidence folder")
+    report.add_argument("--officer", metavar="ID", help="only this officer's shifts")
+    report.add_argument("--from", dest="since", metavar="TIME",
+                        help="only shifts that end at or after TIME (ISO 8601; without an "
+                        "offset, in --zone)")
+    report.add_argument("--to", dest="until", metavar="TIME",
+                        help="only shifts that begin at or before TIME")
+    report.add_argument("--zone", default="UTC", help="the time zone the report's times are "
+                        "shown in: a name (Asia/Shanghai) or an offset (+08:00); default UTC")
+    report.add_argument("--html", type=Path, metavar="OUT", help="write the report here: one "
+                        "self-contained HTML file")
+    report.add_argument("--json", action="store_true", help="print the report as JSON")
+    report.set_defaults(func=_report)
 
     selfcheck = commands.add_parser("selfcheck", parents=[common],
                                     help="the pre-shift self-check; exit 0 pass, 1 warn, 2 fail")
@@ -115,6 +140,9 @@ def _parser() -> argparse.ArgumentParser:
                                help="mark the recording under way important (重要标记), as a "
                                "short press of the record button does")
     mark.set_defaults(func=_mark)
+    photo = commands.add_parser("photo", parents=[common],
+                                help="take a photo, as the PHOTO button does (docs/recorder.md)")
+    photo.set_defaults(func=_photo)
 
     decrypt = commands.add_parser("decrypt", parents=[verbosity],
                                   help="decrypt a sealed file with the agency's age identity "
@@ -167,12 +195,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from agent.evidence.verify import report_json, reports_json, stores_in, verify_store
 
+    if args.path is not None and args.path.parts[:1] == ("s3:",):  # Path folds s3:// to s3:/
+        from agent.dock.cli import verify_archive
+
+        return verify_archive("s3://" + "/".join(args.path.parts[1:]), args.key)
     root = args.path or (args.store or _config(args).store_path)
     roots = stores_in(root)  # a dock's evidence folder holds one store per device
-    outside = _outside(args)
-    if len(roots) > 1 and (outside.heads or outside.receipts):
-        raise WitnessError(f"{root} holds {len(roots)} devices' stores: give --head and "
-                           "--receipt with the one device's folder")
+    outside = _outside(args, root, len(roots))
     reports = []
     for store in roots:
         report = verify_store(store, args.key, outside=outside)
@@ -193,16 +222,93 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if all(report.ok for report in reports) else 1
 
 
-def _outside(args: argparse.Namespace) -> Outside:
-    """The witnesses and the device CA given on the command line, read once for all stores;
-    one that cannot be read is the caller's input to fix (exit 2)."""
+def _outside(args: argparse.Namespace, root: Path, stores: int) -> Outside:
+    """The witnesses and the device CA given on the command line, read once for the
+    `stores` in `root`; one that cannot be read, or a witness of one device given for
+    several, is the caller's input to fix (exit 2)."""
     from agent.evidence.anchor import load_device_ca
     from agent.evidence.verify import Outside
     from agent.evidence.witness import parse_head, read_receipt
 
+    if stores > 1 and (args.head or args.receipt):
+        raise WitnessError(f"{root} holds {stores} devices' stores: give --head and "
+                           "--receipt with the one device's folder")
     return Outside(tuple(parse_head(text) for text in args.head),
                    tuple(read_receipt(path) for path in args.receipt),
                    tuple(load_device_ca(args.ca)) if args.ca else (), str(args.ca or ""))
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Exit 0: every store verified; 1: a store did not (its report says so, and is still
+    written); 2: input that cannot be used."""
+    from agent.evidence.report.page import render
+    from agent.evidence.report.source import Window, read_store, reports_json
+    from agent.evidence.verify import stores_in
+
+    try:
+        zone = _zone(args.zone)
+        window = Window(args.officer, _moment(args.since, "--from", zone),
+                        _moment(args.until, "--to", zone))
+    except ValueError as exc:
+        print(logs.error_line(f"bodycam report: {exc}"), file=sys.stderr)
+        return 2
+    if not (args.html or args.json):
+        print("bodycam report: give --html OUT, --json or both", file=sys.stderr)
+        return 2
+    if window.since is not None and window.until is not None and window.since > window.until:
+        print(f"bodycam report: --from {args.since} is after --to {args.until}",
+              file=sys.stderr)
+        return 2
+    roots = [root for root in stores_in(args.path) if (root / "chain.jsonl").is_file()]
+    if not roots:
+        print(logs.error_line(f"bodycam report: {args.path}: no chain.jsonl there (neither a "
+                              "store nor a dock's evidence folder)"), file=sys.stderr)
+        return 2
+    outside = _outside(args, args.path, len(roots))
+    reports = [read_store(root, window, args.key, outside) for root in roots]
+    if args.html:
+        try:
+            args.html.write_text(render(reports, window, time.time_ns() // 1000, zone),
+                                 encoding="utf-8")
+        except OSError as exc:
+            print(logs.error_line(f"bodycam report: --html {args.html}: cannot be written "
+                                  f"({exc.strerror})"), file=sys.stderr)
+            return 2
+    if args.json:
+        print(reports_json(reports, window))
+    else:
+        for report in reports:
+            print(f"{report.store}: {len(report.shifts)} shift(s), "
+                  f"{report.verified.summary().splitlines()[0]}")
+        print(f"wrote {args.html}")
+    return 0 if all(report.verified.ok for report in reports) else 1
+
+
+def _zone(name: str) -> tzinfo:
+    """--zone: an IANA name or a fixed offset such as +08:00."""
+    if re.fullmatch(r"[+-][0-9]{2}:[0-9]{2}", name):
+        hours, minutes = int(name[1:3]), int(name[4:])
+        sign = -1 if name[0] == "-" else 1
+        return timezone(sign * timedelta(hours=hours, minutes=minutes))
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"--zone {name[:60]!r}: not a time zone (a name as Asia/Shanghai, "
+                         "or an offset as +08:00)") from None
+
+
+def _moment(text: str | None, option: str, zone: tzinfo) -> int | None:
+    """--from/--to as µs since the epoch; a time without an offset is in --zone."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{option} {text[:60]!r}: not a time (ISO 8601, as "
+                         "2026-12-03T08:00 or 2026-12-03T08:00+08:00)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def _selfcheck(args: argparse.Namespace) -> int:
@@ -262,6 +368,12 @@ def _press(args: argparse.Namespace) -> int:
 def _mark(args: argparse.Namespace) -> int:
     _send(args, {"cmd": "mark"})
     print("mark sent: sealed if a recording is under way")
+    return 0
+
+
+def _photo(args: argparse.Namespace) -> int:
+    _send(args, {"cmd": "photo"})
+    print("photo asked for: sealed as a photo record, or refused with three pulses")
     return 0
 
 

@@ -11,7 +11,7 @@ import re
 import reprlib
 import sys
 import tomllib
-from fractions import Fraction
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -76,14 +76,37 @@ class StoreConfig(_Section):
     resume_free_bytes: Annotated[int, Field(ge=0, le=1 << 40)] = 64 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class VideoMode:
+    """What the camera records: frame size, frame rate and H.264 bitrate."""
+
+    width: int
+    height: int
+    fps: int
+    bitrate: int
+
+
+ProfileName = Literal["720p30", "1080p30"]
+# The named profiles agencies' tenders ask for; docs/hardware.md gives each one's cost per board.
+PROFILES: dict[ProfileName, VideoMode] = {
+    "720p30": VideoMode(1280, 720, 30, 4_000_000),
+    "1080p30": VideoMode(1920, 1080, 30, 9_000_000),
+}
+
+
 class CameraConfig(_Section):
     backend: Literal["sim", "picamera2"]
-    width: Annotated[int, Field(ge=64, le=3840, multiple_of=2)]
-    height: Annotated[int, Field(ge=64, le=2160, multiple_of=2)]
-    fps: Annotated[int, Field(ge=1, le=120)]
+    # A named profile, or "auto": the board's default (hal/board.py: 1080p30 where the SoC
+    # encodes H.264 in hardware, else 720p30). Or, instead of a profile, width, height and
+    # fps (and bitrate) of one's own.
+    profile: Literal["auto", ProfileName] | None = None
+    width: Annotated[int, Field(ge=64, le=3840, multiple_of=2)] | None = None
+    height: Annotated[int, Field(ge=64, le=2160, multiple_of=2)] | None = None
+    fps: Annotated[int, Field(ge=1, le=120)] | None = None
     keyframe_interval: Annotated[int, Field(ge=1, le=10_000,
                                          description="frames between keyframes")]
-    bitrate: Annotated[int, Field(ge=100_000, le=50_000_000)]
+    # Unset: the profile's.
+    bitrate: Annotated[int, Field(ge=100_000, le=50_000_000)] | None = None
     realtime: bool = True
     overlay: bool = True
     # What the overlay burns into every frame, in this order: local time with its offset,
@@ -111,9 +134,48 @@ class CameraConfig(_Section):
                              "e.g. \"Asia/Shanghai\" or \"UTC\")") from None
         return name
 
+    @model_validator(mode="after")
+    def _profile_or_own_size(self) -> CameraConfig:
+        own = {"width": self.width, "height": self.height, "fps": self.fps}
+        given = [key for key, value in own.items() if value is not None]
+        if given and self.profile is not None:
+            raise ValueError(f"profile = {self.profile!r} and {', '.join(given)}: the "
+                             "profile sets the size and rate; set one or the other")
+        if given and (len(given) < len(own) or self.bitrate is None):
+            missing = [key for key, value in {**own, "bitrate": self.bitrate}.items()
+                       if value is None]
+            raise ValueError(f"{', '.join(given)} without {', '.join(missing)}: a size of "
+                             "one's own needs width, height, fps and bitrate (or a profile)")
+        return self
+
+    def profile_for(self, board_profile: ProfileName) -> ProfileName | None:
+        """The profile recorded: the one named, the board's for "auto", None for a size of
+        one's own."""
+        if self.width is not None:
+            return None
+        if self.profile is None or self.profile == "auto":
+            return board_profile
+        return self.profile
+
+    def mode(self, board_profile: ProfileName) -> VideoMode:
+        """What is recorded: the size of one's own, else the profile, with [camera] bitrate
+        when set."""
+        profile = self.profile_for(board_profile)
+        if profile is None:
+            assert self.width and self.height and self.fps and self.bitrate  # validated
+            return VideoMode(self.width, self.height, self.fps, self.bitrate)
+        mode = PROFILES[profile]
+        return mode if self.bitrate is None else replace(mode, bitrate=self.bitrate)
+
     @property
-    def frame_interval_us(self) -> Fraction:
-        return Fraction(1_000_000, self.fps)
+    def lowest_fps(self) -> int:
+        """The frame rate, or for "auto" the lowest any board's profile has: what the
+        keyframe check must hold for before the board is known."""
+        if self.fps is not None:
+            return self.fps
+        if self.profile in PROFILES:
+            return PROFILES[self.profile].fps
+        return min(mode.fps for mode in PROFILES.values())
 
 
 class AudioConfig(_Section):
@@ -135,6 +197,10 @@ class AudioConfig(_Section):
     input_latency_s: Annotated[float, Field(gt=0, le=1)] = 0.1
 
 
+# GA/T 947: the low-battery alarm while at least 5 and at most 30 minutes of recording remain.
+LOW_BATTERY_WINDOW_MIN = (5, 30)
+
+
 class BatteryConfig(_Section):
     """Where the charge is read, and what projects the runtime left."""
 
@@ -150,12 +216,22 @@ class BatteryConfig(_Section):
     capacity_wh: Annotated[float, Field(gt=0, le=1000)] = 11.1
     # Unset: the published figure for this board (hal/board.py, docs/hardware.md).
     recording_draw_w: Annotated[float, Field(gt=0, le=100)] | None = None
-    low_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
-    low_minutes: Annotated[float, Field(ge=0, le=24 * 60)] = 20.0
+    low_percent: Annotated[float, Field(ge=0, le=100)] = 10.0  # the self-check's
+    # The low-battery alarm: at this much recording left by the runtime estimate, within
+    # the standard's window of 5 to 30 minutes (GA/T 947; docs/chain-format.md, alarm).
+    low_minutes: float = 20.0
     # Below this the recording is sealed and stopped while it still can be; it resumes
     # on the charger or at resume_percent.
     stop_percent: Annotated[float, Field(ge=0, le=100)] = 3.0
     resume_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
+
+    @field_validator("low_minutes")
+    @classmethod
+    def _in_the_alarm_window(cls, minutes: float) -> float:
+        if not LOW_BATTERY_WINDOW_MIN[0] <= minutes <= LOW_BATTERY_WINDOW_MIN[1]:
+            raise ValueError("the low-battery alarm must come while {} to {} minutes of "
+                             "recording remain".format(*LOW_BATTERY_WINDOW_MIN))
+        return minutes
 
     @model_validator(mode="after")
     def _resume_above_stop(self) -> BatteryConfig:
@@ -281,6 +357,8 @@ class GpioConfig(_Section):
     # The audio button: a press in standby starts a sound-only recording, a hold stops it.
     # None: no such button (no sound-only gesture).
     audio_pin: Annotated[int, Field(ge=0, le=53)] | None = None
+    # The PHOTO button: a press takes a still from the camera (none = no photo button).
+    photo_pin: Annotated[int, Field(ge=0, le=53)] | None = None
     # External trigger inputs (holster sensor, vehicle signal): name -> BCM pin. Active when
     # the input closes to ground (pulled up) unless trigger_pull_up = false. They only start.
     trigger_pins: dict[Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")],
@@ -295,6 +373,7 @@ class GpioConfig(_Section):
                 "status_led_pin": self.status_led_pin, "buzzer_pin": self.buzzer_pin,
                 "function_button_pin": self.function_button_pin,
                 **({"audio_pin": self.audio_pin} if self.audio_pin is not None else {}),
+                **({"photo_pin": self.photo_pin} if self.photo_pin is not None else {}),
                 **{f"trigger_pins.{name}": pin for name, pin in self.trigger_pins.items()}}
         if len(set(pins.values())) != len(pins):
             raise ValueError(f"pins must be distinct, got {pins}")
@@ -451,11 +530,11 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _keyframes_fit_segments(self) -> Config:
-        gop_seconds = self.camera.keyframe_interval / self.camera.fps
+        gop_seconds = self.camera.keyframe_interval / self.camera.lowest_fps
         if gop_seconds > self.recorder.segment_seconds:
             raise ValueError(
                 f"[camera] keyframe_interval = {self.camera.keyframe_interval} frames at "
-                f"{self.camera.fps} fps is {gop_seconds:g} s, longer than "
+                f"{self.camera.lowest_fps} fps is {gop_seconds:g} s, longer than "
                 f"[recorder] segment_seconds = {self.recorder.segment_seconds:g}: "
                 "segments can only start on a keyframe")
         return self
@@ -551,6 +630,8 @@ def _describe(path: Path, err: Any) -> str:
         return f"config error in {path}: missing key {_key(loc)}"
     if not loc:
         return f"config error in {path}: {err['msg'].removeprefix('Value error, ')}"
+    if len(loc) == 1 and isinstance(err["input"], dict):  # a rule across a section's keys
+        return f"config error in {path}: [{loc[0]}] {err['msg'].removeprefix('Value error, ')}"
     return (f"config error in {path}: {_key(loc)} = {_SHORT.repr(err['input'])}: "
             f"{err['msg'].removeprefix('Value error, ')}")
 

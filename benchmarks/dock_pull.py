@@ -129,7 +129,7 @@ def serve(store_root: Path, port: int, ready: Any) -> None:
     server = OffloadServer(DockedDevice(DEVICE, load_or_create_device_key(store.keys), store,
                                         chain, Ledger(index), index, SimulatedClock(),
                                         lambda: None,
-                                        lambda: "BENCH-OFFICER"), config)
+                                        lambda: "BENCH-OFFICER", dict), config)
     server.start()
     ready.set()
     while True:

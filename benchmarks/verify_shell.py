@@ -3,7 +3,7 @@
 
 Run from the repository root:
 
-    python benchmarks/verify_shell.py [--records 10000] [--repeats 3]
+    python benchmarks/verify_shell.py [--records 10000] [--repeats 3] [--ffprobe]
 
 1. **The store** (not timed): the simulated device records one recording of 160x120
    0.5 s segments, as fast as the encoder goes, until the chain holds `--records`
@@ -16,8 +16,10 @@ Run from the repository root:
    of every process it started; medians) of
    `bodycam verify STORE` (a new process, as a user runs it) and of the shell procedure of
    docs/chain-format.md run as written (`verify_chain`, PATH holding only the standard
-   tools) without ffprobe; with ffprobe (one process per segment) once, on the whole
-   store only.
+   tools) without ffprobe, as it runs by default (the signatures that close each key's
+   records). On the whole store only, once: the procedure with its step 6 (every record's
+   own signature, one `openssl` process per record) and, with `--ffprobe`, with its step 5
+   (one `ffprobe` process per segment: about a quarter of an hour on 2 cores).
 
 Prints seconds and milliseconds per record for each; exits 1 if a run does not verify.
 """
@@ -47,7 +49,10 @@ STORE_VERSION = 1  # bump when the way the store is made changes
 CACHE = Path.home() / ".cache" / "bodycam-agent" / "verify-shell"
 # The chain besides the segments: boot, record_start, record_stop, shutdown.
 OTHER_RECORDS = 4
+DEFAULT = "shell procedure"
+EVERY_SIGNATURE = "shell procedure, every signature"
 WITH_FFPROBE = "shell procedure, with ffprobe"
+ONCE = (EVERY_SIGNATURE, WITH_FFPROBE)  # run once, on the whole store only
 
 
 def cached_store(records: int) -> Path:
@@ -103,6 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ffprobe", action="store_true",
+                        help="also time step 5 (ffprobe on every segment) on the whole store")
     args = parser.parse_args()
     full = cached_store(args.records)
     total = len((full / "chain.jsonl").read_bytes().splitlines())
@@ -118,17 +125,21 @@ def main() -> None:
             runs: dict[str, Callable[[], subprocess.CompletedProcess[str]]] = {
                 "bodycam verify": partial(subprocess.run, [*BODYCAM, "verify", str(store)],
                                           capture_output=True, text=True, check=False),
-                "shell procedure, without ffprobe": partial(run_procedure, store, tools,
-                                                            root / "work", timeout=3600),
+                DEFAULT: partial(run_procedure, store, tools, root / "work", timeout=3600),
+                EVERY_SIGNATURE: partial(run_procedure, store, tools, root / "work",
+                                         every_signature=True, timeout=3600),
                 WITH_FFPROBE: partial(run_procedure, store, with_ffprobe,
-                                                         root / "work", timeout=3600),
+                                      root / "work", timeout=3600),
             }
-            if size != total:  # ffprobe (a process per segment) only on the whole store, once
-                del runs[WITH_FFPROBE]
+            if size != total:
+                for name in ONCE:
+                    del runs[name]
+            if not args.ffprobe:
+                runs.pop(WITH_FFPROBE, None)
             times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
             for repeat in range(args.repeats):
                 for name, run in runs.items():
-                    if repeat == 0 or name != WITH_FFPROBE:
+                    if repeat == 0 or name not in ONCE:
                         times[name].append(timed(run))
                     shutil.rmtree(root / "work", ignore_errors=True)
             for name, runs_done in times.items():

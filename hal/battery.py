@@ -36,6 +36,11 @@ class BatteryState:
     time_to_empty_s: float | None
     source: str
 
+    @property
+    def on_charger(self) -> bool:
+        """Charging or full: the recording does not run the pack down."""
+        return self.status in ("Charging", "Full")
+
     def as_record(self) -> dict[str, object]:
         """Integers in small units: the chain's canonical JSON admits no floats."""
         return {"percent_x10": _scaled(self.percent, 10), "status": self.status,

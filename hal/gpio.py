@@ -1,4 +1,4 @@
-"""The officer's controls: the record, audio and function buttons and the LEDs, through gpiozero.
+"""The officer's controls: the buttons (record, audio, photo, function) and LEDs, via gpiozero.
 
 The simulated device uses gpiozero's own MockFactory pins (the library's test
 facility), so the same Button and LED objects run here and on a Raspberry Pi.
@@ -77,7 +77,7 @@ class Gestures:
     press-down, `tap(gesture)` on a release before the hold, `hold(gesture)` when the same
     press is held past `stop_hold_seconds`; the audio button (if `audio_pin`): `audio_press`
     and `audio_hold` alike; the function button: `function_press()`, `function_hold()` past
-    `exemption_hold_seconds`."""
+    `exemption_hold_seconds`; the PHOTO button (if `photo_pin`): `photo_press()`."""
 
     press: Callable[[int], None]
     tap: Callable[[int], None]
@@ -86,6 +86,7 @@ class Gestures:
     audio_hold: Callable[[int], None]
     function_press: Callable[[], None]
     function_hold: Callable[[], None]
+    photo_press: Callable[[], None] | None = None
 
 
 class OfficerControls:
@@ -123,6 +124,11 @@ class OfficerControls:
                                        pin_factory=self.factory)
             self.audio_button.when_pressed = lambda: gestures.audio_press(self._next_gesture())
             self.audio_button.when_held = lambda: gestures.audio_hold(self._hold())
+        self.photo_button: Button | None = None
+        if config.photo_pin is not None:
+            self.photo_button = Button(config.photo_pin, pull_up=config.button_pull_up,
+                                       bounce_time=bounce, pin_factory=self.factory)
+            self.photo_button.when_pressed = gestures.photo_press
         self.button.when_pressed = lambda: gestures.press(self._next_gesture())
         self.button.when_held = lambda: gestures.hold(self._hold())
         self.button.when_released = lambda: self._released(gestures.tap)
@@ -187,8 +193,8 @@ class OfficerControls:
         released()
 
     def close(self) -> None:
-        for device in (self.button, self.function_button, self.audio_button, self.record_led,
-                       self.audio_led, self.status_led, self.buzzer):
+        for device in (self.button, self.function_button, self.audio_button, self.photo_button,
+                       self.record_led, self.audio_led, self.status_led, self.buzzer):
             if device is not None:
                 device.close()
         self.factory.close()

@@ -11,6 +11,7 @@ import pytest
 from tests.support.device import record_segments, write_device_config
 from tests.support.mosquitto import brokers, pki  # noqa: F401  (private Mosquitto brokers, certificates)
 from tests.support.pulse import pulse_server  # noqa: F401  (a session fixture for the audio tests)
+from tests.support.s3server import s3_server  # noqa: F401  (a session's SeaweedFS, real S3)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from agent.device.periodic import Periodic
 from agent.device.voice import Voice
 from agent.evidence.chain import Chain
 from hal.battery import Battery, projected_runtime_s
+from hal.camera.mode import recording_bitrate
 from hal.clock import KernelClock, SimulatedClock
 from hal.gpio import OfficerControls
 from hal.storage import free_bytes, recording_hours
@@ -26,6 +27,7 @@ from hal.storage import free_bytes, recording_hours
 log = logging.getLogger(__name__)
 
 Condition = tuple[bool, str]  # raised?, and what was measured
+_BATTERY_CLEAR_MARGIN_S = 5 * 60
 
 
 class Cues(Periodic):
@@ -126,15 +128,23 @@ class Cues(Periodic):
         self._voice.say(alarm.replace("_", "-"))
 
     def _battery_low(self) -> Condition:
-        battery = self._config.battery
+        """From the recording time left, not the percentage: a percentage means minutes
+        only for one pack at one draw. Raised at `low_minutes` left; cleared on the charger,
+        or by an estimate back above the threshold by a margin (a fresh pack), so that an
+        estimate wavering around it does not raise and clear it at every check."""
+        threshold_s = self._config.battery.low_minutes * 60
         state = self._battery.state()
-        runtime = projected_runtime_s(state, battery)
-        if state.percent is None:
-            return False, f"level unknown ({state.source})"
-        low = (state.percent <= battery.low_percent
-               or (runtime is not None and runtime <= battery.low_minutes * 60))
-        minutes = "unknown" if runtime is None else f"{runtime / 60:.0f} min"
-        return low, f"{state.percent:.0f} %, about {minutes} left"
+        runtime = projected_runtime_s(state, self._config.battery)
+        level = "level unknown" if state.percent is None else f"{state.percent:.0f} %"
+        if state.on_charger:
+            return False, f"{level}, {state.status.lower()}"
+        if runtime is None:
+            return False, f"{level}, runtime unknown ({state.source})"
+        if "battery_low" in self.active:
+            low = runtime <= threshold_s + _BATTERY_CLEAR_MARGIN_S
+        else:
+            low = runtime <= threshold_s
+        return low, f"{level}, about {runtime / 60:.0f} min left"
 
     def _clock_unsynced(self) -> Condition:
         state = self._clock.state()
@@ -142,8 +152,7 @@ class Cues(Periodic):
 
     def _storage_low(self) -> Condition:
         config = self._config
-        bitrate = config.camera.bitrate + (config.audio.bitrate if config.audio.enabled else 0)
         free = free_bytes(config.store_path)
-        minutes = recording_hours(free, bitrate) * 60
+        minutes = recording_hours(free, recording_bitrate(config)) * 60
         return (minutes < config.cues.storage_low_minutes,
                 f"{free / 1e9:.2f} GB free, about {minutes:.0f} min of recording")

@@ -37,6 +37,7 @@ from agent.device.interruptions.voice_note import VoiceNoteTaker
 from agent.device.offload.custody import Ledger, export_backlog
 from agent.device.offload.purge import Purger
 from agent.device.offload.server import DockedDevice, OffloadServer
+from agent.device.photo import PhotoTaker
 from agent.device.recording.recorder import Recorder
 from agent.device.recording.recovery import CutRecording, move_orphans_back, recover
 from agent.device.sdnotify import Notifier
@@ -54,13 +55,14 @@ from agent.device.state import (
     HealthChanged,
     MarkAsked,
     Mode,
+    PhotoPressed,
     Shutdown,
     State,
     StateMachine,
     TriggerStart,
 )
 from agent.device.telemetry.mqtt import Telemetry, open_telemetry
-from agent.device.telemetry.status import StatusSources, device_status
+from agent.device.telemetry.status import StatusSources, device_status, station_status
 from agent.device.voice import Voice
 from agent.device.watchdog import Watchdog, take_marker
 from agent.evidence.age import encryption_record
@@ -121,6 +123,7 @@ class Daemon:
         self.battery = None
         self.boot_id = current_boot_id()
         self.voice_notes: VoiceNoteTaker | None = None
+        self.photos: PhotoTaker | None = None
         self.interruptions: Interruptions | None = None
         self.faults: FaultWatch | None = None
         self._stopped: dict[str, Any] | None = None  # the last record_stop, for the next gap
@@ -206,6 +209,7 @@ class Daemon:
             if self.gnss:
                 self.gnss.close()
             self.interruptions.close()
+            self.photos.close()  # the photos asked for are sealed while the camera runs
             self.faults.close()
             self.camera.stop()
             self.recorder.close()
@@ -299,7 +303,8 @@ class Daemon:
                 audio_press=lambda g: self.post(AudioPressed(g)),
                 audio_hold=lambda g: self.post(AudioHeld(g)),
                 function_press=lambda: self.post(FunctionPressed()),
-                function_hold=lambda: self.post(FunctionHeld()))), AbsentControls, absent)
+                function_hold=lambda: self.post(FunctionHeld()),
+                photo_press=lambda: self.post(PhotoPressed("button")))), AbsentControls, absent)
         if config.gpio.trigger_pins:
             self.triggers = open_or_absent("triggers", self._open_triggers,
                                            lambda _reason: None, absent)
@@ -326,10 +331,12 @@ class Daemon:
             self.controls.pulse, listen=self.config.audio.enabled,
             unexplained_seqs=self.index.unexplained())
         self.cues.add_reminder(self.interruptions.tick)
+        self.photos = PhotoTaker(self.store, self.chain, lambda: self.camera, self.recipients,
+                                 taken=lambda _record: self.controls.pulse(1),
+                                 failed=lambda _reason: self._photo_failed())
         self.faults.start()
         if self.telemetry:
-            sources = StatusSources(self.config, self.status, self.clock, self.ledger,
-                                    self.battery, self.gnss)
+            sources = self._status_sources()
             self.telemetry.start(lambda: device_status(sources), self._remote_commands())
         self._start_dock()
         hung = take_marker(self.store.root)
@@ -439,6 +446,18 @@ class Daemon:
     def declare_exemption(self) -> None:
         self.interruptions.declare_exemption()
 
+    def take_photo(self, source: str) -> None:
+        self.photos.request(self.recorder.recording_id, source)
+
+    def refuse_photo(self, why: str) -> None:
+        log.warning("no photo taken while %s", why)
+        self._photo_failed()
+
+    def _photo_failed(self) -> None:
+        """Three pulses and `photo-failed`: the officer must know no photo was sealed."""
+        self.controls.pulse(3)
+        self.voice.say("photo-failed")
+
     def show(self, state: State, mode: Mode | None) -> None:
         if state is not State.SHUTTING_DOWN:
             self.controls.show(lights(state, mode, self.camera.layout.audio is not None,
@@ -546,6 +565,9 @@ class Daemon:
         if command == "mark":
             self.post(MarkAsked("control"))
             return {"ok": True}
+        if command == "photo":
+            self.post(PhotoPressed("control"))
+            return {"ok": True}
         if command == "selfcheck":
             return {"ok": True, **self.selfcheck().as_record()}
         raise ValueError(f"unknown command {command!r}")
@@ -564,10 +586,11 @@ class Daemon:
             return
         server = None
         try:
+            sources = self._status_sources()
             server = OffloadServer(DockedDevice(
                 self.config.device.id, self.key, self.store, self.chain, self.ledger, self.index,
                 self.clock, self.purger.run, lambda: self._identity()[1],
-                self.config.retention), self.config.dock)
+                self.config.retention, lambda: station_status(sources)), self.config.dock)
             server.start()
         except (OSError, KeyMaterialError) as exc:
             log.error("offload server not started: %s", exc)
@@ -575,6 +598,10 @@ class Daemon:
                 server.close()
             return
         self.offload = server
+
+    def _status_sources(self) -> StatusSources:
+        return StatusSources(self.config, self.status, self.clock, self.ledger, self.battery,
+                             self.gnss)
 
     def _stop_dock(self) -> None:
         if self.offload:

@@ -137,7 +137,7 @@ class FaultWatch(Periodic):
         state = self._battery.state()
         if state.percent is None:
             return
-        charging = state.status in ("Charging", "Full")
+        charging = state.on_charger
         if state.percent <= config.stop_percent and not charging:
             self.report("battery_critical", f"battery at {state.percent:.0f} %, "
                                        f"stop at {config.stop_percent:g} %")

@@ -25,6 +25,7 @@ from agent.evidence.store import Store
 from agent.evidence.verify import verify_tail
 from hal.audio import AudioError, Microphone, Speaker, open_microphone, open_speaker, rms_dbfs
 from hal.battery import Battery, projected_runtime_s
+from hal.camera.mode import recording_bitrate, video_mode
 from hal.clock import NTP_PHASE_LIMIT_US, KernelClock, SimulatedClock
 from hal.gnss import Gnss
 from hal.storage import free_bytes, probe_storage, recording_hours
@@ -154,7 +155,7 @@ def run_selfcheck(device: DeviceUnderCheck) -> SelfCheckResult:
 
 
 def _camera(device: DeviceUnderCheck) -> CheckItem:
-    fps = device.config.camera.fps
+    fps = video_mode(device.config).fps
     before = device.frames_delivered()
     deadline = time.monotonic() + 2.0
     while device.frames_delivered() - before < fps // 2 and time.monotonic() < deadline:
@@ -223,19 +224,15 @@ def _battery(device: DeviceUnderCheck) -> CheckItem:
     return CheckItem("battery", status, value, threshold)
 
 
-def _bitrate(config: Config) -> int:
-    return config.camera.bitrate + (config.audio.bitrate if config.audio.enabled else 0)
-
-
 def _storage(device: DeviceUnderCheck) -> CheckItem:
     config = device.config
     free = free_bytes(device.store.root)
-    hours = recording_hours(free, _bitrate(config))
+    hours = recording_hours(free, recording_bitrate(config))
     shift = config.selfcheck.shift_hours
     status = Status.PASS if hours >= shift else Status.FAIL
     return CheckItem("storage", status,
                      f"{free / 1e9:.2f} GB free, about {hours:.1f} h at "
-                     f"{_bitrate(config) / 1e6:.2f} Mbit/s", f">= {shift:g} h (shift)")
+                     f"{recording_bitrate(config) / 1e6:.2f} Mbit/s", f">= {shift:g} h (shift)")
 
 
 def _store_writable(device: DeviceUnderCheck) -> CheckItem:

@@ -74,6 +74,13 @@ class FunctionHeld:
 
 
 @dataclass(frozen=True)
+class PhotoPressed:
+    """The PHOTO button or the control socket's `photo`: take a still (`source` says which)."""
+
+    source: str
+
+
+@dataclass(frozen=True)
 class TriggerStart:
     """An external trigger (holster sensor, vehicle signal, control socket): it can only start."""
 
@@ -111,8 +118,8 @@ class HealthChanged:
 
 
 Event = (ButtonPressed | ButtonTapped | ButtonHeld | AudioPressed | AudioHeld | MarkAsked
-         | FunctionPressed | FunctionHeld | TriggerStart | Fault | FaultCleared | Shutdown
-         | HealthChanged)
+         | FunctionPressed | FunctionHeld | PhotoPressed | TriggerStart | Fault | FaultCleared
+         | Shutdown | HealthChanged)
 
 
 class Actions(Protocol):
@@ -129,6 +136,10 @@ class Actions(Protocol):
     def explain(self) -> None: ...
 
     def declare_exemption(self) -> None: ...
+
+    def take_photo(self, source: str) -> None: ...
+
+    def refuse_photo(self, why: str) -> None: ...
 
     def show(self, state: State, mode: Mode | None) -> None: ...
 
@@ -183,6 +194,11 @@ class StateMachine:
                 self._actions.explain()
             case FunctionHeld() if self.state is State.STANDBY:
                 self._actions.declare_exemption()
+            case PhotoPressed(_) if self.faults:
+                # What stops a recording (a full disk, a dead camera, heat) stops a photo.
+                self._actions.refuse_photo(", ".join(self.faults))
+            case PhotoPressed(source) if self.state in (State.STANDBY, State.RECORDING):
+                self._actions.take_photo(source)
             case HealthChanged():
                 self._actions.show(self.state, self.mode)
             case Shutdown(reason, restart):

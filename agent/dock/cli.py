@@ -56,6 +56,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        "enrolment register (default: the key the device serves)")
     pull_.add_argument("--connections", type=int, default=4, help="parallel downloads")
     pull_.add_argument("--no-custody", action="store_true", help="pull and verify only")
+    pull_.add_argument("--archive", metavar="s3://BUCKET/PREFIX",
+                       help="write every file and the chain into this S3 bucket with Object "
+                            "Lock, read back, before custody is reported (docs/archive.md); "
+                            "credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws")
+    pull_.add_argument("--archive-endpoint", metavar="URL",
+                       help="the S3 endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, "
+                            "else AWS)")
+    pull_.add_argument("--retention-days", type=_days, default=365, metavar="DAYS",
+                       help="COMPLIANCE retention of each archived object (default 365, Art. 21)")
     pull_.set_defaults(func=_pull)
 
     officer = actions.add_parser("officer", parents=[link],
@@ -92,23 +101,63 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
         raise SystemExit(f"bodycam dock: cannot talk to the device: {exc}") from exc
 
 
+def _days(text: str) -> int:
+    """A retention in whole days, 1 to 36500 (COMPLIANCE retention cannot be shortened)."""
+    if not text.isdigit() or not 1 <= int(text) <= 36500:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days from 1 to 36500")
+    return int(text)
+
+
 def _pull(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from agent.dock.archive import Archive, ArchiveError
     from agent.dock.pull import pull
 
+    try:
+        archive = Archive.connect(args.archive, args.archive_endpoint) if args.archive else None
+    except ArchiveError as exc:
+        print(f"bodycam dock: --archive: {exc}", file=sys.stderr)
+        return 2
     result = _run(pull(args.device, args.out, _link(args), args.operator, args.device_key,
-                       args.connections, custody=not args.no_custody))
+                       args.connections, custody=not args.no_custody, archive=archive,
+                       retention=timedelta(days=args.retention_days)))
     rate = result.bytes_fetched * 8 / 1e6 / max(result.seconds, 1e-9)
     print(f"{result.device}: {len(result.fetched)} sealed files fetched, "
           f"{result.bytes_fetched / 1e6:.1f} MB in {result.seconds:.2f} s ({rate:.0f} Mbit/s)\n"
           f"verify: {result.verify.summary()}")
-    if result.problem:
+    if result.archived is not None:
+        archived = result.archived
+        print(f"archive: {len(archived.files)} sealed files"
+              f"{' and a chain slice' if archived.chain else ''} held under COMPLIANCE "
+              f"retention in {archived.archive.location}, read back")
+    if result.problem and result.custody_seq is None:
         print(f"REFUSED, nothing acknowledged: {result.problem}", file=sys.stderr)
         return 1
     if result.custody_seq is not None:
         print(f"custody: record {result.custody_seq} sealed on the device; receipt in "
               f"{result.folder / 'receipts'}; purged on the device: {len(result.purged)}")
+    if result.problem:
+        print(f"bodycam dock: {result.problem}", file=sys.stderr)
+        return 1
     print(f"evidence: {result.folder} (bodycam verify {result.folder})")
     return 0
+
+
+def verify_archive(url: str, key: Path | None) -> int:
+    """`bodycam verify s3://bucket/prefix`: each device's archive downloaded and verified;
+    the endpoint and credentials as for `dock pull --archive` (AWS_* variables, ~/.aws)."""
+    from agent.dock.archive import Archive, ArchiveError
+    from agent.dock.archive_check import verify_archive as check
+
+    try:
+        reports = check(Archive.connect(url), key)
+    except ArchiveError as exc:
+        print(f"bodycam verify: {exc}", file=sys.stderr)
+        return 2
+    for report in reports:
+        print("\n".join(report.lines()))
+    return 0 if all(report.ok for report in reports) else 1
 
 
 def _enroll(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,17 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.dock.archive import (
+    DEFAULT_RETENTION,
+    Archive,
+    Archived,
+    ArchiveError,
+    archive_pull,
+    archive_receipt,
+)
 from agent.dock.bulk import BulkLink, Connections, Download
 from agent.dock.direct_file import ForeignFile, aligned_down, open_own
+from agent.dock.reading import sealed_file
 from agent.durable import fsync_dir, write_all
 from agent.evidence.chain import SEALED_FILE_TYPES, parse_line, read_bodies, utc_iso
 from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
@@ -50,7 +60,6 @@ ATTEMPTS = 5
 PROOF_RATE = 10e6  # bytes/s the device is given to check proofs, slower than any SD card
 _DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _FOLDERS = ("sealed", "partial", "receipts")
-_SEALED_NAME = re.compile(r"sealed/([0-9]{8})\.(ts|wav)(\.age)?")
 
 
 class DockError(Exception):
@@ -152,6 +161,7 @@ class PullResult:
     custody_seq: int | None = None
     purged: list[int] = field(default_factory=list)
     problem: str | None = None
+    archived: Archived | None = None
 
     @property
     def ok(self) -> bool:
@@ -322,24 +332,10 @@ def _hash_into(digest: Any, path: Path, length: int) -> None:
             length -= len(chunk)
 
 
-def _sealed_file(record: dict[str, Any]) -> str | None:
-    """The file a sealed-file record names, when the name is of the documented form for its
-    seq and the record gives a size and a SHA-256 to check it by; else None. Read before
-    the verifier runs, so from whatever a device sent: a record of another shape, or a name
-    that could point outside the folder, is never acted on, and the verifier reports it."""
-    kind, payload = record.get("type"), record.get("payload")
-    if not isinstance(kind, str) or kind not in SEALED_FILE_TYPES or \
-            not isinstance(payload, dict) or type(payload.get("size")) is not int or \
-            not isinstance(payload.get("sha256"), str):
-        return None
-    match = _SEALED_NAME.fullmatch(str(payload.get("file")))
-    return payload["file"] if match and int(match.group(1)) == record["seq"] else None
-
-
 def _wanted(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Sealed-file records whose file is not held and not purged on the device."""
     purged = _purged_on_device(records)
-    return [r for r in records if r["seq"] not in purged and (name := _sealed_file(r))
+    return [r for r in records if r["seq"] not in purged and (name := sealed_file(r))
             and not (folder / name).exists()]
 
 
@@ -348,7 +344,7 @@ def _held(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     classes = retention_classes(records)
     return [{"seq": r["seq"], **{k: r["payload"][k] for k in ("file", "size", "sha256")},
              "retention": classes[r["seq"]]}
-            for r in records if (name := _sealed_file(r)) and (folder / name).is_file()]
+            for r in records if (name := sealed_file(r)) and (folder / name).is_file()]
 
 
 def _purged_on_device(records: list[dict[str, Any]]) -> set[int]:
@@ -367,10 +363,18 @@ def _purged_on_device(records: list[dict[str, Any]]) -> set[int]:
 
 async def pull(url: str, out: Path, link: DockLink, operator: str,
                device_key: Path | None = None, connections: int = 4,
-               custody: bool = True) -> PullResult:
-    """Pull, verify and (when it verifies) report custody of one device."""
+               custody: bool = True, archive: Archive | None = None,
+               retention: timedelta = DEFAULT_RETENTION) -> PullResult:
+    """Pull, verify, archive (when given an archive) and report custody of one device.
+    The archive is probed before anything is pulled; custody is reported only for files
+    the archive holds, as read back."""
     started = time.monotonic()
     context = link.context()
+    if archive is not None:
+        try:
+            await asyncio.to_thread(archive.probe)
+        except ArchiveError as exc:
+            raise DockError(str(exc)) from None
     async with open_session(url, context, connections) as session:
         identity = await device_identity(session, context.check)
         folder = out / identity["device"]
@@ -409,10 +413,20 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
             result.problem = problems[0]
         elif not report.ok:
             result.problem = f"the device's chain does not verify: {report.findings[0]}"
-        elif custody:
+        else:
             try:
-                await _report_custody(session, context.check, folder, records, report,
-                                      operator, result)
+                if archive is not None:
+                    result.archived = await asyncio.to_thread(
+                        archive_pull, archive, result.device, folder, records,
+                        [r["seq"] for r in _to_report(folder, records)],
+                        lambda record: retention, connections)
+                if custody:
+                    await _report_custody(session, context.check, folder, records, report,
+                                          operator, result, result.archived)
+            except ArchiveError as exc:
+                result.problem = f"archive: {exc}" if result.custody_seq is None else (
+                    f"custody sealed as record {result.custody_seq}, but its receipt is not "
+                    f"in the archive: {exc}")
             except DockError as exc:  # refused by the device, or a receipt that is not one
                 result.problem = str(exc)
         result.seconds = time.monotonic() - started
@@ -423,37 +437,28 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
 
 async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, folder: Path,
                           records: list[dict[str, Any]], report: Report, operator: str,
-                          result: PullResult) -> None:
+                          result: PullResult, archived: Archived | None) -> None:
     """Tell the device what this dock now holds, with a proof of possession under a fresh
-    nonce for each file not yet in custody, and the retention class this dock keeps each
-    under; keep its signed receipt."""
+    nonce for each file not yet in custody, the retention class this dock keeps each under,
+    and where it archived them; keep its signed receipt."""
     nonce = (await device_identity(session, check))["nonce"]  # fresh: a long pull outlives a nonce
-    custody_items = [s for r in records if r.get("type") == "custody"
-                     for s in r["payload"]["segments"]]
-    custodied = {s["seq"] for s in custody_items}
-    held_marked = {s["seq"] for s in custody_items if s.get("retention") == MARKED}
+    custodied = _custodied(records)
     classes = retention_classes(records)
-    held, proving = [], 0
-    for r in records:
-        # Files already in a custody record are not listed again: a dock that keeps a year
-        # of files would otherwise send them all (over the device's body limit) and have
-        # the device seal them all again, every day. The one exception: a file marked
-        # after its custody, listed again to be held as marked (the device keeps it until).
-        if r.get("type") not in SEALED_FILE_TYPES or \
-                not (folder / r["payload"]["file"]).is_file():
+    held: list[dict[str, Any]] = []
+    proving = 0
+    for r in _to_report(folder, records):
+        claim = {"seq": r["seq"], "sha256": r["payload"]["sha256"],
+                 "retention": classes[r["seq"]]}
+        if r["seq"] in custodied:  # listed again only to be held as marked: proven already
+            held.append(claim)
             continue
-        retention = classes[r["seq"]]
-        if r["seq"] in custodied:
-            if retention == MARKED and r["seq"] not in held_marked:
-                held.append({"seq": r["seq"], "sha256": r["payload"]["sha256"],
-                             "retention": retention})
-            continue
-        held.append({"seq": r["seq"], "sha256": r["payload"]["sha256"],
-                     "proof": await asyncio.to_thread(_prove, folder, r["payload"], nonce),
-                     "retention": retention})
+        held.append({**claim, "proof": await asyncio.to_thread(_prove, folder, r["payload"],
+                                                               nonce)})
         proving += r["payload"]["size"]
     body = {"report_id": str(uuid.uuid4()), "nonce": nonce, "operator": operator,
             "head": report.head, "segments": held}
+    if archived is not None:
+        body["archive"] = archived.claim()
     # The device reads every proven byte again before it answers.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30,
                                     sock_read=60 + proving / PROOF_RATE)
@@ -464,6 +469,30 @@ async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, fo
     _create(folder / "receipts" / f"{custody['seq']:08d}-custody.jsonl", receipt, 0o644)
     result.custody_seq = custody["seq"]
     result.purged = answer.get("purged", [])
+    if archived is not None:
+        await asyncio.to_thread(archive_receipt, archived, result.device, receipt, custody)
+
+
+def _to_report(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sealed-file records whose file the folder holds and no custody record names yet.
+    Files already in a custody record are not listed again: a dock that keeps a year of
+    files would otherwise send them all (over the device's body limit) and have the device
+    seal them all again, every day. The one exception: a file marked after its custody,
+    listed again to be held as marked (the device keeps it until a custody does)."""
+    custodied = _custodied(records)
+    held_marked = {s["seq"] for r in records if r.get("type") == "custody"
+                   for s in r["payload"]["segments"] if s.get("retention") == MARKED}
+    classes = retention_classes(records)
+    return [r for r in records if r.get("type") in SEALED_FILE_TYPES
+            and (r["seq"] not in custodied
+                 or (classes[r["seq"]] == MARKED and r["seq"] not in held_marked))
+            and (folder / r["payload"]["file"]).is_file()]
+
+
+def _custodied(records: list[dict[str, Any]]) -> set[int]:
+    """The seqs of the sealed files a custody record holds."""
+    return {s["seq"] for r in records if r.get("type") == "custody"
+            for s in r["payload"]["segments"]}
 
 
 def _prove(folder: Path, sealed: dict[str, Any], nonce: str) -> str:
@@ -526,6 +555,7 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
                    "notes": result.verify.notes},
         "custody_seq": result.custody_seq,
         "purged_on_device": result.purged,
+        "archive": result.archived.as_record() if result.archived else None,
         "status": "custody" if result.ok else
                   "refused" if result.problem else "verified, no custody reported",
         "problem": result.problem,

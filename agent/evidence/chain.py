@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 GENESIS_PREV = "0" * 64
 # The records that seal a file into sealed/, and what each file is called in reports.
 SEALED_FILE_TYPES = {"segment_sealed": "segment", "voice_note": "voice note",
-                     "exemption": "exemption", "file_recovered": "recovered file"}
+                     "exemption": "exemption", "file_recovered": "recovered file",
+                     "photo": "photo"}
 _SIG_SUFFIX = re.compile(rb',"sig":"([A-Za-z0-9+/]+={0,2})"\}$')
 
 

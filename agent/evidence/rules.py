@@ -29,10 +29,11 @@ TOP_FIELDS = frozenset({"boot_id", "clock", "device", "mono_ns", "officer", "pay
 # The one place a fraction was ever written: chains from before the count became an integer.
 _LEGACY_FLOATS = {("remote_commands_refused", ("payload", "seconds"))}
 _WALL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
-# The extensions each kind of sealed file may have: MPEG-TS segments, WAV notes, age-encrypted.
+# The extensions each kind of sealed file may have: MPEG-TS segments, WAV notes, JPEG photos,
+# age-encrypted.
 _SUFFIXES = {"segment_sealed": (".ts", ".ts.age"), "voice_note": (".wav", ".wav.age"),
-             "exemption": (".wav", ".wav.age"),
-             "file_recovered": (".ts", ".ts.age", ".wav", ".wav.age")}
+             "exemption": (".wav", ".wav.age"), "photo": (".jpg", ".jpg.age"),
+             "file_recovered": (".ts", ".ts.age", ".wav", ".wav.age", ".jpg", ".jpg.age")}
 # Which record a key fingerprint field must name: the key that signed the record.
 _KEY_FIELDS = {"boot": "key_fingerprint", "retirement": "key_fingerprint",
                "key_rotation": "old_fingerprint", "key_repaired": "fingerprint"}
@@ -178,6 +179,9 @@ class References:
         if interruption is not None and interruption not in self._interruptions:
             self._dangling(where, f"explains interruption {interruption!r}, which is no "
                            "earlier interruption record")
+
+    def _photo(self, where: str, seq: int, payload: dict[str, Any]) -> None:
+        self._recording(where, "recording", payload["recording"], optional=True)
 
     def _custody(self, where: str, seq: int, payload: dict[str, Any]) -> None:
         head = payload.get("head")

@@ -454,6 +454,8 @@ _PAYLOADS: dict[str, _Shape] = {
     "voice_note": {**_FILE, "interruption": (_is_none, is_int64)},
     "exemption": _FILE,
     "file_recovered": _FILE,
+    "photo": {**_FILE, "recording": (_is_none, is_int64), "width": _is_positive,
+              "height": _is_positive},
     "custody": {"segments": [{"seq": is_int64, "sha256": _is_str}]},
     "purge": {"files": [{"seq": is_int64, "sha256": _is_str, "file": _is_str}]},
     "record_stop": {"recording": is_int64, "segments": is_int64},

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
+import numpy as np
+
 
 class EncodedOutput(Protocol):
     def outputframe(self, frame: bytes | None, keyframe: bool = True,
@@ -49,6 +51,18 @@ class StreamLayout:
         return Fraction(1_000_000, self.fps)
 
 
+@dataclass(frozen=True)
+class Still:
+    """One frame of the running video, as it went to the encoder (overlay burned in)."""
+
+    rgb: np.ndarray          # (height, width, 3) uint8, red first
+    pts_us: int | None       # the frame's time on the camera's clock, as its packet's
+
+
+class StillUnavailable(RuntimeError):
+    """The camera delivered no frame to take a still from (absent, hung, stopped)."""
+
+
 class Camera(Protocol):
     """Read-only here: the backends set these themselves, a wrapper only passes them on."""
 
@@ -67,6 +81,11 @@ class Camera(Protocol):
 
     def stop(self) -> None: ...
 
+    def still(self, timeout_s: float) -> Still:
+        """A frame of the running video (the newest or the next), as it is encoded, without
+        stopping the encoder; StillUnavailable when none comes within `timeout_s`."""
+        ...
+
 
 class AbsentCamera:
     """Delivers no frame: the fault watch sees a stalled camera and keeps reopening it."""
@@ -83,3 +102,6 @@ class AbsentCamera:
 
     def stop(self) -> None:
         pass
+
+    def still(self, timeout_s: float) -> Still:
+        raise StillUnavailable(f"no camera: {self.reason}")

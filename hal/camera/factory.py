@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from agent.config import Config
 from hal.camera.base import AudioLayout, Camera, StreamLayout
+from hal.camera.mode import video_mode
 
 
 def open_camera(config: Config, officer: Callable[[], str] | None = None) -> Camera:
@@ -43,4 +44,5 @@ def expected_layout(config: Config) -> StreamLayout:
 
         aac = AacEncoder(config.audio.sample_rate, config.audio.channels, config.audio.bitrate)
         audio = AudioLayout("aac", aac.sample_rate, aac.channels, aac.frame_size, aac.extradata)
-    return StreamLayout(config.camera.width, config.camera.height, config.camera.fps, audio)
+    mode = video_mode(config)
+    return StreamLayout(mode.width, mode.height, mode.fps, audio)

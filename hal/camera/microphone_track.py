@@ -24,7 +24,7 @@ import numpy as np
 from agent.config import AudioConfig
 from hal.audio import Microphone
 from hal.camera.aac import AacEncoder
-from hal.camera.base import AudioLayout, Camera, EncodedOutput, StreamLayout
+from hal.camera.base import AudioLayout, Camera, EncodedOutput, Still, StreamLayout
 
 log = logging.getLogger(__name__)
 
@@ -190,3 +190,6 @@ class CameraWithMicrophone:
     def stop(self) -> None:
         self._track.stop()
         self._camera.stop()
+
+    def still(self, timeout_s: float) -> Still:
+        return self._camera.still(timeout_s)

@@ -28,7 +28,14 @@ What is used, and what picamera2 promises about it:
   before it is encoded; the overlay is drawn there through `MappedArray(request, "main")`,
   stamped with the start of exposure (`SensorTimestamp` less `ExposureTime`, as picamera2's
   own `wait_for_timestamp_` reckons it), and the request's metadata (`SensorTimestamp`,
-  `ExposureTime`, `AnalogueGain`, `Lux`, `ColourTemperature`) is kept for the self-check.
+  `ExposureTime`, `AnalogueGain`, `Lux`, `ColourTemperature`) is kept for the self-check;
+- `Picamera2.capture_arrays(["main"], wait=seconds)`, for a still while recording: a job
+  that picamera2's event loop runs on the newest request it keeps back for such jobs, or
+  else on the next one between the pre-callback and the encoders, so the overlay is on it
+  either way; it copies the main stream out (`CompletedRequest.make_array`) and the request
+  goes to (or has gone to) the encoder as every other: the video loses no frame. The copy
+  is planar YUV420 in the stream's colour space (`camera_configuration()["colour_space"]`,
+  limited range), turned into RGB by PyAV's swscale off the camera thread.
 
 picamera2's camera thread ends for good on the first exception it sees, and with it every
 frame until the process restarts. So neither the pre-callback nor the Output forwarding to
@@ -55,8 +62,11 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
-from agent.config import CameraConfig, Config
-from hal.camera.base import EncodedOutput, StreamLayout
+import numpy as np
+
+from agent.config import CameraConfig, Config, VideoMode
+from hal.camera.base import EncodedOutput, Still, StillUnavailable, StreamLayout
+from hal.camera.mode import video_mode
 from hal.camera.overlay import overlay_for
 
 log = logging.getLogger(__name__)
@@ -76,28 +86,29 @@ class PiCamera:
     def __init__(self, config: Config, officer: Callable[[], str] | None = None) -> None:
         cam = config.camera
         self._config = cam
+        mode = video_mode(config)
         hardware = _hardware_encoder(cam)
         require_supported(hardware)
         from picamera2 import Picamera2
 
         self._picam2 = Picamera2()
         try:
-            frame_us = 1_000_000 // cam.fps
+            frame_us = 1_000_000 // mode.fps
             self._picam2.configure(self._picam2.create_video_configuration(
-                main={"size": (cam.width, cam.height), "format": "YUV420"},
+                main={"size": (mode.width, mode.height), "format": "YUV420"},
                 controls={"FrameDurationLimits": (frame_us, frame_us)}))
             main = self._picam2.camera_configuration()["main"]
             width, height = main["size"]
-            if (width, height) != (cam.width, cam.height):
+            if (width, height) != (mode.width, mode.height):
                 log.warning("picamera2: the stream is %dx%d, not the %dx%d configured",
-                            width, height, cam.width, cam.height)
-            self._encoder = _h264_encoder(cam, hardware)
+                            width, height, mode.width, mode.height)
+            self._encoder = _h264_encoder(cam, mode, hardware)
         except BaseException:
             _close_quietly(self._picam2)
             raise
         self._height = height
         self._overlay = overlay_for(config, width, height, officer)
-        self.layout = StreamLayout(width, height, cam.fps, audio=None)
+        self.layout = StreamLayout(width, height, mode.fps, audio=None)
         self.origin_ns = 0
         self.frames_encoded = 0
         self.callback_errors = 0
@@ -140,6 +151,20 @@ class PiCamera:
             log.exception("picamera2: stop_recording failed")
         finally:
             _close_quietly(self._picam2)
+
+    def still(self, timeout_s: float) -> Still:
+        """The newest frame of the main stream, as the encoder gets it (overlay included),
+        copied by picamera2's event loop without pausing the encoder."""
+        try:
+            (planes,), metadata = self._picam2.capture_arrays(["main"], wait=timeout_s)
+        except TimeoutError as exc:
+            # The job stays queued: picamera2 runs it on a later frame and drops its result.
+            raise StillUnavailable(f"picamera2: no frame within {timeout_s:g} s") from exc
+        sensor_ns, first_us = metadata.get("SensorTimestamp"), self._encoder.firsttimestamp
+        pts_us = None if sensor_ns is None or first_us is None else sensor_ns // 1000 - first_us
+        configured = self._picam2.camera_configuration()
+        return Still(_rgb(planes, self.layout.width, self._height, configured["main"]["stride"],
+                          str(configured.get("colour_space"))), pts_us)
 
     def _pre_callback(self, request: Any) -> None:
         """On picamera2's camera thread, before the request is encoded; never raises."""
@@ -230,16 +255,16 @@ def _hardware_encoder(cam: CameraConfig) -> bool:
     return cam.encoder == "hardware" or (cam.encoder == "auto" and _has_hardware_h264())
 
 
-def _h264_encoder(cam: CameraConfig, hardware: bool) -> Any:
+def _h264_encoder(cam: CameraConfig, mode: VideoMode, hardware: bool) -> Any:
     """The hardware encoder where the SoC has one, else libx264, both set for segments that
     decode on their own: SPS/PPS on every keyframe, a keyframe every keyframe_interval."""
     from picamera2.encoders import H264Encoder, LibavH264Encoder
 
     kind = H264Encoder if hardware else LibavH264Encoder
     log.info("picamera2 %s: %s, %d bit/s, keyframe every %d frames", installed_version(),
-             kind.__name__, cam.bitrate, cam.keyframe_interval)
-    return kind(bitrate=cam.bitrate, repeat=True, iperiod=cam.keyframe_interval,
-                framerate=cam.fps)
+             kind.__name__, mode.bitrate, cam.keyframe_interval)
+    return kind(bitrate=mode.bitrate, repeat=True, iperiod=cam.keyframe_interval,
+                framerate=mode.fps)
 
 
 def _has_hardware_h264() -> bool:
@@ -247,6 +272,24 @@ def _has_hardware_h264() -> bool:
     from picamera2.platform import Platform, get_platform
 
     return bool(get_platform() == Platform.VC4)
+
+
+def _rgb(planes: np.ndarray, width: int, height: int, stride: int,
+         colour_space: str) -> np.ndarray:
+    """Planar YUV420 rows of `stride` bytes (Y, then U and V at half size) as RGB; libcamera's
+    Rec709 and Smpte170m (BT.601) are both limited range, which swscale assumes."""
+    import av  # PyAV's swscale: loaded at the first still, the encoder stays picamera2's
+
+    flat = np.ascontiguousarray(planes).reshape(-1)
+    half_w, half_h, half_stride = width // 2, height // 2, stride // 2
+    luma = flat[:stride * height].reshape(height, stride)[:, :width]
+    chroma_size = half_stride * half_h
+    u, v = (flat[start:start + chroma_size].reshape(half_h, half_stride)[:, :half_w]
+            for start in (stride * height, stride * height + chroma_size))
+    i420 = np.concatenate([luma.reshape(-1), u.reshape(-1), v.reshape(-1)])
+    frame = av.VideoFrame.from_ndarray(i420.reshape(height * 3 // 2, width), format="yuv420p")
+    matrix = "ITU709" if "709" in colour_space else "ITU601"
+    return frame.reformat(format="rgb24", src_colorspace=matrix).to_ndarray()
 
 
 def _close_quietly(picam2: Any) -> None:

@@ -5,6 +5,9 @@ to the output with a microsecond timestamp. The frames carry the overlay of
 hal/camera/overlay.py (UTC time, device id, officer id), as the real camera's do, so a
 reviewer can tell any frame's moment by looking at it.
 
+A still (`still()`, a photo) is a copy of the next frame rendered, overlay and all, handed
+over on the encoder thread just before that frame is encoded.
+
 Faults are simulated as the simulated battery is discharged, through a file: while
 `<store>/sim/camera/fault` says `hang` the encoder delivers nothing (a stuck sensor);
 `fail` ends the encoder thread with an error (a crashed encoder); `dead` delivers nothing
@@ -28,7 +31,8 @@ import numpy as np
 
 from agent.config import Config
 from hal.camera.aac import AacEncoder
-from hal.camera.base import AudioLayout, EncodedOutput, StreamLayout
+from hal.camera.base import AudioLayout, EncodedOutput, Still, StillUnavailable, StreamLayout
+from hal.camera.mode import video_mode
 from hal.camera.overlay import Overlay, overlay_for
 
 log = logging.getLogger(__name__)
@@ -47,22 +51,24 @@ class SimulatedCamera:
                                        f"({self.fault_file})")
         cam, audio = config.camera, config.audio
         self._config = config
-        self._video = _video_encoder(cam.width, cam.height, cam.fps, cam.keyframe_interval,
-                                     cam.bitrate)
+        self._mode = mode = video_mode(config)
+        self._video = _video_encoder(mode.width, mode.height, mode.fps, cam.keyframe_interval,
+                                     mode.bitrate)
         # The tone is the simulated microphone of a simulated device; a real microphone
         # is its own track (hal/camera/microphone_track.py) on the camera's clock.
         self._audio = (AacEncoder(audio.sample_rate, audio.channels, audio.bitrate)
                        if audio.enabled and audio.backend == "sim" else None)
         self.layout = StreamLayout(
-            cam.width, cam.height, cam.fps,
+            mode.width, mode.height, mode.fps,
             AudioLayout("aac", audio.sample_rate, audio.channels, self._audio.frame_size,
                         self._audio.extradata) if self._audio else None)
         self.origin_ns = 0
-        self._frames = _FrameSource(cam.width, cam.height,
-                                    overlay_for(config, cam.width, cam.height, officer))
+        self._frames = _FrameSource(mode.width, mode.height,
+                                    overlay_for(config, mode.width, mode.height, officer))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.frames_encoded = 0
+        self._stills = _StillRequests()
 
     def start(self, output: EncodedOutput) -> None:
         self._stop.clear()
@@ -75,6 +81,11 @@ class SimulatedCamera:
         if self._thread:
             self._thread.join()
 
+    def still(self, timeout_s: float) -> Still:
+        """The next frame rendered, as it goes to the encoder: taking it costs the video
+        nothing but a copy of the image."""
+        return self._stills.wait(timeout_s)
+
     def _fault(self) -> str:
         try:
             return self.fault_file.read_text(encoding="ascii").strip()
@@ -82,7 +93,7 @@ class SimulatedCamera:
             return ""
 
     def _run(self, output: EncodedOutput) -> None:
-        fps = self._config.camera.fps
+        fps = self._mode.fps
         realtime = self._config.camera.realtime
         started_mono_ns = time.monotonic_ns()
         started_mono = started_mono_ns / 1e9
@@ -105,6 +116,7 @@ class SimulatedCamera:
                     time.sleep(delay)
             offset_us = index * 1_000_000 // fps
             image = self._frames.render(index, started_wall + timedelta(microseconds=offset_us))
+            self._stills.hand_over(image, CLOCK_ORIGIN_US + offset_us)
             frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
             frame.pts = index
             for packet in self._video.encode(frame):
@@ -130,6 +142,37 @@ class SimulatedCamera:
             output.outputframe(None, True, CLOCK_ORIGIN_US + packet.pts * 1_000_000 // rate,
                                packet, True)
         return end
+
+
+class _StillRequests:
+    """Stills asked for on other threads, each handed the next frame the encoder renders."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[threading.Event, list[Still]]] = []
+
+    def wait(self, timeout_s: float) -> Still:
+        request: tuple[threading.Event, list[Still]] = (threading.Event(), [])
+        with self._lock:
+            self._waiting.append(request)
+        if not request[0].wait(timeout_s):
+            with self._lock:
+                if request in self._waiting:
+                    self._waiting.remove(request)
+            if not request[1]:
+                raise StillUnavailable(f"simulated camera: no frame within {timeout_s:g} s")
+        return request[1][0]
+
+    def hand_over(self, image: np.ndarray, pts_us: int) -> None:
+        """On the encoder thread: a copy of this frame to everyone waiting."""
+        if not self._waiting:
+            return
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        still = Still(image.copy(), pts_us)
+        for done, result in waiting:
+            result.append(still)
+            done.set()
 
 
 def _video_encoder(width: int, height: int, fps: int, gop: int,

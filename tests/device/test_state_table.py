@@ -24,6 +24,7 @@ from agent.device.state import (
     HealthChanged,
     MarkAsked,
     Mode,
+    PhotoPressed,
     Shutdown,
     State,
     StateMachine,
@@ -62,6 +63,12 @@ class RecordedActions:
 
     def show(self, state: State, mode: Mode | None) -> None:
         self.calls.append(("show", state.value) + ((mode.value,) if mode else ()))
+
+    def take_photo(self, source: str) -> None:
+        self.calls.append(("take_photo", source))
+
+    def refuse_photo(self, why: str) -> None:
+        self.calls.append(("refuse_photo", why))
 
 
 # How the machine got into its state: the events from a fresh machine (gesture 1 is the press
@@ -214,6 +221,15 @@ TABLE: list[tuple[str, Event, State, list[Call]]] = [
     ("shutting down", FaultCleared("storage_full"), SHUTTING_DOWN, []),
     ("shutting down", Shutdown("again"), SHUTTING_DOWN, []),
     ("shutting down", HealthChanged(), SHUTTING_DOWN, []),
+
+    # A photo never changes the state; it is refused while a fault stands.
+    ("standby", PhotoPressed("button"), STANDBY, [("take_photo", "button")]),
+    ("standby, disk full", PhotoPressed("button"), STANDBY, [("refuse_photo", "storage_full")]),
+    ("recording by press 1", PhotoPressed("button"), RECORDING, [("take_photo", "button")]),
+    ("recording by trigger", PhotoPressed("control"), RECORDING, [("take_photo", "control")]),
+    ("interrupted, camera and heat", PhotoPressed("button"), INTERRUPTED,
+     [("refuse_photo", "camera_fault, overheated")]),
+    ("shutting down", PhotoPressed("button"), SHUTTING_DOWN, []),
 ]
 
 

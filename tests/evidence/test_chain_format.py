@@ -6,11 +6,13 @@ promises (so a step that needed this project's Python, or any other tool, would 
 here). Python only picks records out of the journal to say what the output must contain,
 and damages copies of genuine stores: each damage must fail both the shell procedure and
 `bodycam verify`, and each genuine store (plain, encrypted, after a key rotation, with
-voice notes) must pass both.
+voice notes and photos) must pass both.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 import shutil
@@ -22,7 +24,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.device.state import State
+from agent.device.state import PhotoPressed, State
 from agent.evidence.chain import (
     Chain,
     canonical,
@@ -79,8 +81,11 @@ def test_the_documented_procedure_verifies_every_record_and_segment(
     assert [r["seq"] for r in chain] == list(range(1, len(chain) + 1))
     for record in chain:
         n = record["seq"]
-        assert f"record {n}: Signature Verified Successfully\n" in out
         assert f"record {n}: seq {n}, prev {record['prev']} links it to record {n - 1}\n" in out
+    # One key, so one signature authenticates the chain: the head's, with the links.
+    key = chain[0]["payload"]["key_fingerprint"]
+    assert out.count("Signature Verified Successfully") == 1
+    assert f"record {len(chain)}: Signature Verified Successfully (key {key})\n" in out
     segments = segment_records(recorded_store)
     assert len(segments) >= 5
     for record in segments:
@@ -98,40 +103,128 @@ def test_the_documented_procedure_verifies_every_record_and_segment(
                         f"hash {head['hash']}\n")
 
 
+def test_every_signature_is_checked_when_asked(recorded_store: Path,
+                                              tools_without_ffprobe: Path,
+                                              tmp_path: Path) -> None:
+    result = run_procedure(recorded_store, tools_without_ffprobe, tmp_path / "work",
+                           every_signature=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    chain = records(recorded_store)
+    key = chain[0]["payload"]["key_fingerprint"]
+    for record in chain:
+        assert (f"record {record['seq']}: Signature Verified Successfully (key {key})\n"
+                in result.stdout)
+    assert (f"\nOK: {len(chain)} records verify, every signature checked; head seq "
+            f"{len(chain)}, hash ") in result.stdout
+
+
 def test_each_step_can_be_run_by_hand(recorded_store: Path, tools: Path,
                                       tmp_path: Path) -> None:
     first = segment_records(recorded_store)[0]
     result = run_procedure(recorded_store, tools, tmp_path / "work",
                            "check_key && split_chain && check_signatures && check_links "
-                           "&& check_files")
+                           "&& check_files && check_every_signature")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(f"record {first['seq']}: ") == 3
     assert f"record {first['seq']}: {first['payload']['file']} matches" in result.stdout
 
 
-def test_a_flipped_byte_in_a_record_fails_openssl(store_copy: Path, tools: Path,
-                                                 tmp_path: Path) -> None:
-    chain = store_copy / "chain.jsonl"
+def _flip_body_byte(store: Path, n: int) -> None:
+    """One bit of one byte of record n's signed body: still valid JSON."""
+    chain = store / "chain.jsonl"
     lines = chain.read_bytes().splitlines(keepends=True)
-    n = segment_records(store_copy)[0]["seq"]
     line = bytearray(lines[n - 1])
-    at = line.index(b'"officer":"') + len(b'"officer":"')
-    line[at] ^= 0x01  # one bit of one byte of the signed body: still valid JSON
+    line[line.index(b'"officer":"') + len(b'"officer":"')] ^= 0x01
     lines[n - 1] = bytes(line)
     chain.write_bytes(b"".join(lines))
 
-    by_hand = run_procedure(store_copy, tools, tmp_path / "work",
-                            "split_chain && check_signatures")
+
+def test_a_flipped_byte_in_a_record_breaks_the_next_link_and_its_own_signature(
+        store_copy: Path, tools_without_ffprobe: Path, tmp_path: Path) -> None:
+    n = segment_records(store_copy)[0]["seq"]
+    _flip_body_byte(store_copy, n)
+
+    # By default its hash no longer links to the next record (whose signature, and the
+    # head's, vouch for the record as it was signed).
+    whole = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work")
+    assert whole.returncode == 1
+    assert f"FAIL: record {n + 1}: prev and seq" in whole.stdout
+    assert whole.stdout.count("FAIL") == 2, whole.stdout
+    assert whole.stdout.endswith("FAIL: the store does not verify\n")
+
+    # Step 6 finds its own signature broken too.
+    by_hand = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work",
+                            "split_chain && check_signatures && check_every_signature")
     assert by_hand.returncode == 1
     assert f"FAIL: record {n}: Signature Verification Failure (key " in by_hand.stdout
-    assert f"record {n - 1}: Signature Verified Successfully\n" in by_hand.stdout
+    assert f"record {n - 1}: Signature Verified Successfully (key " in by_hand.stdout
     assert by_hand.stdout.count("FAIL") == 1
 
-    whole = run_procedure(store_copy, tools, tmp_path / "work")
-    assert whole.returncode == 1
-    assert f"FAIL: record {n}: Signature Verification Failure" in whole.stdout
-    assert f"FAIL: record {n + 1}: prev and seq" in whole.stdout  # its hash changed too
-    assert whole.stdout.endswith("FAIL: the store does not verify\n")
+
+def _replace_signature(store: Path, n: int, key: Ed25519PrivateKey | None = None) -> None:
+    """Record n's stored signature replaced, its body untouched: by a signature of another
+    key over the same body, or (without `key`) by one of its bytes changed."""
+    chain = store / "chain.jsonl"
+    lines = chain.read_bytes().splitlines(keepends=True)
+    body, signature = split_line(lines[n - 1].rstrip(b"\n"))
+    signature = key.sign(body) if key else bytes([signature[0] ^ 0x01]) + signature[1:]
+    lines[n - 1] = encode_line(body, signature)
+    chain.write_bytes(b"".join(lines))
+
+
+@pytest.mark.parametrize("key", [None, Ed25519PrivateKey.generate()],
+                         ids=["a byte changed", "another key"])
+def test_a_signature_changed_on_an_intact_record_is_found_by_the_full_step_only(
+        store_copy: Path, tools_without_ffprobe: Path, tmp_path: Path,
+        key: Ed25519PrivateKey | None) -> None:
+    """No evidence changed (the body is what the head's signature vouches for through the
+    links): the default passes, as the document says; step 6 names the record."""
+    n = segment_records(store_copy)[1]["seq"]
+    _replace_signature(store_copy, n, key)
+
+    fast = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work")
+    assert fast.returncode == 0, fast.stdout
+    full = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work",
+                         every_signature=True)
+    assert full.returncode == 1
+    assert f"FAIL: record {n}: Signature Verification Failure (key " in full.stdout
+    assert full.stdout.count("FAIL") == 2  # the record, and the verdict
+    assert not verify_store(store_copy).ok
+
+
+def test_the_heads_signature_is_always_checked(store_copy: Path, tools_without_ffprobe: Path,
+                                               tmp_path: Path) -> None:
+    n = len(records(store_copy))
+    _replace_signature(store_copy, n)
+    result = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work")
+    assert result.returncode == 1
+    assert f"FAIL: record {n}: Signature Verification Failure (key " in result.stdout
+
+
+def test_a_witnessed_head_must_be_in_the_chain(store_copy: Path, tools_without_ffprobe: Path,
+                                               tmp_path: Path) -> None:
+    """The newest records removed with their files: the shorter chain verifies alone, and
+    fails against the head a witness saw."""
+    head = verify_store(store_copy).head
+    witness = f"{head['seq']}:{head['hash']}"
+    ok = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work", witness=witness)
+    assert ok.returncode == 0, ok.stdout
+    assert f"witness: record {head['seq']} has hash {head['hash']}, as witnessed\n" in ok.stdout
+
+    chain = store_copy / "chain.jsonl"
+    lines = chain.read_bytes().splitlines(keepends=True)
+    last = records(store_copy)[-2:]
+    chain.write_bytes(b"".join(lines[:-2]))
+    for record in last:
+        if record["type"] == "segment_sealed":
+            (store_copy / record["payload"]["file"]).unlink()
+    alone = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work")
+    assert alone.returncode == 0, alone.stdout
+    rolled_back = run_procedure(store_copy, tools_without_ffprobe, tmp_path / "work",
+                                witness=witness)
+    assert rolled_back.returncode == 1
+    assert (f"FAIL: witness {witness}: the chain does not hold record {head['seq']} with that "
+            "hash") in rolled_back.stdout
 
 
 def _flip_segment_byte(store: Path) -> str:
@@ -198,18 +291,24 @@ def test_a_key_not_the_devices_verifies_nothing(recorded_store: Path, tools: Pat
                    check=True, capture_output=True)
     subprocess.run([*openssl, "pkey", "-in", str(private), "-pubout", "-out", str(public)],
                    check=True, capture_output=True)
-    result = run_procedure(recorded_store, tools, tmp_path / "work", public_key=public)
-    assert result.returncode == 1
-    boot = records(recorded_store)[0]
-    assert f"FAIL: record 1: states key {boot['payload']['key_fingerprint']}, but key " \
-        in result.stdout
-    assert result.stdout.count("Signature Verification Failure") == len(records(recorded_store))
+    chain = records(recorded_store)
+    boot = chain[0]
+    # The head's signature fails in step 2; with step 6, every record's (the head's again).
+    for every_signature, failures in ((False, 1), (True, len(chain) + 1)):
+        result = run_procedure(recorded_store, tools, tmp_path / "work", public_key=public,
+                               every_signature=every_signature)
+        assert result.returncode == 1
+        assert f"FAIL: record 1: states key {boot['payload']['key_fingerprint']}, but key " \
+            in result.stdout
+        assert f"FAIL: record {len(chain)}: Signature Verification Failure" in result.stdout
+        assert result.stdout.count("Signature Verification Failure") == failures
 
 
 # Genuine stores beyond the plain recording, each made once for this module.
 
 def record_with_a_voice_note(config: Path) -> None:
-    """Record, stop and start again at once: the interruption asks for a voice note (a WAV)."""
+    """Record, stop and start again at once: the interruption asks for a voice note (a WAV);
+    then a photo (a JPEG) during the recording."""
     store = config.parent / "store"
     with running_daemon(config) as daemon:
         daemon.controls.press()
@@ -218,6 +317,8 @@ def record_with_a_voice_note(config: Path) -> None:
         wait_for(lambda: daemon.machine.state is State.STANDBY, what="the stop")
         daemon.controls.press()
         wait_for(lambda: bool(records_of(store, "voice_note")), timeout=30, what="the voice note")
+        daemon.post(PhotoPressed("control"))
+        wait_for(lambda: bool(records_of(store, "photo")), timeout=10, what="the photo")
 
 
 def records_of(store: Path, kind: str) -> list[dict]:
@@ -270,15 +371,24 @@ def test_a_store_with_a_key_rotation_and_voice_notes_verifies(
     assert boots[-1]["payload"]["key_fingerprint"] == rotation["payload"]["new_fingerprint"]
     [note] = [r for r in chain if r["type"] == "voice_note"]
     assert note["payload"]["file"].endswith(".wav")
+    [photo] = [r for r in chain if r["type"] == "photo"]
+    assert photo["payload"]["file"].endswith(".jpg")
 
     result = run_procedure(rotated_store, tools, tmp_path / "work")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    old, new = rotation["payload"]["old_fingerprint"], rotation["payload"]["new_fingerprint"]
     assert (f"record {rotation['seq']}: key rotation: the records after it are signed by key "
-            f"{rotation['payload']['new_fingerprint']}\n") in out
-    assert out.count("Signature Verified Successfully") == len(chain)
-    assert (f"record {note['seq']}: {note['payload']['file']} matches: "
-            f"{note['payload']['size']} bytes, sha256 {note['payload']['sha256']}\n") in out
+            f"{new}\n") in out
+    # Each key's epoch closed by a checked signature: the rotation by the old key, the head
+    # by the new one.
+    assert out.count("Signature Verified Successfully") == 2
+    assert f"record {rotation['seq']}: Signature Verified Successfully (key {old})\n" in out
+    assert f"record {len(chain)}: Signature Verified Successfully (key {new})\n" in out
+    for sealed in (note, photo):
+        assert (f"record {sealed['seq']}: {sealed['payload']['file']} matches: "
+                f"{sealed['payload']['size']} bytes, sha256 {sealed['payload']['sha256']}\n") \
+            in out
     head = verify_store(rotated_store).head
     assert out.endswith(f"OK: {len(chain)} records verify; head seq {head['seq']}, "
                         f"hash {head['hash']}\n")
@@ -287,9 +397,10 @@ def test_a_store_with_a_key_rotation_and_voice_notes_verifies(
 def test_an_untouched_encrypted_store_verifies_without_a_key(
         encrypted_store: Path, tools: Path, tmp_path: Path) -> None:
     """Stored bytes are checked by their hashes; ffprobe is not asked to read ciphertext."""
-    sealed = [r for r in records(encrypted_store) if r["type"] in ("segment_sealed", "voice_note")]
+    sealed = [r for r in records(encrypted_store)
+              if r["type"] in ("segment_sealed", "voice_note", "photo")]
     assert {Path(r["payload"]["file"]).suffixes[-1] for r in sealed} == {".age"}
-    assert any(r["type"] == "voice_note" for r in sealed)
+    assert {r["type"] for r in sealed} == {"segment_sealed", "voice_note", "photo"}
 
     result = run_procedure(encrypted_store, tools, tmp_path / "work")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -326,6 +437,21 @@ def _delete_wav(store: Path) -> str:
     return f"FAIL: record {note['seq']}: {note['payload']['file']} is missing (deleted)"
 
 
+def _flip_jpg_byte(store: Path) -> str:
+    photo = _sealed(store, "photo")["payload"]
+    path = store / photo["file"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside the picture: still a JPEG
+    path.write_bytes(bytes(data))
+    return f"{photo['file']} is {photo['size']} bytes with SHA-256 "
+
+
+def _delete_jpg(store: Path) -> str:
+    photo = _sealed(store, "photo")
+    (store / photo["payload"]["file"]).unlink()
+    return f"FAIL: record {photo['seq']}: {photo['payload']['file']} is missing (deleted)"
+
+
 def _plant_hidden_file(store: Path) -> str:
     shutil.copy(store / _sealed(store, "segment_sealed")["payload"]["file"],
                 store / "sealed" / ".00000003.ts")
@@ -337,19 +463,35 @@ def _resign_after_rotation(store: Path) -> str:
     to (what a thief of the old key, or of a key file, could write)."""
     rotation = _sealed(store, "key_rotation")["seq"]
     resign(store, rotation + 1, Ed25519PrivateKey.generate())
-    return f"FAIL: record {rotation + 1}: Signature Verification Failure (key "
+    return f"FAIL: record {len(records(store))}: Signature Verification Failure (key "
+
+
+def _hand_over_to_another_key(store: Path) -> str:
+    """The rotation made to name a key of one's own, and everything from it on re-signed by
+    that key: the rotation's own signature, by the old key, is the one that breaks."""
+    rotation = _sealed(store, "key_rotation")
+    other = Ed25519PrivateKey.generate()
+    raw = other.public_key().public_bytes(serialization.Encoding.Raw,
+                                          serialization.PublicFormat.Raw)
+    chain = store / "chain.jsonl"
+    lines = chain.read_bytes().splitlines(keepends=True)
+    body = json.loads(split_line(lines[rotation["seq"] - 1].rstrip(b"\n"))[0])
+    body["payload"]["new_public_key"] = base64.b64encode(raw).decode()
+    body["payload"]["new_fingerprint"] = hashlib.sha256(raw).hexdigest()
+    signed = canonical(body)
+    lines[rotation["seq"] - 1] = encode_line(signed, split_line(
+        lines[rotation["seq"] - 1].rstrip(b"\n"))[1])  # the old key's signature kept
+    chain.write_bytes(b"".join(lines))
+    resign(store, rotation["seq"] + 1, other)
+    return f"FAIL: record {rotation['seq']}: Signature Verification Failure (key "
 
 
 def _change_record_after_rotation(store: Path) -> str:
-    """One bit of a record the new key signed: still valid JSON, no longer what was signed."""
+    """One bit of a record the new key signed: still valid JSON, no longer what was signed,
+    and no longer what the next record links to."""
     n = _sealed(store, "key_rotation")["seq"] + 2
-    chain = store / "chain.jsonl"
-    lines = chain.read_bytes().splitlines(keepends=True)
-    line = bytearray(lines[n - 1])
-    line[line.index(b'"officer":"') + len(b'"officer":"')] ^= 0x01
-    lines[n - 1] = bytes(line)
-    chain.write_bytes(b"".join(lines))
-    return f"FAIL: record {n}: Signature Verification Failure (key "
+    _flip_body_byte(store, n)
+    return f"FAIL: record {n + 1}: prev and seq"
 
 
 def _delete_segment(store: Path) -> str:
@@ -373,8 +515,9 @@ def resign(store: Path, first: int, key: Ed25519PrivateKey) -> None:
 
 
 @pytest.mark.parametrize("damage", [_flip_wav_byte, _delete_wav, _plant_hidden_file,
-                                    _resign_after_rotation, _change_record_after_rotation,
-                                    _delete_segment])
+                                    _resign_after_rotation, _hand_over_to_another_key,
+                                    _change_record_after_rotation, _delete_segment,
+                                    _flip_jpg_byte, _delete_jpg])
 def test_the_procedure_reports_damage_to_a_rotated_store(
         rotated_store: Path, tools_without_ffprobe: Path, tmp_path: Path,
         damage: Callable[[Path], str]) -> None:
@@ -388,7 +531,7 @@ def test_the_procedure_reports_damage_to_a_rotated_store(
 
 
 @pytest.mark.parametrize("damage", [_flip_wav_byte, _delete_wav, _plant_hidden_file,
-                                    _delete_segment])
+                                    _delete_segment, _flip_jpg_byte, _delete_jpg])
 def test_the_procedure_reports_damage_to_an_encrypted_store(
         encrypted_store: Path, tools_without_ffprobe: Path, tmp_path: Path,
         damage: Callable[[Path], str]) -> None:

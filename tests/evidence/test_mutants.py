@@ -18,7 +18,8 @@ import pytest
 
 from agent.cli import main
 from agent.evidence.keys import fingerprint, load_public_key
-from tests.support.mutants import FAIL, OK, Mutant, mutants
+from tests.support.mutants import FAIL, OK, SIGNATURE, Mutant, mutants
+from tests.support.shell_procedure import run_procedure, standard_tools
 
 
 def verdict_of(mutant: Mutant) -> str | None:
@@ -52,6 +53,48 @@ def test_every_mutant_gets_its_verdict_and_names_what_changed(recorded_store: Pa
         if problem:
             failures.append(f"{mutant.name} (expected {mutant.verdict}): {problem}")
     assert verdicts[FAIL] >= 220 and verdicts[OK] >= 10, verdicts
+    assert not failures, f"{len(failures)} of {sum(verdicts.values())}:\n" + "\n".join(failures)
+
+
+def shell_verdict_of(mutant: Mutant, tools: Path, work: Path) -> str | None:
+    """None when the shell procedure of docs/chain-format.md judges the mutant as it must,
+    by default and, where that differs, with its step 6 (every record's own signature); else
+    what went wrong. It is given what `bodycam verify` is given, as far as it takes it: the
+    key (`PUB`) and a witnessed head (`WITNESS`)."""
+    given = dict(zip(mutant.args[::2], mutant.args[1::2], strict=True))
+    assert set(given) <= {"--key", "--head"}, mutant.args
+    key = Path(given["--key"]) if "--key" in given else None
+    problems = []
+    runs = [(False, OK if mutant.shell in (OK, SIGNATURE) else FAIL)]
+    if mutant.shell != FAIL:  # where step 6 could change the verdict
+        runs.append((True, OK if mutant.shell == OK else FAIL))
+    for every_signature, expected in runs:
+        result = run_procedure(mutant.path, tools, work, public_key=key,
+                               witness=given.get("--head"), every_signature=every_signature)
+        got = OK if result.returncode == 0 else FAIL
+        last = result.stdout.rstrip("\n").rsplit("\n", 1)[-1]
+        if got != expected or result.returncode not in (0, 1) or result.stderr:
+            problems.append(f"{'with' if every_signature else 'without'} step 6: {got} "
+                            f"(exit {result.returncode}): {last[:200]} {result.stderr[-200:]}")
+    shutil.rmtree(work, ignore_errors=True)
+    return "; ".join(problems) or None
+
+
+def test_the_shell_procedure_gets_its_verdict_on_every_mutant(
+        recorded_store: Path, tmp_path: Path) -> None:
+    """The documented procedure, run as written, on the same mutants: everything that
+    changes evidence fails it by default (bodies, files, WAVs, rollback against a witness,
+    a swapped key, re-signing with another key); a stored signature changed on an intact
+    record passes by default and fails its step 6; what only `bodycam verify` checks
+    passes, as the document says."""
+    tools = standard_tools(tmp_path / "tools", ffprobe=False)
+    failures, verdicts = [], dict.fromkeys((OK, FAIL, SIGNATURE), 0)
+    for mutant in mutants(recorded_store, tmp_path / "work"):
+        verdicts[mutant.shell] += 1
+        problem = shell_verdict_of(mutant, tools, tmp_path / "shell-work")
+        if problem:
+            failures.append(f"{mutant.name} (expected {mutant.shell}): {problem}")
+    assert verdicts[FAIL] >= 180 and verdicts[SIGNATURE] >= 3 and verdicts[OK] >= 30, verdicts
     assert not failures, f"{len(failures)} of {sum(verdicts.values())}:\n" + "\n".join(failures)
 
 

@@ -119,6 +119,7 @@ def test_a_trigger_starts_a_recording_and_cannot_stop_it(tmp_path: Path) -> None
 @pytest.mark.parametrize(("replace", "message"), [
     ({"holster = 5": "holster = 17"}, "pins must be distinct"),
     ({"holster = 5": "\"Holster!!\" = 5"}, "[gpio.trigger_pins.Holster!!]"),
+    ({"# photo_pin = 16": "photo_pin = 24"}, "'photo_pin': 24"),  # the function button's
 ])
 def test_bad_trigger_pins_are_named(tmp_path: Path, replace: dict[str, str],
                                     message: str) -> None:

@@ -119,3 +119,26 @@ def test_without_picamera2_the_backend_says_what_is_missing(tmp_path: Path) -> N
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("model", "platform", "size", "bitrate"), [
+    ("Raspberry Pi 4 Model B Rev 1.5", "vc4", (1920, 1080), 9_000_000),
+    ("Raspberry Pi Compute Module 4 Rev 1.1", "vc4", (1920, 1080), 9_000_000),
+    ("Raspberry Pi 5 Model B Rev 1.0", "pisp", (1280, 720), 4_000_000),
+])
+def test_profile_auto_asks_picamera2_for_the_boards_profile(
+        fake_picamera2, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str,
+        platform: str, size: tuple[int, int], bitrate: int) -> None:
+    from hal.board import board_from_model
+    from hal.camera.picamera import PiCamera
+
+    monkeypatch.setenv("FAKE_PICAMERA2_PLATFORM", platform)
+    monkeypatch.setattr("hal.camera.mode.this_board", lambda: board_from_model(model))
+    config_path = picamera2_config(tmp_path)
+    config_path.write_text(config_path.read_text().replace(
+        "width = 320\nheight = 240\nfps = 30\n", 'profile = "auto"\n').replace(
+        "bitrate = 400000\n", ""))
+    config, _ = load_config(config_path)
+    camera = PiCamera(config)
+    assert (camera.layout.width, camera.layout.height, camera.layout.fps) == (*size, 30)
+    assert (camera._encoder.bitrate, camera._encoder.framerate) == (bitrate, 30)

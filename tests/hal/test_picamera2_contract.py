@@ -84,6 +84,21 @@ def test_the_overlay_uses_the_stream_libcamera_configured(recorded) -> None:
 
 
 @pytest.mark.parametrize("version", [OLDEST, NEWEST])
+def test_a_still_is_taken_while_the_encoder_keeps_every_frame(version: str) -> None:
+    # picamera2's capture job copies the main stream of a request between the pre-callback
+    # and the encoder: the still has the overlay, and the request still goes to the encoder.
+    outcome = run(version, "still")
+    sensor, frames = outcome["sensor_timestamps_ns"], outcome["frames"]
+    assert frames == [ns // 1000 - sensor[0] // 1000 for ns in sensor]  # not one frame lost
+    for still in outcome["stills"]:
+        assert 0 < still["index"] < len(frames) - 1  # a frame of the video, mid-recording
+        assert still["shape"] == [720, 1000, 3]  # the stream's width, not its 1024 stride
+        assert still["bar_black"] > 0.5 and still["bar_white"] > 0.02  # the overlay's text
+        assert still["below_error"] < 3  # the sensor's picture, in full-range RGB
+    assert len({still["index"] for still in outcome["stills"]}) == 3
+
+
+@pytest.mark.parametrize("version", [OLDEST, NEWEST])
 def test_stop_returns_when_picamera2s_own_loop_has_died(version: str) -> None:
     # picamera2 re-raises in its event loop and the loop is gone; its stop_recording() would
     # then wait for ever, and the camera stays held: the daemon's give-up is for this.

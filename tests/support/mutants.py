@@ -12,7 +12,12 @@ the same order on every run (a fixed seed):
   (the record, "record 5" or "line 5"; the file, "sealed/00000005.ts"; the witness,
   "receipts/00000013-custody.jsonl", "manifest.json", "--head");
 - `args`: what the verifier is given besides the path: `--head SEQ:HASH`, `--receipt
-  FILE`, `--key FILE` (a file under `work`, outside the copy).
+  FILE`, `--key FILE` (a file under `work`, outside the copy);
+- `shell`: the verdict of the shell procedure (given `--key` as `PUB` and `--head` as
+  `WITNESS`, which is all it takes): the same as `verdict`, or `OK` where the change is one
+  only `bodycam verify` checks (canonical form, references, totals), or `SIGNATURE` where
+  only a stored signature changed and its record is intact: that passes the procedure by
+  default and fails its optional step 6 (every record's own signature).
 
 The classes: sealed files flipped, cut, extended, emptied, deleted, swapped, duplicated,
 planted (hidden too) and spliced from `other`; journal lines cut, flipped, deleted,
@@ -36,6 +41,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import struct
 from collections.abc import Callable, Iterator
@@ -55,6 +61,8 @@ from agent.evidence.chain import (
 from agent.evidence.keys import fingerprint, load_or_create_device_key, public_pem
 
 OK, FAIL = "ok", "fail"
+SIGNATURE = "fails only every record's own signature"  # the shell procedure's step 6
+_STANDARD_SIG = re.compile(rb',"sig":"[A-Za-z0-9+/]{85}[AQgw]=="}\n$')
 _SKIP = ("control.sock", "reserve", "sim")  # not evidence: the daemon's socket, reserve, sim state
 
 
@@ -65,6 +73,7 @@ class Mutant:
     verdict: str
     names: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
+    shell: str = ""
 
 
 Mutate = Callable[[Path], Any]  # changes the copy; a tuple it returns is the verifier's args
@@ -76,6 +85,7 @@ class _Case:
     verdict: str
     names: tuple[str, ...]
     mutate: Mutate
+    shell: str = ""  # the shell procedure's verdict, when not `verdict`
 
 
 def mutants(store: Path, work: Path, other: Path | None = None,
@@ -101,7 +111,8 @@ def _made(source: Path, cases: list[_Case], work: Path, prefix: str) -> Iterator
         done = case.mutate(copy)
         args = done if isinstance(done, tuple) and all(isinstance(a, str) for a in done) \
             else ()  # a lambda returns what it calls; only a tuple of words is arguments
-        yield Mutant(case.name, copy, case.verdict, case.names, args)
+        yield Mutant(case.name, copy, case.verdict, case.names, args,
+                     case.shell or case.verdict)
         _writable(copy)
         shutil.rmtree(copy)
 
@@ -246,8 +257,17 @@ def _line_cases(base: Base, rng: random.Random, other: Path | None) -> list[_Cas
         around = (*names, f"record {seq + 1}", f"line {seq + 1}", f"record {seq - 1}",
                   f"line {seq - 1}")
         for at in sorted(rng.sample(range(len(line) - 1), 4)):
+            flip = _flip(at, 1 << (at % 7))
+            shell = SIGNATURE if seq < count and _signature_only(line, flip(line)) else FAIL
             cases.append(_Case(f"line {seq}: bit {at % 7} of byte {at} flipped", FAIL, names,
-                               _edit_line(index, _flip(at, 1 << (at % 7)))))
+                               _edit_line(index, flip), shell))
+        if seq in (1, (count + 1) // 2, count):
+            at = line.rindex(b'"sig":"') + 7 + 10  # a character well inside the base64
+            char = b"B" if line[at:at + 1] == b"A" else b"A"
+            cases.append(_Case(f"line {seq}: a character of its signature changed, still "
+                               "standard base64", FAIL, names,
+                               _edit_line(index, lambda b, a=at, c=char: b[:a] + c + b[a + 1:]),
+                               SIGNATURE if seq < count else FAIL))
         cases += [
             _Case(f"line {seq}: cut in half", FAIL, names,
                   _edit_line(index, lambda b: b[: len(b) // 2] + b"\n")),
@@ -304,6 +324,14 @@ def _edit_lines(edit: Callable[[list[bytes]], list[bytes]]) -> Mutate:
     return mutate
 
 
+def _signature_only(line: bytes, edited: bytes) -> bool:
+    """Whether `edited` is `line` with another signature in standard base64, its body as
+    signed: what only a check of every record's own signature finds."""
+    body = line[: line.rindex(b',"sig":"')]
+    return edited != line and edited.startswith(body + b',"sig":"') and \
+        bool(_STANDARD_SIG.search(edited, len(body)))
+
+
 def _flip(at: int, bit: int) -> Callable[[bytes], bytes]:
     def edit(line: bytes) -> bytes:
         data = bytearray(line)
@@ -350,6 +378,11 @@ def _rollback(base: Base, removed: int) -> Mutate:
 
 # Records edited and re-signed with the store's own key -------------------------------------
 
+# What only `bodycam verify` checks (canonical form, fields, references, totals): the shell
+# procedure, as docs/chain-format.md says, passes these.
+_NOT_IN_THE_SHELL = OK
+
+
 def _resigned_cases(base: Base) -> list[_Case]:
     cases = []
     bodies = base.bodies
@@ -380,14 +413,16 @@ def _resigned_cases(base: Base) -> list[_Case]:
             names = (*named(seq), file) if field in ("size", "sha256") else \
                 (*named(seq), file, *(f"record {s['seq']}" for s in stops))
             cases.append(_Case(f"record {seq}: {field} = {value!r}, re-signed", FAIL, names,
-                               edit(seq, ("payload", field), value)))
+                               edit(seq, ("payload", field), value),
+                               "" if field in ("size", "sha256") else _NOT_IN_THE_SHELL))
         later = [s for s in segments if s["payload"]["recording"] ==
                  segment["payload"]["recording"] and s is not segment]
         cases.append(_Case(
             "a recording's first segment gone: its record made an alarm, its file deleted, "
             "re-signed", FAIL,
             (*named(seq), file, *(s["payload"]["file"] for s in later[:1]),
-             *(f"stop record {s['seq']}" for s in stops)), _first_segment_gone(segment)))
+             *(f"stop record {s['seq']}" for s in stops)), _first_segment_gone(segment),
+            _NOT_IN_THE_SHELL))
     for stop in stops:
         seq = stop["seq"]
         for field, delta in (("segments", 1), ("segments", -1), ("video_frames", 1),
@@ -396,82 +431,84 @@ def _resigned_cases(base: Base) -> list[_Case]:
                 cases.append(_Case(f"record {seq}: {field} off by {delta}, re-signed", FAIL,
                                    (*named(seq), f"stop record {seq}"),
                                    edit(seq, ("payload", field),
-                                        stop["payload"][field] + delta)))
+                                        stop["payload"][field] + delta), _NOT_IN_THE_SHELL))
         if segments:
             cases.append(_Case(f"record {seq}: last_segment another, re-signed", FAIL,
                                (*named(seq), f"stop record {seq}"),
                                edit(seq, ("payload", "last_segment"),
-                                    segments[0]["payload"]["file"] + "x")))
+                                    segments[0]["payload"]["file"] + "x"), _NOT_IN_THE_SHELL))
         cases.append(_Case(f"record {seq}: stops recording 999999, re-signed", FAIL,
                            (*named(seq), f"stop record {seq}"),
-                           edit(seq, ("payload", "recording"), 999_999)))
+                           edit(seq, ("payload", "recording"), 999_999), _NOT_IN_THE_SHELL))
     for boot in base.seqs("boot"):
         cases.append(_Case(f"record {boot}: boot names another key, re-signed", FAIL,
                            named(boot), edit(boot, ("payload", "key_fingerprint"), "0" * 64)))
     target = bodies[-1]["seq"]
-    for path, value, what in (
-            (("type",), "reboot", "an unknown type"),
-            (("payload", "x"), 1.5, "a float in the payload"),
-            (("mono_ns",), 1.5, "a float mono_ns"),
-            (("wall",), "2026-11-28 05:25:56Z", "a wall without T and microseconds"),
-            (("wall",), "2026-13-28T05:25:56.095916Z", "a wall in month 13"),
-            (("wall",), 1764307556, "a wall as a number"),
-            (("extra",), 1, "a field the format does not have"),
-            (("officer",), None, "officer null")):
+    for path, value, what, shell in (
+            (("type",), "reboot", "an unknown type", FAIL),
+            (("payload", "x"), 1.5, "a float in the payload", _NOT_IN_THE_SHELL),
+            (("mono_ns",), 1.5, "a float mono_ns", _NOT_IN_THE_SHELL),
+            (("wall",), "2026-11-28 05:25:56Z", "a wall without T and microseconds", FAIL),
+            (("wall",), "2026-13-28T05:25:56.095916Z", "a wall in month 13", _NOT_IN_THE_SHELL),
+            (("wall",), 1764307556, "a wall as a number", FAIL),
+            (("extra",), 1, "a field the format does not have", _NOT_IN_THE_SHELL),
+            (("officer",), None, "officer null", _NOT_IN_THE_SHELL)):
         cases.append(_Case(f"record {target}: {what}, re-signed", FAIL, named(target),
-                           edit(target, path, value)))
+                           edit(target, path, value), shell))
     cases.append(_Case(f"record {target}: officer removed, re-signed", FAIL, named(target),
                        _resign_with(lambda bs: [_drop(b, "officer") if b["seq"] == target
-                                                else b for b in bs])))
+                                                else b for b in bs]), _NOT_IN_THE_SHELL))
     for name, raw in (("NaN", b'"x":NaN,'), ("nesting 100000 deep", b'"x":' + b"[" * 100_000
                                                + b"]" * 100_000 + b",")):
         cases.append(_Case(f"record {target}: {name} in the body, re-signed", FAIL,
                            named(target), _resign_with(
                                lambda bs, r=raw: [_raw(b, r) if b["seq"] == target else b
-                                                  for b in bs])))
+                                                  for b in bs]), _NOT_IN_THE_SHELL))
     template = bodies[-1]
     head_seq, head_hash = base.head
-    appended: list[tuple[str, list[dict[str, Any]], str]] = [
+    appended: list[tuple[str, list[dict[str, Any]], str, str]] = [
         ("a custody record naming a head not in the chain",
-         [_custody(template, n + 1, {"seq": 1, "hash": "0" * 64}, [])], f"record {n + 1}"),
+         [_custody(template, n + 1, {"seq": 1, "hash": "0" * 64}, [])], f"record {n + 1}",
+         _NOT_IN_THE_SHELL),
         ("a custody record naming itself as the head",
-         [_custody(template, n + 1, {"seq": n + 1, "hash": "0" * 64}, [])], f"record {n + 1}"),
+         [_custody(template, n + 1, {"seq": n + 1, "hash": "0" * 64}, [])], f"record {n + 1}",
+         _NOT_IN_THE_SHELL),
         ("a custody record naming a file never sealed",
          [_custody(template, n + 1, {"seq": head_seq, "hash": head_hash},
                    [{"seq": 1, "file": "sealed/00000001.ts", "sha256": "0" * 64, "size": 1}])],
-         f"record {n + 1}"),
+         f"record {n + 1}", _NOT_IN_THE_SHELL),
         ("a purge of a record that seals no file, under custody",
          [_custody(template, n + 1, {"seq": head_seq, "hash": head_hash},
                    [_held(s) for s in base.sealed]),
           _purge(template, n + 2, [{"seq": 1, "file": "sealed/00000001.ts",
                                     "sha256": "0" * 64, "size": 1, "custody": n + 1}])],
-         f"record {n + 2}"),
+         f"record {n + 2}", FAIL),
         ("a voice note for interruption 999999",
          [_record(template, n + 1, "voice_note", {
              "interruption": 999_999, "explained": True, "file": "", "sha256": "",
              "size": 0, "duration_ms": 0, "sample_rate": 48000, "ended_by": "silence"})],
-         f"record {n + 1}"),
+         f"record {n + 1}", FAIL),
         ("a notice for recording 999999",
          [_record(template, n + 1, "notice_played", {"recording": 999_999, "parts": []})],
-         f"record {n + 1}"),
+         f"record {n + 1}", _NOT_IN_THE_SHELL),
         ("a mark on recording 999999",
          [_record(template, n + 1, "mark", {"recording": 999_999, "source": "button"})],
-         f"record {n + 1}"),
+         f"record {n + 1}", _NOT_IN_THE_SHELL),
         ("a mark on a recording already stopped",
          [_record(template, n + 1, "mark", {"recording": base.seqs("record_start")[0],
                                             "source": "button"})],
-         f"record {n + 1}"),
+         f"record {n + 1}", _NOT_IN_THE_SHELL),
         ("a mark without its source",
          [_record(template, n + 1, "mark", {"recording": base.seqs("record_start")[0]})],
-         f"record {n + 1}"),
+         f"record {n + 1}", _NOT_IN_THE_SHELL),
         ("a key rotation to no key",
          [_record(template, n + 1, "key_rotation", {
              "new_public_key": "AAAA", "new_fingerprint": "0" * 64, "reason": "x",
-             "old_fingerprint": "0" * 64})], f"record {n + 1}"),
+             "old_fingerprint": "0" * 64})], f"record {n + 1}", FAIL),
     ]
-    for name, records, where in appended:
+    for name, records, where, shell in appended:
         cases.append(_Case(f"{name}, re-signed", FAIL, (where, where.replace("record", "line")),
-                           _append_records(records)))
+                           _append_records(records), shell))
     if base.sealed and not base.seqs("custody"):
         sealed = base.sealed[0]
         cases.append(_Case("a purge before any custody, the file deleted, re-signed", FAIL,
@@ -610,7 +647,7 @@ def _other_key_cases(base: Base, store: Path, work: Path) -> list[_Case]:
               ("record 1", "line 1"),
               lambda c: (resign_all(c), ("--key", str(device_pub)))[1]),
         _Case(f"record {middle} signed with another key", FAIL,
-              (f"record {middle}", f"line {middle}"), one_record),
+              (f"record {middle}", f"line {middle}"), one_record, SIGNATURE),
     ]
 
 

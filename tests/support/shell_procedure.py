@@ -37,15 +37,21 @@ def standard_tools(folder: Path, ffprobe: bool = True) -> Path:
 
 
 def run_procedure(store: Path, tools: Path, work: Path, calls: str | None = None,
-                  public_key: Path | None = None,
+                  public_key: Path | None = None, every_signature: bool = False,
+                  witness: str | None = None,
                   timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """The document's script on `store`: all of it, or its steps followed by `calls`."""
+    """The document's script on `store`: all of it, or its steps followed by `calls`; with
+    `every_signature`, its optional step that checks every record's own signature; with
+    `witness` (SEQ:HASH), a head seen outside the device."""
     blocks = bash_blocks()
     script = "\n".join(blocks if calls is None else [*blocks[:-1], calls])
     work.mkdir(parents=True, exist_ok=True)
-    env = {"PATH": str(tools), "STORE": str(store), "WORK": str(work)}
+    env = {"PATH": str(tools), "STORE": str(store), "WORK": str(work),
+           "EVERY_SIGNATURE": "yes" if every_signature else "no"}
     if public_key is not None:
         env["PUB"] = str(public_key)
+    if witness is not None:
+        env["WITNESS"] = witness
     bash = shutil.which("bash")
     assert bash is not None
     return subprocess.run([bash, "-c", script], env=env, capture_output=True, text=True,

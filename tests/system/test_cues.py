@@ -37,20 +37,39 @@ def test_reminder_pulses_while_recording_only(write_config) -> None:
         assert buzzes(buzzer) == stopped, "no reminder after the recording stopped"
 
 
-def test_low_battery_is_raised_announced_and_cleared(write_config, tmp_path: Path) -> None:
-    capacity = tmp_path / "store" / "sim" / "power_supply" / "BAT0" / "capacity"
+def checked_after_now(daemon) -> None:
+    """Wait until an alarm check has run wholly after this moment (the cues' thread runs
+    one check at a time: once a second one starts, the first is done)."""
+    now = time.monotonic()
+    wait_for(lambda: daemon.cues._last_check > now, timeout=5, what="a check")
+    started = daemon.cues._last_check
+    wait_for(lambda: daemon.cues._last_check > started, timeout=5, what="the next check")
+
+
+def test_low_battery_alarm_follows_the_runtime_estimate(write_config, tmp_path: Path) -> None:
+    """Raised when the recording time left crosses [battery] low_minutes (20), not at a low
+    percentage with time to spare; sealed, buzzed and shown; cleared on the charger."""
+    battery = tmp_path / "store" / "sim" / "power_supply" / "BAT0"
     with running_daemon(write_config(check_interval=0.2)) as daemon:
         buzzer = daemon.controls.factory.pin(daemon.config.gpio.buzzer_pin)
-        capacity.write_text("8\n")
+        (battery / "capacity").write_text("8\n")  # 8 % of 11.1 Wh at 1 W: 53 min left
+        checked_after_now(daemon)
+        (battery / "time_to_empty_now").write_text(f"{21 * 60}\n")  # the gauge's estimate
+        checked_after_now(daemon)
+        assert "battery_low" not in daemon.cues.active and daemon.health is Health.OK
+        (battery / "time_to_empty_now").write_text(f"{19 * 60}\n")
         wait_for(lambda: "battery_low" in daemon.cues.active, timeout=5, what="the alarm")
         wait_for(lambda: daemon.health is Health.WARNING, timeout=2, what="warning health")
         wait_for(lambda: buzzes(buzzer) >= 3, timeout=3, what="three pulses")
-        capacity.write_text("90\n")
+        (battery / "time_to_empty_now").write_text(f"{22 * 60}\n")  # wavering, not a new pack
+        checked_after_now(daemon)
+        assert "battery_low" in daemon.cues.active
+        (battery / "status").write_text("Charging\n")
         wait_for(lambda: not daemon.cues.active, timeout=5, what="the alarm to clear")
         assert daemon.health is Health.OK
-    raised, cleared = alarms(tmp_path / "store")
-    assert raised == {"alarm": "battery_low", "raised": True, "value": "8 %, about 53 min left"}
-    assert cleared["alarm"] == "battery_low" and cleared["raised"] is False
+    assert alarms(tmp_path / "store") == [
+        {"alarm": "battery_low", "raised": True, "value": "8 %, about 19 min left"},
+        {"alarm": "battery_low", "raised": False, "value": "8 %, charging"}]
 
 
 def test_unsynchronised_clock_and_low_storage_alarm(write_config, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def seen(pin, seconds: float = 0.6) -> str:
 
 
 def test_the_leds_say_what_is_recorded(write_config, tmp_path: Path) -> None:
-    capacity = tmp_path / "store" / "sim" / "power_supply" / "BAT0" / "capacity"
+    battery = tmp_path / "store" / "sim" / "power_supply" / "BAT0"
     with running_daemon(write_config(check_interval=0.2)) as daemon:
         gpio, factory = daemon.config.gpio, daemon.controls.factory
         red, yellow, green = (factory.pin(gpio.record_led_pin), factory.pin(gpio.audio_led_pin),
@@ -51,7 +51,7 @@ def test_the_leds_say_what_is_recorded(write_config, tmp_path: Path) -> None:
         daemon.controls.press(long=True)
         wait_for(lambda: daemon.machine.state is State.STANDBY, what="standby")
 
-        capacity.write_text("8\n")
+        (battery / "time_to_empty_now").write_text(f"{19 * 60}\n")  # under low_minutes (20)
         wait_for(lambda: "battery_low" in daemon.cues.active, timeout=5, what="the alarm")
         wait_for(lambda: seen(green) == "blinking", timeout=3, what="green blinking")
         assert (seen(red), seen(yellow)) == ("off", "off")

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.evidence.test_mutants import verdict_of
+from tests.evidence.test_mutants import shell_verdict_of, verdict_of
 from tests.support.dockside import docked_device
-from tests.support.mutants import FAIL, OK, Base, Mutant, mutants
+from tests.support.mutants import FAIL, OK, SIGNATURE, Base, Mutant, mutants
 from tests.support.pki import Pki
+from tests.support.shell_procedure import standard_tools
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,23 @@ def test_every_dock_and_device_mutant_gets_its_verdict(pulled: tuple[Path, Path]
         if problem:
             failures.append(f"{mutant.name} (expected {mutant.verdict}): {problem}")
     assert verdicts[FAIL] >= 280, verdicts
+    assert not failures, f"{len(failures)} of {sum(verdicts.values())}:\n" + "\n".join(failures)
+
+
+def test_the_shell_procedure_gets_its_verdict_on_the_device_store_and_splices(
+        pulled: tuple[Path, Path], recorded_store: Path, tmp_path: Path) -> None:
+    """The documented procedure on the device's store after custody, with files and lines
+    spliced from another recording. It reads no receipt or manifest, so the dock's folder is
+    `bodycam verify`'s alone."""
+    _, store = pulled
+    tools = standard_tools(tmp_path / "tools", ffprobe=False)
+    failures, verdicts = [], dict.fromkeys((OK, FAIL, SIGNATURE), 0)
+    for mutant in mutants(store, tmp_path / "work", other=recorded_store):
+        verdicts[mutant.shell] += 1
+        problem = shell_verdict_of(mutant, tools, tmp_path / "shell-work")
+        if problem:
+            failures.append(f"{mutant.name} (expected {mutant.shell}): {problem}")
+    assert verdicts[FAIL] >= 200, verdicts
     assert not failures, f"{len(failures)} of {sum(verdicts.values())}:\n" + "\n".join(failures)
 
 

@@ -12,9 +12,7 @@ an interruption with no explained note stays flagged.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import queue
 import threading
 import time
@@ -26,10 +24,8 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from agent.config import VoiceNoteConfig
-from agent.device.recording.segment import AGE_SUFFIX
+from agent.device.seal_file import seal_file
 from agent.device.voice import Voice
-from agent.durable import fsync_dir, write_all
-from agent.evidence.age import encrypt, encryption_record
 from agent.evidence.chain import Chain
 from agent.evidence.store import Store
 from hal.audio import Microphone, rms_dbfs
@@ -114,31 +110,11 @@ class VoiceNoteTaker:
             out.setsampwidth(2)
             out.setframerate(rate)
             out.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
-        plaintext = wav.getvalue()
-        extra: dict[str, Any] = {}
-        if self._recipients:  # the officer's voice is media: never on disk in the clear
-            data = encrypt(plaintext, self._recipients)
-            extra = {"encryption": encryption_record(self._recipients),
-                     "plaintext": {"sha256": hashlib.sha256(plaintext).hexdigest(),
-                                   "size": len(plaintext)}}
-        else:
-            data = plaintext
-        path = self._store.open / f"{kind}-{time.monotonic_ns()}.wav" \
-            f"{AGE_SUFFIX if self._recipients else ''}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        fsync_dir(path.parent)  # a cut before the rename leaves it for recovery to seal
-        return self._chain.append(kind, {
-            **link,
-            **extra,
-            "size": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "duration_ms": len(pcm) * 1000 // rate,
-            "sample_rate": rate,
-            "ended_by": ended_by,
-            "explained": speech,
-        }, name_for_seq=self._store.move_to_sealed(path))
+        return seal_file(self._store, self._chain, kind, ".wav", wav.getvalue(),
+                         self._recipients, {
+                             **link,
+                             "duration_ms": len(pcm) * 1000 // rate,
+                             "sample_rate": rate,
+                             "ended_by": ended_by,
+                             "explained": speech,
+                         })

@@ -69,14 +69,34 @@ class Claim(StrictModel):
     retention: Literal["standard", "marked"] | None = None
 
 
+class ArchivedObject(StrictModel):
+    """One object version the dock wrote and read back: a sealed file (`seq`) or a slice of
+    the chain (no `seq`)."""
+
+    key: Annotated[str, Field(min_length=1, max_length=256)]
+    version_id: Annotated[str, Field(min_length=1, max_length=128)]
+    retain_until: Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z$")]
+    seq: Seq | None = None
+
+
+class ArchiveClaim(StrictModel):
+    """Where the dock archived what it reports: the device keeps it in the custody record."""
+
+    endpoint: Annotated[str, Field(min_length=1, max_length=256)]
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    objects: Annotated[list[ArchivedObject], Field(max_length=1_000_000)]
+
+
 class CustodyReport(StrictModel):
-    """What a dock says it holds; its own identity comes from its certificate, not from here."""
+    """What a dock says it holds; its own identity comes from its certificate, not from here.
+    `archive`, when the dock archives: every file the report takes must be named there."""
 
     report_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{8,64}$")]
     nonce: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
     operator: Annotated[str, Field(min_length=1, max_length=64)]
     head: Head
     segments: Annotated[list[Claim], Field(max_length=1_000_000)]
+    archive: ArchiveClaim | None = None
 
 
 @dataclass(frozen=True)
@@ -372,11 +392,27 @@ def check_report(ledger: Ledger, report: CustodyReport) -> list[SealedFile]:
                                  f"{claim.retention!r}, but the chain gives it "
                                  f"{ledger.retention(sealed)!r}")
         taken[claim.seq] = sealed
+    if report.archive is not None:
+        _check_archive(report.archive, taken, ledger)
     missing = [f.file for f in ledger.outstanding() if f.seq <= head.seq and f.seq not in taken]
     if missing:
         raise CustodyRefused(422, f"partial report: {len(missing)} sealed file(s) up to seq "
                              f"{head.seq} not listed, first {missing[0]}")
     return [taken[seq] for seq in sorted(taken)]
+
+
+def _check_archive(archive: ArchiveClaim, taken: dict[int, SealedFile], ledger: Ledger) -> None:
+    """An archive names only files of the report, and every file the report takes."""
+    named = [item.seq for item in archive.objects if item.seq is not None]
+    stray = sorted(set(named) - set(taken))
+    if stray:
+        raise CustodyRefused(422, f"archive names seq {stray[0]}, which the report does not "
+                             "list")
+    unnamed = [f.file for seq, f in sorted(taken.items())
+               if seq not in named and seq not in ledger.custody]
+    if unnamed:
+        raise CustodyRefused(422, f"archive names no object for {unnamed[0]}, which the "
+                             "report takes into custody")
 
 
 def check_proofs(root: Path, nonce: str, claims: Iterable[tuple[SealedFile, str]]) -> None:
@@ -439,7 +475,7 @@ class CustodyDesk:
             self.backoff.passed(dock)
             with self._ledger.lock:  # custody only grows: what was proven covers it still
                 files = check_report(self._ledger.refresh(), report)
-                record = self._chain.append("custody", {
+                payload = {
                     "report_id": report.report_id,
                     "dock": dock.as_record(),
                     "operator": report.operator,
@@ -448,7 +484,10 @@ class CustodyDesk:
                                                       if classes[f.seq] else {})}
                                  for f in files],
                     "retention_days": self._retention.as_record(),
-                })
+                }
+                if report.archive is not None:
+                    payload["archive"] = report.archive.model_dump(exclude_none=True)
+                record = self._chain.append("custody", payload)
                 return self._ledger.refresh().custody_lines[record["seq"]]
 
 

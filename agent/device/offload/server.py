@@ -76,7 +76,8 @@ SMALL_BODY = 4 * 1024                        # an officer assignment, a clock se
 # Five PEM fields of _PEM_MAX characters, each at most 6 bytes as JSON writes it (\uXXXX).
 ENROLLMENT_BODY = 5 * 6 * _PEM_MAX + SMALL_BODY
 CUSTODY_BODY = 64 * 1024                     # a custody report naming no file...
-CUSTODY_BODY_PER_FILE = 512                  # ...and this much for each file not in custody
+CUSTODY_BODY_PER_FILE = 1024                 # ...and this much for each file not in custody
+# (its claim, about 180 bytes, and its archived object, at most about 480)
 _ENROLLMENT_MODE = frozenset({f"{API}/identity", f"{API}/enrollment"})
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -123,6 +124,7 @@ class DockedDevice:
     purge: Callable[[], Any]
     officer: Callable[[], str]
     retention: RetentionConfig
+    station_status: Callable[[], dict[str, Any]]  # battery, storage, video (GET /status)
 
 
 def server_context(config: DockConfig, store: Path, certificate: Path,
@@ -160,6 +162,7 @@ class OffloadServer:
                       ("GET", "/identity", self._identity, 0),
                       ("GET", "/enrollment", self._certificate_request, 0),
                       ("POST", "/enrollment", self._enroll, ENROLLMENT_BODY),
+                      ("GET", "/status", self._status, 0),
                       ("GET", "/chain", self._chain, 0),
                       ("GET", "/sealed/(?P<seq>[^/]*)", self._sealed, 0),
                       ("POST", "/custody", self._custody, self._custody_body),
@@ -219,6 +222,13 @@ class OffloadServer:
             "clock": device.clock.state().as_record(),
             "nonce": self._custody_desk.nonces.issue(_dock(request).certificate_sha256),
         })
+
+    def _status(self, request: Request) -> Reply:
+        """The device's clock, battery, storage and what is recorded, read now: what a
+        collection station shows."""
+        device = self._device
+        return json_reply({"device": device.device_id, "officer": device.officer(),
+                           "time": utc_iso(device.clock.now_ns()), **device.station_status()})
 
     def _chain(self, request: Request) -> FileReply:
         """The journal from line `from` on, byte for byte as written, up to its last whole

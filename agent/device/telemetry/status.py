@@ -18,6 +18,7 @@ from agent.config import Config
 from agent.device.offload.custody import Ledger, export_backlog
 from agent.evidence.chain import utc_iso
 from hal.battery import Battery, projected_runtime_s
+from hal.camera.mode import profile_name, recording_bitrate, video_mode
 from hal.clock import KernelClock, SimulatedClock
 from hal.gnss import Gnss, location_fields
 from hal.storage import free_bytes, recording_hours
@@ -61,6 +62,14 @@ def device_status(sources: StatusSources) -> dict[str, Any]:
     }
 
 
+def station_status(sources: StatusSources) -> dict[str, Any]:
+    """What a collection station reads besides identity and clock (GA/T 947.4 as vendors
+    implement it; docs/station-interface.md): battery, storage and what is recorded, each
+    as the fleet status gives it."""
+    return {"battery": _guarded(_battery, sources), "storage": _guarded(_storage, sources),
+            "video": _guarded(_video, sources)}
+
+
 def _guarded(read: Callable[[StatusSources], dict[str, Any] | None],
              sources: StatusSources) -> dict[str, Any] | None:
     try:
@@ -82,9 +91,16 @@ def _battery(sources: StatusSources) -> dict[str, Any] | None:
 
 def _storage(sources: StatusSources) -> dict[str, Any]:
     config = sources.config
-    bitrate = config.camera.bitrate + (config.audio.bitrate if config.audio.enabled else 0)
     free = free_bytes(config.store_path)
-    return {"free_bytes": free, "hours_left": round(recording_hours(free, bitrate), 1)}
+    return {"free_bytes": free,
+            "hours_left": round(recording_hours(free, recording_bitrate(config)), 1)}
+
+
+def _video(sources: StatusSources) -> dict[str, Any]:
+    """What the camera is set to record (a segment's record has the stream's own size)."""
+    mode = video_mode(sources.config)
+    return {"profile": profile_name(sources.config), "width": mode.width,
+            "height": mode.height, "fps": mode.fps, "bitrate": mode.bitrate}
 
 
 def _clock(sources: StatusSources) -> dict[str, Any]:

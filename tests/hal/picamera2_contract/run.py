@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import picamera2
 
 from tests.hal.picamera2_contract import camera as stand_in
@@ -87,6 +88,39 @@ def record() -> dict[str, Any]:
             "released": not stand_in.BUSY, "exposure_us": stand_in.EXPOSURE_US, **mapped}
 
 
+def still() -> dict[str, Any]:
+    """Three stills while recording, through picamera2's own capture job; then stop. What the
+    encoder was handed, what the sensor made, and what each still shows."""
+    camera = PiCamera(_config("software", width=1000, height=720))
+    out = Collector()
+    camera.start(out)
+    _wait(lambda: len(out.frames) >= 15, 10)
+    stills = []
+    for _ in range(3):
+        stills.append(camera.still(2.0))
+        time.sleep(0.2)
+    taken = len(out.frames)
+    _wait(lambda: len(out.frames) >= taken + 15, 10)
+    camera.stop()
+    stamps = [f["timestamp"] for f in out.frames]
+    bar, width = camera._overlay.bar_height, camera.layout.width
+    return {"frames": stamps, "sensor_timestamps_ns": stand_in.SENSOR_TIMESTAMPS[:len(stamps)],
+            "stills": [_seen(s, stamps, bar, width) for s in stills]}
+
+
+def _seen(still: Any, stamps: list[int], bar: int, width: int) -> dict[str, Any]:
+    """Where the still sits in the video, and how it compares with the stand-in sensor's
+    picture of that frame (a grey ramp rolled 4 px a frame; limited-range luma)."""
+    rgb = still.rgb.astype(np.int16)
+    index = stamps.index(still.pts_us) if still.pts_us in stamps else None
+    ramp = np.roll(np.linspace(40, 200, width, dtype=np.uint8), (index or 0) * 4)
+    expected = np.clip((ramp.astype(np.float32) - 16) * 255 / 219, 0, 255)
+    return {"pts_us": still.pts_us, "index": index, "shape": list(still.rgb.shape),
+            "bar_black": float((rgb[:bar] < 24).mean()),
+            "bar_white": float((rgb[:bar] > 230).mean()),
+            "below_error": float(np.abs(rgb[bar:] - expected[None, :, None]).mean())}
+
+
 def dead_loop() -> dict[str, Any]:
     """An exception inside picamera2 itself kills its event loop: stop must still return."""
     camera = PiCamera(_config("software"))
@@ -149,4 +183,4 @@ def half_open() -> dict[str, Any]:
 
 if __name__ == "__main__":
     print(json.dumps({"record": record, "dead_loop": dead_loop, "version_check": version_check,
-                      "half_open": half_open}[sys.argv[1]]()))
+                      "half_open": half_open, "still": still}[sys.argv[1]]()))

@@ -1,0 +1,1 @@
+"""`bodycam report`: a store's shifts and incidents, verified, then drawn (docs/report.md)."""
