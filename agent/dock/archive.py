@@ -25,9 +25,11 @@ from typing import Any
 
 from agent.evidence.chain import SEALED_FILE_TYPES
 from agent.evidence.keys import PUBLIC_NAME
+from agent.evidence.retention import MARKED, STANDARD, retention_classes
 
 MODE = "COMPLIANCE"
 DEFAULT_RETENTION = timedelta(days=365)  # Art. 21: a year
+DEFAULT_MARKED_RETENTION = timedelta(days=3650)  # as the device's [retention] marked_days
 MIN_RETENTION = timedelta(days=1)        # however old a file is when it reaches the archive
 PROBE_RETENTION = timedelta(hours=1)     # the probe object's, left locked in the bucket
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -287,6 +289,15 @@ class Archived:
                           for seq, held in sorted(self.files.items())],
                 "chain": self.chain.as_record() if self.chain else None,
                 "receipt": self.receipt.as_record() if self.receipt else None}
+
+
+def class_retention(records: list[dict[str, Any]], standard: timedelta,
+                    marked: timedelta) -> Callable[[dict[str, Any]], timedelta]:
+    """Each sealed-file record's retention: `marked` for the files of a recording a mark
+    marks, else `standard`, the class told from the chain (agent/evidence/retention.py)."""
+    classes = retention_classes(records)
+    days = {STANDARD: standard, MARKED: marked}
+    return lambda record: days[classes[record["seq"]]]
 
 
 def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict[str, Any]],

@@ -36,12 +36,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.dock.archive import (
+    DEFAULT_MARKED_RETENTION,
     DEFAULT_RETENTION,
     Archive,
     Archived,
     ArchiveError,
     archive_pull,
     archive_receipt,
+    class_retention,
 )
 from agent.dock.bulk import BulkLink, Connections, Download
 from agent.dock.direct_file import ForeignFile, aligned_down, open_own
@@ -364,10 +366,11 @@ def _purged_on_device(records: list[dict[str, Any]]) -> set[int]:
 async def pull(url: str, out: Path, link: DockLink, operator: str,
                device_key: Path | None = None, connections: int = 4,
                custody: bool = True, archive: Archive | None = None,
-               retention: timedelta = DEFAULT_RETENTION) -> PullResult:
+               retention: timedelta = DEFAULT_RETENTION,
+               marked_retention: timedelta = DEFAULT_MARKED_RETENTION) -> PullResult:
     """Pull, verify, archive (when given an archive) and report custody of one device.
     The archive is probed before anything is pulled; custody is reported only for files
-    the archive holds, as read back."""
+    the archive holds, as read back, each kept for its class's retention."""
     started = time.monotonic()
     context = link.context()
     if archive is not None:
@@ -419,7 +422,7 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                     result.archived = await asyncio.to_thread(
                         archive_pull, archive, result.device, folder, records,
                         [r["seq"] for r in _to_report(folder, records)],
-                        lambda record: retention, connections)
+                        class_retention(records, retention, marked_retention), connections)
                 if custody:
                     await _report_custody(session, context.check, folder, records, report,
                                           operator, result, result.archived)
