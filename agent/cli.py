@@ -129,10 +129,17 @@ def _parser() -> argparse.ArgumentParser:
     press.add_argument("--long", action="store_true",
                        help="hold it: stops a recording; on the function button, declares an "
                             "exemption")
-    press.add_argument("--function", action="store_true",
-                       help="the function button: explains an interruption now")
+    button = press.add_mutually_exclusive_group()
+    button.add_argument("--function", action="store_true",
+                        help="the function button: explains an interruption now")
+    button.add_argument("--audio", action="store_true",
+                        help="the audio button: starts a sound-only recording; --long stops it")
     press.set_defaults(func=_press)
 
+    mark = commands.add_parser("mark", parents=[common],
+                               help="mark the recording under way important (重要标记), as a "
+                               "short press of the record button does")
+    mark.set_defaults(func=_mark)
     photo = commands.add_parser("photo", parents=[common],
                                 help="take a photo, as the PHOTO button does (docs/recorder.md)")
     photo.set_defaults(func=_photo)
@@ -204,6 +211,9 @@ def _verify(args: argparse.Namespace) -> int:
         if len(roots) > 1:
             print(f"{store}:")
         print(report.summary())
+        for mark in report.marks:
+            print(f"mark: recording {mark['recording']} marked important at {mark['wall']} "
+                  f"(record {mark['seq']}, {mark['source']})")
         for note in report.notes:
             print(f"note: {note}")
     if args.json:  # one JSON document: the report, or every device's in an evidence folder
@@ -332,7 +342,8 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(reply, indent=2))
         return 0
     head = reply["chain_head"]
-    recording = (f"recording {reply['recording']} into {reply['current_segment']}"
+    sound_only = " (sound only)" if reply.get("mode") == "audio" else ""
+    recording = (f"recording {reply['recording']}{sound_only} into {reply['current_segment']}"
                  if reply["recording"] else "standby, not recording")
     print(f"{reply['device']} ({reply['officer'] or 'no officer'}): {recording}\n"
           f"segments sealed since start: {reply['segments_sealed']}\n"
@@ -347,9 +358,16 @@ def _trigger(args: argparse.Namespace) -> int:
 
 
 def _press(args: argparse.Namespace) -> int:
-    _send(args, {"cmd": "press", "long": args.long, "function": args.function})
+    _send(args, {"cmd": "press", "long": args.long, "function": args.function,
+                 "audio": args.audio})
     print(f"{'long press' if args.long else 'press'} on the "
-          f"{'function' if args.function else 'record'} button")
+          f"{'function' if args.function else 'audio' if args.audio else 'record'} button")
+    return 0
+
+
+def _mark(args: argparse.Namespace) -> int:
+    _send(args, {"cmd": "mark"})
+    print("mark sent: sealed if a recording is under way")
     return 0
 
 

@@ -345,12 +345,18 @@ class GpioConfig(_Section):
     # Contact bounce on the record and function buttons: an edge counts once the level has
     # held this long (lgpio's debounce). 0 = off.
     button_bounce_s: Annotated[float, Field(ge=0, le=0.2)] = 0.03
+    # The indicators of GA/T 947: red, video being recorded; yellow, sound being recorded;
+    # green, power (agent/device/indicators.py).
     record_led_pin: Annotated[int, Field(ge=0, le=53)] = 27
+    audio_led_pin: Annotated[int, Field(ge=0, le=53)] = 25
     status_led_pin: Annotated[int, Field(ge=0, le=53)] = 22
     buzzer_pin: Annotated[int, Field(ge=0, le=53)] = 23  # a buzzer or a vibration motor
     # The function button: a press explains an interruption, a hold declares an exemption.
     function_button_pin: Annotated[int, Field(ge=0, le=53)] = 24
     exemption_hold_seconds: Annotated[float, Field(ge=0.5, le=30)] = 2.0
+    # The audio button: a press in standby starts a sound-only recording, a hold stops it.
+    # None: no such button (no sound-only gesture).
+    audio_pin: Annotated[int, Field(ge=0, le=53)] | None = None
     # The PHOTO button: a press takes a still from the camera (none = no photo button).
     photo_pin: Annotated[int, Field(ge=0, le=53)] | None = None
     # External trigger inputs (holster sensor, vehicle signal): name -> BCM pin. Active when
@@ -363,8 +369,10 @@ class GpioConfig(_Section):
     @model_validator(mode="after")
     def _distinct_pins(self) -> GpioConfig:
         pins = {"button_pin": self.button_pin, "record_led_pin": self.record_led_pin,
+                "audio_led_pin": self.audio_led_pin,
                 "status_led_pin": self.status_led_pin, "buzzer_pin": self.buzzer_pin,
                 "function_button_pin": self.function_button_pin,
+                **({"audio_pin": self.audio_pin} if self.audio_pin is not None else {}),
                 **({"photo_pin": self.photo_pin} if self.photo_pin is not None else {}),
                 **{f"trigger_pins.{name}": pin for name, pin in self.trigger_pins.items()}}
         if len(set(pins.values())) != len(pins):
@@ -435,6 +443,26 @@ class DockConfig(_Section):
 
     def path(self, store: Path, name: str) -> Path:
         return store / os.path.expanduser(name)
+class RetentionConfig(_Section):
+    """The agency's retention of each class of sealed file (agent/evidence/retention.py),
+    in days: sealed into every custody record, for the dock and the archive to keep each file
+    at least that long (docs/docking.md, "Retention")."""
+
+    standard_days: Annotated[int, Field(ge=1, le=36_500)] = 180
+    marked_days: Annotated[int, Field(ge=1, le=36_500)] = 3650
+
+    @model_validator(mode="after")
+    def _marked_longer(self) -> RetentionConfig:
+        if self.marked_days <= self.standard_days:
+            raise ValueError(f"[retention] marked_days = {self.marked_days} must be longer "
+                             f"than standard_days = {self.standard_days}: marked footage is "
+                             "kept longer")
+        return self
+
+    def as_record(self) -> dict[str, int]:
+        return {"standard": self.standard_days, "marked": self.marked_days}
+
+
 class GnssConfig(_Section):
     """Where the location comes from: gpsd's JSON protocol over TCP, a scripted fix, or none."""
 
@@ -483,6 +511,7 @@ class Config(_Section):
         return self
     dock: DockConfig = DockConfig()
     gnss: GnssConfig = GnssConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _real_microphone_runs_in_real_time(self) -> Config:
@@ -490,6 +519,13 @@ class Config(_Section):
                 and not self.camera.realtime):
             raise ValueError(f"[audio] backend = {self.audio.backend!r} records in real time: "
                              "set [camera] realtime = true")
+        return self
+
+    @model_validator(mode="after")
+    def _audio_button_has_a_microphone(self) -> Config:
+        if self.gpio.audio_pin is not None and not self.audio.enabled:
+            raise ValueError(f"[gpio] audio_pin = {self.gpio.audio_pin} starts sound-only "
+                             "recordings: set [audio] enabled = true, or remove audio_pin")
         return self
 
     @model_validator(mode="after")

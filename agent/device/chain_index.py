@@ -4,9 +4,10 @@
 so nothing the daemon does at start, on a timer or per request may read all of it.
 This index, SQLite beside the chain (`chain-index.sqlite`), holds each line's byte
 offset and the state derived from the records so far: the sealed files with their
-custody and purges, the custody report ids, the officer, the recordings not yet
-stopped, the unexplained interruptions and the key rotations. It reads each line
-of the chain once, as it is appended (`catch_up`), in one transaction per call.
+recording, custody and purges, the recordings marked important, the custody report
+ids, the officer, the recordings not yet stopped, the unexplained interruptions and the
+key rotations. It reads each line of the chain once, as it is appended (`catch_up`), in
+one transaction per call.
 
 The chain stays the only truth. The index records the offset, seq and hash of the
 last record it has seen; at start it is trusted only if the chain holds that very
@@ -30,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.evidence.chain import SEALED_FILE_TYPES, parse_line, record_hash, split_line, whole_lines
+from agent.evidence.retention import MARKED, recording_of
 from agent.evidence.verify import explained_interruption
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "chain-index.sqlite"
-VERSION = 1  # of the schema and of what is derived; another version is rebuilt
+VERSION = 2  # of the schema and of what is derived; another version is rebuilt
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value);
@@ -43,9 +45,12 @@ CREATE TABLE lines (line INTEGER PRIMARY KEY, offset INTEGER NOT NULL);
 CREATE TABLE files (
     seq INTEGER PRIMARY KEY, line INTEGER NOT NULL, file TEXT NOT NULL,
     sha256 TEXT NOT NULL, size INTEGER NOT NULL, wall TEXT NOT NULL,
+    recording INTEGER,                      -- the recording it belongs to, if it names one
     custody INTEGER,                        -- seq of the first custody record holding it
+    marked_custody INTEGER,                 -- ... and of the first holding it as `marked`
     purged INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE marked (recording INTEGER PRIMARY KEY);
 CREATE INDEX files_outstanding ON files (seq) WHERE custody IS NULL AND purged = 0;
 CREATE INDEX files_purgeable ON files (seq) WHERE custody IS NOT NULL AND purged = 0;
 CREATE TABLE reports (report_id TEXT PRIMARY KEY);
@@ -59,10 +64,10 @@ BATCH_LINES = 20_000  # committed together
 _TAIL = re.compile(rb',"seq":([0-9]+),"type":"([a-z_]+)","wall":"[^"]*"\}$')
 # The record types that change what the index derives; the others are only counted.
 _DERIVED = frozenset({*SEALED_FILE_TYPES, "custody", "purge", "officer_assigned",
-                      "record_start", "record_stop", "interruption", "key_rotation"})
+                      "record_start", "record_stop", "interruption", "key_rotation", "mark"})
 _FLUSHING = _DERIVED - {*SEALED_FILE_TYPES, "record_start"}
-_INSERT_FILE = ("INSERT OR REPLACE INTO files (seq, line, file, sha256, size, wall) "
-                "VALUES (?, ?, ?, ?, ?, ?)")
+_INSERT_FILE = ("INSERT OR REPLACE INTO files (seq, line, file, sha256, size, wall, recording) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)")
 _INSERT_OPEN = "INSERT OR IGNORE INTO open_recordings VALUES (?, ?)"
 # What is derived from the records, with its value before the first one.
 _START = {"version": VERSION, "end": 0, "lines": 0, "last_seq": 0, "last_hash": None,
@@ -246,7 +251,8 @@ class ChainIndex:
         meta = self._meta
         if kind in SEALED_FILE_TYPES:
             self._pending[_INSERT_FILE].append((seq, line, payload["file"], payload["sha256"],
-                                                payload["size"], body["wall"]))
+                                                payload["size"], body["wall"],
+                                                recording_of(payload)))
         if kind == "segment_sealed" and payload["recording"] in self._open:
             self._pending[_INSERT_OPEN].append((payload["recording"], line))
         if kind in _FLUSHING:
@@ -258,6 +264,10 @@ class ChainIndex:
             meta["custody_head"] = max(meta["custody_head"], payload["head"]["seq"])
             db.executemany("UPDATE files SET custody = ? WHERE seq = ? AND custody IS NULL",
                            [(seq, held["seq"]) for held in payload["segments"]])
+            db.executemany("UPDATE files SET marked_custody = ? WHERE seq = ? AND "
+                           "marked_custody IS NULL", [(seq, held["seq"]) for held in
+                                                      payload["segments"]
+                                                      if held.get("retention") == MARKED])
         elif kind == "purge":
             db.executemany("UPDATE files SET purged = 1 WHERE seq = ?",
                            [(item["seq"],) for item in payload["files"]])
@@ -272,6 +282,8 @@ class ChainIndex:
             self._open.discard(payload["recording"])
         elif kind == "interruption":
             db.execute("INSERT OR IGNORE INTO unexplained VALUES (?)", (seq,))
+        elif kind == "mark":
+            db.execute("INSERT OR IGNORE INTO marked VALUES (?)", (payload["recording"],))
         elif kind == "key_rotation":
             db.execute("INSERT INTO rotations VALUES (?)", (line,))
         explained = explained_interruption(body)
@@ -290,9 +302,15 @@ class ChainIndex:
         with self.lock:
             return self._meta[key]
 
-    def sealed_file(self, seq: int) -> tuple[int, str, str, int, str] | None:
-        """(seq, file, sha256, size, wall) of the file record `seq` seals, if it seals one."""
-        return self._one("SELECT seq, file, sha256, size, wall FROM files WHERE seq = ?", seq)
+    def sealed_file(self, seq: int) -> tuple[int, str, str, int, str, int | None] | None:
+        """(seq, file, sha256, size, wall, recording) of the file record `seq` seals, if it
+        seals one."""
+        return self._one("SELECT seq, file, sha256, size, wall, recording FROM files "
+                         "WHERE seq = ?", seq)
+
+    def marked(self) -> set[int]:
+        """The recordings a `mark` record marks."""
+        return {row[0] for row in self._all("SELECT recording FROM marked")}
 
     def custody_of(self, seq: int) -> int | None:
         """The seq of the first custody record that holds file `seq`."""
@@ -315,10 +333,12 @@ class ChainIndex:
         assert row is not None
         return int(row[0])
 
-    def purgeable(self) -> list[tuple[int, str, str, int, str]]:
-        """The files in custody and not yet purged, oldest first."""
-        return self._all("SELECT seq, file, sha256, size, wall FROM files WHERE custody IS "
-                         "NOT NULL AND purged = 0 ORDER BY seq")
+    def purgeable(self) -> list[tuple[int, str, str, int, str, int | None, int, int | None]]:
+        """The files in custody and not yet purged, oldest first: (seq, file, sha256, size,
+        wall, recording, custody, marked_custody)."""
+        return self._all("SELECT seq, file, sha256, size, wall, recording, custody, "
+                         "marked_custody FROM files WHERE custody IS NOT NULL AND purged = 0 "
+                         "ORDER BY seq")
 
     def _one(self, sql: str, *args: Any) -> Any:
         with self.lock:

@@ -30,6 +30,7 @@ from agent.device.cues import Cues
 from agent.device.enrollment import enrolled_identity
 from agent.device.faults import FaultWatch
 from agent.device.heat_power import HeatPowerWatch, take_power_marker
+from agent.device.indicators import lights
 from agent.device.interruptions.camera_restart import leave_open, take_open
 from agent.device.interruptions.gaps import Gap, Interruptions, gap_now
 from agent.device.interruptions.voice_note import VoiceNoteTaker
@@ -42,13 +43,18 @@ from agent.device.recording.recovery import CutRecording, move_orphans_back, rec
 from agent.device.sdnotify import Notifier
 from agent.device.selfcheck import SelfCheckResult, Status, device_under_check, run_selfcheck
 from agent.device.state import (
+    AudioHeld,
+    AudioPressed,
     ButtonHeld,
     ButtonPressed,
+    ButtonTapped,
     Event,
     Fault,
     FunctionHeld,
     FunctionPressed,
     HealthChanged,
+    MarkAsked,
+    Mode,
     PhotoPressed,
     Shutdown,
     State,
@@ -60,7 +66,7 @@ from agent.device.telemetry.status import StatusSources, device_status, station_
 from agent.device.voice import Voice
 from agent.device.watchdog import Watchdog, take_marker
 from agent.evidence.age import encryption_record
-from agent.evidence.chain import Chain, current_boot_id
+from agent.evidence.chain import Chain, current_boot_id, parse_line
 from agent.evidence.keys import (
     REPAIR_RECORD,
     KeyMaterialError,
@@ -77,7 +83,7 @@ from hal.camera.base import AbsentCamera, Camera
 from hal.camera.factory import expected_layout, open_camera
 from hal.clock import open_clock
 from hal.gnss import Gnss, location_fields, open_gnss
-from hal.gpio import AbsentControls, Health, OfficerControls
+from hal.gpio import AbsentControls, Gestures, Health, OfficerControls
 from hal.storage import SimulatedStorageStall
 from hal.thermal import open_thermal
 from hal.triggers import TriggerInputs
@@ -290,12 +296,15 @@ class Daemon:
                            self.config.voice.languages, self.chain,
                            self.config.voice.notice_text)
         self.controls = open_or_absent("button and LEDs", lambda: OfficerControls(
-            self.config.gpio,
-            on_press=lambda g: self.post(ButtonPressed(g)),
-            on_hold=lambda g: self.post(ButtonHeld(g)),
-            on_function_press=lambda: self.post(FunctionPressed()),
-            on_function_hold=lambda: self.post(FunctionHeld()),
-            on_photo_press=lambda: self.post(PhotoPressed("button"))), AbsentControls, absent)
+            self.config.gpio, Gestures(
+                press=lambda g: self.post(ButtonPressed(g)),
+                tap=lambda g: self.post(ButtonTapped(g)),
+                hold=lambda g: self.post(ButtonHeld(g)),
+                audio_press=lambda g: self.post(AudioPressed(g)),
+                audio_hold=lambda g: self.post(AudioHeld(g)),
+                function_press=lambda: self.post(FunctionPressed()),
+                function_hold=lambda: self.post(FunctionHeld()),
+                photo_press=lambda: self.post(PhotoPressed("button")))), AbsentControls, absent)
         if config.gpio.trigger_pins:
             self.triggers = open_or_absent("triggers", self._open_triggers,
                                            lambda _reason: None, absent)
@@ -338,8 +347,22 @@ class Daemon:
             self.interruptions.begin(gap)
         if gaps:
             # It was recording (or asked to) when it ended: record again at once, without
-            # the officer.
-            self.post(TriggerStart("resume_after_interruption"))
+            # the officer, in the mode the officer chose (sound only stays sound only).
+            audio = any(self._mode_of(gap.recording_before) is Mode.AUDIO for gap in gaps)
+            self.post(TriggerStart("resume_after_interruption",
+                                   Mode.AUDIO if audio else Mode.VIDEO))
+
+    def _mode_of(self, recording: int | None) -> Mode:
+        """The mode of a recording, from its record_start (video when not known)."""
+        for _, line in self.index.read_lines([recording] if recording else []):
+            try:
+                start = parse_line(line)[2]
+            except ValueError:
+                break
+            if start.get("type") == "record_start" and start.get("seq") == recording and \
+                    start.get("payload", {}).get("mode") == Mode.AUDIO.value:
+                return Mode.AUDIO
+        return Mode.VIDEO
 
     def _fault_event(self, event: Event) -> None:
         """A fault raised or cleared: the alarm at once, whatever the state; then decide."""
@@ -376,9 +399,10 @@ class Daemon:
 
     # --- actions the state machine takes ---------------------------------------------------
 
-    def start_recording(self, trigger: str) -> None:
-        recording = self.recorder.start(trigger, self.camera.origin_ns)
-        log.info("recording %d started by %s", recording, trigger)
+    def start_recording(self, trigger: str, mode: Mode) -> None:
+        recording = self.recorder.start(trigger, self.camera.origin_ns,
+                                        audio_only=mode is Mode.AUDIO)
+        log.info("%s recording %d started by %s", mode.value, recording, trigger)
         if self._officer_stop:
             gap, stopped_at = self._officer_stop
             if time.monotonic() - stopped_at <= self.config.recorder.same_incident_s:
@@ -408,6 +432,14 @@ class Daemon:
     def interruption_ended(self, reason: str) -> None:
         self.interruptions.ended(reason)
 
+    def mark(self, source: str) -> None:
+        """An important mark (重要标记) on the recording under way; one pulse says it is taken."""
+        record = self.chain.append("mark", {"recording": self.recorder.recording_id,
+                                            "source": source})
+        self.controls.pulse(1)
+        log.info("recording %d marked important (%s), record %d",
+                 record["payload"]["recording"], source, record["seq"])
+
     def explain(self) -> None:
         self.interruptions.explain()
 
@@ -426,12 +458,18 @@ class Daemon:
         self.controls.pulse(3)
         self.voice.say("photo-failed")
 
-    def show(self, state: State) -> None:
+    def show(self, state: State, mode: Mode | None) -> None:
         if state is not State.SHUTTING_DOWN:
-            self.controls.show(recording=state is State.RECORDING, health=self.health)
+            self.controls.show(lights(state, mode, self.camera.layout.audio is not None,
+                                      self._low_battery(), self.health is Health.FAULT))
         if self.telemetry:
             self.telemetry.status_changed()
         self.notifier.status(self._status_line(state))
+
+    def _low_battery(self) -> bool:
+        """The low-battery alarm raised, or the battery too low to record (a fault)."""
+        alarm = self.cues is not None and "battery_low" in self.cues.active
+        return alarm or (self.machine is not None and "battery_critical" in self.machine.faults)
 
     def _status_line(self, state: State) -> str:
         """systemctl status shows it: what the device does, how it is, what is missing."""
@@ -497,6 +535,7 @@ class Daemon:
             "device": self.config.device.id,
             "officer": self._identity()[1],
             "state": self.machine.state.value,
+            "mode": self.machine.mode.value if self.machine.mode else None,
             "health": self.health.value,
             "alarms": sorted(self.cues.active),
             "faults": dict(self.machine.faults),
@@ -520,7 +559,11 @@ class Daemon:
             return {"ok": True}
         if command == "press":
             self.controls.press(long=bool(request.get("long")),
-                                function=bool(request.get("function")))
+                                function=bool(request.get("function")),
+                                audio=bool(request.get("audio")))
+            return {"ok": True}
+        if command == "mark":
+            self.post(MarkAsked("control"))
             return {"ok": True}
         if command == "photo":
             self.post(PhotoPressed("control"))
@@ -547,7 +590,7 @@ class Daemon:
             server = OffloadServer(DockedDevice(
                 self.config.device.id, self.key, self.store, self.chain, self.ledger, self.index,
                 self.clock, self.purger.run, lambda: self._identity()[1],
-                lambda: station_status(sources)), self.config.dock)
+                self.config.retention, lambda: station_status(sources)), self.config.dock)
             server.start()
         except (OSError, KeyMaterialError) as exc:
             log.error("offload server not started: %s", exc)

@@ -28,6 +28,7 @@ from agent.evidence.keys import PUBLIC_NAME
 
 MODE = "COMPLIANCE"
 DEFAULT_RETENTION = timedelta(days=365)  # Art. 21: a year
+DEFAULT_MARKED_RETENTION = timedelta(days=3650)  # as the device's [retention] marked_days
 MIN_RETENTION = timedelta(days=1)        # however old a file is when it reaches the archive
 PROBE_RETENTION = timedelta(hours=1)     # the probe object's, left locked in the bucket
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")

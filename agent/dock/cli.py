@@ -64,7 +64,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="the S3 endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, "
                             "else AWS)")
     pull_.add_argument("--retention-days", type=_days, default=365, metavar="DAYS",
-                       help="COMPLIANCE retention of each archived object (default 365, Art. 21)")
+                       help="COMPLIANCE retention of each archived file of the standard class "
+                            "(default 365, Art. 21)")
+    pull_.add_argument("--marked-retention-days", type=_days, default=3650, metavar="DAYS",
+                       help="COMPLIANCE retention of the files of a recording marked important "
+                            "(default 3650; longer than --retention-days)")
     pull_.set_defaults(func=_pull)
 
     officer = actions.add_parser("officer", parents=[link],
@@ -114,6 +118,11 @@ def _pull(args: argparse.Namespace) -> int:
     from agent.dock.archive import Archive, ArchiveError
     from agent.dock.pull import pull
 
+    if args.marked_retention_days <= args.retention_days:
+        print(f"bodycam dock: --marked-retention-days {args.marked_retention_days} must be "
+              f"longer than --retention-days {args.retention_days}: marked footage is kept "
+              "longer", file=sys.stderr)
+        return 2
     try:
         archive = Archive.connect(args.archive, args.archive_endpoint) if args.archive else None
     except ArchiveError as exc:
@@ -121,7 +130,8 @@ def _pull(args: argparse.Namespace) -> int:
         return 2
     result = _run(pull(args.device, args.out, _link(args), args.operator, args.device_key,
                        args.connections, custody=not args.no_custody, archive=archive,
-                       retention=timedelta(days=args.retention_days)))
+                       retention=timedelta(days=args.retention_days),
+                       marked_retention=timedelta(days=args.marked_retention_days)))
     rate = result.bytes_fetched * 8 / 1e6 / max(result.seconds, 1e-9)
     print(f"{result.device}: {len(result.fetched)} sealed files fetched, "
           f"{result.bytes_fetched / 1e6:.1f} MB in {result.seconds:.2f} s ({rate:.0f} Mbit/s)\n"

@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.dock.archive import (
+    DEFAULT_MARKED_RETENTION,
     DEFAULT_RETENTION,
     Archive,
     Archived,
@@ -49,6 +50,7 @@ from agent.durable import fsync_dir, write_all
 from agent.evidence.chain import parse_line, utc_iso, whole_lines
 from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.evidence.possession import digest_file, new_proof
+from agent.evidence.retention import MARKED, STANDARD, file_class
 from agent.evidence.verify import Copy, Report, resume_point, verify_copy
 from agent.pki import common_names
 
@@ -381,10 +383,11 @@ def _purged_on_device(records: list[dict[str, Any]]) -> set[int]:
 async def pull(url: str, out: Path, link: DockLink, operator: str,
                device_key: Path | None = None, connections: int = 4,
                custody: bool = True, archive: Archive | None = None,
-               retention: timedelta = DEFAULT_RETENTION) -> PullResult:
+               retention: timedelta = DEFAULT_RETENTION,
+               marked_retention: timedelta = DEFAULT_MARKED_RETENTION) -> PullResult:
     """Pull, verify, archive (when given an archive) and report custody of one device.
     The archive is probed before anything is pulled; custody is reported only for files
-    the archive holds, as read back."""
+    the archive holds, as read back, each kept for its class's retention."""
     started = time.monotonic()
     context = link.context()
     if archive is not None:
@@ -425,6 +428,7 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
         report, copy = await asyncio.to_thread(verify_copy, folder, {
             str(j.dest.relative_to(folder)): j.digest
             for j, o in zip(fetches, outcomes, strict=True) if o is None}, folder / VERIFIED)
+        classes = _classes(copy, report)
         result = PullResult(folder, identity["device"], report,
                             [j.seq for j, o in zip(fetches, outcomes, strict=True) if o is None],
                             sum(j.received for j in fetches), resumed_from=copy.resumed_from)
@@ -435,18 +439,19 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
             result.problem = f"the device's chain does not verify: {report.findings[0]}"
         else:
             try:
-                to_report = _to_report(folder, copy)
+                to_report = _to_report(folder, copy, classes)
                 if archive is not None:
+                    days = {STANDARD: retention, MARKED: marked_retention}
                     if not {r["seq"] for r in records} >= set(to_report):
                         # A file of the records verified before, not reported then (custody
                         # refused or not asked): the archive wants its record.
                         records = _bodies(folder / "chain.jsonl", 0)
                     result.archived = await asyncio.to_thread(
                         archive_pull, archive, result.device, folder, records, to_report,
-                        lambda record: retention, connections)
+                        lambda record: days[classes[record["seq"]]], connections)
                 if custody:
                     await _report_custody(session, context.check, folder, copy, to_report,
-                                          report, operator, result, result.archived)
+                                          classes, report, operator, result, result.archived)
             except ArchiveError as exc:
                 result.problem = f"archive: {exc}" if result.custody_seq is None else (
                     f"custody sealed as record {result.custody_seq}, but its receipt is not "
@@ -456,23 +461,30 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
         result.seconds = time.monotonic() - started
         held = (_held_before(folder, _held(folder, records)) if verified else None) or \
             _held(folder, _bodies(folder / "chain.jsonl", 0) if verified else records)
+        for item in held:  # the class as the chain tells it now (a mark may come later)
+            item["retention"] = classes.get(item["seq"], item.get("retention", STANDARD))
         _write_manifest(folder, url, operator, identity, key_source, held, result,
                         context.check.certificate)
         return result
 
 
 async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, folder: Path,
-                          copy: Copy, seqs: list[int], report: Report, operator: str,
-                          result: PullResult, archived: Archived | None) -> None:
+                          copy: Copy, seqs: list[int], classes: dict[int, str],
+                          report: Report, operator: str, result: PullResult,
+                          archived: Archived | None) -> None:
     """Tell the device what this dock now holds, with a proof of possession under a fresh
-    nonce for each file not yet in custody, and where it archived them; keep its signed
-    receipt."""
+    nonce for each file not yet in custody, the retention class this dock keeps each under,
+    and where it archived them; keep its signed receipt."""
     nonce = (await device_identity(session, check))["nonce"]  # fresh: a long pull outlives a nonce
-    held, proving = [], 0
+    held: list[dict[str, Any]] = []
+    proving = 0
     for seq in seqs:
         sealed = copy.open_files[seq]
-        held.append({"seq": seq, "sha256": sealed["sha256"],
-                     "proof": await asyncio.to_thread(_prove, folder, sealed, nonce)})
+        claim = {"seq": seq, "sha256": sealed["sha256"], "retention": classes[seq]}
+        if sealed["custody"]:  # listed again only to be held as marked: proven already
+            held.append(claim)
+            continue
+        held.append({**claim, "proof": await asyncio.to_thread(_prove, folder, sealed, nonce)})
         proving += sealed["size"]
     body = {"report_id": str(uuid.uuid4()), "nonce": nonce, "operator": operator,
             "head": report.head, "segments": held}
@@ -492,13 +504,24 @@ async def _report_custody(session: aiohttp.ClientSession, check: DeviceCheck, fo
         await asyncio.to_thread(archive_receipt, archived, result.device, receipt, custody)
 
 
-def _to_report(folder: Path, copy: Copy) -> list[int]:
+def _to_report(folder: Path, copy: Copy, classes: dict[int, str]) -> list[int]:
     """The seqs of the sealed files the folder holds that no purge closed and no custody
     record names yet, from the verifier. Files already in a custody record are not listed
     again: a dock that keeps a year of files would otherwise send them all (over the
-    device's body limit) and have the device seal them all again, every day."""
+    device's body limit) and have the device seal them all again, every day. The one
+    exception: a file marked after its custody, listed again to be held as marked (the
+    device keeps it until a custody does)."""
     return [seq for seq, sealed in sorted(copy.open_files.items())
-            if not sealed["custody"] and (folder / sealed["file"]).is_file()]
+            if (not sealed["custody"] or (classes[seq] == MARKED and not sealed["held_marked"]))
+            and (folder / sealed["file"]).is_file()]
+
+
+def _classes(copy: Copy, report: Report) -> dict[int, str]:
+    """The retention class of each sealed file no purge closed: marked when a `mark`
+    record marks its recording (agent/evidence/retention.py)."""
+    marked = {mark["recording"] for mark in report.marks}
+    return {seq: file_class(sealed["recording"], marked)
+            for seq, sealed in copy.open_files.items()}
 
 
 def _prove(folder: Path, sealed: dict[str, Any], nonce: str) -> str:
@@ -558,6 +581,7 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
         "head": result.verify.head,
         "records": result.verify.records,
         "held": held,
+        "marks": result.verify.marks,
         "fetched_now": result.fetched,
         "bytes_fetched": result.bytes_fetched,
         "seconds": round(result.seconds, 3),

@@ -211,6 +211,7 @@ _PAYLOADS: dict[str, _Shape] = {
     "custody": {"segments": [{"seq": is_int64, "sha256": _is_str}]},
     "purge": {"files": [{"seq": is_int64, "sha256": _is_str, "file": _is_str}]},
     "record_stop": {"recording": is_int64, "segments": is_int64},
+    "mark": {"recording": is_int64, "source": _is_str},
     "key_rotation": {"new_public_key": _is_str, "new_fingerprint": _is_str},
     "interruption": {"cause": _is_str},
 }

@@ -19,12 +19,13 @@ from typing import Any
 
 from agent.evidence.chain import SEALED_FILE_TYPES
 from agent.evidence.findings import Finding
+from agent.evidence.retention import recording_of
 
 RECORD_TYPES = frozenset({
     "boot", "self_check", "record_start", "notice_played", "segment_sealed", "record_stop",
     "interruption", "voice_note", "exemption", "alarm", "command", "remote_commands_refused",
     "custody", "purge", "officer_assigned", "clock_step", "enrollment", "key_rotation",
-    "key_repaired", "retirement", "file_recovered", "shutdown", "photo"})
+    "key_repaired", "retirement", "file_recovered", "mark", "photo", "shutdown"})
 TOP_FIELDS = frozenset({"boot_id", "clock", "device", "mono_ns", "officer", "payload", "prev",
                         "seq", "type", "wall"})
 # The one place a fraction was ever written: chains from before the count became an integer.
@@ -143,7 +144,8 @@ class References:
         elif kind == "interruption":
             self._interruptions.add(seq)
         elif kind in SEALED_FILE_TYPES:
-            self._sealed[seq] = {name: payload[name] for name in ("file", "sha256", "size")}
+            self._sealed[seq] = {**{name: payload[name] for name in ("file", "sha256", "size")},
+                                 "recording": recording_of(payload)}
             if kind == "segment_sealed":
                 self._segment_names.add(payload["file"])
 
@@ -175,7 +177,8 @@ class References:
         self._stopped = {int(seq) for seq in state["stopped"]}
         self._interruptions = {int(seq) for seq in state["interruptions"]}
         self._sealed = {int(seq): {"file": str(sealed["file"]),
-                                   "sha256": str(sealed["sha256"]), "size": int(sealed["size"])}
+                                   "sha256": str(sealed["sha256"]), "size": int(sealed["size"]),
+                                   "recording": recording_of(sealed)}
                         for seq, sealed in state["sealed"]}
         self._segment_names = {str(name) for name in state["segment_names"]}
         self._holders = {int(seq): {int(c) for c in custody}
@@ -197,6 +200,12 @@ class References:
 
     def _segment_sealed(self, where: str, seq: int, payload: dict[str, Any]) -> None:
         self._recording(where, "recording", payload["recording"])
+
+    def _mark(self, where: str, seq: int, payload: dict[str, Any]) -> None:
+        self._recording(where, "recording", payload["recording"])
+        if payload["recording"] in self._stopped:
+            self._dangling(where, f"marks recording {payload['recording']}, which an earlier "
+                           "record_stop ended")
 
     def _notice_played(self, where: str, seq: int, payload: dict[str, Any]) -> None:
         self._recording(where, "recording", payload.get("recording"))

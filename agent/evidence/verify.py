@@ -43,6 +43,7 @@ from agent.evidence.chain import (
 from agent.evidence.findings import Finding
 from agent.evidence.keys import PUBLIC_NAME, KeyMaterialError, fingerprint, load_public_key
 from agent.evidence.lines import Checked, checked_lines, handed_over, workers_for
+from agent.evidence.retention import MARKED
 from agent.evidence.rules import References
 from agent.evidence.store import Store
 from agent.evidence.witness import FolderWitnesses, Receipt, Witness, check, in_folder
@@ -62,6 +63,8 @@ class Report:
     video_frames: int = 0
     recorded_us: int = 0
     purged: int = 0
+    # The important marks (重要标记): {"seq", "wall", "recording", "source"} each, in order.
+    marks: list[dict[str, Any]] = field(default_factory=list)
     head: dict[str, Any] | None = None
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -87,7 +90,7 @@ class Report:
             purged = f" ({self.purged} sealed files purged after custody)" if self.purged else ""
             certified = f", certified under {self.certified_by}" if self.certified_by else ""
             return (f"OK: {self.records} records, {self.segments} segments in "
-                    f"{self.recordings} recordings verify{purged}; chain head seq "
+                    f"{self.recordings} recordings verify{purged}{self._marks()}; chain head seq "
                     f"{self.head['seq']} "
                     f"{self.head['hash'][:16]}…; key {self.key_fingerprint[:16]}…{certified}; "
                     f"{self._witnesses()}")
@@ -96,6 +99,14 @@ class Report:
         if len(self.findings) > 1:
             lines.append(f"{len(self.findings)} problems in all")
         return "\n".join(lines)
+
+    def _marks(self) -> str:
+        if not self.marks:
+            return ""
+        recordings = sorted({mark["recording"] for mark in self.marks})
+        return (f"; {len(self.marks)} important mark{'s' if len(self.marks) > 1 else ''} "
+                f"(recording{'s' if len(recordings) > 1 else ''} "
+                f"{', '.join(map(str, recordings))})")
 
     def _witnesses(self) -> str:
         if not self.witnessed_by:
@@ -130,8 +141,9 @@ def verify_store(root: Path, public_key_path: Path | None = None,
 @dataclass(frozen=True)
 class Copy:
     """What a dock's pull needs of a verification beyond the report: the sealed files no
-    purge closed (seq -> file, sha256, size, and whether a custody record named it), the
-    key in force after the chain, and the seq a resumed verification went on from."""
+    purge closed (seq -> file, sha256, size, recording, whether a custody record named it
+    and whether one held it as marked), the key in force after the chain, and the seq a
+    resumed verification went on from."""
 
     open_files: dict[int, dict[str, Any]]
     key_in_force: Ed25519PublicKey
@@ -249,7 +261,7 @@ def _verify_chain(store: Store, key: Ed25519PublicKey, report: Report, listed: s
     return run
 
 
-_STATE_VERSION = 1  # of the saved state's form: a state of another version is not read
+_STATE_VERSION = 2  # of the saved state's form: a state of another version is not read
 
 
 def _save(path: Path, run: _Pass, key: Ed25519PublicKey, listed: set[str]) -> None:
@@ -381,6 +393,7 @@ class _Pass:
         self.rotation_notes: list[str] = []
         self.references = References(self.hashes, keep_all)
         self.held: dict[int, str] = {}    # file seq -> sha256 the last custody named
+        self.held_marked: set[int] = set()  # files a custody holds under the marked class
         self.purged: dict[int, str] = {}  # file seq -> sha256 a purge keeping the rule names
         self.purge_findings: list[Finding] = []
         self.sealed_count = self.segments = self.video_frames = self.purged_count = 0
@@ -396,13 +409,15 @@ class _Pass:
         self.continuity_findings: list[Finding] = []
         self.inside_notes: list[str] = []
         self.interruptions: list[tuple[int, str]] = []
+        self.marks: list[dict[str, Any]] = []
         self.explained: set[int] = set()
         self.enrollments: list[dict[str, Any]] = []
         self.resumed_from: int | None = None  # the head a saved state went on from
 
     def open_files(self) -> dict[int, dict[str, Any]]:
         """The sealed files no purge closed, each with whether a custody record named it."""
-        return {seq: {**sealed, "custody": seq in self.held}
+        return {seq: {**sealed, "custody": seq in self.held,
+                      "held_marked": seq in self.held_marked}
                 for seq, sealed in self.references.open_files().items()
                 if seq not in self.purged}
 
@@ -418,12 +433,14 @@ class _Pass:
             "hashes": [[seq, digest] for seq, digest in self.hashes.items()],
             "recent": list(self.recent), "references": self.references.state(),
             "held": [[seq, sha256] for seq, sha256 in self.held.items()],
+            "held_marked": sorted(self.held_marked),
             "counts": [self.sealed_count, self.segments, self.video_frames,
                        self.purged_count, self.recorded_us],
             "previous": [[recording, last] for recording, last in self.previous.items()],
             "totals": [[recording, totals] for recording, totals in self.totals.items()],
             "stopped": sorted(self.stopped), "rotation_notes": self.rotation_notes,
             "inside_notes": self.inside_notes, "interruptions": self.interruptions,
+            "marks": self.marks,
             "explained": sorted(self.explained), "enrollments": self.enrollments}
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -443,6 +460,7 @@ class _Pass:
         self.recent = deque(int(seq) for seq in state["recent"])
         self.references.restore(state["references"])
         self.held = {int(seq): str(sha256) for seq, sha256 in state["held"]}
+        self.held_marked = {int(seq) for seq in state["held_marked"]}
         (self.sealed_count, self.segments, self.video_frames, self.purged_count,
          self.recorded_us) = (int(count) for count in state["counts"])
         self.previous = {int(recording): dict(last) for recording, last in state["previous"]}
@@ -452,6 +470,7 @@ class _Pass:
         self.inside_notes = [str(note) for note in state["inside_notes"]]
         self.interruptions = [(int(seq), str(cause)) for seq, cause in state["interruptions"]]
         self.explained = {int(seq) for seq in state["explained"]}
+        self.marks = [dict(mark) for mark in state["marks"]]
         self.enrollments = [dict(record) for record in state["enrollments"]]
 
     def read(self, chain: Path, workers: int | None) -> None:
@@ -533,12 +552,17 @@ class _Pass:
         kind, payload = record["type"], record["payload"]
         if kind == "custody":
             self.held.update((item["seq"], item["sha256"]) for item in payload["segments"])
+            self.held_marked.update(item["seq"] for item in payload["segments"]
+                                    if item.get("retention") == MARKED)
         elif kind == "purge":
             self._purge(record)
         elif kind == "enrollment":
             self.enrollments.append(record)
         elif kind == "interruption":
             self.interruptions.append((record["seq"], payload["cause"]))
+        elif kind == "mark":
+            self.marks.append({"seq": record["seq"], "wall": record["wall"],
+                               "recording": payload["recording"], "source": payload["source"]})
         if (explained := explained_interruption(record)) is not None:
             self.explained.add(explained)
         if kind in SEALED_FILE_TYPES:
@@ -570,6 +594,7 @@ class _Pass:
                 self.asked = True
             self.purged_count += len(waiting)  # gone after custody, as the purge says
             del self.held[seq], self.purged[seq]
+            self.held_marked.discard(seq)
             self.references.release(seq)
 
     def _sealed_file(self, record: dict[str, Any]) -> None:
@@ -618,14 +643,16 @@ class _Pass:
                 self.totals.pop(recording, None)
                 self.stopped.add(recording)
             return
-        video = payload["video"]
-        if None not in (video["first_pts_us"], video["last_pts_us"]):
-            self.recorded_us += video["last_pts_us"] - video["first_pts_us"] \
-                + 1_000_000 // video["fps"]
+        video, audio = payload["video"], payload["audio"]
         streams = [("video", 1_000_000 / video["fps"])]
-        if payload["audio"]:
-            audio = payload["audio"]
+        if audio:
             streams.append(("audio", audio["samples_per_packet"] * 1e6 / audio["sample_rate"]))
+        # The time recorded, by the video (by the sound, in a sound-only recording's segment).
+        for stream, step_us in streams:
+            span = payload[stream]
+            if None not in (span["first_pts_us"], span["last_pts_us"]):
+                self.recorded_us += span["last_pts_us"] - span["first_pts_us"] + int(step_us)
+                break
         for stream, step_us in streams:
             _note_missing_inside(self.inside_notes, payload["file"], stream, payload[stream],
                                  step_us)
@@ -687,6 +714,7 @@ class _Pass:
         report.findings += self.continuity_findings
         report.recordings = len(self.references.starts)
         report.recorded_us = self.recorded_us
+        report.marks = self.marks
         report.notes += self.inside_notes
         for seq, cause in self.interruptions:
             if seq not in self.explained:  # Art. 16: each wants the officer's explanation

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from agent.config import RetentionConfig
 from agent.device.chain_index import ChainIndex
 from agent.device.offload import custody
 from agent.device.offload.custody import (
@@ -69,7 +70,7 @@ def desk(store_copy: Path) -> Iterator[CustodyDesk]:
                   lambda: ("TEST-A", "officer-1"), SimulatedClock().state, "test-boot")
     try:
         yield CustodyDesk(chain, Ledger(ChainIndex.open(store_copy / "chain.jsonl")).refresh(),
-                          store_copy)
+                          store_copy, RetentionConfig())
     finally:
         chain.close()
 

@@ -11,14 +11,19 @@ import pytest
 
 from agent.device.state import (
     Actions,
+    AudioHeld,
+    AudioPressed,
     ButtonHeld,
     ButtonPressed,
+    ButtonTapped,
     Event,
     Fault,
     FaultCleared,
     FunctionHeld,
     FunctionPressed,
     HealthChanged,
+    MarkAsked,
+    Mode,
     PhotoPressed,
     Shutdown,
     State,
@@ -35,8 +40,11 @@ class RecordedActions:
     def __init__(self) -> None:
         self.calls: list[Call] = []
 
-    def start_recording(self, trigger: str) -> None:
-        self.calls.append(("start_recording", trigger))
+    def start_recording(self, trigger: str, mode: Mode) -> None:
+        self.calls.append(("start_recording", trigger, mode.value))
+
+    def mark(self, source: str) -> None:
+        self.calls.append(("mark", source))
 
     def stop_recording(self, reason: str) -> None:
         self.calls.append(("stop_recording", reason))
@@ -53,8 +61,8 @@ class RecordedActions:
     def declare_exemption(self) -> None:
         self.calls.append(("declare_exemption",))
 
-    def show(self, state: State) -> None:
-        self.calls.append(("show", state.value))
+    def show(self, state: State, mode: Mode | None) -> None:
+        self.calls.append(("show", state.value) + ((mode.value,) if mode else ()))
 
     def take_photo(self, source: str) -> None:
         self.calls.append(("take_photo", source))
@@ -74,6 +82,8 @@ SETUPS: dict[str, list[Event]] = {
     "interrupted, camera and heat": [ButtonPressed(1), Fault("camera_fault", "no frames"),
                                      Fault("overheated", "86 C")],
     "interrupted at start, disk full": [Fault("storage_full", "disk full"), ButtonPressed(1)],
+    "recording audio by press 1": [AudioPressed(1)],
+    "interrupted audio, disk full": [AudioPressed(1), Fault("storage_full", "disk full")],
     "shutting down": [Shutdown("SIGTERM")],
 }
 
@@ -83,24 +93,37 @@ INTERRUPTED, SHUTTING_DOWN = State.INTERRUPTED, State.SHUTTING_DOWN
 # (setup, event) -> (the state after, the actions taken)
 TABLE: list[tuple[str, Event, State, list[Call]]] = [
     ("standby", ButtonPressed(2), RECORDING,
-     [("start_recording", "button"), ("show", "recording")]),
+     [("start_recording", "button", "video"), ("show", "recording", "video")]),
     ("standby", ButtonHeld(2), STANDBY, []),
     ("standby", FunctionPressed(), STANDBY, [("explain",)]),
     ("standby", FunctionHeld(), STANDBY, [("declare_exemption",)]),
     ("standby", TriggerStart("holster"), RECORDING,
-     [("start_recording", "holster"), ("show", "recording")]),
+     [("start_recording", "holster", "video"), ("show", "recording", "video")]),
     ("standby", Fault("storage_full", "disk full"), STANDBY, []),
     ("standby", FaultCleared("storage_full"), STANDBY, []),
     ("standby", Shutdown("SIGTERM"), SHUTTING_DOWN, [("show", "shutting_down")]),
     ("standby", HealthChanged(), STANDBY, [("show", "standby")]),
+    ("standby", ButtonTapped(2), STANDBY, []),  # a mark needs a recording
+    ("standby", MarkAsked("control"), STANDBY, []),
+    ("standby", AudioPressed(2), RECORDING,
+     [("start_recording", "audio_button", "audio"), ("show", "recording", "audio")]),
+    ("standby", AudioHeld(2), STANDBY, []),
+    ("standby", TriggerStart("resume_after_interruption", Mode.AUDIO), RECORDING,
+     [("start_recording", "resume_after_interruption", "audio"),
+      ("show", "recording", "audio")]),
 
     ("standby, disk full", ButtonPressed(2), INTERRUPTED,
-     [("interrupted", "storage_full", "button while disk full"), ("show", "interrupted")]),
+     [("interrupted", "storage_full", "button while disk full"),
+      ("show", "interrupted", "video")]),
     ("standby, disk full", TriggerStart("vehicle"), INTERRUPTED,
-     [("interrupted", "storage_full", "vehicle while disk full"), ("show", "interrupted")]),
+     [("interrupted", "storage_full", "vehicle while disk full"),
+      ("show", "interrupted", "video")]),
     ("standby, disk full", Fault("storage_full", "still full"), STANDBY, []),
     ("standby, disk full", FaultCleared("storage_full"), STANDBY, []),
     ("standby, disk full", FunctionHeld(), STANDBY, [("declare_exemption",)]),
+    ("standby, disk full", AudioPressed(2), INTERRUPTED,
+     [("interrupted", "storage_full", "audio_button while disk full"),
+      ("show", "interrupted", "audio")]),
 
     ("recording by press 1", ButtonPressed(2), RECORDING, []),
     ("recording by press 1", ButtonHeld(1), RECORDING, []),  # the starting press, held
@@ -111,16 +134,36 @@ TABLE: list[tuple[str, Event, State, list[Call]]] = [
     ("recording by press 1", TriggerStart("holster"), RECORDING, []),
     ("recording by press 1", Fault("camera_fault", "no frames"), INTERRUPTED,
      [("stop_recording", "camera_fault"), ("interrupted", "camera_fault", "no frames"),
-      ("show", "interrupted")]),
+      ("show", "interrupted", "video")]),
     ("recording by press 1", FaultCleared("camera_fault"), RECORDING, []),
     ("recording by press 1", Shutdown("SIGTERM"), SHUTTING_DOWN,
      [("stop_recording", "SIGTERM"), ("show", "shutting_down")]),
-    ("recording by press 1", HealthChanged(), RECORDING, [("show", "recording")]),
+    ("recording by press 1", HealthChanged(), RECORDING, [("show", "recording", "video")]),
+    ("recording by press 1", ButtonTapped(1), RECORDING, []),  # the starting press, released
+    ("recording by press 1", ButtonTapped(2), RECORDING, [("mark", "button")]),
+    ("recording by press 1", MarkAsked("control"), RECORDING, [("mark", "control")]),
+    ("recording by press 1", AudioPressed(2), RECORDING, []),
+    ("recording by press 1", AudioHeld(2), RECORDING, []),  # the audio button stops only sound
 
     ("recording by trigger", ButtonPressed(1), RECORDING, []),
     ("recording by trigger", ButtonHeld(1), STANDBY,
      [("stop_recording", "button_hold"), ("show", "standby")]),
     ("recording by trigger", TriggerStart("vehicle"), RECORDING, []),
+    ("recording by trigger", ButtonTapped(1), RECORDING, [("mark", "button")]),
+
+    ("recording audio by press 1", AudioHeld(1), RECORDING, []),  # the starting press, held
+    ("recording audio by press 1", AudioHeld(2), STANDBY,
+     [("stop_recording", "button_hold"), ("show", "standby")]),
+    ("recording audio by press 1", ButtonHeld(2), STANDBY,
+     [("stop_recording", "button_hold"), ("show", "standby")]),
+    ("recording audio by press 1", ButtonPressed(2), RECORDING, []),
+    ("recording audio by press 1", ButtonTapped(2), RECORDING, [("mark", "button")]),
+    ("recording audio by press 1", AudioPressed(2), RECORDING, []),
+    ("recording audio by press 1", HealthChanged(), RECORDING,
+     [("show", "recording", "audio")]),
+    ("recording audio by press 1", Fault("storage_full", "disk full"), INTERRUPTED,
+     [("stop_recording", "storage_full"), ("interrupted", "storage_full", "disk full"),
+      ("show", "interrupted", "audio")]),
 
     ("interrupted by a dead camera", ButtonPressed(2), INTERRUPTED, []),
     # Any hold ends the incident, the held press that started the recording too.
@@ -134,14 +177,21 @@ TABLE: list[tuple[str, Event, State, list[Call]]] = [
     ("interrupted by a dead camera", Fault("overheated", "86 C"), INTERRUPTED, []),
     ("interrupted by a dead camera", Fault("camera_fault", "again"), INTERRUPTED, []),
     ("interrupted by a dead camera", FaultCleared("camera_fault"), RECORDING,
-     [("start_recording", "resume_after_camera_fault"), ("show", "recording")]),
+     [("start_recording", "resume_after_camera_fault", "video"),
+      ("show", "recording", "video")]),
     ("interrupted by a dead camera", FaultCleared("storage_full"), INTERRUPTED, []),
     ("interrupted by a dead camera", Shutdown("SIGTERM"), SHUTTING_DOWN,
      [("interruption_ended", "SIGTERM"), ("show", "shutting_down")]),
     # The daemon ends itself for a new camera: the gap stays open for the next start.
     ("interrupted by a dead camera", Shutdown("camera_restart_failed", restart=True),
      SHUTTING_DOWN, [("show", "shutting_down")]),
-    ("interrupted by a dead camera", HealthChanged(), INTERRUPTED, [("show", "interrupted")]),
+    ("interrupted by a dead camera", HealthChanged(), INTERRUPTED,
+     [("show", "interrupted", "video")]),
+
+    ("interrupted by a dead camera", ButtonTapped(2), INTERRUPTED, []),  # nothing to mark
+    ("interrupted by a dead camera", MarkAsked("control"), INTERRUPTED, []),
+    ("interrupted by a dead camera", AudioPressed(2), INTERRUPTED, []),
+    ("interrupted by a dead camera", AudioHeld(2), INTERRUPTED, []),
 
     ("interrupted, camera and heat", FaultCleared("camera_fault"), INTERRUPTED, []),
     ("interrupted, camera and heat", FaultCleared("overheated"), INTERRUPTED, []),
@@ -149,9 +199,20 @@ TABLE: list[tuple[str, Event, State, list[Call]]] = [
     ("interrupted at start, disk full", ButtonHeld(1), STANDBY,
      [("interruption_ended", "button_hold"), ("show", "standby")]),
     ("interrupted at start, disk full", FaultCleared("storage_full"), RECORDING,
-     [("start_recording", "resume_after_storage_full"), ("show", "recording")]),
+     [("start_recording", "resume_after_storage_full", "video"),
+      ("show", "recording", "video")]),
+
+    ("interrupted audio, disk full", AudioHeld(1), STANDBY,
+     [("interruption_ended", "button_hold"), ("show", "standby")]),
+    ("interrupted audio, disk full", FaultCleared("storage_full"), RECORDING,
+     [("start_recording", "resume_after_storage_full", "audio"),
+      ("show", "recording", "audio")]),
 
     ("shutting down", ButtonPressed(2), SHUTTING_DOWN, []),
+    ("shutting down", ButtonTapped(2), SHUTTING_DOWN, []),
+    ("shutting down", AudioPressed(2), SHUTTING_DOWN, []),
+    ("shutting down", AudioHeld(2), SHUTTING_DOWN, []),
+    ("shutting down", MarkAsked("control"), SHUTTING_DOWN, []),
     ("shutting down", ButtonHeld(2), SHUTTING_DOWN, []),
     ("shutting down", FunctionPressed(), SHUTTING_DOWN, []),
     ("shutting down", FunctionHeld(), SHUTTING_DOWN, []),

@@ -15,9 +15,19 @@ from gpiozero.pins.mock import MockFactory, MockPin
 from gpiozero.pins.pi import PiPin
 
 from agent.config import Config, ConfigError, default_config_path, load_config
-from agent.device.state import ButtonHeld, ButtonPressed, Event, State, StateMachine
+from agent.device.state import (
+    AudioHeld,
+    AudioPressed,
+    ButtonHeld,
+    ButtonPressed,
+    ButtonTapped,
+    Event,
+    Mode,
+    State,
+    StateMachine,
+)
 from agent.evidence.chain import read_bodies
-from hal.gpio import Health, OfficerControls
+from hal.gpio import Gestures, Light, Lights, OfficerControls
 from hal.triggers import TriggerInputs
 from tests.support.device import running_daemon, wait_for, write_device_config
 
@@ -48,14 +58,18 @@ def test_the_officer_controls_on_the_production_pins(tmp_path: Path) -> None:
     assert (config.button_pin, config.record_led_pin, config.status_led_pin,
             config.buzzer_pin, config.function_button_pin) == (17, 27, 22, 23, 24)
     presses: list[int] = []
-    controls = OfficerControls(config, on_press=presses.append, on_hold=lambda g: None,
-                               on_function_press=lambda: None, on_function_hold=lambda: None)
+    controls = OfficerControls(config, Gestures(
+        press=presses.append, tap=lambda g: None, hold=lambda g: None,
+        audio_press=lambda g: None, audio_hold=lambda g: None,
+        function_press=lambda: None, function_hold=lambda: None))
     try:
         drive(controls.factory, 17, True)
         drive(controls.factory, 17, False)
         wait_for(lambda: presses == [1], timeout=5, what="the press on GPIO17")
-        controls.show(recording=True, health=Health.OK)
-        assert controls.factory.pin(27).state is True  # red LED solid while recording
+        controls.show(Lights(red=Light.ON, yellow=Light.ON, green=Light.ON))
+        assert controls.factory.pin(27).state is True  # red LED solid while recording video
+        assert controls.factory.pin(25).state is True  # yellow: sound is recorded with it
+        assert controls.factory.pin(22).state is True  # green: power
         controls.pulse(1)
         wait_for(lambda: controls.factory.pin(23).state is True, timeout=2, what="the buzzer")
     finally:
@@ -176,8 +190,11 @@ class Recorded:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def start_recording(self, trigger: str) -> None:
-        self.calls.append(f"start:{trigger}")
+    def start_recording(self, trigger: str, mode: Mode) -> None:
+        self.calls.append(f"start:{trigger}:{mode.value}")
+
+    def mark(self, source: str) -> None:
+        self.calls.append(f"mark:{source}")
 
     def stop_recording(self, reason: str) -> None:
         self.calls.append(f"stop:{reason}")
@@ -190,7 +207,16 @@ class Recorded:
 
     def declare_exemption(self) -> None: ...
 
-    def show(self, state: State) -> None: ...
+    def show(self, state: State, mode: Mode | None) -> None: ...
+
+
+def wired(config, handle) -> OfficerControls:
+    """The controls on `config`'s pins, every gesture to the state machine through `handle`."""
+    return OfficerControls(config, Gestures(
+        press=lambda g: handle(ButtonPressed(g)), tap=lambda g: handle(ButtonTapped(g)),
+        hold=lambda g: handle(ButtonHeld(g)), audio_press=lambda g: handle(AudioPressed(g)),
+        audio_hold=lambda g: handle(AudioHeld(g)), function_press=lambda: None,
+        function_hold=lambda: None))
 
 
 def chatter(pin: MockPin, closing: bool) -> None:
@@ -221,9 +247,7 @@ def test_a_bouncing_press_starts_a_recording_and_its_hold_does_not_stop_it(
         with lock:
             machine.handle(event)
 
-    controls = OfficerControls(config, on_press=lambda g: handle(ButtonPressed(g)),
-                               on_hold=lambda g: handle(ButtonHeld(g)),
-                               on_function_press=lambda: None, on_function_hold=lambda: None)
+    controls = wired(config, handle)
     button = controls.factory.pin(config.button_pin)
     try:
         # The officer presses to start and, as people do, keeps the button down a while.
@@ -231,7 +255,7 @@ def test_a_bouncing_press_starts_a_recording_and_its_hold_does_not_stop_it(
         time.sleep(config.stop_hold_seconds + 0.4)
         chatter(button, closing=False)
         time.sleep(0.2)
-        assert actions.calls == ["start:button"], "one press, and its hold stops nothing"
+        assert actions.calls == ["start:button:video"], "one press, and its hold stops nothing"
         assert machine.state is State.RECORDING
 
         # A later, deliberate hold stops it; the bouncing release does not start another.
@@ -239,7 +263,27 @@ def test_a_bouncing_press_starts_a_recording_and_its_hold_does_not_stop_it(
         wait_for(lambda: machine.state is State.STANDBY, timeout=3, what="the stop")
         chatter(button, closing=False)
         time.sleep(0.2)
-        assert actions.calls == ["start:button", "stop:button_hold"]
+        assert actions.calls == ["start:button:video", "stop:button_hold"]
         assert machine.state is State.STANDBY
+    finally:
+        controls.close()
+
+
+def test_a_short_press_is_a_tap_and_a_held_one_is_not(tmp_path: Path) -> None:
+    """The record button's release says "short press" (a mark while recording) only when
+    the press was not held: the hold that stops a recording must not also mark it."""
+    config = production_config(tmp_path, **{"stop_hold_seconds = 3.0":
+                                            "stop_hold_seconds = 0.5"}).gpio
+    seen: list[str] = []
+    controls = OfficerControls(config, Gestures(
+        press=lambda g: seen.append(f"press {g}"), tap=lambda g: seen.append(f"tap {g}"),
+        hold=lambda g: seen.append(f"hold {g}"), audio_press=lambda g: None,
+        audio_hold=lambda g: None, function_press=lambda: None, function_hold=lambda: None))
+    try:
+        controls.press()
+        wait_for(lambda: seen == ["press 1", "tap 1"], timeout=2, what="a short press")
+        controls.press(long=True)
+        time.sleep(0.2)
+        assert seen == ["press 1", "tap 1", "press 2", "hold 2"]
     finally:
         controls.close()

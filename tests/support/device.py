@@ -58,6 +58,7 @@ same_incident_s = {same_incident_s}
 [gpio]
 pin_factory = "mock"
 stop_hold_seconds = 0.5
+audio_pin = 26
 photo_pin = 16
 
 [selfcheck]

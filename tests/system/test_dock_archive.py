@@ -17,10 +17,13 @@ from typing import Any
 import pytest
 
 from agent.cli import main
+from agent.device.state import State
 from agent.dock.archive import MODE, Archive, Location
 from agent.dock.pull import DockError, pull
+from agent.evidence.retention import MARKED
 from agent.evidence.verify import verify_store
 from tests.evidence.test_chain_format import run_procedure, tools  # noqa: F401  (a fixture)
+from tests.support.device import wait_for
 from tests.support.dockside import Docked, docked_device, sealed_segments, snapshot
 from tests.support.pki import Pki
 from tests.support.s3server import S3Server, not_enforcing, refusing_writes
@@ -220,7 +223,52 @@ def test_dock_pull_archive_from_the_command_line(device: Docked, tmp_path: Path,
     assert capsys.readouterr().err == ("bodycam dock: --archive: 's3://x/agency' is not "
                                        "s3://BUCKET[/PREFIX] with a bucket name of 3 to 63 "
                                        "lower-case letters, digits, dots and dashes\n")
+    assert main(["dock", "pull", *tls, "--archive", f"s3://{bucket}/agency",
+                 "--retention-days", "4000"]) == 2
+    assert capsys.readouterr().err == ("bodycam dock: --marked-retention-days 3650 must be "
+                                       "longer than --retention-days 4000: marked footage is "
+                                       "kept longer\n")
     assert (device.store / "chain.jsonl").read_bytes() == chain
+
+
+
+def test_marked_footage_is_archived_for_the_marked_retention(
+        tmp_path: Path, recorded: Path, dock_pki: Pki, s3_server: S3Server) -> None:
+    """Each file is kept for its class: the files of a recording marked important (重要标记)
+    for the marked retention (3650 days), the others for the standard (365); a file
+    archived before the mark made it marked is listed again and its retention extended."""
+    bucket = s3_server.bucket()
+    archive = _archive(s3_server, bucket)
+    with docked_device(tmp_path, recorded, dock_pki) as device:
+        daemon = device.daemon
+        daemon.controls.press()
+        wait_for(lambda: daemon.machine.state is State.RECORDING, what="recording")
+        recording = daemon.recorder.recording_id
+        wait_for(lambda: daemon.recorder.stats.segments_sealed >= 1, what="a segment")
+        started = datetime.now(UTC)
+        first = _pull(device, tmp_path / "dock", archive)
+        assert first.ok, first.problem
+        daemon.controls.press()  # the mark, after the first pull archived the early files
+        wait_for(lambda: device.records("mark"), what="the mark")
+        daemon.controls.press(long=True)
+        wait_for(lambda: daemon.machine.state is State.STANDBY, what="standby")
+        second = _pull(device, tmp_path / "dock", archive)
+        assert second.ok, second.problem
+        custody = device.records("custody")[-1]
+
+    sealed = sealed_segments(device.store)
+    marked = {r["seq"] for r in sealed if r["payload"]["recording"] == recording}
+    early = marked & set(first.archived.files)
+    assert early and marked < {r["seq"] for r in sealed}
+    assert {s["seq"] for s in custody["payload"]["segments"]
+            if s.get("retention") == MARKED} == marked
+    for r in sealed:
+        held = second.archived.files.get(r["seq"]) or first.archived.files[r["seq"]]
+        until = _head(s3_server, bucket, held.key, held.version_id)["ObjectLockRetainUntilDate"]
+        if r["seq"] in marked:
+            assert until >= started + timedelta(days=3649), (r["seq"], until)
+        else:
+            assert until < started + timedelta(days=366), (r["seq"], until)
 
 
 def test_bodycam_verify_checks_the_archive_and_names_what_was_tampered_with(

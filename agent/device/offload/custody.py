@@ -9,8 +9,10 @@ be fresh (a nonce the device handed that very dock, a report id never used, a he
 not older than the last custody), complete (every sealed file up to its head not
 yet in custody) and proven: for each file it takes into custody, a proof of
 possession (`agent.evidence.possession`) that the device recomputes from its own
-copy, since the hashes alone are public. Then one `custody` record is sealed, and
-its signed line is the receipt.
+copy, since the hashes alone are public. A claim may say the retention class the dock
+keeps the file under (agent/evidence/retention.py), which must be the chain's; the
+device lets a `marked` file go only after a custody that holds it as `marked`. Then one
+`custody` record is sealed, and its signed line is the receipt.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.config import RetentionConfig
 from agent.device.chain_index import ChainIndex
 from agent.evidence.chain import Chain, parse_line, record_hash
 from agent.evidence.possession import digest_file, new_proof
+from agent.evidence.retention import MARKED, STANDARD, file_class
 
 NONCE_TTL_S = 600.0
 NONCES_PER_DOCK = 8     # a dock's own oldest goes when it asks for more
@@ -55,11 +59,14 @@ class Head(StrictModel):
 
 class Claim(StrictModel):
     """One file the dock holds; `proof` (HMAC-SHA256 under the report's nonce, over the
-    file's bytes) is required for every file the report takes into custody."""
+    file's bytes) is required for every file the report takes into custody. `retention`:
+    the class the dock keeps it under, if it says; a file already in custody may be
+    listed again to hold it as `marked` (a mark that came after its custody)."""
 
     seq: Seq
     sha256: Hex64
     proof: Hex64 | None = None
+    retention: Literal["standard", "marked"] | None = None
 
 
 class ArchivedObject(StrictModel):
@@ -105,11 +112,17 @@ class DockIdentity:
 
 @dataclass(frozen=True)
 class SealedFile:
+    """A sealed file as the index knows it; as a purge candidate, with its retention class
+    and the custody record that lets it go."""
+
     seq: int
     file: str
     sha256: str
     size: int
     wall: str
+    recording: int | None = None
+    retention: str = STANDARD
+    custody: int | None = None
 
     def as_record(self) -> dict[str, Any]:
         return {"seq": self.seq, "file": self.file, "sha256": self.sha256, "size": self.size}
@@ -200,25 +213,43 @@ class Ledger:
         rows = self._index.outstanding(limit=1)
         return SealedFile(*rows[0]) if rows else None
 
+    def retention(self, sealed: SealedFile) -> str:
+        """The file's retention class, from the marks in the chain now."""
+        return file_class(sealed.recording, self._index.marked())
+
     def purgeable(self) -> list[SealedFile]:
-        """Sealed files under custody and not yet purged, oldest first."""
-        return [SealedFile(*row) for row in self._index.purgeable()]
+        """Sealed files under custody and not yet purged, oldest first, each with the custody
+        record that lets it go: for a `marked` file only one that holds it as `marked` (a
+        custody without the class, or as `standard`, leaves it on the device)."""
+        marked = self._index.marked()
+        files = []
+        for seq, file, sha256, size, wall, recording, custody, marked_custody in \
+                self._index.purgeable():
+            retention = file_class(recording, marked)
+            covering = marked_custody if retention == MARKED else custody
+            if covering is not None:
+                files.append(SealedFile(seq, file, sha256, size, wall, recording, retention,
+                                        covering))
+        return files
 
     def custody_confirmed(self, files: list[SealedFile]) -> list[SealedFile]:
-        """Those of `files` that the custody record the index names for each really holds,
-        with the same hash, read from the signed chain itself: a purge cannot be undone, so
-        it rests on the chain, never on the index alone."""
-        held: dict[int, set[tuple[int, str]]] = {}
+        """Those of `files` that the custody record named for each really holds, with the
+        same hash (and, for a `marked` file, as `marked`), read from the signed chain itself:
+        a purge cannot be undone, so it rests on the chain, never on the index alone."""
+        held: dict[int, dict[tuple[int, str], str | None]] = {}
         confirmed = []
         for sealed in files:
-            custody = self._index.custody_of(sealed.seq)
+            custody = sealed.custody
             if custody is None:
                 continue
             if custody not in held:
                 record = self._record(custody)
-                held[custody] = set() if record is None or record["type"] != "custody" else {
-                    (item["seq"], item["sha256"]) for item in record["payload"]["segments"]}
-            if (sealed.seq, sealed.sha256) in held[custody]:
+                held[custody] = {} if record is None or record["type"] != "custody" else {
+                    (item["seq"], item["sha256"]): item.get("retention")
+                    for item in record["payload"]["segments"]}
+            if (sealed.seq, sealed.sha256) not in held[custody]:
+                continue
+            if sealed.retention != MARKED or held[custody][sealed.seq, sealed.sha256] == MARKED:
                 confirmed.append(sealed)
         return confirmed
 
@@ -356,6 +387,10 @@ def check_report(ledger: Ledger, report: CustodyReport) -> list[SealedFile]:
         if claim.proof is None and claim.seq not in ledger.custody:
             raise CustodyRefused(422, f"segment seq {claim.seq} ({sealed.file}): no proof of "
                                  "possession; a file is taken into custody only with one")
+        if claim.retention is not None and claim.retention != ledger.retention(sealed):
+            raise CustodyRefused(422, f"segment seq {claim.seq} ({sealed.file}): retention "
+                                 f"{claim.retention!r}, but the chain gives it "
+                                 f"{ledger.retention(sealed)!r}")
         taken[claim.seq] = sealed
     if report.archive is not None:
         _check_archive(report.archive, taken, ledger)
@@ -403,10 +438,12 @@ class CustodyDesk:
     time (a proof is a read of every file it covers; two at once would only compete for
     the storage the recorder writes to)."""
 
-    def __init__(self, chain: Chain, ledger: Ledger, root: Path) -> None:
+    def __init__(self, chain: Chain, ledger: Ledger, root: Path,
+                 retention: RetentionConfig) -> None:
         self._chain = chain
         self._ledger = ledger
         self._root = root
+        self._retention = retention
         self._proving = threading.Lock()
         self.nonces = Nonces()
         self.backoff = ProofBackoff()
@@ -422,6 +459,7 @@ class CustodyDesk:
                                  "spent (replay)")
         self.backoff.check(dock)
         proofs = {claim.seq: claim.proof for claim in report.segments}
+        classes = {claim.seq: claim.retention for claim in report.segments}
         with self._proving:
             self.backoff.check(dock)  # again: its other report may have failed meanwhile
             with self._ledger.lock:
@@ -442,7 +480,10 @@ class CustodyDesk:
                     "dock": dock.as_record(),
                     "operator": report.operator,
                     "head": report.head.model_dump(),
-                    "segments": [f.as_record() for f in files],
+                    "segments": [{**f.as_record(), **({"retention": classes[f.seq]}
+                                                      if classes[f.seq] else {})}
+                                 for f in files],
+                    "retention_days": self._retention.as_record(),
                 }
                 if report.archive is not None:
                     payload["archive"] = report.archive.model_dump(exclude_none=True)

@@ -1,7 +1,8 @@
 """Purge: free the device of footage a dock holds, and of nothing else (Art. 21).
 
 Only sealed files under custody are candidates, oldest first, and only those the custody
-record itself holds, as the signed chain says (not the index alone). The `purge` record
+record itself holds, as the signed chain says (not the index alone); a file of a recording
+marked important only once a custody holds it under the `marked` retention. The `purge` record
 is sealed before any file is deleted: a power cut between the two leaves a file
 the chain says may go (harmless, the next purge skips it as gone or deletes it),
 never a file missing without a record (which the verifier rightly calls deletion).
@@ -72,7 +73,7 @@ class Purger:
         record = self._chain.append("purge", {
             "reason": reason,
             "free_bytes": free,
-            "files": [{**f.as_record(), "custody": self._ledger.custody[f.seq]}
+            "files": [{**f.as_record(), "custody": f.custody, "retention": f.retention}
                       for f in files],
         })
         for sealed in files:

@@ -31,7 +31,7 @@ from OpenSSL import SSL
 from pydantic import BaseModel, Field, ValidationError
 
 from agent import __version__
-from agent.config import DockConfig
+from agent.config import DockConfig, RetentionConfig
 from agent.device.chain_index import ChainIndex
 from agent.device.enrollment import (
     Handed,
@@ -123,6 +123,7 @@ class DockedDevice:
     clock: KernelClock | SimulatedClock
     purge: Callable[[], Any]
     officer: Callable[[], str]
+    retention: RetentionConfig
     station_status: Callable[[], dict[str, Any]]  # battery, storage, video (GET /status)
 
 
@@ -146,7 +147,8 @@ class OffloadServer:
         self._config = config
         self._live, self._enrolled = self._tls()  # what new handshakes get
         self._enrolling = threading.Lock()
-        self._custody_desk = CustodyDesk(device.chain, device.ledger, device.store.root)
+        self._custody_desk = CustodyDesk(device.chain, device.ledger, device.store.root,
+                                         device.retention)
         self._http: HttpsServer | None = None
         self.port = 0
 

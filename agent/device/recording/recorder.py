@@ -4,8 +4,9 @@ Four threads, so that neither the disk nor the chain ever holds up the encoder:
 - the encoder thread calls `outputframe`, which only files the packet (pre-event
   buffer in standby, the write queue while recording) and returns;
 - the writer thread muxes packets into the open segment, rotating on the first
-  keyframe at or past the target length, so every packet lands in exactly one
-  segment and presentation times run on across the cut;
+  keyframe at or past the target length (in a sound-only recording, on the first audio
+  packet, each of which decodes alone), so every packet lands in exactly one segment
+  and presentation times run on across the cut;
 - the syncer thread makes what was written durable, by a deadline (syncer.py);
 - the sealer thread closes finished segments, moves them to sealed/ and signs them
   into the chain.
@@ -54,6 +55,7 @@ class _Recording:
 
     id: int
     trigger: str
+    audio_only: bool = False  # sound without video: the camera's video packets are left out
     pre_event: dict[str, int | None] = field(default_factory=dict)
     segments: int = 0
     video_frames: int = 0
@@ -144,6 +146,8 @@ class Recorder:
             if self._recording is None:
                 self._prebuffer.add(encoded)
                 return
+            if self._recording.audio_only and not audio:
+                return
             self._queue.put(encoded)
         self.stats.packets += 1
 
@@ -154,23 +158,30 @@ class Recorder:
         recording = self._recording
         return recording.id if recording else None
 
-    def start(self, trigger: str, media_origin_ns: int | None = None) -> int:
-        """Seal a record_start, then record from the pre-event buffer on.
+    def start(self, trigger: str, media_origin_ns: int | None = None,
+              audio_only: bool = False) -> int:
+        """Seal a record_start, then record from the pre-event buffer on; `audio_only`
+        records the sound without the video (docs/recorder.md).
 
         `media_origin_ns` is CLOCK_MONOTONIC at presentation time 0: with the record's
         own mono_ns and wall time it places every frame of the recording in real time.
         """
         if self._recording is not None:
             return self._recording.id
+        if audio_only and self._layout.audio is None:
+            raise ValueError("a sound-only recording needs the microphone ([audio] enabled)")
         record = self._chain.append("record_start", {
             "trigger": trigger,
+            "mode": "audio" if audio_only else "video",
             "media_origin_mono_ns": media_origin_ns,
             "pre_event_ms": round(self._config.pre_event_seconds * 1000),
             "pre_event_audio": self._config.pre_event_audio,
         })
-        recording = _Recording(record["seq"], trigger)
+        recording = _Recording(record["seq"], trigger, audio_only)
         with self._lock:
             buffered = self._prebuffer.drain()
+            if audio_only:
+                buffered = [packet for packet in buffered if packet.audio]
             recording.pre_event = _pre_event_span(buffered, self._layout)
             self._queue.put(recording)
             for packet in buffered:
@@ -273,16 +284,19 @@ class Recorder:
             raise ValueError("a packet without a timestamp cannot be placed in the recording")
         self.stats.max_queue_depth = max(self.stats.max_queue_depth, self._queue.qsize())
         segment = self._segment
-        rotating = (segment is not None and packet.keyframe and not packet.audio
-                    and segment.video.first_pts_us is not None
-                    and packet.pts_us - segment.video.first_pts_us >= self._segment_us)
+        audio_only = self._writing.audio_only
+        # A video recording cuts on a keyframe, a sound-only one on any audio packet.
+        span = None if segment is None else segment.audio if audio_only else segment.video
+        rotating = (span is not None and span.first_pts_us is not None
+                    and packet.audio == audio_only and (audio_only or packet.keyframe)
+                    and packet.pts_us - span.first_pts_us >= self._segment_us)
         if self._write_gate:
             self._write_gate()
         started = time.perf_counter()
         if rotating:
             self._cut()
         if self._segment is None:
-            self._segment = self._open_segment(self._writing.id, self._index)
+            self._segment = self._open_segment(self._writing, self._index)
         if self._segment.write(packet):
             self._syncer.written()
         if rotating:
@@ -296,10 +310,11 @@ class Recorder:
             self._segment = None
             self._index += 1
 
-    def _open_segment(self, recording_id: int, index: int) -> SegmentWriter:
-        name = f"{recording_id:08d}-{index:05d}{SUFFIX}"
+    def _open_segment(self, recording: _Recording, index: int) -> SegmentWriter:
+        name = f"{recording.id:08d}-{index:05d}{SUFFIX}"
         self.current_segment = f"open/{name}{AGE_SUFFIX if self._recipients else ''}"
-        segment = SegmentWriter(self._store.open / name, self._layout, self._recipients)
+        segment = SegmentWriter(self._store.open / name, self._layout, self._recipients,
+                                video=not recording.audio_only)
         self._syncer.watch(segment)
         return segment
 
@@ -368,12 +383,15 @@ class Recorder:
 
 
 def _pre_event_span(packets: list[EncodedPacket], layout: StreamLayout) -> dict[str, int | None]:
-    """Which part of the first segment the device held from before the press."""
+    """Which part of the first segment the device held from before the press (by its video;
+    in a sound-only recording, by its sound)."""
     video = [packet.pts_us for packet in packets if not packet.audio]
-    if not video:
+    audio = [packet.pts_us for packet in packets if packet.audio]
+    times, step = ((video, layout.frame_interval_us) if video or not layout.audio
+                   else (audio, layout.audio.packet_duration_us))
+    if not times:
         return {"video_packets": 0, "audio_packets": 0, "first_pts_us": None, "duration_us": 0}
-    return {"video_packets": len(video), "audio_packets": len(packets) - len(video),
-            "first_pts_us": video[0],
-            "duration_us": video[-1] - video[0] + int(layout.frame_interval_us)}
+    return {"video_packets": len(video), "audio_packets": len(audio),
+            "first_pts_us": times[0], "duration_us": times[-1] - times[0] + int(step)}
 
 

@@ -184,10 +184,12 @@ class Progress:
     SIZE = 512
     SUFFIX = ".progress"
 
-    def __init__(self, segment: Path, encryption: dict[str, object], audio: bool) -> None:
+    def __init__(self, segment: Path, encryption: dict[str, object], audio: bool,
+                 video: bool = True) -> None:
         self.path = segment.with_name(segment.name + self.SUFFIX)
         self._encryption = encryption
         self._audio = audio
+        self._video = video
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         empty = StreamSpan().as_record()
         self._taken = {"video": empty, "audio": empty}  # the last checkpoint's spans
@@ -197,7 +199,8 @@ class Progress:
     def checkpoint(self, handed_over: int, video: StreamSpan, audio: StreamSpan) -> None:
         """Taken with the muxer still, just before the segment's sync: the spans of what
         was handed over so far."""
-        latest = [span.last_pts_us for span in ((video, audio) if self._audio else (video,))]
+        latest = [span.last_pts_us for span, present in ((video, self._video),
+                                                         (audio, self._audio)) if present]
         taken = dict(self._taken)
         if None not in latest:
             for kind, span in (("video", video), ("audio", audio)):
@@ -251,7 +254,9 @@ class SegmentSummary:
 
 
 class SegmentWriter:
-    """Muxes packets into open/<name>.ts (`.ts.age` when encrypting to `recipients`).
+    """Muxes packets into open/<name>.ts (`.ts.age` when encrypting to `recipients`): the
+    layout's video and audio streams, or its audio stream alone when not `video` (a
+    sound-only recording).
 
     The writer thread muxes (`write`); the syncer thread makes it durable (`sync`), so a
     slow fdatasync never holds up a packet; the sealer thread closes it (`close`), after
@@ -260,7 +265,7 @@ class SegmentWriter:
     """
 
     def __init__(self, path: Path, layout: StreamLayout,
-                 recipients: list[X25519PublicKey]) -> None:
+                 recipients: list[X25519PublicKey], video: bool = True) -> None:
         self.path = path.with_name(path.name + AGE_SUFFIX) if recipients else path
         self.video = StreamSpan()
         self.audio = StreamSpan()
@@ -269,7 +274,7 @@ class SegmentWriter:
         self.progress = None
         if recipients:
             self.progress = Progress(self.path, encryption_record(recipients),
-                                     audio=layout.audio is not None)
+                                     audio=layout.audio is not None, video=video)
             self.video.recent, self.audio.recent = deque(maxlen=512), deque(maxlen=512)
         self._container = av.open(self._file, "w", format=CONTAINER,
                                   options=_ENCRYPTED_MUX_OPTIONS if recipients else _MUX_OPTIONS,
@@ -277,7 +282,7 @@ class SegmentWriter:
         # Mux-only streams: opening an encoder per segment would cost milliseconds of
         # CPU under the GIL at every cut, for packets that are already encoded.
         self._video_stream = self._container.add_mux_stream(
-            "h264", width=layout.width, height=layout.height)
+            "h264", width=layout.width, height=layout.height) if video else None
         self._audio_stream = None
         self._adts = None
         if layout.audio:
@@ -293,7 +298,7 @@ class SegmentWriter:
     def write(self, packet: EncodedPacket) -> bool:
         """Mux one packet; True when it is the first written since the last sync began (the
         syncer has a new deadline)."""
-        if packet.audio and self._audio_stream is None:
+        if (self._audio_stream if packet.audio else self._video_stream) is None:
             return False
         with self._muxing:
             self._mux(packet)
