@@ -446,9 +446,10 @@ class DockConfig(_Section):
 class RetentionConfig(_Section):
     """The agency's retention of each class of sealed file (agent/evidence/retention.py),
     in days: sealed into every custody record, for the dock and the archive to keep each file
-    at least that long (docs/docking.md, "Retention")."""
+    at least that long (docs/docking.md, "Retention"). Art. 21 keeps recordings at least a
+    year: a shorter standard retention is refused."""
 
-    standard_days: Annotated[int, Field(ge=1, le=36_500)] = 180
+    standard_days: Annotated[int, Field(ge=365, le=36_500)] = 365
     marked_days: Annotated[int, Field(ge=1, le=36_500)] = 3650
 
     @model_validator(mode="after")

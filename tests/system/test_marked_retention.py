@@ -61,7 +61,7 @@ def test_marked_footage_stays_until_custody_holds_it_as_marked(
         custody = device.records("custody")[-1]
         assert {(s["seq"], s.get("retention")) for s in custody["payload"]["segments"]} == \
             {(seq, MARKED) for seq in kept}
-        assert custody["payload"]["retention_days"] == {"standard": 180, "marked": 3650}
+        assert custody["payload"]["retention_days"] == {"standard": 365, "marked": 3650}
         purge = device.records("purge")[-1]
         assert {(f["seq"], f["retention"], f["custody"]) for f in purge["payload"]["files"]} \
             == {(seq, MARKED, custody["seq"]) for seq in kept}
