@@ -49,6 +49,9 @@ BAD = {
                           "[camera] overlay_timezone = 'Asia/Beijing': "
                           "'Asia/Beijing' is not a time zone the system knows"),
     "bad TOML": ("fps = 30", "fps = = 30", "not valid TOML"),
+    "retention under a year (Art. 21)": (
+        "reminder_interval_s = 120", "reminder_interval_s = 120\n[retention]\nstandard_days = 180",
+        "[retention] standard_days = 180: Input should be greater than or equal to 365"),
 }
 
 
