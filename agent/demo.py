@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.config import Config, ConfigError, load_config, voice_folder
 from agent.device.daemon import Daemon
-from agent.device.state import Shutdown
+from agent.device.state import PhotoPressed, Shutdown
 from agent.dock.pull import DockLink, pull
 from agent.evidence.chain import read_bodies
 from agent.evidence.keys import load_or_create_device_key
@@ -107,6 +107,11 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float,
     _say(f"press: recording starts, the notice is played; {half:g} s of recording")
     pressed = time.monotonic()
     daemon.controls.press()
+    _sleep_until(pressed + half / 2)
+    _say("a short press marks the moment important (重要标记), and the PHOTO button takes a "
+         "still, while the recording goes on")
+    daemon.controls.press()
+    daemon.post(PhotoPressed("button"))
     _sleep_until(pressed + half - timing.hold)
     _say(f"hold for {timing.hold:g} s: recording stops")
     daemon.controls.press(long=True)
@@ -143,6 +148,8 @@ def run_demo(config_path: Path | None, store: Path | None, seconds: float,
           f"(--seconds {seconds:g}) and {pre_event:.1f} s of pre-event buffer\n"
           f"frames:     {report.video_frames}\n"
           f"gaps:       {gaps}\n"
+          f"marks:      {len(report.marks)}; photos: "
+          f"{sum(1 for r in records if r['type'] == 'photo')}\n"
           f"interrupt:  {_interruption_line(records)}\n"
           f"voice note: {_voice_note_line(records)}\n"
           f"verify:     {report.summary()}\n"
