@@ -110,8 +110,9 @@ class CameraConfig(_Section):
     realtime: bool = True
     overlay: bool = True
     # What the overlay burns into every frame, in this order: local time with its offset,
-    # device id, officer id.
-    overlay_fields: list[Literal["time", "device", "officer"]] = ["time", "device", "officer"]
+    # device id, officer id, position (while the GNSS has a fresh fix; nothing otherwise).
+    overlay_fields: list[Literal["time", "device", "officer", "position"]] = [
+        "time", "device", "officer", "position"]
     # The IANA zone of the overlay's time (the chain keeps UTC), e.g. "Asia/Shanghai".
     overlay_timezone: Annotated[str, Field(max_length=64)] = "UTC"
     # picamera2 only: "hardware" is the SoC's V4L2 H.264 encoder (Pi 4 and older), "software"

@@ -34,6 +34,7 @@ WATCH = b'?WATCH={"enable":true,"json":true}\n'
 RECONNECT_FIRST_S = 1.0
 RECONNECT_MAX_S = 30.0
 SIM_FIX_INTERVAL_NS = 1_000_000_000
+OVERLAY_FIX_AGE_S = 10  # an older fix is not shown on the frames as where they were taken
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,18 @@ def location_fields(gnss: Gnss | None, now_ns: int | None = None) -> dict[str, A
         "age_ms": max(0, (now_ns - fix.received_ns) // 1_000_000),
         "source": fix.source,
     }}
+
+
+def overlay_position(gnss: Gnss | None, now_ns: int | None = None) -> str:
+    """Where the device is, as the overlay shows it (`31.23040N 121.47370E`, five decimals:
+    about a metre), while the last fix is fresh (at most OVERLAY_FIX_AGE_S old); nothing
+    otherwise: a frame never shows a stale place as the present one."""
+    fix = gnss.last_fix() if gnss is not None else None
+    now_ns = time.monotonic_ns() if now_ns is None else now_ns
+    if fix is None or now_ns - fix.received_ns > OVERLAY_FIX_AGE_S * 1_000_000_000:
+        return ""
+    return (f"{abs(fix.lat):.5f}{'N' if fix.lat >= 0 else 'S'} "
+            f"{abs(fix.lon):.5f}{'E' if fix.lon >= 0 else 'W'}")
 
 
 def parse_tpv(report: dict[str, Any], received_ns: int, source: str) -> Fix | None:

@@ -82,7 +82,7 @@ from hal.battery import open_battery
 from hal.camera.base import AbsentCamera, Camera
 from hal.camera.factory import expected_layout, open_camera
 from hal.clock import open_clock
-from hal.gnss import Gnss, location_fields, open_gnss
+from hal.gnss import Gnss, location_fields, open_gnss, overlay_position
 from hal.gpio import AbsentControls, Gestures, Health, OfficerControls
 from hal.storage import SimulatedStorageStall
 from hal.thermal import open_thermal
@@ -272,7 +272,8 @@ class Daemon:
         self.battery = open_or_absent("battery", lambda: open_battery(config.battery,
                                                                       self.store.root),
                                       lambda _reason: None, absent)
-        self.camera = open_or_absent("camera", lambda: open_camera(config, self._officer),
+        self.camera = open_or_absent("camera",
+                                     lambda: open_camera(config, self._officer, self._position),
                                      lambda reason: AbsentCamera(expected_layout(config), reason),
                                      absent)
         cut = recover(self.store, self.chain, self.camera.layout, history)
@@ -387,7 +388,7 @@ class Daemon:
             log.error("the failed camera did not stop within %g s; left behind",
                       self.config.camera.stall_s)
         self.recorder.discard_buffered()
-        self.camera = open_camera(self.config, self._officer)
+        self.camera = open_camera(self.config, self._officer, self._position)
         self.absent.pop("camera", None)
         self.camera.start(self.recorder)
 
@@ -522,6 +523,10 @@ class Daemon:
 
     def _officer(self) -> str:
         return self._identity()[1]
+
+    def _position(self) -> str:
+        """For the overlay: the GNSS opens after the camera, so it is looked up per frame."""
+        return overlay_position(self.gnss)
 
     def _identity(self) -> tuple[str, str]:
         """The officer follows the last officer_assigned record; before any, the config's."""

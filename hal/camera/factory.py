@@ -11,17 +11,19 @@ from hal.camera.base import AudioLayout, Camera, StreamLayout
 from hal.camera.mode import video_mode
 
 
-def open_camera(config: Config, officer: Callable[[], str] | None = None) -> Camera:
-    """The configured backend; hardware libraries are imported only when chosen. `officer`:
-    who wears the device now, for the overlay (default: the configured officer)."""
+def open_camera(config: Config, officer: Callable[[], str] | None = None,
+                position: Callable[[], str] | None = None) -> Camera:
+    """The configured backend; hardware libraries are imported only when chosen. For the
+    overlay, `officer`: who wears the device now (default: the configured officer);
+    `position`: where it is, as the overlay shows it (default: nothing)."""
     if config.camera.backend == "sim":
         from hal.camera.sim import SimulatedCamera
 
-        camera: Camera = SimulatedCamera(config, officer)
+        camera: Camera = SimulatedCamera(config, officer, position)
     else:
         from hal.camera.picamera import PiCamera
 
-        camera = PiCamera(config, officer)
+        camera = PiCamera(config, officer, position)
     if config.audio.enabled and config.audio.backend != "sim":
         from hal.absent import open_or_absent
         from hal.audio import AbsentMicrophone, open_microphone

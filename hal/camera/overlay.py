@@ -71,24 +71,27 @@ class _Glyphs:
         return glyph
 
 
-def overlay_for(config: Config, width: int, height: int,
-                officer: Callable[[], str] | None) -> Overlay | None:
+def overlay_for(config: Config, width: int, height: int, officer: Callable[[], str] | None,
+                position: Callable[[], str] | None = None) -> Overlay | None:
     """The overlay a camera of `width` x `height` burns in, as `[camera]` asks; `officer`
     says who wears the device now (after a dock assigned one), else the configured one."""
     cam = config.camera
     if not cam.overlay:
         return None
     return Overlay(width, height, cam.overlay_fields, config.device.id,
-                   officer or (lambda: config.device.officer), ZoneInfo(cam.overlay_timezone))
+                   officer or (lambda: config.device.officer), ZoneInfo(cam.overlay_timezone),
+                   position or (lambda: ""))
 
 
 class Overlay:
     def __init__(self, width: int, height: int, fields: Sequence[str], device_id: str,
-                 officer: Callable[[], str], zone: tzinfo = UTC) -> None:
+                 officer: Callable[[], str], zone: tzinfo = UTC,
+                 position: Callable[[], str] = lambda: "") -> None:
         self.width = width
         self._fields = list(fields)
         self._device_id = device_id
         self._officer = officer
+        self._position = position
         self._zone = zone
         self._font_size = max(10, height // 24)
         self.bar_height = self._font_size * 3 // 2 + 4
@@ -102,7 +105,8 @@ class Overlay:
 
     def text(self, wall: datetime) -> str:
         parts = {"time": lambda: local_stamp(wall, self._zone),
-                 "device": lambda: self._device_id, "officer": self._officer}
+                 "device": lambda: self._device_id, "officer": self._officer,
+                 "position": self._position}
         return "  ".join(value for field in self._fields if (value := parts[field]()))
 
     def strip(self, wall: datetime) -> np.ndarray:

@@ -83,7 +83,8 @@ class UnsupportedPicamera2(RuntimeError):
 
 
 class PiCamera:
-    def __init__(self, config: Config, officer: Callable[[], str] | None = None) -> None:
+    def __init__(self, config: Config, officer: Callable[[], str] | None = None,
+                 position: Callable[[], str] | None = None) -> None:
         cam = config.camera
         self._config = cam
         mode = video_mode(config)
@@ -107,7 +108,7 @@ class PiCamera:
             _close_quietly(self._picam2)
             raise
         self._height = height
-        self._overlay = overlay_for(config, width, height, officer)
+        self._overlay = overlay_for(config, width, height, officer, position)
         self.layout = StreamLayout(width, height, mode.fps, audio=None)
         self.origin_ns = 0
         self.frames_encoded = 0

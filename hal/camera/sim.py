@@ -43,7 +43,8 @@ TONE_HZ = 440.0
 
 
 class SimulatedCamera:
-    def __init__(self, config: Config, officer: Callable[[], str] | None = None) -> None:
+    def __init__(self, config: Config, officer: Callable[[], str] | None = None,
+                 position: Callable[[], str] | None = None) -> None:
         self.fault_file = config.store_path / "sim" / "camera" / "fault"
         self.fault_file.parent.mkdir(parents=True, exist_ok=True)
         if self._fault() == "dead":
@@ -64,7 +65,8 @@ class SimulatedCamera:
                         self._audio.extradata) if self._audio else None)
         self.origin_ns = 0
         self._frames = _FrameSource(mode.width, mode.height,
-                                    overlay_for(config, mode.width, mode.height, officer))
+                                    overlay_for(config, mode.width, mode.height, officer,
+                                                position))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.frames_encoded = 0

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.evidence.chain import read_bodies
-from hal.gnss import WATCH, GpsdGnss, location_fields
+from hal.gnss import OVERLAY_FIX_AGE_S, WATCH, GpsdGnss, location_fields, overlay_position
 from tests.support.device import record_segments, wait_for, write_device_config
 
 VERSION = {"class": "VERSION", "release": "3.25", "rev": "3.25", "proto_major": 3,
@@ -118,6 +118,23 @@ def test_no_fix_and_no_gpsd_are_stated_never_invented() -> None:
     assert fields["location"] is None and "Connection refused" in fields["no_location"]
     assert location_fields(None) == {"location": None,
                                      "no_location": "no GNSS receiver configured"}
+
+
+def test_the_overlay_shows_where_a_fresh_fix_puts_the_device_and_nothing_else() -> None:
+    """A frame shows the place only while the fix is fresh: a stale or absent fix shows
+    nothing, never the last place as the present one (gpsd stand-in, real GpsdGnss)."""
+    with gpsd([FIX_3D]) as server:
+        gnss = GpsdGnss("127.0.0.1", server.port)
+        try:
+            wait_for(lambda: gnss.last_fix() is not None, timeout=10, what="a fix from gpsd")
+            received = gnss.last_fix().received_ns
+            fresh = overlay_position(gnss, now_ns=received + 2_000_000_000)
+            stale = overlay_position(gnss, now_ns=received + (OVERLAY_FIX_AGE_S + 1) * 10**9)
+        finally:
+            gnss.close()
+    assert fresh == "31.23042N 121.47370E"
+    assert stale == ""
+    assert overlay_position(None) == ""
 
 
 def no_floats(value: object) -> bool:

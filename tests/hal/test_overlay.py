@@ -24,6 +24,16 @@ def test_the_time_is_local_with_its_offset() -> None:
     assert overlay.text(AT) == "2026-12-02 22:47:10.123 +08:00  BWC-0001  4711"
 
 
+def test_the_position_follows_the_officer_and_is_left_out_while_unknown() -> None:
+    place = [""]
+    overlay = Overlay(1280, 720, [*FIELDS, "position"], "BWC-0001", lambda: "4711", SHANGHAI,
+                      lambda: place[0])
+    assert overlay.text(AT) == "2026-12-02 22:47:10.123 +08:00  BWC-0001  4711"
+    place[0] = "31.23042N 121.47370E"
+    assert overlay.text(AT) == ("2026-12-02 22:47:10.123 +08:00  BWC-0001  4711  "
+                                "31.23042N 121.47370E")
+
+
 def test_a_bar_redrawn_cell_by_cell_is_the_bar_drawn_whole() -> None:
     """Thirty seconds of frames, across a minute, an hour and a day: each frame's bar is
     byte for byte what a fresh overlay draws for that moment."""
