@@ -1,0 +1,256 @@
+"""`bodycam dock serve`: the dock as a service polling its bays, against real docked devices
+over mutual TLS, run as its own process: every device pulled, verified and in custody; a
+device docked late pulled at a later poll; a SIGKILL mid-pull and a restart fetch nothing
+twice and purge nothing before custody; SIGTERM ends it; a bad dock.toml is one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.evidence.verify import verify_store
+from tests.support.device import (
+    BODYCAM,
+    record_segments,
+    running_daemon,
+    wait_for,
+    write_device_config,
+)
+from tests.support.dockside import Docked, copy_store, dock_config, snapshot
+from tests.support.pki import Pki
+from tests.support.s3server import S3Server
+
+SEGMENTS = 4
+IDS = ("TEST-0001", "TEST-0002", "TEST-0003")
+
+
+def _as(config: Path, device_id: str) -> Path:
+    config.write_text(config.read_text().replace('id = "TEST-0001"', f'id = "{device_id}"'))
+    return config
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One recorded store per device id."""
+    root = tmp_path_factory.mktemp("stores")
+    for device_id in IDS:
+        config = _as(write_device_config(root / f"{device_id}.toml", root / device_id),
+                     device_id)
+        record_segments(config, SEGMENTS)
+    return {device_id: root / device_id for device_id in IDS}
+
+
+@contextmanager
+def docked(folder: Path, recorded: Path, device_id: str, pki: Pki,
+           **dock: object) -> Iterator[Docked]:
+    store = copy_store(recorded, folder / "device")
+    pki.install_on_device(store / "keys", device_id)
+    with running_daemon(_as(dock_config(folder, store, **dock), device_id)) as daemon:
+        assert daemon.offload is not None
+        yield Docked(daemon, store, pki)
+
+
+def write_dock_toml(folder: Path, pki: Pki, bays: list[str], **values: Any) -> Path:
+    lines = ['operator = "operator Li"', f'evidence = "{folder / "evidence"}"',
+             f"bays = {json.dumps(bays)}", "poll_s = 0.5"]
+    archive = values.pop("archive", None)
+    lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    lines += ["[tls]", f'cert = "{pki.pem("dock.crt")}"', f'key = "{pki.pem("dock.key")}"',
+              f'ca = "{pki.pem("device-ca.pem")}"']
+    if archive:
+        lines += ["[archive]", *(f"{k} = {json.dumps(v)}" for k, v in archive.items())]
+    path = folder / "dock.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextmanager
+def service(config: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen([*BODYCAM, "dock", "serve", "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **(env or {})})
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+
+
+def status(config: Path) -> dict[str, Any]:
+    done = subprocess.run([*BODYCAM, "dock", "status", "--config", str(config), "--json"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return dict(json.loads(done.stdout))
+
+
+def custody_done(devices: list[Docked]) -> bool:
+    return all(d.records("custody") for d in devices)
+
+
+def _devices(stack: ExitStack, tmp_path: Path, stores: dict[str, Path], pki: Pki,
+             ids: tuple[str, ...] = IDS, **dock: object) -> list[Docked]:
+    return [stack.enter_context(docked(tmp_path / device_id, stores[device_id], device_id, pki,
+                                       **dock)) for device_id in ids]
+
+
+def test_the_service_pulls_every_docked_device_into_custody_and_status_says_so(
+        tmp_path: Path, stores: dict[str, Path], dock_pki: Pki) -> None:
+    with ExitStack() as stack:
+        devices = _devices(stack, tmp_path, stores, dock_pki, purge_policy="after_custody")
+        config = write_dock_toml(tmp_path, dock_pki, [d.url for d in devices], max_concurrent=2)
+        with service(config) as process:
+            wait_for(lambda: custody_done(devices), timeout=120, what="custody on every device")
+            time.sleep(2)  # more polls: a device with nothing new is not pulled again
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0, process.stdout.read() if process.stdout else ""
+
+        state = status(config)
+        for device_id, device in zip(IDS, devices, strict=True):
+            (custody,) = device.records("custody")  # exactly one: no empty custody per poll
+            sealed = {r["seq"] for r in device.records("segment_sealed")}
+            assert {s["seq"] for s in custody["payload"]["segments"]} == sealed
+            (purge,) = device.records("purge")  # purged after custody, all of it
+            assert {f["seq"] for f in purge["payload"]["files"]} == sealed
+            last = state["devices"][device_id]
+            assert last["ok"] and last["verified"] and last["pulls"] == 1
+            assert last["custody_seq"] == custody["seq"]
+            assert sorted(last["fetched_seqs"]) == sorted(sealed)
+            assert verify_store(tmp_path / "evidence" / device_id).ok
+        assert {bay["status"] for bay in state["bays"].values()} == {"done"}
+        verify = subprocess.run([*BODYCAM, "verify", str(tmp_path / "evidence" / IDS[0])],
+                                capture_output=True, text=True, timeout=120)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        text = subprocess.run([*BODYCAM, "dock", "status", "--config", str(config)],
+                              capture_output=True, text=True, timeout=60, check=True).stdout
+        assert f"{IDS[1]}: ok at " in text and "custody record" in text
+
+
+def test_a_device_docked_later_is_pulled_at_a_later_poll(
+        tmp_path: Path, stores: dict[str, Path], dock_pki: Pki) -> None:
+    with ExitStack() as stack:
+        (first,) = _devices(stack, tmp_path, stores, dock_pki, ids=IDS[:1])
+        # The late device's port, free until it is docked: the bay is configured by it.
+        with docked(tmp_path / "probe", stores[IDS[1]], IDS[1], dock_pki) as probe:
+            late_port = probe.daemon.offload.port
+        late_bay = f"https://127.0.0.1:{late_port}"
+        config = write_dock_toml(tmp_path, dock_pki, [first.url, late_bay])
+        with service(config) as process:
+            wait_for(lambda: custody_done([first]), timeout=120, what="the first device")
+            wait_for(lambda: status(config)["bays"].get(late_bay, {}).get("status") == "absent",
+                     timeout=30, what="the empty bay seen absent")
+            assert process.poll() is None  # an empty bay is not an error
+            late = stack.enter_context(docked(tmp_path / IDS[1], stores[IDS[1]], IDS[1],
+                                              dock_pki, port=late_port))
+            wait_for(lambda: custody_done([late]), timeout=120, what="the late device")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+        assert status(config)["devices"][IDS[1]]["ok"]
+        assert verify_store(tmp_path / "evidence" / IDS[1]).ok
+
+
+def test_killed_mid_pull_and_restarted_the_service_fetches_nothing_twice(
+        tmp_path: Path, stores: dict[str, Path], dock_pki: Pki) -> None:
+    with ExitStack() as stack:
+        devices = _devices(stack, tmp_path, stores, dock_pki, purge_policy="after_custody")
+        on_devices = [snapshot(d.store) for d in devices]
+        # One pull at a time: when the first file lands, the other devices wait their turn.
+        config = write_dock_toml(tmp_path, dock_pki, [d.url for d in devices],
+                                 max_concurrent=1, connections=1)
+        evidence = tmp_path / "evidence"
+        with service(config) as process:
+            wait_for(lambda: any((evidence / i / "sealed").is_dir() and
+                                 any((evidence / i / "sealed").iterdir()) for i in IDS),
+                     timeout=120, interval=0.005, what="a first file pulled")
+            process.send_signal(signal.SIGKILL)
+            process.wait(30)
+        held_at_kill = {i: {p.name for p in (evidence / i / "sealed").iterdir()}
+                        if (evidence / i / "sealed").is_dir() else set() for i in IDS}
+        assert not custody_done(devices), "the kill came after every pull"
+        for device, files in zip(devices, on_devices, strict=True):
+            if not device.records("custody"):
+                assert snapshot(device.store) == files  # nothing purged before custody
+
+        with service(config) as process:
+            wait_for(lambda: custody_done(devices), timeout=120, what="custody everywhere")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+
+        state = status(config)["devices"]
+        for device_id, device in zip(IDS, devices, strict=True):
+            sealed = {r["seq"]: r["payload"]["file"] for r in device.records("segment_sealed")}
+            in_custody = [s["seq"] for c in device.records("custody")
+                          for s in c["payload"]["segments"]]
+            assert sorted(in_custody) == sorted(sealed)  # each file in custody exactly once
+            # Fetched after the restart: exactly the files not already held at the kill.
+            fetched = {sealed[seq].rsplit("/", 1)[-1] for seq in state[device_id]["fetched_seqs"]}
+            assert fetched.isdisjoint(held_at_kill[device_id])
+            assert fetched | held_at_kill[device_id] == {f.rsplit("/", 1)[-1]
+                                                         for f in sealed.values()}
+            assert verify_store(evidence / device_id).ok
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("bays = []\n", "bays = []: not a list of distinct device addresses"),
+    ('bays = ["10.0.0.2:8443"]\n', "is not an address like https://10.0.0.2:8443"),
+    ("max_concurrent = 0\n", "max_concurrent = 0: not a whole number from 1 to 64"),
+    ("colour = 1\n", "unknown key colour"),
+    ('[tls]\ncert = "nope.pem"\n', "[tls] cert = 'nope.pem': no such file"),
+    ("bays = [\n", "not valid TOML"),
+])
+def test_a_bad_dock_toml_is_one_line_and_exit_2(tmp_path: Path, dock_pki: Pki, text: str,
+                                                message: str) -> None:
+    good = write_dock_toml(tmp_path, dock_pki, ["https://127.0.0.1:1"]).read_text()
+    config = tmp_path / "dock.toml"
+    key = text.split("=")[0].strip()
+    if key == "[tls]\ncert":
+        bad = good.replace(f'cert = "{dock_pki.pem("dock.crt")}"', 'cert = "nope.pem"')
+    elif key in good:
+        bad = "\n".join(line for line in good.splitlines() if not line.startswith(key)) + "\n"
+        bad = text + bad if not text.startswith("[") else bad + text
+    else:
+        bad = text + good
+    config.write_text(bad)
+    for command in ("serve", "status"):
+        done = subprocess.run([*BODYCAM, "dock", command, "--config", str(config)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+        assert done.stderr.startswith(f"bodycam dock: config error in {config}")
+
+
+def test_with_an_archive_everything_is_archived_once(
+        tmp_path: Path, stores: dict[str, Path], dock_pki: Pki, s3_server: S3Server) -> None:
+    bucket = s3_server.bucket()
+    with ExitStack() as stack:
+        devices = _devices(stack, tmp_path, stores, dock_pki, ids=IDS[:2],
+                           purge_policy="after_custody")
+        config = write_dock_toml(tmp_path, dock_pki, [d.url for d in devices],
+                                 archive={"url": f"s3://{bucket}/agency", "retention_days": 30})
+        env = s3_server.env()
+        with service(config, env) as process:
+            wait_for(lambda: custody_done(devices), timeout=120, what="custody")
+            time.sleep(2)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+        with service(config, env) as process:  # restarted: nothing more to archive
+            time.sleep(3)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+    versions = s3_server.client().list_object_versions(Bucket=bucket, Prefix="agency/")
+    keys = [v["Key"] for v in versions["Versions"] if "/sealed/" in v["Key"]]
+    assert len(keys) == len(set(keys)) == sum(
+        len(d.records("segment_sealed")) for d in devices)
+    for device_id, device in zip(IDS, devices, strict=False):
+        (custody,) = device.records("custody")
+        assert custody["payload"]["archive"]["bucket"] == bucket
+        assert status(config)["devices"][device_id]["archived"] == len(
+            device.records("segment_sealed"))
