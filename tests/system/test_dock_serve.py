@@ -96,6 +96,15 @@ def custody_done(devices: list[Docked]) -> bool:
     return all(d.records("custody") for d in devices)
 
 
+def pulled(config: Path, ids: tuple[str, ...]) -> bool:
+    """The service's state says each device's last pull went through (written after the
+    device sealed custody)."""
+    if not config.with_name("dock-state.json").exists():
+        return False
+    devices = status(config)["devices"]
+    return all(devices.get(i, {}).get("ok") for i in ids)
+
+
 def _devices(stack: ExitStack, tmp_path: Path, stores: dict[str, Path], pki: Pki,
              ids: tuple[str, ...] = IDS, **dock: object) -> list[Docked]:
     return [stack.enter_context(docked(tmp_path / device_id, stores[device_id], device_id, pki,
@@ -108,7 +117,7 @@ def test_the_service_pulls_every_docked_device_into_custody_and_status_says_so(
         devices = _devices(stack, tmp_path, stores, dock_pki, purge_policy="after_custody")
         config = write_dock_toml(tmp_path, dock_pki, [d.url for d in devices], max_concurrent=2)
         with service(config) as process:
-            wait_for(lambda: custody_done(devices), timeout=120, what="custody on every device")
+            wait_for(lambda: pulled(config, IDS), timeout=120, what="every device pulled")
             time.sleep(2)  # more polls: a device with nothing new is not pulled again
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0, process.stdout.read() if process.stdout else ""
@@ -150,10 +159,10 @@ def test_a_device_docked_later_is_pulled_at_a_later_poll(
             assert process.poll() is None  # an empty bay is not an error
             late = stack.enter_context(docked(tmp_path / IDS[1], stores[IDS[1]], IDS[1],
                                               dock_pki, port=late_port))
-            wait_for(lambda: custody_done([late]), timeout=120, what="the late device")
+            wait_for(lambda: pulled(config, IDS[:2]), timeout=120, what="the late device")
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
-        assert status(config)["devices"][IDS[1]]["ok"]
+        assert status(config)["devices"][IDS[1]]["ok"] and late.records("custody")
         assert verify_store(tmp_path / "evidence" / IDS[1]).ok
 
 
@@ -180,7 +189,7 @@ def test_killed_mid_pull_and_restarted_the_service_fetches_nothing_twice(
                 assert snapshot(device.store) == files  # nothing purged before custody
 
         with service(config) as process:
-            wait_for(lambda: custody_done(devices), timeout=120, what="custody everywhere")
+            wait_for(lambda: pulled(config, IDS), timeout=120, what="every device pulled")
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
 
@@ -196,6 +205,23 @@ def test_killed_mid_pull_and_restarted_the_service_fetches_nothing_twice(
             assert fetched | held_at_kill[device_id] == {f.rsplit("/", 1)[-1]
                                                          for f in sealed.values()}
             assert verify_store(evidence / device_id).ok
+
+
+def test_one_device_answering_in_two_bays_is_pulled_once(
+        tmp_path: Path, stores: dict[str, Path], dock_pki: Pki) -> None:
+    with ExitStack() as stack:
+        (device,) = _devices(stack, tmp_path, stores, dock_pki, ids=IDS[:1])
+        port = device.daemon.offload.port
+        bays = [f"https://127.0.0.1:{port}", f"https://localhost:{port}"]
+        config = write_dock_toml(tmp_path, dock_pki, bays)
+        with service(config) as process:
+            wait_for(lambda: pulled(config, IDS[:1]), timeout=120, what="the device pulled")
+            time.sleep(2)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+        assert len(device.records("custody")) == 1
+        assert status(config)["devices"][IDS[0]]["pulls"] == 1
+        assert verify_store(tmp_path / "evidence" / IDS[0]).ok
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -237,7 +263,7 @@ def test_with_an_archive_everything_is_archived_once(
                                  archive={"url": f"s3://{bucket}/agency", "retention_days": 30})
         env = s3_server.env()
         with service(config, env) as process:
-            wait_for(lambda: custody_done(devices), timeout=120, what="custody")
+            wait_for(lambda: pulled(config, IDS[:2]), timeout=120, what="both pulled")
             time.sleep(2)
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
