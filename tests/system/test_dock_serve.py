@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -280,3 +281,26 @@ def test_with_an_archive_everything_is_archived_once(
         assert custody["payload"]["archive"]["bucket"] == bucket
         assert status(config)["devices"][device_id]["archived"] == len(
             device.records("segment_sealed"))
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_the_dock_unit_verifies_with_the_devices_hardening(tmp_path: Path) -> None:
+    from tests.system.test_systemd import UNIT, verify_unit
+
+    dock_unit = UNIT.with_name("bodycam-dock.service")
+    result = verify_unit(dock_unit, tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    lines = dock_unit.read_text().splitlines()
+    assert "ExecStart=/opt/bodycam/.venv/bin/bodycam dock serve --config " \
+           "/etc/bodycam/dock.toml" in lines
+    for line in ("ProtectSystem=strict", "ReadWritePaths=/var/lib/bodycam-dock",
+                 "NoNewPrivileges=yes", "CapabilityBoundingSet=", "RestartPreventExitStatus=2",
+                 "SystemCallFilter=@system-service", "ProtectHome=yes"):
+        assert line in lines
+    # Every hardening key of the device's unit is in the dock's, bar the device's hardware.
+    device_keys = {line.split("=")[0] for line in UNIT.read_text().splitlines()
+                   if "=" in line and not line.startswith("#")}
+    dock_keys = {line.split("=")[0] for line in lines if "=" in line and not line.startswith("#")}
+    assert device_keys - dock_keys == {
+        "NotifyAccess", "WatchdogSec", "AmbientCapabilities", "RuntimeDirectory",
+        "WorkingDirectory", "TimeoutStartSec", "Nice", "StartLimitIntervalSec"}
