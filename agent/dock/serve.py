@@ -105,16 +105,18 @@ class Service:
         self._visits: dict[str, asyncio.Task[None]] = {}
         self._pulling: set[str] = set()  # device ids
         self._stop = asyncio.Event()
+        self._archive: Archive | None = None
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _archive(self) -> Archive | None:
-        settings = self.config.archive
-        return None if settings is None else Archive.connect(settings.url, settings.endpoint)
-
     async def run(self) -> None:
-        self._archive()  # a bad archive URL or profile stops the start, not every pull
+        settings = self.config.archive
+        # One client for every pull: its probe of the lock runs once (at the first pull, so
+        # a store out of reach at the start is tried again), not once per pull, each leaving
+        # a locked object behind. A bad URL or profile stops the start.
+        self._archive = None if settings is None else \
+            Archive.connect(settings.url, settings.endpoint)
         log.info("dock service: %d bay(s), at most %d pull(s) at once, every %.1f s",
                  len(self.config.bays), self.config.max_concurrent, self.config.poll_s)
         try:
@@ -179,7 +181,7 @@ class Service:
         settings = self.config.archive
         try:
             result = await pull(bay, self.config.evidence, link, self.config.operator,
-                                connections=self.config.connections, archive=self._archive(),
+                                connections=self.config.connections, archive=self._archive,
                                 retention=timedelta(days=settings.retention_days if settings
                                                     else 365))
         except _ABSENT:
