@@ -136,9 +136,10 @@ def test_the_service_pulls_every_docked_device_into_custody_and_status_says_so(
             assert sorted(last["fetched_seqs"]) == sorted(sealed)
             assert verify_store(tmp_path / "evidence" / device_id).ok
         assert {bay["status"] for bay in state["bays"].values()} == {"done"}
-        verify = subprocess.run([*BODYCAM, "verify", str(tmp_path / "evidence" / IDS[0])],
+        verify = subprocess.run([*BODYCAM, "verify", str(tmp_path / "evidence")],
                                 capture_output=True, text=True, timeout=120)
         assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert verify.stdout.count("OK: ") == len(IDS)
         text = subprocess.run([*BODYCAM, "dock", "status", "--config", str(config)],
                               capture_output=True, text=True, timeout=60, check=True).stdout
         assert f"{IDS[1]}: ok at " in text and "custody record" in text
