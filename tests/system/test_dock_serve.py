@@ -5,11 +5,14 @@ twice and purge nothing before custody; SIGTERM ends it; a bad dock.toml is one 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -209,6 +212,87 @@ def test_stopped_mid_pull_and_restarted_the_service_fetches_nothing_twice(
             assert fetched | held_at_kill[device_id] == {f.rsplit("/", 1)[-1]
                                                          for f in sealed.values()}
             assert verify_store(evidence / device_id).ok
+
+
+class Bay:
+    """A bay's cable: a TCP relay to the device, slowed to `rate` bytes/s from the device,
+    that can be unplugged (every connection cut, nothing answering)."""
+
+    def __init__(self, target: int, port: int = 0, rate: float = 100_000) -> None:
+        self.target, self.rate = target, rate
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                dock, _ = self.listener.accept()
+            except OSError:
+                return
+            device = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [dock, device]
+            threading.Thread(target=self._relay, args=(dock, device, 0), daemon=True).start()
+            threading.Thread(target=self._relay, args=(device, dock, self.rate),
+                             daemon=True).start()
+
+    @staticmethod
+    def _relay(source: socket.socket, sink: socket.socket, rate: float) -> None:
+        try:
+            while data := source.recv(16384):
+                sink.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+    def unplug(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the accept() under way (Linux)
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+def test_a_device_taken_out_mid_pull_and_docked_in_another_bay_is_finished_there(
+        tmp_path: Path, stores: dict[str, Path], dock_pki: Pki) -> None:
+    evidence = tmp_path / "evidence"
+    sealed_dir = evidence / IDS[0] / "sealed"
+    with ExitStack() as stack:
+        (device,) = _devices(stack, tmp_path, stores, dock_pki, ids=IDS[:1],
+                             purge_policy="after_custody")
+        first = Bay(device.daemon.offload.port)
+        with socket.create_server(("127.0.0.1", 0)) as spare:
+            other_port = spare.getsockname()[1]  # the other bay, empty for now
+        bays = [f"https://127.0.0.1:{first.port}", f"https://127.0.0.1:{other_port}"]
+        config = write_dock_toml(tmp_path, dock_pki, bays, connections=1)
+        with service(config) as process:
+            wait_for(lambda: sealed_dir.is_dir() and any(sealed_dir.iterdir()), timeout=120,
+                     interval=0.005, what="a first file pulled")
+            first.unplug()
+            wait_for(lambda: status(config)["bays"].get(bays[0], {}).get("status") in
+                     ("absent", "failed"), timeout=60, what="the first bay given up")
+            held = {p.name for p in sealed_dir.iterdir()}  # what the cut pull left
+            assert not device.records("custody") and not device.records("purge")
+            Bay(device.daemon.offload.port, other_port)
+            wait_for(lambda: pulled(config, IDS[:1]), timeout=120, what="pulled again")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+        last = status(config)["devices"][IDS[0]]
+        assert last["bay"] == bays[1]
+        sealed = {r["seq"]: r["payload"]["file"].rsplit("/", 1)[-1]
+                  for r in device.records("segment_sealed")}
+        (custody,) = device.records("custody")
+        assert sorted(s["seq"] for s in custody["payload"]["segments"]) == sorted(sealed)
+        fetched = {sealed[seq] for seq in last["fetched_seqs"]}
+        assert held and fetched.isdisjoint(held) and fetched | held == set(sealed.values())
+        assert verify_store(evidence / IDS[0]).ok
 
 
 def test_one_device_answering_in_two_bays_is_pulled_once(
