@@ -1,5 +1,5 @@
-"""`bodycam dock ...`: the docking station's commands (enroll, pull and custody, officer,
-clock)."""
+"""`bodycam dock ...`: the docking station's commands (enroll, pull and custody, the
+service and its status, officer, clock)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="COMPLIANCE retention of the files of a recording marked important "
                             "(default 3650; longer than --retention-days)")
     pull_.set_defaults(func=_pull)
+
+    serve = actions.add_parser("serve", help="the dock as a service: poll the bays of "
+                               "dock.toml, pull every device docked (docs/docking.md)")
+    serve.add_argument("--config", required=True, type=Path, metavar="DOCK_TOML")
+    serve.add_argument("-v", "--verbose", action="store_true")
+    serve.set_defaults(func=_serve)
+    status = actions.add_parser("status", help="what the dock service last did, per bay and "
+                                "per device")
+    status.add_argument("--config", required=True, type=Path, metavar="DOCK_TOML")
+    status.add_argument("--json", action="store_true", help="the state file as is")
+    status.add_argument("-v", "--verbose", action="store_true")
+    status.set_defaults(func=_status)
 
     officer = actions.add_parser("officer", parents=[link],
                                  help="issue the device to an officer, or take it back")
@@ -151,6 +163,54 @@ def _pull(args: argparse.Namespace) -> int:
         print(f"bodycam dock: {result.problem}", file=sys.stderr)
         return 1
     print(f"evidence: {result.folder} (bodycam verify {result.folder})")
+    return 0
+
+
+def _service_config(path: Path) -> Any:
+    from agent.dock.service_config import ServiceConfigError, load_service_config
+
+    try:
+        return load_service_config(path)
+    except ServiceConfigError as exc:
+        print(f"bodycam dock: {exc}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from agent.dock.archive import ArchiveError
+    from agent.dock.pull import DockError
+    from agent.dock.serve import serve
+
+    config = _service_config(args.config)
+    if config is None:
+        return 2
+    try:
+        serve(config)
+    except (DockError, ArchiveError) as exc:
+        print(f"bodycam dock: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from agent.dock.pull import DockError
+    from agent.dock.serve import State, status_lines
+
+    config = _service_config(args.config)
+    if config is None:
+        return 2
+    try:
+        state = State.load(config.state)
+    except DockError as exc:
+        print(f"bodycam dock: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"bays": state.bays, "devices": state.devices}, indent=1,
+                         sort_keys=True))
+    else:
+        print("\n".join(status_lines(state)))
     return 0
 
 

@@ -1,0 +1,149 @@
+"""dock.toml: what `bodycam dock serve` and `bodycam dock status` read.
+
+The dock is another machine than the device, so it does not share the device's config
+module; it keeps the same habit: whatever is wrong is one line naming the file, the key and
+the value (docs/docking.md, "Dock service").
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+_LIMIT = 1 << 20  # bytes: a real dock.toml is a few hundred
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_KEYS = {"operator", "evidence", "state", "bays", "max_concurrent", "connections", "poll_s",
+         "tls", "archive"}
+_TLS_KEYS = {"cert", "key", "ca"}
+_ARCHIVE_KEYS = {"url", "endpoint", "retention_days"}
+
+
+class ServiceConfigError(Exception):
+    """A dock.toml the service refuses to start with: one line."""
+
+
+@dataclass(frozen=True)
+class ArchiveSettings:
+    url: str
+    endpoint: str | None
+    retention_days: int
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    path: Path
+    operator: str
+    evidence: Path
+    state: Path
+    bays: tuple[str, ...]
+    cert: Path
+    key: Path
+    ca: Path
+    max_concurrent: int = 4
+    connections: int = 4
+    poll_s: float = 5.0
+    archive: ArchiveSettings | None = None
+
+
+class _Reader:
+    """Takes keys out of one table, each checked, with the table's name for the message."""
+
+    def __init__(self, path: Path, table: dict[str, Any], name: str, allowed: set[str]) -> None:
+        self.path, self.table, self.name = path, table, name
+        for key in table:
+            if key not in allowed:
+                self.fail(f"unknown key {self._key(key)}")
+
+    def _key(self, key: str) -> str:
+        return f"[{self.name}] {key}" if self.name else key
+
+    def fail(self, message: str) -> NoReturn:
+        raise ServiceConfigError(f"config error in {self.path}: {message}")
+
+    def bad(self, key: str, why: str) -> NoReturn:
+        self.fail(f"{self._key(key)} = {self.table[key]!r:.200}: {why}")
+
+    def text(self, key: str, default: str | None = None) -> str:
+        if key not in self.table:
+            if default is None:
+                self.fail(f"missing key {self._key(key)}")
+            return str(default)
+        value = self.table[key]
+        if not isinstance(value, str) or not value.strip():
+            self.bad(key, "not a non-empty string")
+        if _CONTROL.search(value):
+            self.bad(key, "control characters (NUL, newline, ...) are not allowed")
+        return str(value)
+
+    def file(self, key: str) -> Path:
+        path = self.path.parent / Path(self.text(key)).expanduser()
+        if not path.is_file():
+            self.bad(key, "no such file")
+        return path
+
+    def number(self, key: str, default: float, low: float, high: float,
+               whole: bool = True) -> float:
+        value = self.table.get(key, default)
+        number = isinstance(value, int) or (not whole and isinstance(value, float))
+        if isinstance(value, bool) or not number or not low <= float(value) <= high:
+            self.bad(key, f"not a {'whole ' if whole else ''}number from {low:g} to {high:g}")
+        return float(value)
+
+
+def load_service_config(path: Path) -> ServiceConfig:
+    """Read and check dock.toml; paths in it are relative to its folder."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(_LIMIT + 1)
+    except OSError as exc:
+        raise ServiceConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    if len(data) > _LIMIT:
+        raise ServiceConfigError(f"config error in {path}: longer than {_LIMIT} bytes")
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ServiceConfigError(f"config error in {path}: not UTF-8 at byte {exc.start}") \
+            from None
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
+        raise ServiceConfigError(f"config error in {path}: not valid TOML: {exc}") from None
+    top = _Reader(path, raw, "", _KEYS)
+    tls = _Reader(path, _table(top, "tls"), "tls", _TLS_KEYS)
+    bays = raw.get("bays")
+    if bays is None:
+        top.fail("missing key bays")
+    if not isinstance(bays, list) or not bays or len(set(map(str, bays))) != len(bays):
+        top.bad("bays", "not a list of distinct device addresses")
+    for bay in bays:
+        if not isinstance(bay, str) or not re.fullmatch(r"https://[^\s/]+(:\d{1,5})?/?", bay):
+            top.bad("bays", f"{bay!r:.100} is not an address like https://10.0.0.2:8443")
+    evidence = path.parent / Path(top.text("evidence")).expanduser()
+    archive = None
+    if "archive" in raw:
+        section = _Reader(path, _table(top, "archive"), "archive", _ARCHIVE_KEYS)
+        url = section.text("url")
+        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?", url):
+            section.bad("url", "not s3://BUCKET[/PREFIX]")
+        archive = ArchiveSettings(url, section.text("endpoint") if "endpoint" in
+                                  section.table else None,
+                                  int(section.number("retention_days", 365, 1, 36500)))
+    return ServiceConfig(
+        path=path, operator=top.text("operator"), evidence=evidence,
+        state=path.parent / Path(top.text("state", str(evidence.parent / "dock-state.json"))),
+        bays=tuple(b.rstrip("/") for b in bays),
+        cert=tls.file("cert"), key=tls.file("key"), ca=tls.file("ca"),
+        max_concurrent=int(top.number("max_concurrent", 4, 1, 64)),
+        connections=int(top.number("connections", 4, 1, 32)),
+        poll_s=float(top.number("poll_s", 5.0, 0.1, 3600, whole=False)),
+        archive=archive)
+
+
+def _table(reader: _Reader, key: str) -> dict[str, Any]:
+    value = reader.table.get(key)
+    if value is None:
+        reader.fail(f"missing table [{key}]")
+    if not isinstance(value, dict):
+        reader.bad(key, "not a table")
+    return dict(value)

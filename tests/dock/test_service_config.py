@@ -1,0 +1,73 @@
+"""dock.toml: every key checked, each mistake one line naming the file, the key and the
+value; paths relative to the file's folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.dock.service_config import ServiceConfigError, load_service_config
+
+GOOD = """operator = "operator Li"
+evidence = "evidence"
+bays = ["https://10.0.0.2:8443", "https://10.0.0.3:8443/"]
+[tls]
+cert = "dock.crt"
+key = "dock.key"
+ca = "device-ca.pem"
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    for name in ("dock.crt", "dock.key", "device-ca.pem"):
+        (tmp_path / name).write_text("PEM")
+    return tmp_path
+
+
+def test_a_good_file_with_defaults_and_paths_beside_it(folder: Path) -> None:
+    path = folder / "dock.toml"
+    path.write_text(GOOD + '[archive]\nurl = "s3://evidence/agency"\n')
+    config = load_service_config(path)
+    assert config.evidence == folder / "evidence"
+    assert config.state == folder / "dock-state.json"
+    assert config.cert == folder / "dock.crt"
+    assert config.bays == ("https://10.0.0.2:8443", "https://10.0.0.3:8443")
+    assert (config.max_concurrent, config.connections, config.poll_s) == (4, 4, 5.0)
+    assert config.archive is not None and config.archive.retention_days == 365
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("operator", 'operator = ""'), "operator = '': not a non-empty string"),
+    (("operator", None), "missing key operator"),
+    (("bays", 'bays = ["https://a:1", "https://a:1"]'), "not a list of distinct device"),
+    (("bays", "bays = [1]"), "1 is not an address like https://10.0.0.2:8443"),
+    (("[tls]", "[tlz]"), "unknown key tlz"),
+    ((None, "poll_s = true"), "poll_s = True: not a number from 0.1 to 3600"),
+    ((None, "poll_s = 0.05"), "poll_s = 0.05: not a number from 0.1 to 3600"),
+    ((None, "max_concurrent = 2.5"), "max_concurrent = 2.5: not a whole number from 1 to 64"),
+    (("evidence", 'evidence = "a\\nb"'), "control characters"),
+    (("[tls]", '[archive]\nurl = "s3://X"\n[tls]'), "[archive] url = 's3://X': not s3://"),
+    (("[tls]", '[archive]\nurl = "s3://ok-bucket"\nretention_days = 0\n[tls]'),
+     "[archive] retention_days = 0: not a whole number from 1 to 36500"),
+    (("[tls]", '[archive]\nurl = "s3://ok-bucket"\nkeep = 1\n[tls]'),
+     "unknown key [archive] keep"),
+    (('key = "dock.key"', ""), "missing key [tls] key"),
+])
+def test_each_mistake_is_one_line(folder: Path, change: tuple[str | None, str | None],
+                                  message: str) -> None:
+    start, replacement = change
+    lines = GOOD.splitlines()
+    if start is None:
+        lines.insert(0, replacement or "")
+    else:
+        lines = [(replacement if line.startswith(start) else line) for line in lines]
+        lines = [line for line in lines if line is not None]
+    path = folder / "dock.toml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ServiceConfigError) as error:
+        load_service_config(path)
+    text = str(error.value)
+    assert text.startswith(f"config error in {path}: ") and "\n" not in text
+    assert message in text, text
