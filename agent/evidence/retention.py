@@ -8,10 +8,8 @@ decided in one place (docs/chain-format.md, "Retention classes").
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from typing import Any
-
-from agent.evidence.chain import SEALED_FILE_TYPES
 
 STANDARD = "standard"
 MARKED = "marked"
@@ -27,16 +25,3 @@ def recording_of(payload: dict[str, Any]) -> int | None:
 def file_class(recording: int | None, marked: Collection[int]) -> str:
     """The class of a file of `recording`, given the recordings a mark marks."""
     return MARKED if recording is not None and recording in marked else STANDARD
-
-
-def marked_recordings(records: Iterable[dict[str, Any]]) -> set[int]:
-    """The recordings a `mark` record marks."""
-    return {recording for r in records if r.get("type") == "mark"
-            and (recording := recording_of(r.get("payload") or {})) is not None}
-
-
-def retention_classes(records: list[dict[str, Any]]) -> dict[int, str]:
-    """Each sealed file's class, by the seq of the record that seals it."""
-    marked = marked_recordings(records)
-    return {r["seq"]: file_class(recording_of(r["payload"]), marked)
-            for r in records if r.get("type") in SEALED_FILE_TYPES}

@@ -3,7 +3,8 @@ that a mark marks are `marked`, whenever the mark came; every other file is `sta
 
 from __future__ import annotations
 
-from agent.evidence.retention import MARKED, STANDARD, retention_classes
+from agent.evidence.chain import SEALED_FILE_TYPES
+from agent.evidence.retention import MARKED, STANDARD, file_class, recording_of
 
 
 def test_a_mark_makes_its_recordings_files_marked_and_no_others() -> None:
@@ -18,5 +19,7 @@ def test_a_mark_makes_its_recordings_files_marked_and_no_others() -> None:
         {"seq": 9, "type": "file_recovered", "payload": {"came_from": "open/x.ts"}},
         {"seq": 10, "type": "voice_note", "payload": {"interruption": None}},
     ]
-    assert retention_classes(records) == {3: STANDARD, 6: MARKED, 8: MARKED, 9: STANDARD,
-                                          10: STANDARD}
+    marked = {r["payload"]["recording"] for r in records if r["type"] == "mark"}
+    classes = {r["seq"]: file_class(recording_of(r["payload"]), marked)
+               for r in records if r["type"] in SEALED_FILE_TYPES}
+    assert classes == {3: STANDARD, 6: MARKED, 8: MARKED, 9: STANDARD, 10: STANDARD}
