@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -46,25 +47,34 @@ def checked_after_now(daemon) -> None:
     wait_for(lambda: daemon.cues._last_check > started, timeout=5, what="the next check")
 
 
+def set_attribute(path: Path, text: str) -> None:
+    """As the kernel updates a sysfs attribute: a reader sees the old value or the new one,
+    never the empty file a truncating write shows for a moment (which reads as no gauge
+    estimate, and once cleared the alarm in the middle of this test)."""
+    part = path.with_name(path.name + ".new")
+    part.write_text(text)
+    os.replace(part, path)
+
+
 def test_low_battery_alarm_follows_the_runtime_estimate(write_config, tmp_path: Path) -> None:
     """Raised when the recording time left crosses [battery] low_minutes (20), not at a low
     percentage with time to spare; sealed, buzzed and shown; cleared on the charger."""
     battery = tmp_path / "store" / "sim" / "power_supply" / "BAT0"
     with running_daemon(write_config(check_interval=0.2)) as daemon:
         buzzer = daemon.controls.factory.pin(daemon.config.gpio.buzzer_pin)
-        (battery / "capacity").write_text("8\n")  # 8 % of 11.1 Wh at 1 W: 53 min left
+        set_attribute(battery / "capacity", "8\n")  # 8 % of 11.1 Wh at 1 W: 53 min left
         checked_after_now(daemon)
-        (battery / "time_to_empty_now").write_text(f"{21 * 60}\n")  # the gauge's estimate
+        set_attribute(battery / "time_to_empty_now", f"{21 * 60}\n")  # the gauge's estimate
         checked_after_now(daemon)
         assert "battery_low" not in daemon.cues.active and daemon.health is Health.OK
-        (battery / "time_to_empty_now").write_text(f"{19 * 60}\n")
+        set_attribute(battery / "time_to_empty_now", f"{19 * 60}\n")
         wait_for(lambda: "battery_low" in daemon.cues.active, timeout=5, what="the alarm")
         wait_for(lambda: daemon.health is Health.WARNING, timeout=2, what="warning health")
         wait_for(lambda: buzzes(buzzer) >= 3, timeout=3, what="three pulses")
-        (battery / "time_to_empty_now").write_text(f"{22 * 60}\n")  # wavering, not a new pack
+        set_attribute(battery / "time_to_empty_now", f"{22 * 60}\n")  # wavering, not a new pack
         checked_after_now(daemon)
         assert "battery_low" in daemon.cues.active
-        (battery / "status").write_text("Charging\n")
+        set_attribute(battery / "status", "Charging\n")
         wait_for(lambda: not daemon.cues.active, timeout=5, what="the alarm to clear")
         assert daemon.health is Health.OK
     assert alarms(tmp_path / "store") == [
