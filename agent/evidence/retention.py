@@ -12,9 +12,11 @@ reach yet.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from agent.evidence.chain import SEALED_FILE_TYPES
 
 STANDARD = "standard"
 MARKED = "marked"
@@ -36,6 +38,25 @@ def recording_of(payload: dict[str, Any]) -> int | None:
 def file_class(recording: int | None, marked: Collection[int]) -> str:
     """The class of a file of `recording`, given the recordings a mark marks."""
     return MARKED if recording is not None and recording in marked else STANDARD
+
+
+def chain_facts(records: Iterable[dict[str, Any]]
+                ) -> tuple[dict[int, dict[str, Any]], dict[int, int]]:
+    """What `custody_problems` is given, from records read in chain order before the custody
+    (not verified yet: a record of another shape is left out): the sealed files (seq ->
+    `file`, `recording`, `wall`) and the marks (recording -> seq of its first mark)."""
+    files: dict[int, dict[str, Any]] = {}
+    marked: dict[int, int] = {}
+    for record in records:
+        payload, seq = record.get("payload"), record.get("seq")
+        if not isinstance(payload, dict) or type(seq) is not int:
+            continue
+        if record.get("type") == "mark" and type(payload.get("recording")) is int:
+            marked.setdefault(payload["recording"], seq)
+        elif record.get("type") in SEALED_FILE_TYPES and _when(record.get("wall")):
+            files[seq] = {"file": str(payload.get("file")), "recording": recording_of(payload),
+                          "wall": record["wall"]}
+    return files, marked
 
 
 def custody_problems(payload: dict[str, Any], files: Mapping[int, Mapping[str, Any]],
@@ -110,7 +131,9 @@ def _short(until: Any, wall: str, kind: str, days: int) -> str | None:
         named = datetime.strptime(str(until), _UNTIL).replace(tzinfo=UTC)
     except ValueError:
         return f"until {str(until)[:40]!r}, not a UTC time as 2027-12-03T09:28:09Z"
-    sealed = datetime.strptime(wall, _WALL).replace(tzinfo=UTC)
+    sealed = _when(wall)
+    if sealed is None:
+        return None  # a record of another shape: the verifier names it
     try:
         due = sealed + timedelta(days=days)
     except OverflowError:
@@ -119,3 +142,11 @@ def _short(until: Any, wall: str, kind: str, days: int) -> str | None:
         return None
     return (f"until {until}, short of the {due:{_UNTIL}} its class {kind!r} needs: "
             f"{days} days (retention_days) from its sealing at {wall}")
+
+
+def _when(wall: Any) -> datetime | None:
+    """A record's `wall` as a time, or None when it is not one."""
+    try:
+        return datetime.strptime(str(wall), _WALL).replace(tzinfo=UTC)
+    except ValueError:
+        return None

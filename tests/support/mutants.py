@@ -631,14 +631,7 @@ def _retention_cases(base: Base) -> list[_Case]:
     start, segment = n + 1, n + 2
     file = f"sealed/{segment:08d}.ts"
     named = (f"record {n + 3}", f"record {n + 4}", f"record {n + 5}", file)
-    marked = [("mark", {"recording": start, "source": "button"})]
-
-    def kept(retention: str | None, days: float | None = None,
-             retention_days: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A custody entry (retention: the class it says) and, with `days`, the archive."""
-        return {"retention": retention, "days": days,
-                "retention_days": _DAYS if retention_days is None else retention_days}
-
+    marked = [MARK]
     cases = [
         ("a custody after a mark holding its file as standard", FAIL,
          [*marked, kept("standard")]),
@@ -660,17 +653,29 @@ def _retention_cases(base: Base) -> list[_Case]:
         ("a mark after custody: the earlier custody standard, a later one holding the file "
          "as marked", OK, [kept("standard", 365), *marked, kept("marked", 3650)]),
         ("an older custody without retention_days, after a mark", OK,
-         [*marked, {"retention": "marked", "days": 30, "retention_days": None}]),
+         [*marked, {**kept("marked", 30), "retention_days": None}]),
     ]
     return [_Case(f"{name}, re-signed", verdict, named,
-                  _kept_after(segments[0], start, segment, steps), _NOT_IN_THE_SHELL)
+                  kept_after(segments[0], start, segment, steps), _NOT_IN_THE_SHELL)
             for name, verdict, steps in cases]
 
 
-def _kept_after(first: dict[str, Any], start: int, seq: int,
+MARK = ("mark", None)  # a step of `kept_after`: a mark of the new recording
+
+
+def kept(retention: str | None, days: float | None = None,
+         retention_days: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A step of `kept_after`: a custody of the new segment, holding it under `retention`
+    (None: saying no class) and, with `days`, archiving it until that many days after its
+    sealing; `retention_days` as the device seals them (365 and 3650 unless given)."""
+    return {"retention": retention, "days": days,
+            "retention_days": _DAYS if retention_days is None else retention_days}
+
+
+def kept_after(first: dict[str, Any], start: int, seq: int,
                 steps: list[Any]) -> Mutate:
     """A recording `start` with one segment `seq` (the bytes of `first`), then `steps`: a
-    mark ("mark", payload), or a custody of the segment (a dict of `kept`)."""
+    mark of it (MARK), or a custody of the segment (`kept`), appended and re-signed."""
     def mutate(copy: Path) -> None:
         bodies = Base(copy).bodies
         template = bodies[-1]
@@ -683,8 +688,9 @@ def _kept_after(first: dict[str, Any], start: int, seq: int,
         sealed = added[-1]
         for step in steps:
             number = seq + len(added) - 1
-            if isinstance(step, tuple):
-                added.append(_record(template, number, *step))
+            if step == MARK:
+                added.append(_record(template, number, "mark",
+                                     {"recording": start, "source": "button"}))
                 continue
             entry = {**_held(sealed), **({"retention": step["retention"]}
                                           if step["retention"] else {})}
