@@ -117,6 +117,27 @@ def custody_problems(payload: dict[str, Any], files: Mapping[int, Mapping[str, A
     return problems
 
 
+def purge_problem(item: dict[str, Any], sealed: Mapping[str, Any] | None,
+                  marked: Mapping[int, int], held_marked: bool) -> str | None:
+    """What a purge record's entry says of retention that the chain does not allow: the
+    class it gives the file is the chain's when the purge was sealed, and a `marked` file
+    goes only after a custody that holds it as marked (`held_marked`). Entries without a
+    class (older stores, whose device purged after any custody) and files not in the
+    chain (the references check's) are not judged."""
+    claimed = item.get("retention")
+    if claimed is None or sealed is None:
+        return None
+    where = f"seq {item['seq']} ({sealed['file']})"
+    chain = file_class(sealed["recording"], marked)
+    if claimed != chain:
+        return f"deletes {where} as {str(claimed)[:40]!r}, but the chain gives it {chain!r}"
+    if chain == MARKED and not held_marked:
+        return (f"deletes {where}, of recording {sealed['recording']} marked by mark record "
+                f"{marked[sealed['recording']]}, which no earlier custody record holds as "
+                "marked (a marked file leaves the device only after such a custody)")
+    return None
+
+
 def _days_of(days: Any) -> bool:
     """Whether `retention_days` is what the device seals: each class's days, positive."""
     return isinstance(days, dict) and set(days) == set(CLASSES) and \

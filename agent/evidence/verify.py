@@ -43,7 +43,7 @@ from agent.evidence.chain import (
 from agent.evidence.findings import Finding
 from agent.evidence.keys import PUBLIC_NAME, KeyMaterialError, fingerprint, load_public_key
 from agent.evidence.lines import Checked, checked_lines, handed_over, workers_for
-from agent.evidence.retention import MARKED, custody_problems
+from agent.evidence.retention import MARKED, custody_problems, purge_problem
 from agent.evidence.rules import References
 from agent.evidence.store import Store
 from agent.evidence.witness import FolderWitnesses, Receipt, Witness, check, in_folder
@@ -576,17 +576,22 @@ class _Pass:
     def _custody(self, record: dict[str, Any]) -> None:
         """What the custody record says of each file's retention, against the class the
         chain gives it now, when the custody is sealed (retention.py)."""
-        marked: dict[int, int] = {}
-        for mark in self.marks:
-            marked.setdefault(mark["recording"], mark["seq"])
         self.retention_findings += [
             Finding(f"custody record {record['seq']}", problem, "retention")
             for problem in custody_problems(record["payload"], self.references.open_files(),
-                                            marked)]
+                                            self._marked())]
+
+    def _marked(self) -> dict[int, int]:
+        """The recordings marked so far, each with the seq of its first mark."""
+        marked: dict[int, int] = {}
+        for mark in self.marks:
+            marked.setdefault(mark["recording"], mark["seq"])
+        return marked
 
     def _purge(self, record: dict[str, Any]) -> None:
         """Art. 21: a file may be purged only after a custody record named it with the same
         hash; only such a purge excuses a missing file, and closes it."""
+        marked = self._marked()
         for item in record["payload"]["files"]:
             seq, sha256 = item["seq"], item["sha256"]
             if self.keep_all:
@@ -599,6 +604,11 @@ class _Pass:
                     f"{seq}), which no earlier custody record holds with that "
                     "hash (deleted without custody)", "missing"))
                 continue
+            problem = purge_problem(item, self.references.open_files().get(seq), marked,
+                                    seq in self.held_marked)
+            if problem:
+                self.purge_findings.append(Finding(f"purge record {record['seq']}", problem,
+                                                   "retention"))
             self.purged[seq] = sha256
             if self.keep_all:
                 continue

@@ -630,7 +630,7 @@ def _retention_cases(base: Base) -> list[_Case]:
     n = len(base.bodies)
     start, segment = n + 1, n + 2
     file = f"sealed/{segment:08d}.ts"
-    named = (f"record {n + 3}", f"record {n + 4}", f"record {n + 5}", file)
+    named = (*(f"record {seq}" for seq in range(n + 3, n + 7)), file)
     marked = [MARK]
     cases = [
         ("a custody after a mark holding its file as standard", FAIL,
@@ -654,6 +654,16 @@ def _retention_cases(base: Base) -> list[_Case]:
          "as marked", OK, [kept("standard", 365), *marked, kept("marked", 3650)]),
         ("an older custody without retention_days, after a mark", OK,
          [*marked, {**kept("marked", 30), "retention_days": None}]),
+        ("a marked file purged after a custody holding it as standard only", FAIL,
+         [kept("standard"), *marked, purged("marked")]),
+        ("a marked file purged as standard", FAIL,
+         [*marked, kept("marked"), purged("standard")]),
+        ("a marked file purged after a custody holding it as marked", OK,
+         [kept("standard"), *marked, kept("marked"), purged("marked")]),
+        ("a file purged before its recording was marked", OK,
+         [kept("standard"), purged("standard"), *marked]),
+        ("an older purge without a class, of a marked file", OK,
+         [*marked, kept(None), purged(None)]),
     ]
     return [_Case(f"{name}, re-signed", verdict, named,
                   kept_after(segments[0], start, segment, steps), _NOT_IN_THE_SHELL)
@@ -670,6 +680,12 @@ def kept(retention: str | None, days: float | None = None,
     sealing; `retention_days` as the device seals them (365 and 3650 unless given)."""
     return {"retention": retention, "days": days,
             "retention_days": _DAYS if retention_days is None else retention_days}
+
+
+def purged(retention: str | None) -> dict[str, Any]:
+    """A step of `kept_after`: the segment purged on the strength of the custody before,
+    the purge giving it class `retention` (None: none, as older stores), its file deleted."""
+    return {"purge": retention}
 
 
 def kept_after(first: dict[str, Any], start: int, seq: int,
@@ -691,6 +707,13 @@ def kept_after(first: dict[str, Any], start: int, seq: int,
             if step == MARK:
                 added.append(_record(template, number, "mark",
                                      {"recording": start, "source": "button"}))
+                continue
+            if "purge" in step:
+                custody = next(b for b in reversed(added) if b["type"] == "custody")
+                added.append(_purge(template, number, [{
+                    **_held(sealed), "custody": custody["seq"],
+                    **({"retention": step["purge"]} if step["purge"] else {})}]))
+                (copy / file).unlink()
                 continue
             entry = {**_held(sealed), **({"retention": step["retention"]}
                                           if step["retention"] else {})}
