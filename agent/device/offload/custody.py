@@ -475,6 +475,19 @@ class CustodyDesk:
             self.backoff.passed(dock)
             with self._ledger.lock:  # custody only grows: what was proven covers it still
                 files = check_report(self._ledger.refresh(), report)
+
+                def classes_still(seq: int) -> dict[str, Any]:
+                    """Under the chain's lock, where nothing is appended meanwhile: a mark
+                    sealed since the check (the officer pressed the button just now) must not
+                    leave a file held as standard by a custody sealed after it."""
+                    ledger = self._ledger.refresh()
+                    for sealed in files:
+                        said, chain = classes[sealed.seq], ledger.retention(sealed)
+                        if said is not None and said != chain:
+                            raise CustodyRefused(409, f"segment seq {sealed.seq} "
+                                                 f"({sealed.file}): retention {said!r}, but "
+                                                 f"a mark sealed meanwhile makes it {chain!r}")
+                    return {}
                 payload = {
                     "report_id": report.report_id,
                     "dock": dock.as_record(),
@@ -487,7 +500,7 @@ class CustodyDesk:
                 }
                 if report.archive is not None:
                     payload["archive"] = report.archive.model_dump(exclude_none=True)
-                record = self._chain.append("custody", payload)
+                record = self._chain.append("custody", payload, classes_still)
                 return self._ledger.refresh().custody_lines[record["seq"]]
 
 
