@@ -63,9 +63,7 @@ def custody_problems(payload: dict[str, Any], files: Mapping[int, Mapping[str, A
                      marked: Mapping[int, int]) -> list[str]:
     """What a custody record says of retention that the chain does not allow, each naming
     the file and the two values: a file held under a class other than the one the chain
-    gives it when the custody was sealed, and an archived file whose retain-until falls
-    short of its class's days (the record's own `retention_days`) from the record that
-    sealed it, by more than CLOCK_ALLOWANCE.
+    gives it when the custody was sealed, and `archive_problems` of the classes held.
 
     `files`: seq -> `file`, `recording`, `wall` of the sealed files the chain holds before
     the custody; `marked`: recording -> seq of the first mark record before it. A file a
@@ -98,19 +96,30 @@ def custody_problems(payload: dict[str, Any], files: Mapping[int, Mapping[str, A
                 "no mark before this custody marks its recording"
             problems.append(f"holds {where} as {claimed!r}, but the chain gives it {chain!r} "
                             f"({why})")
+    return [*problems, *archive_problems(payload, files, held)]
+
+
+def archive_problems(payload: dict[str, Any], files: Mapping[int, Mapping[str, Any]],
+                     held: Mapping[int, str]) -> list[str]:
+    """Of a custody record (or the payload the device is about to seal): each archived file
+    whose `retain_until` falls short of the days of the class it is held under (`held`,
+    seq -> class) after its sealing, by more than CLOCK_ALLOWANCE, and `retention_days`
+    that are not each class's days. Without `retention_days` (older stores) nothing."""
     days = payload.get("retention_days")
     if days is None:  # older stores: the days were not sealed
-        return problems
+        return []
     if not _days_of(days):
-        return [*problems, f"gives retention_days {json.dumps(days)[:80]}, not the days of each "
-                           "class (standard and marked, whole days, marked the longer)"]
+        return [f"gives retention_days {json.dumps(days)[:80]}, not the days of each class "
+                "(standard and marked, whole days, marked the longer)"]
+    problems = []
     archive = payload.get("archive")
     objects = archive.get("objects") if isinstance(archive, dict) else None
     for item in objects if isinstance(objects, list) else []:
         if not isinstance(item, dict) or item.get("seq") not in held:
             continue  # a chain slice, or no file of this custody (the device refuses those)
-        kind = held[item["seq"]]
-        sealed = files[item["seq"]]
+        kind, sealed = held[item["seq"]], files.get(item["seq"])
+        if sealed is None:
+            continue
         problem = _short(item.get("retain_until"), sealed["wall"], kind, days[kind])
         if problem:
             problems.append(f"archives seq {item['seq']} ({sealed['file']}) {problem}")
