@@ -141,9 +141,9 @@ def verify_store(root: Path, public_key_path: Path | None = None,
 @dataclass(frozen=True)
 class Copy:
     """What a dock's pull needs of a verification beyond the report: the sealed files no
-    purge closed (seq -> file, sha256, size, recording, whether a custody record named it
-    and whether one held it as marked), the key in force after the chain, and the seq a
-    resumed verification went on from."""
+    purge closed (seq -> file, sha256, size, recording, wall, whether a custody record
+    named it and whether one held it as marked), the key in force after the chain, and the
+    seq a resumed verification went on from."""
 
     open_files: dict[int, dict[str, Any]]
     key_in_force: Ed25519PublicKey
