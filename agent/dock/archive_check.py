@@ -23,6 +23,7 @@ from agent.dock.archive import MODE, Archive, ArchiveError, client_errors, descr
 from agent.dock.reading import sealed_file
 from agent.evidence.chain import parse_line, read_bodies
 from agent.evidence.keys import PUBLIC_NAME
+from agent.evidence.retention import chain_facts, custody_problems
 from agent.evidence.verify import Report, verify_store
 from agent.evidence.witness import RECEIPTS
 
@@ -94,7 +95,15 @@ def check_device(archive: Archive, device: str, folder: Path,
             return report
         (folder / "keys" / PUBLIC_NAME).write_bytes(data)
     records = read_bodies(folder / "chain.jsonl")
-    named = _named(records) | _receipts(archive, device, folder, lines, report)
+    receipts = _receipts(archive, device, folder, lines, report)
+    named = _named(records) | _named(receipts)
+    # The verifier reads the custody records in the chain; a receipt past it is read here.
+    past = [r for r in receipts if r["seq"] > lines and isinstance(r.get("payload"), dict)]
+    facts = chain_facts(records) if past else ({}, {})
+    for receipt in past:
+        report.problems += [f"custody record {receipt['seq']} (its receipt, past the archived "
+                            f"chain): {problem}"
+                            for problem in custody_problems(receipt["payload"], *facts)]
     now = datetime.now(UTC)
     unnamed = []
     for record in records:
@@ -193,11 +202,11 @@ def _named(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
 
 
 def _receipts(archive: Archive, device: str, folder: Path, lines: int,
-              report: ArchiveReport) -> dict[int, dict[str, Any]]:
-    """The archived receipts: those the chain reaches go in receipts/, where the verifier
-    checks each as a witness of the head; the newest (its record is archived with the next
-    pull's slice) only says where its files are, and those files are checked against the
-    chain's sealed hashes all the same."""
+              report: ArchiveReport) -> list[dict[str, Any]]:
+    """The archived receipts' custody records: those the chain reaches go in receipts/,
+    where the verifier checks each as a witness of the head; the newest (its record is
+    archived with the next pull's slice) only says where its files are and how they are
+    kept, and those files are checked against the chain's sealed hashes all the same."""
     prefix = archive.location.key(device, RECEIPTS) + "/"
     keys = []
     try:
@@ -228,7 +237,7 @@ def _receipts(archive: Archive, device: str, folder: Path, lines: int,
             report.notes.append(f"receipt {key}: custody record {body['seq']} is past the "
                                 f"archived chain (line {lines}); the next pull archives it")
         bodies.append(body)
-    return _named(bodies)
+    return bodies
 
 
 def _retention(head: dict[str, Any], place: dict[str, Any], now: datetime) -> str | None:

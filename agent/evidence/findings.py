@@ -9,7 +9,8 @@ from dataclasses import dataclass
 class Finding:
     where: str
     problem: str
-    # changed, missing, reordered, inserted, truncated, gap, overlap, dangling, unanchored
+    # changed, missing, reordered, inserted, truncated, gap, overlap, dangling, unanchored,
+    # retention
     kind: str
 
     def __str__(self) -> str:

@@ -145,7 +145,7 @@ class References:
             self._interruptions.add(seq)
         elif kind in SEALED_FILE_TYPES:
             self._sealed[seq] = {**{name: payload[name] for name in ("file", "sha256", "size")},
-                                 "recording": recording_of(payload)}
+                                 "recording": recording_of(payload), "wall": record["wall"]}
             if kind == "segment_sealed":
                 self._segment_names.add(payload["file"])
 
@@ -159,8 +159,8 @@ class References:
         self._holders.pop(seq, None)
 
     def open_files(self) -> dict[int, dict[str, Any]]:
-        """seq -> file, sha256, size of each sealed file kept: those no purge closed (all,
-        with `keep_all`)."""
+        """seq -> file, sha256, size, recording, wall of each sealed file kept: those no purge
+        closed (all, with `keep_all`)."""
         return self._sealed
 
     def state(self) -> dict[str, Any]:
@@ -178,7 +178,8 @@ class References:
         self._interruptions = {int(seq) for seq in state["interruptions"]}
         self._sealed = {int(seq): {"file": str(sealed["file"]),
                                    "sha256": str(sealed["sha256"]), "size": int(sealed["size"]),
-                                   "recording": recording_of(sealed)}
+                                   "recording": recording_of(sealed),
+                                   "wall": str(sealed["wall"])}
                         for seq, sealed in state["sealed"]}
         self._segment_names = {str(name) for name in state["segment_names"]}
         self._holders = {int(seq): {int(c) for c in custody}

@@ -43,7 +43,7 @@ from agent.evidence.chain import (
 from agent.evidence.findings import Finding
 from agent.evidence.keys import PUBLIC_NAME, KeyMaterialError, fingerprint, load_public_key
 from agent.evidence.lines import Checked, checked_lines, handed_over, workers_for
-from agent.evidence.retention import MARKED
+from agent.evidence.retention import MARKED, custody_problems, purge_problem
 from agent.evidence.rules import References
 from agent.evidence.store import Store
 from agent.evidence.witness import FolderWitnesses, Receipt, Witness, check, in_folder
@@ -141,9 +141,9 @@ def verify_store(root: Path, public_key_path: Path | None = None,
 @dataclass(frozen=True)
 class Copy:
     """What a dock's pull needs of a verification beyond the report: the sealed files no
-    purge closed (seq -> file, sha256, size, recording, whether a custody record named it
-    and whether one held it as marked), the key in force after the chain, and the seq a
-    resumed verification went on from."""
+    purge closed (seq -> file, sha256, size, recording, wall, whether a custody record
+    named it and whether one held it as marked), the key in force after the chain, and the
+    seq a resumed verification went on from."""
 
     open_files: dict[int, dict[str, Any]]
     key_in_force: Ed25519PublicKey
@@ -261,7 +261,7 @@ def _verify_chain(store: Store, key: Ed25519PublicKey, report: Report, listed: s
     return run
 
 
-_STATE_VERSION = 2  # of the saved state's form: a state of another version is not read
+_STATE_VERSION = 3  # of the saved state's form: a state of another version is not read
 
 
 def _save(path: Path, run: _Pass, key: Ed25519PublicKey, listed: set[str]) -> None:
@@ -394,6 +394,7 @@ class _Pass:
         self.references = References(self.hashes, keep_all)
         self.held: dict[int, str] = {}    # file seq -> sha256 the last custody named
         self.held_marked: set[int] = set()  # files a custody holds under the marked class
+        self.retention_findings: list[Finding] = []
         self.purged: dict[int, str] = {}  # file seq -> sha256 a purge keeping the rule names
         self.purge_findings: list[Finding] = []
         self.sealed_count = self.segments = self.video_frames = self.purged_count = 0
@@ -551,6 +552,7 @@ class _Pass:
         self.references.take(record)
         kind, payload = record["type"], record["payload"]
         if kind == "custody":
+            self._custody(record)
             self.held.update((item["seq"], item["sha256"]) for item in payload["segments"])
             self.held_marked.update(item["seq"] for item in payload["segments"]
                                     if item.get("retention") == MARKED)
@@ -571,9 +573,25 @@ class _Pass:
             self._continuity(record)
         self.asked = self.asked or self.references.asked
 
+    def _custody(self, record: dict[str, Any]) -> None:
+        """What the custody record says of each file's retention, against the class the
+        chain gives it now, when the custody is sealed (retention.py)."""
+        self.retention_findings += [
+            Finding(f"custody record {record['seq']}", problem, "retention")
+            for problem in custody_problems(record["payload"], self.references.open_files(),
+                                            self._marked())]
+
+    def _marked(self) -> dict[int, int]:
+        """The recordings marked so far, each with the seq of its first mark."""
+        marked: dict[int, int] = {}
+        for mark in self.marks:
+            marked.setdefault(mark["recording"], mark["seq"])
+        return marked
+
     def _purge(self, record: dict[str, Any]) -> None:
         """Art. 21: a file may be purged only after a custody record named it with the same
         hash; only such a purge excuses a missing file, and closes it."""
+        marked = self._marked()
         for item in record["payload"]["files"]:
             seq, sha256 = item["seq"], item["sha256"]
             if self.keep_all:
@@ -586,6 +604,11 @@ class _Pass:
                     f"{seq}), which no earlier custody record holds with that "
                     "hash (deleted without custody)", "missing"))
                 continue
+            problem = purge_problem(item, self.references.open_files().get(seq), marked,
+                                    seq in self.held_marked)
+            if problem:
+                self.purge_findings.append(Finding(f"purge record {record['seq']}", problem,
+                                                   "retention"))
             self.purged[seq] = sha256
             if self.keep_all:
                 continue
@@ -687,6 +710,7 @@ class _Pass:
         report.notes += self.rotation_notes
         self._ending(report)
         report.findings += self.references.findings
+        report.findings += self.retention_findings
         report.findings += held.findings
         if held.manifest is not None and self.spans and \
                 held.manifest.get("key_fingerprint") != self.spans[0].fingerprint:

@@ -46,6 +46,7 @@ import shutil
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,7 @@ def _store_cases(store: Path, work: Path, other: Path | None) -> list[_Case]:
     cases += _line_cases(base, rng, other)
     cases += _rollback_cases(base)
     cases += _resigned_cases(base)
+    cases += _retention_cases(base)
     cases += _other_key_cases(base, store, work)
     cases += _benign_cases(base)
     return cases
@@ -609,6 +611,145 @@ def _purge_without_custody(template: dict[str, Any], seq: int,
         _append_records([_purge(template, seq, [{**_held(sealed), "custody": None}])])(copy)
         (copy / sealed["payload"]["file"]).unlink()
     return mutate
+
+
+# Retention in custody records -------------------------------------------------------------
+
+_DAY_S = 86_400
+_DAYS = {"standard": 365, "marked": 3650}
+
+
+def _retention_cases(base: Base) -> list[_Case]:
+    """A new recording appended, its one segment (a copy of the first, sealed by its own
+    record), and custody records of it, re-signed: what each custody says of how the file
+    is kept, against its class in the chain when the custody was sealed (retention.py).
+    Only `bodycam verify` reads the class and the archive: the shell procedure passes all."""
+    segments = [b for b in base.bodies if b["type"] == "segment_sealed"]
+    if not segments:
+        return []
+    n = len(base.bodies)
+    start, segment = n + 1, n + 2
+    file = f"sealed/{segment:08d}.ts"
+    named = (*(f"record {seq}" for seq in range(n + 3, n + 7)), file)
+    marked = [MARK]
+    cases = [
+        ("a custody after a mark holding its file as standard", FAIL,
+         [*marked, kept("standard")]),
+        ("a custody holding a file no mark marks as marked", FAIL, [kept("marked")]),
+        ("a custody holding a file under a class that is none", FAIL, [kept("forever")]),
+        ("a custody after a mark archiving its file for the standard days", FAIL,
+         [*marked, kept("marked", 365)]),
+        ("a custody archiving a standard file for 30 days", FAIL, [kept("standard", 30)]),
+        ("a custody archiving a standard file two days short", FAIL,
+         [kept("standard", 363)]),
+        ("a custody whose retention_days keep marked files no longer than standard ones",
+         FAIL, [*marked, kept("marked", 3650, {"standard": 3650, "marked": 365})]),
+        ("a custody after a mark archiving its file for the marked days", OK,
+         [*marked, kept("marked", 3650)]),
+        ("a custody archiving a standard file for its days, less an hour (a device clock "
+         "ahead of the dock's)", OK, [kept("standard", 365 - 1 / 24)]),
+        ("a custody after a mark holding its file without a class", OK,
+         [*marked, kept(None, 365)]),
+        ("a mark after custody: the earlier custody standard, a later one holding the file "
+         "as marked", OK, [kept("standard", 365), *marked, kept("marked", 3650)]),
+        ("an older custody without retention_days, after a mark", OK,
+         [*marked, {**kept("marked", 30), "retention_days": None}]),
+        ("a marked file purged after a custody holding it as standard only", FAIL,
+         [kept("standard"), *marked, purged("marked")]),
+        ("a marked file purged as standard", FAIL,
+         [*marked, kept("marked"), purged("standard")]),
+        ("a marked file purged after a custody holding it as marked", OK,
+         [kept("standard"), *marked, kept("marked"), purged("marked")]),
+        ("a file purged before its recording was marked", OK,
+         [kept("standard"), purged("standard"), *marked]),
+        ("an older purge without a class, of a marked file", OK,
+         [*marked, kept(None), purged(None)]),
+    ]
+    return [_Case(f"{name}, re-signed", verdict, named,
+                  kept_after(segments[0], start, segment, steps), _NOT_IN_THE_SHELL)
+            for name, verdict, steps in cases]
+
+
+MARK = ("mark", None)  # a step of `kept_after`: a mark of the new recording
+
+
+def kept(retention: str | None, days: float | None = None,
+         retention_days: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A step of `kept_after`: a custody of the new segment, holding it under `retention`
+    (None: saying no class) and, with `days`, archiving it until that many days after its
+    sealing; `retention_days` as the device seals them (365 and 3650 unless given)."""
+    return {"retention": retention, "days": days,
+            "retention_days": _DAYS if retention_days is None else retention_days}
+
+
+def purged(retention: str | None) -> dict[str, Any]:
+    """A step of `kept_after`: the segment purged on the strength of the custody before,
+    the purge giving it class `retention` (None: none, as older stores), its file deleted."""
+    return {"purge": retention}
+
+
+def kept_after(first: dict[str, Any], start: int, seq: int,
+                steps: list[Any]) -> Mutate:
+    """A recording `start` with one segment `seq` (the bytes of `first`), then `steps`: a
+    mark of it (MARK), or a custody of the segment (`kept`), appended and re-signed."""
+    def mutate(copy: Path) -> None:
+        bodies = Base(copy).bodies
+        template = bodies[-1]
+        file = f"sealed/{seq:08d}.ts"
+        shutil.copy(copy / first["payload"]["file"], copy / file)
+        begun = next(b for b in bodies if b["type"] == "record_start")
+        added = [_record(template, start, "record_start", begun["payload"]),
+                 _record(template, seq, "segment_sealed", {
+                     **first["payload"], "recording": start, "index": 0, "file": file})]
+        sealed = added[-1]
+        for step in steps:
+            number = seq + len(added) - 1
+            if step == MARK:
+                added.append(_record(template, number, "mark",
+                                     {"recording": start, "source": "button"}))
+                continue
+            if "purge" in step:
+                custody = next(b for b in reversed(added) if b["type"] == "custody")
+                added.append(_purge(template, number, [{
+                    **_held(sealed), "custody": custody["seq"],
+                    **({"retention": step["purge"]} if step["purge"] else {})}]))
+                (copy / file).unlink()
+                continue
+            entry = {**_held(sealed), **({"retention": step["retention"]}
+                                          if step["retention"] else {})}
+            custody = _custody(template, number, {"seq": number - 1, "hash": ""}, [entry])
+            if step["retention_days"] is not None:
+                custody["payload"]["retention_days"] = step["retention_days"]
+            if step["days"] is not None:
+                custody["payload"]["archive"] = {
+                    "endpoint": "https://s3.example", "bucket": "evidence", "objects": [{
+                        "seq": seq, "key": f"agency/{template['device']}/{file}",
+                        "version_id": "v1",
+                        "retain_until": _after(template["wall"], step["days"])}]}
+            added.append(custody)
+        resign(copy, [*bodies, *_linked(bodies[-1], added)])
+    return mutate
+
+
+def _after(wall: str, days: float) -> str:
+    """`days` after `wall`, as an archive's retain-until (UTC, whole seconds, one on)."""
+    moment = datetime.strptime(wall, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return (moment.replace(microsecond=0) + timedelta(seconds=round(days * _DAY_S) + 1)
+            ).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _linked(last: dict[str, Any], added: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`added` linked after `last` as `resign` signs them, each custody's head the record
+    before it with that record's hash."""
+    prev, linked = record_hash(canonical(last)), []
+    for body in added:
+        body = {**body, "prev": prev}
+        if body["type"] == "custody":
+            body = _set(body, ("payload", "head"), {"seq": linked[-1]["seq"],
+                                                    "hash": record_hash(canonical(linked[-1]))})
+        linked.append(body)
+        prev = record_hash(canonical(body))
+    return linked
 
 
 # Another key ------------------------------------------------------------------------------

@@ -348,7 +348,7 @@ def test_with_an_archive_everything_is_archived_once(
         devices = _devices(stack, tmp_path, stores, dock_pki, ids=IDS[:2],
                            purge_policy="after_custody")
         config = write_dock_toml(tmp_path, dock_pki, [d.url for d in devices],
-                                 archive={"url": f"s3://{bucket}/agency", "retention_days": 30})
+                                 archive={"url": f"s3://{bucket}/agency", "retention_days": 365})
         env = s3_server.env()
         with service(config, env) as process:
             wait_for(lambda: pulled(config, IDS[:2]), timeout=120, what="both pulled")

@@ -34,7 +34,7 @@ from agent.config import RetentionConfig
 from agent.device.chain_index import ChainIndex
 from agent.evidence.chain import Chain, parse_line, record_hash
 from agent.evidence.possession import digest_file, new_proof
-from agent.evidence.retention import MARKED, STANDARD, file_class
+from agent.evidence.retention import MARKED, STANDARD, archive_problems, file_class
 
 NONCE_TTL_S = 600.0
 NONCES_PER_DOCK = 8     # a dock's own oldest goes when it asks for more
@@ -362,8 +362,10 @@ class ProofBackoff:
             self._docks.pop(dock.certificate_sha256, None)
 
 
-def check_report(ledger: Ledger, report: CustodyReport) -> list[SealedFile]:
-    """The sealed files the report takes into custody; CustodyRefused names the first problem."""
+def check_report(ledger: Ledger, report: CustodyReport,
+                 retention_days: dict[str, int]) -> list[SealedFile]:
+    """The sealed files the report takes into custody; CustodyRefused names the first problem.
+    `retention_days`: the agency's days of each class, which the custody record will carry."""
     head = report.head
     if ledger.hashes.get(head.seq) != head.hash:
         raise CustodyRefused(409, f"head seq {head.seq} hash {head.hash} is not this device's "
@@ -393,7 +395,7 @@ def check_report(ledger: Ledger, report: CustodyReport) -> list[SealedFile]:
                                  f"{ledger.retention(sealed)!r}")
         taken[claim.seq] = sealed
     if report.archive is not None:
-        _check_archive(report.archive, taken, ledger)
+        _check_archive(report.archive, report.segments, taken, ledger, retention_days)
     missing = [f.file for f in ledger.outstanding() if f.seq <= head.seq and f.seq not in taken]
     if missing:
         raise CustodyRefused(422, f"partial report: {len(missing)} sealed file(s) up to seq "
@@ -401,8 +403,11 @@ def check_report(ledger: Ledger, report: CustodyReport) -> list[SealedFile]:
     return [taken[seq] for seq in sorted(taken)]
 
 
-def _check_archive(archive: ArchiveClaim, taken: dict[int, SealedFile], ledger: Ledger) -> None:
-    """An archive names only files of the report, and every file the report takes."""
+def _check_archive(archive: ArchiveClaim, claims: list[Claim], taken: dict[int, SealedFile],
+                   ledger: Ledger, retention_days: dict[str, int]) -> None:
+    """An archive names only files of the report, and every file the report takes, each
+    retained for the days of the class the report holds it under (retention.py: what the
+    verifier holds the custody record to)."""
     named = [item.seq for item in archive.objects if item.seq is not None]
     stray = sorted(set(named) - set(taken))
     if stray:
@@ -413,6 +418,13 @@ def _check_archive(archive: ArchiveClaim, taken: dict[int, SealedFile], ledger: 
     if unnamed:
         raise CustodyRefused(422, f"archive names no object for {unnamed[0]}, which the "
                              "report takes into custody")
+    held = {claim.seq: claim.retention or STANDARD for claim in claims}
+    short = archive_problems(
+        {"retention_days": retention_days, "archive": archive.model_dump()},
+        {seq: {"file": f.file, "recording": f.recording, "wall": f.wall}
+         for seq, f in taken.items()}, held)
+    if short:
+        raise CustodyRefused(422, f"archive: {short[0]}")
 
 
 def check_proofs(root: Path, nonce: str, claims: Iterable[tuple[SealedFile, str]]) -> None:
@@ -458,13 +470,14 @@ class CustodyDesk:
                                  f"{dock.certificate_sha256}), has expired or was already "
                                  "spent (replay)")
         self.backoff.check(dock)
+        days = self._retention.as_record()
         proofs = {claim.seq: claim.proof for claim in report.segments}
         classes = {claim.seq: claim.retention for claim in report.segments}
         with self._proving:
             self.backoff.check(dock)  # again: its other report may have failed meanwhile
             with self._ledger.lock:
                 ledger = self._ledger.refresh()
-                to_prove = [(f, proof) for f in check_report(ledger, report)
+                to_prove = [(f, proof) for f in check_report(ledger, report, days)
                             if f.seq not in ledger.custody
                             and (proof := proofs[f.seq]) is not None]  # checked: present
             try:
@@ -474,7 +487,20 @@ class CustodyDesk:
                 raise
             self.backoff.passed(dock)
             with self._ledger.lock:  # custody only grows: what was proven covers it still
-                files = check_report(self._ledger.refresh(), report)
+                files = check_report(self._ledger.refresh(), report, days)
+
+                def classes_still(seq: int) -> dict[str, Any]:
+                    """Under the chain's lock, where nothing is appended meanwhile: a mark
+                    sealed since the check (the officer pressed the button just now) must not
+                    leave a file held as standard by a custody sealed after it."""
+                    ledger = self._ledger.refresh()
+                    for sealed in files:
+                        said, chain = classes[sealed.seq], ledger.retention(sealed)
+                        if said is not None and said != chain:
+                            raise CustodyRefused(409, f"segment seq {sealed.seq} "
+                                                 f"({sealed.file}): retention {said!r}, but "
+                                                 f"a mark sealed meanwhile makes it {chain!r}")
+                    return {}
                 payload = {
                     "report_id": report.report_id,
                     "dock": dock.as_record(),
@@ -483,11 +509,11 @@ class CustodyDesk:
                     "segments": [{**f.as_record(), **({"retention": classes[f.seq]}
                                                       if classes[f.seq] else {})}
                                  for f in files],
-                    "retention_days": self._retention.as_record(),
+                    "retention_days": days,
                 }
                 if report.archive is not None:
                     payload["archive"] = report.archive.model_dump(exclude_none=True)
-                record = self._chain.append("custody", payload)
+                record = self._chain.append("custody", payload, classes_still)
                 return self._ledger.refresh().custody_lines[record["seq"]]
 
 
