@@ -55,6 +55,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     pull_.add_argument("--device-key", type=Path, help="the device's public key from the "
                        "enrolment register (default: the key the device serves)")
     pull_.add_argument("--connections", type=int, default=4, help="parallel downloads")
+    pull_.add_argument("--max-mbit", type=_mbit, default=0, metavar="MBIT",
+                       help="cap the sealed files' bytes per second over all the connections, "
+                            "in Mbit/s (default 0: uncapped)")
     pull_.add_argument("--no-custody", action="store_true", help="pull and verify only")
     pull_.add_argument("--archive", metavar="s3://BUCKET/PREFIX",
                        help="write every file and the chain into this S3 bucket with Object "
@@ -124,6 +127,20 @@ def _days(text: str) -> int:
     return int(text)
 
 
+def _mbit(text: str) -> float:
+    """A bandwidth cap in Mbit/s: 0 (none) or a positive number (as dock.toml's bay_mbit)."""
+    from agent.dock.service_config import MAX_MBIT
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_MBIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of Mbit/s from 0 (uncapped) "
+                                         f"to {MAX_MBIT:g}")
+    return value
+
+
 def _pull(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
@@ -143,7 +160,8 @@ def _pull(args: argparse.Namespace) -> int:
     result = _run(pull(args.device, args.out, _link(args), args.operator, args.device_key,
                        args.connections, custody=not args.no_custody, archive=archive,
                        retention=timedelta(days=args.retention_days),
-                       marked_retention=timedelta(days=args.marked_retention_days)))
+                       marked_retention=timedelta(days=args.marked_retention_days),
+                       max_mbit=args.max_mbit))
     rate = result.bytes_fetched * 8 / 1e6 / max(result.seconds, 1e-9)
     print(f"{result.device}: {len(result.fetched)} sealed files fetched, "
           f"{result.bytes_fetched / 1e6:.1f} MB in {result.seconds:.2f} s ({rate:.0f} Mbit/s)\n"

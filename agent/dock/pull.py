@@ -43,7 +43,7 @@ from agent.dock.archive import (
     archive_pull,
     archive_receipt,
 )
-from agent.dock.bulk import BulkLink, Connections, Download
+from agent.dock.bulk import BulkLink, Connections, Download, Throttle
 from agent.dock.direct_file import ForeignFile, aligned_down, open_own
 from agent.dock.reading import sealed_file
 from agent.durable import fsync_dir, write_all
@@ -384,10 +384,12 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                device_key: Path | None = None, connections: int = 4,
                custody: bool = True, archive: Archive | None = None,
                retention: timedelta = DEFAULT_RETENTION,
-               marked_retention: timedelta = DEFAULT_MARKED_RETENTION) -> PullResult:
+               marked_retention: timedelta = DEFAULT_MARKED_RETENTION,
+               max_mbit: float = 0) -> PullResult:
     """Pull, verify, archive (when given an archive) and report custody of one device.
     The archive is probed before anything is pulled; custody is reported only for files
-    the archive holds, as read back, each kept for its class's retention."""
+    the archive holds, as read back, each kept for its class's retention. `max_mbit`
+    (0: none) caps the sealed files' bytes per second over all the pull's connections."""
     started = time.monotonic()
     context = link.context()
     if archive is not None:
@@ -409,7 +411,8 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
         await _pull_chain(session, folder / "chain.jsonl", verified, lines)
         records = _bodies(folder / "chain.jsonl", verified)
         bulk = Connections(BulkLink(link.cert, link.key, link.device_ca,
-                                    BulkLink.pin(context.check.certificate)))
+                                    BulkLink.pin(context.check.certificate)),
+                           Throttle.mbit(max_mbit))
         fetches = [_Fetch(url, bulk, folder, r) for r in _wanted(folder, records)]
         limit = asyncio.Semaphore(connections)
         loop = asyncio.get_running_loop()

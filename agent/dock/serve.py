@@ -183,7 +183,8 @@ class Service:
             result = await pull(bay, self.config.evidence, link, self.config.operator,
                                 connections=self.config.connections, archive=self._archive,
                                 retention=timedelta(days=settings.retention_days if settings
-                                                    else 365))
+                                                    else 365),
+                                max_mbit=self.config.mbit_for(bay))
         except _ABSENT:
             self.state.see(bay, "absent")  # taken out mid-pull: resumed when docked again
             return

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 _LIMIT = 1 << 20  # bytes: a real dock.toml is a few hundred
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KEYS = {"operator", "evidence", "state", "bays", "max_concurrent", "connections", "poll_s",
-         "tls", "archive"}
+         "bay_mbit", "bay_mbit_override", "tls", "archive"}
 _TLS_KEYS = {"cert", "key", "ca"}
 _ARCHIVE_KEYS = {"url", "endpoint", "retention_days"}
+MAX_MBIT = 100_000.0  # a bay's cap, 100 Gbit/s: above any dock link
 
 
 class ServiceConfigError(Exception):
@@ -46,6 +47,12 @@ class ServiceConfig:
     connections: int = 4
     poll_s: float = 5.0
     archive: ArchiveSettings | None = None
+    bay_mbit: float = 0.0  # each pull's cap, Mbit/s; 0: uncapped
+    bay_mbit_override: dict[str, float] = field(default_factory=dict)  # by bay address
+
+    def mbit_for(self, bay: str) -> float:
+        """The cap of a pull in `bay` (0: uncapped)."""
+        return self.bay_mbit_override.get(bay, self.bay_mbit)
 
 
 class _Reader:
@@ -129,6 +136,13 @@ def load_service_config(path: Path) -> ServiceConfig:
         archive = ArchiveSettings(url, section.text("endpoint") if "endpoint" in
                                   section.table else None,
                                   int(section.number("retention_days", 365, 1, 36500)))
+    bay_mbit = top.number("bay_mbit", 0, 0, MAX_MBIT, whole=False)
+    override: dict[str, float] = {}
+    if "bay_mbit_override" in raw:
+        caps = _Reader(path, _table(top, "bay_mbit_override"), "bay_mbit_override",
+                       {b.rstrip("/") for b in bays} | set(bays))
+        override = {bay.rstrip("/"): caps.number(bay, 0, 0, MAX_MBIT, whole=False)
+                    for bay in caps.table}
     return ServiceConfig(
         path=path, operator=top.text("operator"), evidence=evidence,
         state=path.parent / Path(top.text("state", str(evidence.parent / "dock-state.json"))),
@@ -137,7 +151,7 @@ def load_service_config(path: Path) -> ServiceConfig:
         max_concurrent=int(top.number("max_concurrent", 4, 1, 64)),
         connections=int(top.number("connections", 4, 1, 32)),
         poll_s=float(top.number("poll_s", 5.0, 0.1, 3600, whole=False)),
-        archive=archive)
+        archive=archive, bay_mbit=bay_mbit, bay_mbit_override=override)
 
 
 def _table(reader: _Reader, key: str) -> dict[str, Any]:

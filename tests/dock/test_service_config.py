@@ -36,6 +36,16 @@ def test_a_good_file_with_defaults_and_paths_beside_it(folder: Path) -> None:
     assert config.bays == ("https://10.0.0.2:8443", "https://10.0.0.3:8443")
     assert (config.max_concurrent, config.connections, config.poll_s) == (4, 4, 5.0)
     assert config.archive is not None and config.archive.retention_days == 365
+    assert config.mbit_for("https://10.0.0.2:8443") == 0  # uncapped unless asked
+
+
+def test_a_bay_cap_for_every_bay_and_one_bay_apart(folder: Path) -> None:
+    path = folder / "dock.toml"
+    path.write_text("bay_mbit = 25\n" + GOOD.replace(
+        "[tls]", '[bay_mbit_override]\n"https://10.0.0.3:8443/" = 100.5\n[tls]'))
+    config = load_service_config(path)
+    assert config.mbit_for("https://10.0.0.2:8443") == 25
+    assert config.mbit_for("https://10.0.0.3:8443") == 100.5
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -54,6 +64,12 @@ def test_a_good_file_with_defaults_and_paths_beside_it(folder: Path) -> None:
     (("[tls]", '[archive]\nurl = "s3://ok-bucket"\nkeep = 1\n[tls]'),
      "unknown key [archive] keep"),
     (('key = "dock.key"', ""), "missing key [tls] key"),
+    ((None, "bay_mbit = -1"), "bay_mbit = -1: not a number from 0 to 100000"),
+    ((None, 'bay_mbit = "25"'), "bay_mbit = '25': not a number from 0 to 100000"),
+    (("[tls]", '[bay_mbit_override]\n"https://10.0.0.9:8443" = 5\n[tls]'),
+     "unknown key [bay_mbit_override] https://10.0.0.9:8443"),
+    (("[tls]", '[bay_mbit_override]\n"https://10.0.0.2:8443" = true\n[tls]'),
+     "[bay_mbit_override] https://10.0.0.2:8443 = True: not a number from 0 to 100000"),
 ])
 def test_each_mistake_is_one_line(folder: Path, change: tuple[str | None, str | None],
                                   message: str) -> None:
