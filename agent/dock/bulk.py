@@ -22,6 +22,7 @@ import hashlib
 import mmap
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,7 @@ class Download:
     received: int = 0
     error: bytearray = field(default_factory=bytearray)
     throttle: Throttle | None = None
+    arrived: Callable[[int], None] | None = None  # told of each read of the file's bytes
     _file: DirectFile | None = None
     _refused: ForeignFile | None = None
     _buffer: mmap.mmap | None = None
@@ -192,12 +194,16 @@ class Download:
                 return 0  # stops the transfer
         if self._file is not None:  # every read: 65,536 calls per GiB
             self._file.write(data)
+            if self.arrived is not None:
+                self.arrived(len(data))
         else:  # the device's JSON error, not the file
             self.error += data[: _ERROR_BODY_MAX - len(self.error)]
         return None
 
     def _open(self) -> None:
         if self.status == 200 and self.offset:  # the device ignored Range: start again
+            if self.arrived is not None:
+                self.arrived(-self.offset)
             self.offset, self.digest = 0, hashlib.sha256()
         self._file = DirectFile(self.part, self.offset, self.digest, self._buffer)
 

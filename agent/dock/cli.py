@@ -82,7 +82,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     status = actions.add_parser("status", help="what the dock service last did, per bay and "
                                 "per device")
     status.add_argument("--config", required=True, type=Path, metavar="DOCK_TOML")
-    status.add_argument("--json", action="store_true", help="the state file as is")
+    status.add_argument("--json", action="store_true", help="the state file, each bay with "
+                        "the progress of its pull")
     status.add_argument("-v", "--verbose", action="store_true")
     status.set_defaults(func=_status)
 
@@ -213,8 +214,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import json
 
+    from agent.dock.board import read_progress
     from agent.dock.pull import DockError
-    from agent.dock.serve import State, status_lines
+    from agent.dock.serve import State, status_lines, status_view
 
     config = _service_config(args.config)
     if config is None:
@@ -224,11 +226,11 @@ def _status(args: argparse.Namespace) -> int:
     except DockError as exc:
         print(f"bodycam dock: {exc}", file=sys.stderr)
         return 2
+    view = status_view(state, read_progress(config.state))
     if args.json:
-        print(json.dumps({"bays": state.bays, "devices": state.devices}, indent=1,
-                         sort_keys=True))
+        print(json.dumps(view, indent=1, sort_keys=True))
     else:
-        print("\n".join(status_lines(state)))
+        print("\n".join(status_lines(view)))
     return 0
 
 

@@ -45,6 +45,7 @@ from agent.dock.archive import (
 )
 from agent.dock.bulk import BulkLink, Connections, Download, Throttle
 from agent.dock.direct_file import ForeignFile, aligned_down, open_own
+from agent.dock.progress import Progress
 from agent.dock.reading import sealed_file
 from agent.durable import fsync_dir, write_all
 from agent.evidence.chain import parse_line, utc_iso, whole_lines
@@ -273,9 +274,11 @@ class _Fetch:
     """One sealed file into partial/, resumed with Range, hashed as it arrives, then sealed/."""
 
     def __init__(self, url: str, connections: Connections, folder: Path,
-                 record: dict[str, Any]):
+                 record: dict[str, Any], progress: Progress):
         self.url = f"{url.rstrip('/')}/{API}/sealed/{record['seq']}"
         self.connections = connections
+        self.progress = progress
+        self.arrived = 0  # bytes of the file in its part, as told to `progress`
         self.seq = record["seq"]
         self.size = record["payload"]["size"]
         self.sha256 = record["payload"]["sha256"]
@@ -308,8 +311,9 @@ class _Fetch:
             offset = 0
         if offset:
             _hash_into(digest, self.part, offset)
+        self._arrive(offset - self.arrived)  # kept from a cut, or where a retry resumes
         if offset < self.size or not self.size:  # a whole part left by a cut: check it only
-            download = Download(self.part, offset, digest)
+            download = Download(self.part, offset, digest, arrived=self._arrive)
             try:
                 self.connections.fetch(download, self.url)
             finally:
@@ -329,6 +333,10 @@ class _Fetch:
             return (f"sealed seq {self.seq}: the device served {size} bytes with sha256 "
                     f"{self.digest}, its chain seals {self.size} bytes, {self.sha256}")
         return None
+
+    def _arrive(self, size: int) -> None:
+        self.arrived += size
+        self.progress.arrived(size)
 
     def settle(self) -> None:
         """Durable first, then named: sealed/ only ever holds whole, fsync'd files."""
@@ -385,12 +393,14 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                custody: bool = True, archive: Archive | None = None,
                retention: timedelta = DEFAULT_RETENTION,
                marked_retention: timedelta = DEFAULT_MARKED_RETENTION,
-               max_mbit: float = 0) -> PullResult:
+               max_mbit: float = 0, progress: Progress | None = None) -> PullResult:
     """Pull, verify, archive (when given an archive) and report custody of one device.
     The archive is probed before anything is pulled; custody is reported only for files
     the archive holds, as read back, each kept for its class's retention. `max_mbit`
-    (0: none) caps the sealed files' bytes per second over all the pull's connections."""
+    (0: none) caps the sealed files' bytes per second over all the pull's connections;
+    `progress`, when given, is kept up to date as the pull goes."""
     started = time.monotonic()
+    progress = progress or Progress()
     context = link.context()
     if archive is not None:
         try:
@@ -413,7 +423,8 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
         bulk = Connections(BulkLink(link.cert, link.key, link.device_ca,
                                     BulkLink.pin(context.check.certificate)),
                            Throttle.mbit(max_mbit))
-        fetches = [_Fetch(url, bulk, folder, r) for r in _wanted(folder, records)]
+        fetches = [_Fetch(url, bulk, folder, r, progress) for r in _wanted(folder, records)]
+        progress.listed([job.size for job in fetches])
         limit = asyncio.Semaphore(connections)
         loop = asyncio.get_running_loop()
 
@@ -422,12 +433,16 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                 outcome = await loop.run_in_executor(transfers, job.run)
             if outcome is None:
                 await asyncio.to_thread(job.settle)
+                progress.fetched()
+            elif outcome == "purged":
+                progress.dropped(job.size, job.arrived)
             return outcome
 
         with bulk, ThreadPoolExecutor(connections, thread_name_prefix="dock-transfer") as \
                 transfers:
             outcomes = await asyncio.gather(*(fetch(job, transfers) for job in fetches))
         fsync_dir(folder / "sealed")
+        progress.enter("verifying")
         report, copy = await asyncio.to_thread(verify_copy, folder, {
             str(j.dest.relative_to(folder)): j.digest
             for j, o in zip(fetches, outcomes, strict=True) if o is None}, folder / VERIFIED)
@@ -449,10 +464,12 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                         # A file of the records verified before, not reported then (custody
                         # refused or not asked): the archive wants its record.
                         records = _bodies(folder / "chain.jsonl", 0)
+                    progress.enter("archiving")
                     result.archived = await asyncio.to_thread(
                         archive_pull, archive, result.device, folder, records, to_report,
                         lambda record: days[classes[record["seq"]]], connections)
                 if custody:
+                    progress.enter("custody")
                     await _report_custody(session, context.check, folder, copy, to_report,
                                           classes, report, operator, result, result.archived)
             except ArchiveError as exc:
