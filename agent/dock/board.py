@@ -4,7 +4,7 @@ The durable state (dock-state.json, agent/dock/serve.py) changes when a bay does
 each pull; a pull's progress changes with every chunk and lives in memory. The board
 publishes the two together at most once every `PUBLISH_S`, and only when something
 changed: the progress to `dock-progress.json` beside the state (what `bodycam dock status`
-shows of a pull under way), and the bays that changed to each listener (the MQTT status).
+shows of a pull under way), and the whole view to each listener (the MQTT status).
 The progress file is a view, replaced whole, not synced: a cut loses a second of figures.
 """
 
@@ -25,8 +25,9 @@ from agent.dock.progress import Progress
 log = logging.getLogger(__name__)
 PUBLISH_S = 1.0  # at most one publication a second: a bay's progress, not each chunk
 
-# Told the whole view and the bays that changed in it since the last publication.
-Listener = Callable[[dict[str, dict[str, Any]], dict[str, dict[str, Any]]], None]
+# Told the whole view when something in it changed; called on the event loop, so it must
+# only hand the view over (agent/dock/status_mqtt.py publishes from a thread of its own).
+Listener = Callable[[dict[str, dict[str, Any]]], None]
 
 
 def progress_path(state: Path) -> Path:
@@ -70,7 +71,7 @@ class Board:
             log.warning("%s not written: %s", self._path, exc)
             self._published = {}
         for listener in self.listeners:
-            listener(view, changed)
+            listener(view)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish what changed, every PUBLISH_S, until `stop`; once more at the end."""

@@ -29,6 +29,7 @@ from agent.dock.board import Board
 from agent.dock.progress import Progress
 from agent.dock.pull import DockError, DockLink, PullResult, device_identity, open_session, pull
 from agent.dock.service_config import ServiceConfig
+from agent.dock.status_mqtt import DockStatus
 from agent.durable import write_file
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,13 @@ class Service:
             Archive.connect(settings.url, settings.endpoint)
         log.info("dock service: %d bay(s), at most %d pull(s) at once, every %.1f s",
                  len(self.config.bays), self.config.max_concurrent, self.config.poll_s)
+        try:
+            status = None if self.config.mqtt is None else DockStatus(self.config.mqtt)
+        except (ssl.SSLError, OSError) as exc:  # a file that is no certificate, key or CA
+            raise DockError(f"[mqtt] in {self.config.path}: {_line(exc)}") from None
+        if status is not None:
+            self.board.listeners.append(status.show)
+            status.start()
         board = asyncio.create_task(self.board.run(self._stop), name="board")
         try:
             while not self._stop.is_set():
@@ -142,6 +150,8 @@ class Service:
             await asyncio.gather(*visits, return_exceptions=True)
             self._stop.set()
             await board  # the last view published, the pulls cancelled
+            if status is not None:
+                await asyncio.to_thread(status.close)
             log.info("dock service stopped; partial files resume at the next start")
 
     def _visited(self, task: asyncio.Task[None]) -> None:

@@ -4,6 +4,7 @@ reads per second over all its connections, and the copy still verifies byte for 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -16,6 +17,8 @@ from agent.cli import main
 from agent.evidence.verify import verify_store
 from tests.support.device import BODYCAM, wait_for
 from tests.support.dockside import Docked, sealed_segments, snapshot
+from tests.support.mosquitto import Brokers, Subscriber, free_port
+from tests.support.mosquitto import Pki as MqttPki
 from tests.system.test_dock_serve import service, status, write_dock_toml
 
 SEGMENTS = 8
@@ -96,3 +99,91 @@ def test_status_shows_each_bay_s_device_officer_stage_and_pending_as_the_pull_go
     assert f"bay {device.url}: done TEST-0001 (officer OFC-9) since " in text
     assert f"custody: {len(sealed)} of {len(sealed)} file(s)" in text
     assert "pending 0 file(s), 0.0 MB" in text
+
+
+def _with_mqtt(config: Path, **mqtt: object) -> Path:
+    config.write_text(config.read_text() + "[mqtt]\n" + "".join(
+        f"{key} = {json.dumps(str(value) if isinstance(value, Path) else value)}\n"
+        for key, value in mqtt.items()))
+    return config
+
+
+def test_the_dock_publishes_each_bay_over_mqtt_and_says_when_it_goes(
+        device: Docked, tmp_path: Path, brokers: Brokers, pki: MqttPki) -> None:
+    assert main(["dock", "officer", "issue", "--officer", "OFC-9", *_tls(device)]) == 0
+    total = sum(r["payload"]["size"] for r in sealed_segments(device.store))
+    broker = brokers(pki)  # TLS, client certificates required, the shipped ACL
+    cert, key = pki.issue("DOCK-7")
+    config = _with_mqtt(write_dock_toml(tmp_path, device.pki, [device.url],
+                                        bay_mbit=round(total * 8 / 1e6 / 3, 6)),
+                        url=broker.tls_url, id="DOCK-7", ca=pki.ca, cert=cert, key=key,
+                        heartbeat_s=1)
+    fleet = Subscriber(broker.tls_port, ["bodycam-dock/#"], tls=(pki.ca, *pki.issue("fleet")))
+    base = "bodycam-dock/DOCK-7"
+    bay_topic = f"{base}/bay/127.0.0.1_{device.daemon.offload.port}"
+    try:
+        with service(config) as process:
+            fleet.wait(lambda: any(b["status"] == "done" and b["stage"] == "custody"
+                                   for b in fleet.json_on(bay_topic)),
+                       timeout=120, what="the bay done")
+            fleet.wait(lambda: len(fleet.on(f"{base}/status")) >= 3, timeout=10,
+                       what="status heartbeats")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+            fleet.wait(lambda: _availability(fleet, base)[-1:] == [b"offline"],
+                       what="offline at SIGTERM")
+        assert _availability(fleet, base)[0] == b"online"
+
+        bays = fleet.json_on(bay_topic)
+        statuses = [b["status"] for b in bays]
+        assert "pulling" in statuses and statuses[-1] == "done"
+        assert statuses.index("pulling") < len(statuses) - 1
+        assert all(b["device"] == "TEST-0001" and b["officer"] == "OFC-9" and b["error"] is None
+                   for b in bays if b["status"] in ("pulling", "done"))
+        fetched = [b["progress"]["bytes_fetched"] for b in bays if b["progress"]]
+        assert fetched == sorted(fetched) and any(0 < n < total for n in fetched), fetched
+        last = bays[-1]
+        assert last["progress"] == {"files_total": len(sealed_segments(device.store)),
+                                    "bytes_total": total,
+                                    "files_fetched": len(sealed_segments(device.store)),
+                                    "bytes_fetched": total}
+        assert (last["pending_files"], last["pending_bytes"]) == (0, 0)
+        status = fleet.json_on(f"{base}/status")[-1]
+        assert status["dock"] == "DOCK-7" and status["bays"] == 1
+        assert status["statuses"] == {"done": 1} and status["pending_bytes"] == 0
+
+        # Killed, the dock cannot say it: the broker's last will does.
+        with service(config) as process:
+            fleet.wait(lambda: _availability(fleet, base)[-1:] == [b"online"], timeout=30,
+                       what="online again")
+            process.kill()
+            process.wait(30)
+            fleet.wait(lambda: _availability(fleet, base)[-1:] == [b"offline"], timeout=30,
+                       what="offline by the last will")
+    finally:
+        fleet.close()
+    # Retained: a supervisor that connects later reads each bay and the dock at once.
+    late = Subscriber(broker.tls_port, ["bodycam-dock/#"], tls=(pki.ca, *pki.issue("fleet")))
+    try:
+        late.wait(lambda: bool(late.on(bay_topic) and late.on(f"{base}/availability")),
+                  what="the retained bay and availability")
+        assert late.json_on(bay_topic)[-1]["status"] == "done"
+        assert late.on(f"{base}/availability")[-1].payload == b"offline"
+    finally:
+        late.close()
+
+
+def _availability(fleet: Subscriber, base: str) -> list[bytes]:
+    return [m.payload for m in fleet.on(f"{base}/availability")]
+
+
+def test_a_broker_out_of_reach_never_holds_up_a_pull(device: Docked, tmp_path: Path) -> None:
+    config = _with_mqtt(write_dock_toml(tmp_path, device.pki, [device.url]),
+                        url=f"mqtt://127.0.0.1:{free_port()}", id="DOCK-7")
+    with service(config) as process:
+        wait_for(lambda: config.with_name("dock-state.json").exists() and
+                 status(config)["devices"].get("TEST-0001", {}).get("ok", False),
+                 timeout=60, what="the device pulled with no broker")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    assert device.records("custody")
