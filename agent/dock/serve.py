@@ -31,6 +31,7 @@ from agent.dock.pull import DockError, DockLink, PullResult, device_identity, op
 from agent.dock.service_config import ServiceConfig
 from agent.dock.status_mqtt import DockStatus
 from agent.durable import write_file
+from agent.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 _ABSENT = (aiohttp.ClientConnectionError, asyncio.TimeoutError, ConnectionError)
@@ -104,8 +105,9 @@ def _now() -> str:
 class Service:
     """The poll loop; `stop()` (SIGTERM) cancels the pulls under way and ends it."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, notifier: Notifier | None = None) -> None:
         self.config = config
+        self._notifier = notifier or Notifier({})  # none: outside systemd
         self.state = State.load(config.state)
         self._limit = asyncio.Semaphore(config.max_concurrent)
         self._visits: dict[str, asyncio.Task[None]] = {}
@@ -115,6 +117,7 @@ class Service:
         self.board = Board(self.state.bays, config.state)
 
     def stop(self) -> None:
+        self._notifier.stopping("stopping: the pulls under way are cancelled")
         self._stop.set()
 
     async def run(self) -> None:
@@ -133,7 +136,10 @@ class Service:
         if status is not None:
             self.board.listeners.append(status.show)
             status.start()
+        self.board.listeners.append(self._tell_systemd)
         board = asyncio.create_task(self.board.run(self._stop), name="board")
+        beat = asyncio.create_task(self._watchdog(), name="watchdog")
+        self._notifier.ready(f"{len(self.config.bays)} bay(s)")
         try:
             while not self._stop.is_set():
                 for bay in self.config.bays:
@@ -150,9 +156,27 @@ class Service:
             await asyncio.gather(*visits, return_exceptions=True)
             self._stop.set()
             await board  # the last view published, the pulls cancelled
+            beat.cancel()
             if status is not None:
                 await asyncio.to_thread(status.close)
             log.info("dock service stopped; partial files resume at the next start")
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 while the event loop turns (the unit's WatchdogSec): a loop stuck in a
+        call that blocks it pulls nothing and is restarted."""
+        if self._notifier.watchdog_s is None:
+            return
+        while True:
+            self._notifier.watchdog()
+            await asyncio.sleep(self._notifier.watchdog_s / 3)
+
+    def _tell_systemd(self, view: dict[str, dict[str, Any]]) -> None:
+        """The bays in a line, for `systemctl status`."""
+        counts: dict[str, int] = {}
+        for seen in view.values():
+            counts[seen["status"]] = counts.get(seen["status"], 0) + 1
+        self._notifier.status(", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+                              + f" of {len(self.config.bays)} bay(s)")
 
     def _visited(self, task: asyncio.Task[None]) -> None:
         self._visits.pop(task.get_name(), None)
@@ -237,14 +261,19 @@ def _line(exc: BaseException) -> str:
 def serve(config: ServiceConfig) -> None:
     """Run until SIGTERM or SIGINT."""
 
+    notifier = Notifier()
+
     async def main() -> None:
-        service = Service(config)
+        service = Service(config, notifier)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, service.stop)
         await service.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        notifier.close()
 
 
 def status_view(state: State, progress: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from tests.support.dockside import Docked, sealed_segments, snapshot
 from tests.support.mosquitto import Brokers, Subscriber, free_port
 from tests.support.mosquitto import Pki as MqttPki
 from tests.system.test_dock_serve import service, status, write_dock_toml
+from tests.system.test_systemd import NotifySocket
 
 SEGMENTS = 8
 
@@ -187,3 +188,21 @@ def test_a_broker_out_of_reach_never_holds_up_a_pull(device: Docked, tmp_path: P
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     assert device.records("custody")
+
+
+def test_under_systemd_the_dock_says_ready_pings_the_watchdog_and_says_stopping(
+        device: Docked, tmp_path: Path) -> None:
+    config = write_dock_toml(tmp_path, device.pki, [device.url])
+    notify = NotifySocket(tmp_path / "notify")
+    try:
+        with service(config, {"NOTIFY_SOCKET": str(notify.path),
+                              "WATCHDOG_USEC": "1500000"}) as process:
+            ready = notify.wait_for("READY=1")
+            notify.wait_for("STATUS=1 done of 1 bay(s)", timeout=60)
+            notify.pump(1.5)
+            assert len(notify.pings(ready)) >= 2, notify.messages  # every WatchdogSec/3
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+            notify.wait_for("STOPPING=1", timeout=5)
+    finally:
+        notify.close()

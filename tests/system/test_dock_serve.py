@@ -392,14 +392,15 @@ def test_the_dock_unit_verifies_with_the_devices_hardening(tmp_path: Path) -> No
     lines = dock_unit.read_text().splitlines()
     assert "ExecStart=/opt/bodycam/.venv/bin/bodycam dock serve --config " \
            "/etc/bodycam/dock.toml" in lines
-    for line in ("ProtectSystem=strict", "ReadWritePaths=/var/lib/bodycam-dock",
-                 "NoNewPrivileges=yes", "CapabilityBoundingSet=", "RestartPreventExitStatus=2",
-                 "SystemCallFilter=@system-service", "ProtectHome=yes"):
+    for line in ("Type=notify", "NotifyAccess=main", "ProtectSystem=strict",
+                 "ReadWritePaths=/var/lib/bodycam-dock", "NoNewPrivileges=yes",
+                 "CapabilityBoundingSet=", "RestartPreventExitStatus=2",
+                 "SystemCallFilter=@system-service", "ProtectHome=yes", "WatchdogSec=30"):
         assert line in lines
     # Every hardening key of the device's unit is in the dock's, bar the device's hardware.
     device_keys = {line.split("=")[0] for line in UNIT.read_text().splitlines()
                    if "=" in line and not line.startswith("#")}
     dock_keys = {line.split("=")[0] for line in lines if "=" in line and not line.startswith("#")}
     assert device_keys - dock_keys == {
-        "NotifyAccess", "WatchdogSec", "AmbientCapabilities", "RuntimeDirectory",
+        "AmbientCapabilities", "RuntimeDirectory",
         "WorkingDirectory", "TimeoutStartSec", "Nice", "StartLimitIntervalSec"}
