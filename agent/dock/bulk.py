@@ -22,7 +22,6 @@ import hashlib
 import mmap
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,7 +147,6 @@ class Download:
     received: int = 0
     error: bytearray = field(default_factory=bytearray)
     throttle: Throttle | None = None
-    arrived: Callable[[int], None] | None = None  # told of each read of the file's bytes
     _file: DirectFile | None = None
     _refused: ForeignFile | None = None
     _buffer: mmap.mmap | None = None
@@ -179,6 +177,12 @@ class Download:
                 self.received = self._file.length - self.offset
                 self._file.close()
 
+    @property
+    def held(self) -> int:
+        """The file's bytes in hand now, from offset 0: read by another thread for the
+        pull's progress, where a call per network read would cost the transfer."""
+        return self._file.length if self._file is not None else self.offset
+
     def _header(self, line: bytes) -> None:
         if line.startswith(b"HTTP/"):
             self.status = int(line.split()[1])
@@ -194,16 +198,12 @@ class Download:
                 return 0  # stops the transfer
         if self._file is not None:  # every read: 65,536 calls per GiB
             self._file.write(data)
-            if self.arrived is not None:
-                self.arrived(len(data))
         else:  # the device's JSON error, not the file
             self.error += data[: _ERROR_BODY_MAX - len(self.error)]
         return None
 
     def _open(self) -> None:
         if self.status == 200 and self.offset:  # the device ignored Range: start again
-            if self.arrived is not None:
-                self.arrived(-self.offset)
             self.offset, self.digest = 0, hashlib.sha256()
         self._file = DirectFile(self.part, self.offset, self.digest, self._buffer)
 

@@ -1,12 +1,13 @@
 """Where one pull stands, for whoever watches it (the dock service, its MQTT status).
 
-The pull writes it as it goes (its transfer threads add the bytes they receive); the
-watcher reads a snapshot at its own pace, so nothing is written anywhere per chunk.
+The pull sets the stage and counts the files as they settle; the bytes in hand are read
+off the transfers only when a snapshot is taken, so the transfer threads do no work for
+it and nothing is written anywhere per chunk. Used on the pull's event loop.
 """
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from typing import Any
 
 # A pull's stages, in order: the device's identity and chain read, the files not held
@@ -20,47 +21,35 @@ class Progress:
     folder does not hold, and how many of them are held so far."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # the transfer threads add bytes at once
         self.stage = STAGES[0]
         self.files_total = 0
         self.bytes_total = 0
         self.files_done = 0
-        self.bytes_done = 0
+        self._held: Callable[[], int] = lambda: 0
 
     def enter(self, stage: str) -> None:
         if stage not in STAGES:
             raise ValueError(f"no stage {stage!r}")
         self.stage = stage
 
-    def listed(self, sizes: list[int]) -> None:
-        """The files to fetch, by size; the pull starts fetching them."""
-        with self._lock:
-            self.files_total, self.bytes_total = len(sizes), sum(sizes)
+    def listed(self, sizes: list[int], held: Callable[[], int]) -> None:
+        """The files to fetch, by size, and how to read the bytes of them in hand (a part
+        kept from a cut counts from where it resumes); the pull starts fetching them."""
+        self.files_total, self.bytes_total, self._held = len(sizes), sum(sizes), held
         self.enter("fetching")
 
-    def arrived(self, size: int) -> None:
-        """Bytes of a file now in its part file; negative when a transfer starts again from
-        an earlier point (a retry resumes at a block boundary, a device may ignore Range)."""
-        with self._lock:
-            self.bytes_done += size
-
     def fetched(self) -> None:
-        with self._lock:
-            self.files_done += 1
+        self.files_done += 1
 
-    def dropped(self, size: int, arrived: int) -> None:
+    def dropped(self, size: int) -> None:
         """A listed file not to be fetched after all (purged on the device meanwhile)."""
-        with self._lock:
-            self.files_total -= 1
-            self.bytes_total -= size
-            self.bytes_done -= arrived
+        self.files_total -= 1
+        self.bytes_total -= size
 
     def snapshot(self) -> dict[str, Any]:
         """The figures now, with what is still to fetch ("pending")."""
-        with self._lock:
-            done = max(0, min(self.bytes_done, self.bytes_total))
-            return {"stage": self.stage, "files_total": self.files_total,
-                    "bytes_total": self.bytes_total, "files_fetched": self.files_done,
-                    "bytes_fetched": done,
-                    "pending_files": self.files_total - self.files_done,
-                    "pending_bytes": self.bytes_total - done}
+        done = max(0, min(self._held(), self.bytes_total))
+        return {"stage": self.stage, "files_total": self.files_total,
+                "bytes_total": self.bytes_total, "files_fetched": self.files_done,
+                "bytes_fetched": done, "pending_files": self.files_total - self.files_done,
+                "pending_bytes": self.bytes_total - done}

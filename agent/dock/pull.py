@@ -274,11 +274,12 @@ class _Fetch:
     """One sealed file into partial/, resumed with Range, hashed as it arrives, then sealed/."""
 
     def __init__(self, url: str, connections: Connections, folder: Path,
-                 record: dict[str, Any], progress: Progress):
+                 record: dict[str, Any]):
         self.url = f"{url.rstrip('/')}/{API}/sealed/{record['seq']}"
         self.connections = connections
-        self.progress = progress
-        self.arrived = 0  # bytes of the file in its part, as told to `progress`
+        self.download: Download | None = None  # the transfer under way, or the last one
+        self.kept = 0  # bytes of the part before that transfer
+        self.purged = False
         self.seq = record["seq"]
         self.size = record["payload"]["size"]
         self.sha256 = record["payload"]["sha256"]
@@ -311,9 +312,9 @@ class _Fetch:
             offset = 0
         if offset:
             _hash_into(digest, self.part, offset)
-        self._arrive(offset - self.arrived)  # kept from a cut, or where a retry resumes
+        self.kept, self.download = offset, None
         if offset < self.size or not self.size:  # a whole part left by a cut: check it only
-            download = Download(self.part, offset, digest, arrived=self._arrive)
+            download = self.download = Download(self.part, offset, digest)
             try:
                 self.connections.fetch(download, self.url)
             finally:
@@ -334,9 +335,12 @@ class _Fetch:
                     f"{self.digest}, its chain seals {self.size} bytes, {self.sha256}")
         return None
 
-    def _arrive(self, size: int) -> None:
-        self.arrived += size
-        self.progress.arrived(size)
+    @property
+    def held(self) -> int:
+        """Its bytes in hand now, read by the pull's progress as its thread writes them."""
+        if self.purged:
+            return 0
+        return self.kept if self.download is None else self.download.held
 
     def settle(self) -> None:
         """Durable first, then named: sealed/ only ever holds whole, fsync'd files."""
@@ -423,8 +427,9 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
         bulk = Connections(BulkLink(link.cert, link.key, link.device_ca,
                                     BulkLink.pin(context.check.certificate)),
                            Throttle.mbit(max_mbit))
-        fetches = [_Fetch(url, bulk, folder, r, progress) for r in _wanted(folder, records)]
-        progress.listed([job.size for job in fetches])
+        fetches = [_Fetch(url, bulk, folder, r) for r in _wanted(folder, records)]
+        progress.listed([job.size for job in fetches],
+                        lambda: sum(job.held for job in fetches))
         limit = asyncio.Semaphore(connections)
         loop = asyncio.get_running_loop()
 
@@ -435,7 +440,8 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                 await asyncio.to_thread(job.settle)
                 progress.fetched()
             elif outcome == "purged":
-                progress.dropped(job.size, job.arrived)
+                job.purged = True
+                progress.dropped(job.size)
             return outcome
 
         with bulk, ThreadPoolExecutor(connections, thread_name_prefix="dock-transfer") as \
