@@ -286,11 +286,13 @@ def status_view(state: State, progress: dict[str, Any]) -> dict[str, Any]:
             "devices": state.devices}
 
 
-def _progress_text(progress: dict[str, Any]) -> str:
+def _progress_text(seen: dict[str, Any]) -> str:
+    progress = seen["progress"]
     return (f"; {progress['stage']}: {progress['files_fetched']} of {progress['files_total']} "
             f"file(s), {progress['bytes_fetched'] / 1e6:.1f} of "
             f"{progress['bytes_total'] / 1e6:.1f} MB fetched, pending "
-            f"{progress['pending_files']} file(s), {progress['pending_bytes'] / 1e6:.1f} MB")
+            f"{progress['pending_files']} file(s), {progress['pending_bytes'] / 1e6:.1f} MB "
+            f"(at {seen['progress_at']})")
 
 
 def status_lines(view: dict[str, Any]) -> list[str]:
@@ -300,7 +302,7 @@ def status_lines(view: dict[str, Any]) -> list[str]:
              f"{' (officer ' + seen['officer'] + ')' if seen.get('officer') else ''}"
              f" since {seen['since']}"
              f"{': ' + seen['error'] if seen.get('error') else ''}"
-             f"{_progress_text(seen['progress']) if 'progress' in seen else ''}"
+             f"{_progress_text(seen) if 'progress' in seen else ''}"
              for bay, seen in sorted(view["bays"].items())]
     state = view["devices"]
     for device, last in sorted(state.items()):

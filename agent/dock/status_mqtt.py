@@ -67,6 +67,8 @@ class DockStatus:
                                   settings.reconnect_max_s, context, log)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._refused = False  # said once until the broker takes a message again
         self._lock = threading.Lock()
         self._view: dict[str, dict[str, Any]] | None = None
         self._published: dict[str, dict[str, Any]] = {}  # bay: its payload the broker has
@@ -171,6 +173,14 @@ class DockStatus:
             self._resend = True
         self.connected.set()
         self._kick.set()
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, _mid: int,
+                    reason: ReasonCode, _properties: Any) -> None:
+        if reason.is_failure and not self._refused:
+            log.warning("the broker %s refuses the dock's status (%s): is [mqtt] id the CN "
+                        "of the dock's certificate, and does its ACL let it publish under "
+                        "%s/?", self._settings.url, reason, self.base)
+        self._refused = reason.is_failure
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any,
                        reason: ReasonCode, _properties: Any) -> None:

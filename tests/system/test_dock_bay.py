@@ -19,6 +19,7 @@ from tests.support.device import BODYCAM, wait_for
 from tests.support.dockside import Docked, sealed_segments, snapshot
 from tests.support.mosquitto import Brokers, Subscriber, free_port
 from tests.support.mosquitto import Pki as MqttPki
+from tests.support.pki import Pki
 from tests.system.test_dock_serve import service, status, write_dock_toml
 from tests.system.test_systemd import NotifySocket
 
@@ -172,6 +173,29 @@ def test_the_dock_publishes_each_bay_over_mqtt_and_says_when_it_goes(
         assert late.on(f"{base}/availability")[-1].payload == b"offline"
     finally:
         late.close()
+
+
+def test_a_dock_certificate_cannot_publish_as_another_dock(
+        tmp_path: Path, dock_pki: Pki, brokers: Brokers, pki: MqttPki) -> None:
+    broker = brokers(pki)
+    cert, key = pki.issue("DOCK-8")
+    config = _with_mqtt(write_dock_toml(tmp_path, dock_pki, [f"https://127.0.0.1:{free_port()}"]),
+                        url=broker.tls_url, id="DOCK-7", ca=pki.ca, cert=cert, key=key,
+                        heartbeat_s=0.2)
+    fleet = Subscriber(broker.tls_port, ["bodycam-dock/#"], tls=(pki.ca, *pki.issue("fleet")))
+    try:
+        with service(config) as process:
+            wait_for(lambda: config.with_name("dock-state.json").exists(), timeout=30,
+                     what="the empty bay seen")
+            time.sleep(2)  # heartbeats, each refused
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+            output = process.stdout.read() if process.stdout else ""
+        assert not [m for m in fleet.messages if m.topic.startswith("bodycam-dock/DOCK-7/")]
+        assert output.count("refuses the dock's status") == 1, output
+        assert "is [mqtt] id the CN of the dock's certificate" in output
+    finally:
+        fleet.close()
 
 
 def _availability(fleet: Subscriber, base: str) -> list[bytes]:
