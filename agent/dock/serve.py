@@ -129,14 +129,7 @@ class Service:
             Archive.connect(settings.url, settings.endpoint)
         log.info("dock service: %d bay(s), at most %d pull(s) at once, every %.1f s",
                  len(self.config.bays), self.config.max_concurrent, self.config.poll_s)
-        try:
-            status = None if self.config.mqtt is None else DockStatus(self.config.mqtt)
-        except (ssl.SSLError, OSError) as exc:  # a file that is no certificate, key or CA
-            raise DockError(f"[mqtt] in {self.config.path}: {_line(exc)}") from None
-        if status is not None:
-            self.board.listeners.append(status.show)
-            status.start()
-        self.board.listeners.append(self._tell_systemd)
+        status = self._report()
         board = asyncio.create_task(self.board.run(self._stop), name="board")
         beat = asyncio.create_task(self._watchdog(), name="watchdog")
         self._notifier.ready(f"{len(self.config.bays)} bay(s)")
@@ -160,6 +153,17 @@ class Service:
             if status is not None:
                 await asyncio.to_thread(status.close)
             log.info("dock service stopped; partial files resume at the next start")
+
+    def _report(self) -> DockStatus | None:
+        """The board's listeners: systemd's status line and, with [mqtt], the MQTT status,
+        connecting in the background."""
+        self.board.listeners.append(self._tell_systemd)
+        if self.config.mqtt is None:
+            return None
+        status = DockStatus(self.config.mqtt)
+        self.board.listeners.append(status.show)
+        status.start()
+        return status
 
     async def _watchdog(self) -> None:
         """WATCHDOG=1 while the event loop turns (the unit's WatchdogSec): a loop stuck in a
@@ -304,8 +308,7 @@ def status_lines(view: dict[str, Any]) -> list[str]:
              f"{': ' + seen['error'] if seen.get('error') else ''}"
              f"{_progress_text(seen) if 'progress' in seen else ''}"
              for bay, seen in sorted(view["bays"].items())]
-    state = view["devices"]
-    for device, last in sorted(state.items()):
+    for device, last in sorted(view["devices"].items()):
         custody = last.get("custody_seq")
         lines.append(
             f"{device}: {'ok' if last.get('ok') else 'NOT DONE'} at {last['at']} in "

@@ -8,12 +8,13 @@ the value (docs/docking.md, "Dock service").
 from __future__ import annotations
 
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from agent.mqtt_link import Broker, broker
+from agent.mqtt_link import Broker, broker, tls_context
 
 _LIMIT = 1 << 20  # bytes: a real dock.toml is a few hundred
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -191,6 +192,13 @@ def _mqtt(section: _Reader) -> MqttSettings:
                     "its certificate")
     if not address.tls and (ca or cert):
         section.bad("url", "ca, cert and key need mqtts://")
+    for name, files, what in (("ca", (ca,), "CA"),
+                              ("cert", (ca, cert, key), "certificate with its key")):
+        if name in section.table:
+            try:
+                tls_context(*files)
+            except (ssl.SSLError, OSError) as exc:
+                section.bad(name, f"not a PEM {what} ({exc})")
     return MqttSettings(url, address, dock_id, ca, cert, key,
                         section.number("heartbeat_s", 60, 0.1, 3600, whole=False),
                         int(section.number("keepalive_s", 30, 5, 3600)),

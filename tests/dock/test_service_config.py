@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.dock.service_config import ServiceConfigError, load_service_config
+from tests.support.mosquitto import Pki as MqttPki
 
 GOOD = """operator = "operator Li"
 evidence = "evidence"
@@ -40,15 +41,15 @@ def test_a_good_file_with_defaults_and_paths_beside_it(folder: Path) -> None:
     assert config.mqtt is None
 
 
-def test_the_dock_status_over_mqtt(folder: Path) -> None:
+def test_the_dock_status_over_mqtt(folder: Path, pki: MqttPki) -> None:
+    cert, key = pki.issue("DOCK-1")
     path = folder / "dock.toml"
-    path.write_text(GOOD + '[mqtt]\nurl = "mqtts://broker.example"\nid = "DOCK-1"\n'
-                    'ca = "device-ca.pem"\ncert = "dock.crt"\nkey = "dock.key"\n')
+    path.write_text(GOOD + f'[mqtt]\nurl = "mqtts://broker.example"\nid = "DOCK-1"\n'
+                    f'ca = "{pki.ca}"\ncert = "{cert}"\nkey = "{key}"\n')
     mqtt = load_service_config(path).mqtt
     assert mqtt is not None and mqtt.dock_id == "DOCK-1"
     assert (mqtt.broker.host, mqtt.broker.port, mqtt.broker.tls) == ("broker.example", 8883, True)
-    assert (mqtt.ca, mqtt.cert, mqtt.key) == (folder / "device-ca.pem", folder / "dock.crt",
-                                              folder / "dock.key")
+    assert (mqtt.ca, mqtt.cert, mqtt.key) == (pki.ca, cert, key)
     assert (mqtt.heartbeat_s, mqtt.keepalive_s, mqtt.reconnect_max_s) == (60, 30, 60)
 
 
@@ -92,6 +93,8 @@ def test_a_bay_cap_for_every_bay_and_one_bay_apart(folder: Path) -> None:
      "[mqtt] cert = 'dock.crt': a client certificate needs its key"),
     (("[tls]", '[mqtt]\nurl = "mqtt://broker"\nid = "D"\nca = "device-ca.pem"\n[tls]'),
      "[mqtt] url = 'mqtt://broker': ca, cert and key need mqtts://"),
+    (("[tls]", '[mqtt]\nurl = "mqtts://broker"\nid = "D"\nca = "device-ca.pem"\n[tls]'),
+     "[mqtt] ca = 'device-ca.pem': not a PEM CA ("),
     (("[tls]", '[mqtt]\nurl = "mqtts://broker"\nid = "D"\nheartbeat_s = 0\n[tls]'),
      "[mqtt] heartbeat_s = 0: not a number from 0.1 to 3600"),
 ])

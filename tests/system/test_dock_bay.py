@@ -230,3 +230,18 @@ def test_under_systemd_the_dock_says_ready_pings_the_watchdog_and_says_stopping(
             notify.wait_for("STOPPING=1", timeout=5)
     finally:
         notify.close()
+
+
+def test_an_mqtt_certificate_that_is_none_is_one_line_and_exit_2(
+        tmp_path: Path, dock_pki: Pki) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    config = _with_mqtt(write_dock_toml(tmp_path, dock_pki, ["https://127.0.0.1:1"]),
+                        url="mqtts://127.0.0.1:1", id="DOCK-7", cert=junk, key=junk)
+    for command in ("serve", "status"):
+        done = subprocess.run([*BODYCAM, "dock", command, "--config", str(config)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"bodycam dock: config error in {config}: [mqtt] cert = "
+                                      f"'{junk}': not a PEM certificate with its key")
+        assert done.stderr.count("\n") == 1, done.stderr
