@@ -62,8 +62,7 @@ class Throttle:
     Each read takes its length in tokens, going into debt if need be, and the reader
     sleeps until the debt is paid: the transfer thread stops reading, TCP's window
     closes and the device slows down. The bucket starts empty and holds at most a
-    quarter second of tokens, so a pull never reads more than `rate` times the time it
-    has taken.
+    quarter second of tokens, so a pull of N bytes takes at least N / `rate` seconds.
     """
 
     def __init__(self, bytes_per_s: float) -> None:
