@@ -14,7 +14,6 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -25,6 +24,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from agent.mqtt_link import broker
 
 _REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
 _INSTALLED_CONFIG = Path(sys.prefix) / "share" / "bodycam" / "config"
@@ -402,28 +403,20 @@ class MqttConfig(_Section):
     @field_validator("url")
     @classmethod
     def _broker_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("expected mqtt://host:port or mqtts://host:port")
-        try:
-            parts.port  # noqa: B018  (parsing the port is the check)
-        except ValueError as exc:
-            raise ValueError(f"bad port: {exc}") from None
-        if parts.path not in ("", "/") or parts.query or parts.username:
-            raise ValueError("expected mqtt://host:port or mqtts://host:port, nothing more")
+        broker(url)  # raises ValueError, saying what is wrong
         return url
 
     @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts"
+        return broker(self.url).tls
 
     @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
+        return broker(self.url).host
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+        return broker(self.url).port
 class DockConfig(_Section):
     """The offload server the docking station pulls from, and when footage in custody goes.
 

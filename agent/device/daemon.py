@@ -40,7 +40,6 @@ from agent.device.offload.server import DockedDevice, OffloadServer
 from agent.device.photo import PhotoTaker
 from agent.device.recording.recorder import Recorder
 from agent.device.recording.recovery import CutRecording, move_orphans_back, recover
-from agent.device.sdnotify import Notifier
 from agent.device.selfcheck import SelfCheckResult, Status, device_under_check, run_selfcheck
 from agent.device.state import (
     AudioHeld,
@@ -76,6 +75,7 @@ from agent.evidence.keys import (
     repair_public_keys,
 )
 from agent.evidence.store import Store
+from agent.sdnotify import Notifier
 from hal.absent import open_or_absent
 from hal.audio import AbsentSpeaker, open_microphone, open_speaker
 from hal.battery import open_battery

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.device import markers
-from agent.device.sdnotify import Notifier
 from agent.evidence.chain import utc_iso
+from agent.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import mmap
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,48 @@ class BulkLink:
         return "sha256//" + base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
 
 
+class Throttle:
+    """A bay's bandwidth cap: a token bucket shared by every transfer of one pull.
+
+    Each read takes its length in tokens, going into debt if need be, and the reader
+    sleeps until the debt is paid: the transfer thread stops reading, TCP's window
+    closes and the device slows down. The bucket starts empty and holds at most a
+    quarter second of tokens, so a pull of N bytes takes at least N / `rate` seconds.
+    """
+
+    def __init__(self, bytes_per_s: float) -> None:
+        if bytes_per_s <= 0:
+            raise ValueError(f"a cap of {bytes_per_s} bytes/s")
+        self.rate = bytes_per_s
+        self._burst = bytes_per_s / 4
+        self._tokens = 0.0
+        self._at = time.monotonic()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def mbit(cls, mbit: float) -> Throttle | None:
+        """The cap of `mbit` Mbit/s; None for 0, uncapped."""
+        return cls(mbit * 1e6 / 8) if mbit else None
+
+    def take(self, size: int) -> None:
+        """Account for `size` bytes read; returns once the cap allows them."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._burst, self._tokens + (now - self._at) * self.rate) - size
+            self._at = now
+            wait = -self._tokens / self.rate
+        if wait > 0:
+            time.sleep(wait)
+
+
 class Connections:
     """For each thread that calls `fetch`: a libcurl handle, kept open between files, and
-    the aligned buffer its files are gathered in, kept too (see agent/dock/direct_file.py)."""
+    the aligned buffer its files are gathered in, kept too (see agent/dock/direct_file.py);
+    every transfer under the one `throttle`, when the bay is capped."""
 
-    def __init__(self, link: BulkLink) -> None:
+    def __init__(self, link: BulkLink, throttle: Throttle | None = None) -> None:
         self._link = link
+        self._throttle = throttle
         self._local = threading.local()
         self._opened: list[tuple[pycurl.Curl, mmap.mmap]] = []
         self._lock = threading.Lock()
@@ -75,6 +112,7 @@ class Connections:
             with self._lock:
                 self._opened.append(opened)
         curl, buffer = opened
+        download.throttle = self._throttle
         download.run(curl, url, buffer)
 
     def close(self) -> None:
@@ -107,6 +145,7 @@ class Download:
     status: int = 0
     received: int = 0
     error: bytearray = field(default_factory=bytearray)
+    throttle: Throttle | None = None
     _file: DirectFile | None = None
     _refused: ForeignFile | None = None
     _buffer: mmap.mmap | None = None
@@ -137,22 +176,29 @@ class Download:
                 self.received = self._file.length - self.offset
                 self._file.close()
 
+    @property
+    def held(self) -> int:
+        """The file's bytes in hand now, from offset 0: read by another thread for the
+        pull's progress, where a call per network read would cost the transfer."""
+        return self._file.length if self._file is not None else self.offset
+
     def _header(self, line: bytes) -> None:
         if line.startswith(b"HTTP/"):
             self.status = int(line.split()[1])
 
     def _write(self, data: bytes) -> int | None:
-        if self._file is not None:  # every read but the first: 65,536 calls per GiB
-            self._file.write(data)
-        elif self.status not in (200, 206):  # the device's JSON error, not the file
-            self.error += data[: _ERROR_BODY_MAX - len(self.error)]
-        else:
+        if self.throttle is not None:
+            self.throttle.take(len(data))
+        if self._file is None and self.status in (200, 206):  # the first read of the file
             try:
                 self._open()
             except ForeignFile as exc:  # kept to raise on this thread, not in libcurl's
                 self._refused = exc
                 return 0  # stops the transfer
-            return self._write(data)
+        if self._file is not None:  # every read: 65,536 calls per GiB
+            self._file.write(data)
+        else:  # the device's JSON error, not the file
+            self.error += data[: _ERROR_BODY_MAX - len(self.error)]
         return None
 
     def _open(self) -> None:

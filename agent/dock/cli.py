@@ -55,6 +55,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     pull_.add_argument("--device-key", type=Path, help="the device's public key from the "
                        "enrolment register (default: the key the device serves)")
     pull_.add_argument("--connections", type=int, default=4, help="parallel downloads")
+    pull_.add_argument("--max-mbit", type=_mbit, default=0, metavar="MBIT",
+                       help="cap the sealed files' bytes per second over all the connections, "
+                            "in Mbit/s (default 0: uncapped)")
     pull_.add_argument("--no-custody", action="store_true", help="pull and verify only")
     pull_.add_argument("--archive", metavar="s3://BUCKET/PREFIX",
                        help="write every file and the chain into this S3 bucket with Object "
@@ -79,7 +82,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     status = actions.add_parser("status", help="what the dock service last did, per bay and "
                                 "per device")
     status.add_argument("--config", required=True, type=Path, metavar="DOCK_TOML")
-    status.add_argument("--json", action="store_true", help="the state file as is")
+    status.add_argument("--json", action="store_true", help="the state file, each bay with "
+                        "the progress of its pull")
     status.add_argument("-v", "--verbose", action="store_true")
     status.set_defaults(func=_status)
 
@@ -124,6 +128,20 @@ def _days(text: str) -> int:
     return int(text)
 
 
+def _mbit(text: str) -> float:
+    """A bandwidth cap in Mbit/s: 0 (none) or a positive number (as dock.toml's bay_mbit)."""
+    from agent.dock.service_config import MAX_MBIT
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_MBIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of Mbit/s from 0 (uncapped) "
+                                         f"to {MAX_MBIT:g}")
+    return value
+
+
 def _pull(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
@@ -143,7 +161,8 @@ def _pull(args: argparse.Namespace) -> int:
     result = _run(pull(args.device, args.out, _link(args), args.operator, args.device_key,
                        args.connections, custody=not args.no_custody, archive=archive,
                        retention=timedelta(days=args.retention_days),
-                       marked_retention=timedelta(days=args.marked_retention_days)))
+                       marked_retention=timedelta(days=args.marked_retention_days),
+                       max_mbit=args.max_mbit))
     rate = result.bytes_fetched * 8 / 1e6 / max(result.seconds, 1e-9)
     print(f"{result.device}: {len(result.fetched)} sealed files fetched, "
           f"{result.bytes_fetched / 1e6:.1f} MB in {result.seconds:.2f} s ({rate:.0f} Mbit/s)\n"
@@ -195,8 +214,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import json
 
+    from agent.dock.board import read_progress
     from agent.dock.pull import DockError
-    from agent.dock.serve import State, status_lines
+    from agent.dock.serve import State, status_lines, status_view
 
     config = _service_config(args.config)
     if config is None:
@@ -206,11 +226,11 @@ def _status(args: argparse.Namespace) -> int:
     except DockError as exc:
         print(f"bodycam dock: {exc}", file=sys.stderr)
         return 2
+    view = status_view(state, read_progress(config.state))
     if args.json:
-        print(json.dumps({"bays": state.bays, "devices": state.devices}, indent=1,
-                         sort_keys=True))
+        print(json.dumps(view, indent=1, sort_keys=True))
     else:
-        print("\n".join(status_lines(state)))
+        print("\n".join(status_lines(view)))
     return 0
 
 

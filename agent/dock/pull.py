@@ -43,8 +43,9 @@ from agent.dock.archive import (
     archive_pull,
     archive_receipt,
 )
-from agent.dock.bulk import BulkLink, Connections, Download
+from agent.dock.bulk import BulkLink, Connections, Download, Throttle
 from agent.dock.direct_file import ForeignFile, aligned_down, open_own
+from agent.dock.progress import Progress
 from agent.dock.reading import sealed_file
 from agent.durable import fsync_dir, write_all
 from agent.evidence.chain import parse_line, utc_iso, whole_lines
@@ -276,6 +277,9 @@ class _Fetch:
                  record: dict[str, Any]):
         self.url = f"{url.rstrip('/')}/{API}/sealed/{record['seq']}"
         self.connections = connections
+        self.download: Download | None = None  # the transfer under way, or the last one
+        self.kept = 0  # bytes of the part before that transfer
+        self.purged = False
         self.seq = record["seq"]
         self.size = record["payload"]["size"]
         self.sha256 = record["payload"]["sha256"]
@@ -308,8 +312,9 @@ class _Fetch:
             offset = 0
         if offset:
             _hash_into(digest, self.part, offset)
+        self.kept, self.download = offset, None
         if offset < self.size or not self.size:  # a whole part left by a cut: check it only
-            download = Download(self.part, offset, digest)
+            download = self.download = Download(self.part, offset, digest)
             try:
                 self.connections.fetch(download, self.url)
             finally:
@@ -329,6 +334,13 @@ class _Fetch:
             return (f"sealed seq {self.seq}: the device served {size} bytes with sha256 "
                     f"{self.digest}, its chain seals {self.size} bytes, {self.sha256}")
         return None
+
+    @property
+    def held(self) -> int:
+        """Its bytes in hand now, read by the pull's progress as its thread writes them."""
+        if self.purged:
+            return 0
+        return self.kept if self.download is None else self.download.held
 
     def settle(self) -> None:
         """Durable first, then named: sealed/ only ever holds whole, fsync'd files."""
@@ -384,11 +396,15 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                device_key: Path | None = None, connections: int = 4,
                custody: bool = True, archive: Archive | None = None,
                retention: timedelta = DEFAULT_RETENTION,
-               marked_retention: timedelta = DEFAULT_MARKED_RETENTION) -> PullResult:
+               marked_retention: timedelta = DEFAULT_MARKED_RETENTION,
+               max_mbit: float = 0, progress: Progress | None = None) -> PullResult:
     """Pull, verify, archive (when given an archive) and report custody of one device.
     The archive is probed before anything is pulled; custody is reported only for files
-    the archive holds, as read back, each kept for its class's retention."""
+    the archive holds, as read back, each kept for its class's retention. `max_mbit`
+    (0: none) caps the sealed files' bytes per second over all the pull's connections;
+    `progress`, when given, is kept up to date as the pull goes."""
     started = time.monotonic()
+    progress = progress or Progress()
     context = link.context()
     if archive is not None:
         try:
@@ -409,8 +425,11 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
         await _pull_chain(session, folder / "chain.jsonl", verified, lines)
         records = _bodies(folder / "chain.jsonl", verified)
         bulk = Connections(BulkLink(link.cert, link.key, link.device_ca,
-                                    BulkLink.pin(context.check.certificate)))
+                                    BulkLink.pin(context.check.certificate)),
+                           Throttle.mbit(max_mbit))
         fetches = [_Fetch(url, bulk, folder, r) for r in _wanted(folder, records)]
+        progress.listed([job.size for job in fetches],
+                        lambda: sum(job.held for job in fetches))
         limit = asyncio.Semaphore(connections)
         loop = asyncio.get_running_loop()
 
@@ -419,12 +438,17 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                 outcome = await loop.run_in_executor(transfers, job.run)
             if outcome is None:
                 await asyncio.to_thread(job.settle)
+                progress.fetched()
+            elif outcome == "purged":
+                job.purged = True
+                progress.dropped(job.size)
             return outcome
 
         with bulk, ThreadPoolExecutor(connections, thread_name_prefix="dock-transfer") as \
                 transfers:
             outcomes = await asyncio.gather(*(fetch(job, transfers) for job in fetches))
         fsync_dir(folder / "sealed")
+        progress.enter("verifying")
         report, copy = await asyncio.to_thread(verify_copy, folder, {
             str(j.dest.relative_to(folder)): j.digest
             for j, o in zip(fetches, outcomes, strict=True) if o is None}, folder / VERIFIED)
@@ -446,10 +470,12 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                         # A file of the records verified before, not reported then (custody
                         # refused or not asked): the archive wants its record.
                         records = _bodies(folder / "chain.jsonl", 0)
+                    progress.enter("archiving")
                     result.archived = await asyncio.to_thread(
                         archive_pull, archive, result.device, folder, records, to_report,
                         lambda record: days[classes[record["seq"]]], connections)
                 if custody:
+                    progress.enter("custody")
                     await _report_custody(session, context.check, folder, copy, to_report,
                                           classes, report, operator, result, result.archived)
             except ArchiveError as exc:

@@ -25,9 +25,13 @@ from typing import Any
 import aiohttp
 
 from agent.dock.archive import Archive, ArchiveError
+from agent.dock.board import Board
+from agent.dock.progress import Progress
 from agent.dock.pull import DockError, DockLink, PullResult, device_identity, open_session, pull
 from agent.dock.service_config import ServiceConfig
+from agent.dock.status_mqtt import DockStatus
 from agent.durable import write_file
+from agent.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 _ABSENT = (aiohttp.ClientConnectionError, asyncio.TimeoutError, ConnectionError)
@@ -60,26 +64,29 @@ class State:
                                          indent=1, sort_keys=True).encode() + b"\n")
 
     def see(self, bay: str, status: str, device: str | None = None,
-            error: str | None = None) -> None:
+            error: str | None = None, officer: str | None = None) -> None:
         """A bay's state, written only when it changes (not at every poll)."""
-        seen = {"status": status, "device": device, "error": error}
+        seen = {"status": status, "device": device, "officer": officer, "error": error}
         if {k: self.bays.get(bay, {}).get(k) for k in seen} != seen:
             self.bays[bay] = {**seen, "since": _now()}
             self.save()
 
     def outcome(self, bay: str, result: PullResult, head_after: Any) -> None:
+        """A device's last pull, and counts over all its pulls (not the seqs: the evidence
+        folder and the device's chain say which files, this file stays small)."""
         before = self.devices.get(result.device, {})
         archived = result.archived
         self.devices[result.device] = {
             "bay": bay, "at": _now(), "ok": result.ok,
             "pulls": before.get("pulls", 0) + 1,
             "fetched": len(result.fetched), "bytes": result.bytes_fetched,
-            "fetched_seqs": sorted({*before.get("fetched_seqs", []), *result.fetched}),
+            "fetched_total": before.get("fetched_total", 0) + len(result.fetched),
+            "bytes_total": before.get("bytes_total", 0) + result.bytes_fetched,
             "verified": result.verify.ok,
             "archived": None if archived is None else len(archived.files),
             "custody_seq": result.custody_seq,
-            "custody_seqs": [*before.get("custody_seqs", []),
-                             *([result.custody_seq] if result.custody_seq is not None else [])],
+            "custody_reports": before.get("custody_reports", 0) +
+            (result.custody_seq is not None),
             "purged": len(result.purged), "error": result.problem, "head_after": head_after,
             "folder": str(result.folder)}
         self.save()
@@ -98,16 +105,19 @@ def _now() -> str:
 class Service:
     """The poll loop; `stop()` (SIGTERM) cancels the pulls under way and ends it."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, notifier: Notifier | None = None) -> None:
         self.config = config
+        self._notifier = notifier or Notifier({})  # none: outside systemd
         self.state = State.load(config.state)
         self._limit = asyncio.Semaphore(config.max_concurrent)
         self._visits: dict[str, asyncio.Task[None]] = {}
         self._pulling: set[str] = set()  # device ids
         self._stop = asyncio.Event()
         self._archive: Archive | None = None
+        self.board = Board(self.state.bays, config.state)
 
     def stop(self) -> None:
+        self._notifier.stopping("stopping: the pulls under way are cancelled")
         self._stop.set()
 
     async def run(self) -> None:
@@ -119,6 +129,10 @@ class Service:
             Archive.connect(settings.url, settings.endpoint)
         log.info("dock service: %d bay(s), at most %d pull(s) at once, every %.1f s",
                  len(self.config.bays), self.config.max_concurrent, self.config.poll_s)
+        status = self._report()
+        board = asyncio.create_task(self.board.run(self._stop), name="board")
+        beat = asyncio.create_task(self._watchdog(), name="watchdog")
+        self._notifier.ready(f"{len(self.config.bays)} bay(s)")
         try:
             while not self._stop.is_set():
                 for bay in self.config.bays:
@@ -133,7 +147,40 @@ class Service:
             for task in visits:
                 task.cancel()
             await asyncio.gather(*visits, return_exceptions=True)
+            self._stop.set()
+            await board  # the last view published, the pulls cancelled
+            beat.cancel()
+            if status is not None:
+                await asyncio.to_thread(status.close)
             log.info("dock service stopped; partial files resume at the next start")
+
+    def _report(self) -> DockStatus | None:
+        """The board's listeners: systemd's status line and, with [mqtt], the MQTT status,
+        connecting in the background."""
+        self.board.listeners.append(self._tell_systemd)
+        if self.config.mqtt is None:
+            return None
+        status = DockStatus(self.config.mqtt)
+        self.board.listeners.append(status.show)
+        status.start()
+        return status
+
+    async def _watchdog(self) -> None:
+        """WATCHDOG=1 while the event loop turns (the unit's WatchdogSec): a loop stuck in a
+        call that blocks it pulls nothing and is restarted."""
+        if self._notifier.watchdog_s is None:
+            return
+        while True:
+            self._notifier.watchdog()
+            await asyncio.sleep(self._notifier.watchdog_s / 3)
+
+    def _tell_systemd(self, view: dict[str, dict[str, Any]]) -> None:
+        """The bays in a line, for `systemctl status`."""
+        counts: dict[str, int] = {}
+        for seen in view.values():
+            counts[seen["status"]] = counts.get(seen["status"], 0) + 1
+        self._notifier.status(", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+                              + f" of {len(self.config.bays)} bay(s)")
 
     def _visited(self, task: asyncio.Task[None]) -> None:
         self._visits.pop(task.get_name(), None)
@@ -145,27 +192,31 @@ class Service:
         try:
             identity = await self._identify(bay)
         except _ABSENT:
+            self.board.clear(bay)
             self.state.see(bay, "absent")
             return
         except (DockError, aiohttp.ClientError, ssl.SSLError, OSError) as exc:
+            self.board.clear(bay)
             self.state.see(bay, "refused", error=_line(exc))
             return
         device = str(identity["device"])
+        officer = str(identity["officer"]) if identity.get("officer") else None  # "": no one
         if device in self._pulling:  # the same device answering in another bay
-            self.state.see(bay, "busy elsewhere", device)
+            self.board.clear(bay)
+            self.state.see(bay, "busy elsewhere", device, officer=officer)
             return
         last = self.state.devices.get(device, {})
         if last.get("ok") and last.get("head_after") == identity["head"]:
             # Nothing sealed since the last pull's custody: a pull would only seal an
             # empty custody record at every poll.
-            self.state.see(bay, "done", device)
+            self.state.see(bay, "done", device, officer=officer)
             return
         self._pulling.add(device)
         try:
-            self.state.see(bay, "waiting", device)
+            self.state.see(bay, "waiting", device, officer=officer)
             async with self._limit:
-                self.state.see(bay, "pulling", device)
-                await self._pull(bay, device)
+                self.state.see(bay, "pulling", device, officer=officer)
+                await self._pull(bay, device, officer)
         finally:
             self._pulling.discard(device)
 
@@ -176,20 +227,24 @@ class Service:
         async with open_session(bay, context, 1) as session:
             return await asyncio.wait_for(device_identity(session, context.check), _REACH_S)
 
-    async def _pull(self, bay: str, device: str) -> None:
+    async def _pull(self, bay: str, device: str, officer: str | None) -> None:
         link = DockLink(self.config.cert, self.config.key, self.config.ca, device)
         settings = self.config.archive
+        progress = Progress()
+        self.board.pulling(bay, progress)
         try:
             result = await pull(bay, self.config.evidence, link, self.config.operator,
                                 connections=self.config.connections, archive=self._archive,
                                 retention=timedelta(days=settings.retention_days if settings
-                                                    else 365))
+                                                    else 365),
+                                max_mbit=self.config.mbit_for(bay), progress=progress)
         except _ABSENT:
+            self.board.clear(bay)
             self.state.see(bay, "absent")  # taken out mid-pull: resumed when docked again
             return
         except (DockError, ArchiveError, aiohttp.ClientError, ssl.SSLError, OSError) as exc:
             self.state.failure(bay, device, _line(exc))
-            self.state.see(bay, "failed", device, _line(exc))
+            self.state.see(bay, "failed", device, _line(exc), officer)
             return
         head_after = None
         if result.ok:  # the head with this pull's custody (and purge) records on it
@@ -198,7 +253,7 @@ class Service:
             except (*_ABSENT, DockError, aiohttp.ClientError, ssl.SSLError, OSError):
                 pass  # pulled again at the next poll, which finds nothing new to fetch
         self.state.outcome(bay, result, head_after)
-        self.state.see(bay, "done" if result.ok else "failed", device, result.problem)
+        self.state.see(bay, "done" if result.ok else "failed", device, result.problem, officer)
         log.info("%s in %s: %d file(s) fetched, custody %s%s", device, bay, len(result.fetched),
                  result.custody_seq, f"; {result.problem}" if result.problem else "")
 
@@ -210,23 +265,50 @@ def _line(exc: BaseException) -> str:
 def serve(config: ServiceConfig) -> None:
     """Run until SIGTERM or SIGINT."""
 
+    notifier = Notifier()
+
     async def main() -> None:
-        service = Service(config)
+        service = Service(config, notifier)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, service.stop)
         await service.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        notifier.close()
 
 
-def status_lines(state: State) -> list[str]:
-    """`bodycam dock status`: a line per bay, then a line per device."""
+def status_view(state: State, progress: dict[str, Any]) -> dict[str, Any]:
+    """`bodycam dock status --json`: the state file, each bay with the progress of its pull
+    as the service last published it (`progress`, from agent.dock.board.read_progress)."""
+    live = progress.get("bays", {})
+    return {"bays": {bay: {**seen, **({"progress": live[bay], "progress_at": progress["at"]}
+                                      if bay in live else {})}
+                     for bay, seen in state.bays.items()},
+            "devices": state.devices}
+
+
+def _progress_text(seen: dict[str, Any]) -> str:
+    progress = seen["progress"]
+    return (f"; {progress['stage']}: {progress['files_fetched']} of {progress['files_total']} "
+            f"file(s), {progress['bytes_fetched'] / 1e6:.1f} of "
+            f"{progress['bytes_total'] / 1e6:.1f} MB fetched, pending "
+            f"{progress['pending_files']} file(s), {progress['pending_bytes'] / 1e6:.1f} MB "
+            f"(at {seen['progress_at']})")
+
+
+def status_lines(view: dict[str, Any]) -> list[str]:
+    """`bodycam dock status`: a line per bay, then a line per device, from `status_view`."""
     lines = [f"bay {bay}: {seen['status']}"
-             f"{' ' + seen['device'] if seen.get('device') else ''} since {seen['since']}"
+             f"{' ' + seen['device'] if seen.get('device') else ''}"
+             f"{' (officer ' + seen['officer'] + ')' if seen.get('officer') else ''}"
+             f" since {seen['since']}"
              f"{': ' + seen['error'] if seen.get('error') else ''}"
-             for bay, seen in sorted(state.bays.items())]
-    for device, last in sorted(state.devices.items()):
+             f"{_progress_text(seen) if 'progress' in seen else ''}"
+             for bay, seen in sorted(view["bays"].items())]
+    for device, last in sorted(view["devices"].items()):
         custody = last.get("custody_seq")
         lines.append(
             f"{device}: {'ok' if last.get('ok') else 'NOT DONE'} at {last['at']} in "

@@ -8,17 +8,22 @@ the value (docs/docking.md, "Dock service").
 from __future__ import annotations
 
 import re
+import ssl
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
+
+from agent.mqtt_link import Broker, broker, tls_context
 
 _LIMIT = 1 << 20  # bytes: a real dock.toml is a few hundred
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KEYS = {"operator", "evidence", "state", "bays", "max_concurrent", "connections", "poll_s",
-         "tls", "archive"}
+         "bay_mbit", "bay_mbit_override", "tls", "archive", "mqtt"}
 _TLS_KEYS = {"cert", "key", "ca"}
 _ARCHIVE_KEYS = {"url", "endpoint", "retention_days"}
+_MQTT_KEYS = {"url", "id", "ca", "cert", "key", "heartbeat_s", "keepalive_s", "reconnect_max_s"}
+MAX_MBIT = 100_000.0  # a bay's cap, 100 Gbit/s: above any dock link
 
 
 class ServiceConfigError(Exception):
@@ -30,6 +35,21 @@ class ArchiveSettings:
     url: str
     endpoint: str | None
     retention_days: int
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """The dock's status over MQTT (docs/telemetry.md, "Dock")."""
+
+    url: str
+    broker: Broker
+    dock_id: str
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+    heartbeat_s: float
+    keepalive_s: int
+    reconnect_max_s: int
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,13 @@ class ServiceConfig:
     connections: int = 4
     poll_s: float = 5.0
     archive: ArchiveSettings | None = None
+    mqtt: MqttSettings | None = None
+    bay_mbit: float = 0.0  # each pull's cap, Mbit/s; 0: uncapped
+    bay_mbit_override: dict[str, float] = field(default_factory=dict)  # by bay address
+
+    def mbit_for(self, bay: str) -> float:
+        """The cap of a pull in `bay` (0: uncapped)."""
+        return self.bay_mbit_override.get(bay, self.bay_mbit)
 
 
 class _Reader:
@@ -129,6 +156,15 @@ def load_service_config(path: Path) -> ServiceConfig:
         archive = ArchiveSettings(url, section.text("endpoint") if "endpoint" in
                                   section.table else None,
                                   int(section.number("retention_days", 365, 1, 36500)))
+    mqtt = _mqtt(_Reader(path, _table(top, "mqtt"), "mqtt", _MQTT_KEYS)) \
+        if "mqtt" in raw else None
+    bay_mbit = top.number("bay_mbit", 0, 0, MAX_MBIT, whole=False)
+    override: dict[str, float] = {}
+    if "bay_mbit_override" in raw:
+        caps = _Reader(path, _table(top, "bay_mbit_override"), "bay_mbit_override",
+                       {b.rstrip("/") for b in bays} | set(bays))
+        override = {bay.rstrip("/"): caps.number(bay, 0, 0, MAX_MBIT, whole=False)
+                    for bay in caps.table}
     return ServiceConfig(
         path=path, operator=top.text("operator"), evidence=evidence,
         state=path.parent / Path(top.text("state", str(evidence.parent / "dock-state.json"))),
@@ -137,7 +173,36 @@ def load_service_config(path: Path) -> ServiceConfig:
         max_concurrent=int(top.number("max_concurrent", 4, 1, 64)),
         connections=int(top.number("connections", 4, 1, 32)),
         poll_s=float(top.number("poll_s", 5.0, 0.1, 3600, whole=False)),
-        archive=archive)
+        archive=archive, mqtt=mqtt, bay_mbit=bay_mbit, bay_mbit_override=override)
+
+
+def _mqtt(section: _Reader) -> MqttSettings:
+    url = section.text("url")
+    try:
+        address = broker(url)
+    except ValueError as exc:
+        section.bad("url", str(exc))
+    dock_id = section.text("id")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", dock_id):
+        section.bad("id", "not 1 to 64 letters, digits, '.', '_' or '-' (a topic level)")
+    ca, cert, key = (section.file(name) if name in section.table else None
+                     for name in ("ca", "cert", "key"))
+    if (cert is None) != (key is None):
+        section.bad("cert" if cert else "key", "a client certificate needs its key, and a key "
+                    "its certificate")
+    if not address.tls and (ca or cert):
+        section.bad("url", "ca, cert and key need mqtts://")
+    for name, files, what in (("ca", (ca,), "CA"),
+                              ("cert", (ca, cert, key), "certificate with its key")):
+        if name in section.table:
+            try:
+                tls_context(*files)
+            except (ssl.SSLError, OSError) as exc:
+                section.bad(name, f"not a PEM {what} ({exc})")
+    return MqttSettings(url, address, dock_id, ca, cert, key,
+                        section.number("heartbeat_s", 60, 0.1, 3600, whole=False),
+                        int(section.number("keepalive_s", 30, 5, 3600)),
+                        int(section.number("reconnect_max_s", 60, 1, 3600)))
 
 
 def _table(reader: _Reader, key: str) -> dict[str, Any]:

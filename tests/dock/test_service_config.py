@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.dock.service_config import ServiceConfigError, load_service_config
+from tests.support.mosquitto import Pki as MqttPki
 
 GOOD = """operator = "operator Li"
 evidence = "evidence"
@@ -36,6 +37,29 @@ def test_a_good_file_with_defaults_and_paths_beside_it(folder: Path) -> None:
     assert config.bays == ("https://10.0.0.2:8443", "https://10.0.0.3:8443")
     assert (config.max_concurrent, config.connections, config.poll_s) == (4, 4, 5.0)
     assert config.archive is not None and config.archive.retention_days == 365
+    assert config.mbit_for("https://10.0.0.2:8443") == 0  # uncapped unless asked
+    assert config.mqtt is None
+
+
+def test_the_dock_status_over_mqtt(folder: Path, pki: MqttPki) -> None:
+    cert, key = pki.issue("DOCK-1")
+    path = folder / "dock.toml"
+    path.write_text(GOOD + f'[mqtt]\nurl = "mqtts://broker.example"\nid = "DOCK-1"\n'
+                    f'ca = "{pki.ca}"\ncert = "{cert}"\nkey = "{key}"\n')
+    mqtt = load_service_config(path).mqtt
+    assert mqtt is not None and mqtt.dock_id == "DOCK-1"
+    assert (mqtt.broker.host, mqtt.broker.port, mqtt.broker.tls) == ("broker.example", 8883, True)
+    assert (mqtt.ca, mqtt.cert, mqtt.key) == (pki.ca, cert, key)
+    assert (mqtt.heartbeat_s, mqtt.keepalive_s, mqtt.reconnect_max_s) == (60, 30, 60)
+
+
+def test_a_bay_cap_for_every_bay_and_one_bay_apart(folder: Path) -> None:
+    path = folder / "dock.toml"
+    path.write_text("bay_mbit = 25\n" + GOOD.replace(
+        "[tls]", '[bay_mbit_override]\n"https://10.0.0.3:8443/" = 100.5\n[tls]'))
+    config = load_service_config(path)
+    assert config.mbit_for("https://10.0.0.2:8443") == 25
+    assert config.mbit_for("https://10.0.0.3:8443") == 100.5
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -54,6 +78,25 @@ def test_a_good_file_with_defaults_and_paths_beside_it(folder: Path) -> None:
     (("[tls]", '[archive]\nurl = "s3://ok-bucket"\nkeep = 1\n[tls]'),
      "unknown key [archive] keep"),
     (('key = "dock.key"', ""), "missing key [tls] key"),
+    ((None, "bay_mbit = -1"), "bay_mbit = -1: not a number from 0 to 100000"),
+    ((None, 'bay_mbit = "25"'), "bay_mbit = '25': not a number from 0 to 100000"),
+    (("[tls]", '[bay_mbit_override]\n"https://10.0.0.9:8443" = 5\n[tls]'),
+     "unknown key [bay_mbit_override] https://10.0.0.9:8443"),
+    (("[tls]", '[bay_mbit_override]\n"https://10.0.0.2:8443" = true\n[tls]'),
+     "[bay_mbit_override] https://10.0.0.2:8443 = True: not a number from 0 to 100000"),
+    (("[tls]", '[mqtt]\nurl = "http://broker"\nid = "DOCK-1"\n[tls]'),
+     "[mqtt] url = 'http://broker': expected mqtt://host:port or mqtts://host:port"),
+    (("[tls]", '[mqtt]\nurl = "mqtts://broker"\nid = "DOCK/1"\n[tls]'),
+     "[mqtt] id = 'DOCK/1': not 1 to 64 letters, digits"),
+    (("[tls]", '[mqtt]\nurl = "mqtts://broker"\n[tls]'), "missing key [mqtt] id"),
+    (("[tls]", '[mqtt]\nurl = "mqtts://broker"\nid = "D"\ncert = "dock.crt"\n[tls]'),
+     "[mqtt] cert = 'dock.crt': a client certificate needs its key"),
+    (("[tls]", '[mqtt]\nurl = "mqtt://broker"\nid = "D"\nca = "device-ca.pem"\n[tls]'),
+     "[mqtt] url = 'mqtt://broker': ca, cert and key need mqtts://"),
+    (("[tls]", '[mqtt]\nurl = "mqtts://broker"\nid = "D"\nca = "device-ca.pem"\n[tls]'),
+     "[mqtt] ca = 'device-ca.pem': not a PEM CA ("),
+    (("[tls]", '[mqtt]\nurl = "mqtts://broker"\nid = "D"\nheartbeat_s = 0\n[tls]'),
+     "[mqtt] heartbeat_s = 0: not a number from 0.1 to 3600"),
 ])
 def test_each_mistake_is_one_line(folder: Path, change: tuple[str | None, str | None],
                                   message: str) -> None:

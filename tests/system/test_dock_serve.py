@@ -136,7 +136,9 @@ def test_the_service_pulls_every_docked_device_into_custody_and_status_says_so(
             last = state["devices"][device_id]
             assert last["ok"] and last["verified"] and last["pulls"] == 1
             assert last["custody_seq"] == custody["seq"]
-            assert sorted(last["fetched_seqs"]) == sorted(sealed)
+            # Every file in the evidence folder, byte for byte, fetched once.
+            assert snapshot(tmp_path / "evidence" / device_id) == snapshot(stores[device_id])
+            assert last["fetched_total"] == len(sealed) and last["custody_reports"] == 1
             assert verify_store(tmp_path / "evidence" / device_id).ok
         assert {bay["status"] for bay in state["bays"].values()} == {"done"}
         verify = subprocess.run([*BODYCAM, "verify", str(tmp_path / "evidence")],
@@ -188,8 +190,7 @@ def test_stopped_mid_pull_and_restarted_the_service_fetches_nothing_twice(
             process.send_signal(stop)
             code = process.wait(30)  # SIGTERM: the pulls under way cancelled, a clean exit
             assert code == (0 if stop == signal.SIGTERM else -signal.SIGKILL)
-        held_at_kill = {i: {p.name for p in (evidence / i / "sealed").iterdir()}
-                        if (evidence / i / "sealed").is_dir() else set() for i in IDS}
+        held_at_kill = {i: held_files(evidence / i / "sealed") for i in IDS}
         assert not custody_done(devices), "the kill came after every pull"
         for device, files in zip(devices, on_devices, strict=True):
             if not device.records("custody"):
@@ -206,12 +207,22 @@ def test_stopped_mid_pull_and_restarted_the_service_fetches_nothing_twice(
             in_custody = [s["seq"] for c in device.records("custody")
                           for s in c["payload"]["segments"]]
             assert sorted(in_custody) == sorted(sealed)  # each file in custody exactly once
-            # Fetched after the restart: exactly the files not already held at the kill.
-            fetched = {sealed[seq].rsplit("/", 1)[-1] for seq in state[device_id]["fetched_seqs"]}
-            assert fetched.isdisjoint(held_at_kill[device_id])
-            assert fetched | held_at_kill[device_id] == {f.rsplit("/", 1)[-1]
-                                                         for f in sealed.values()}
+            # Every file held, and those held at the kill never fetched again (the very files
+            # the first run settled), so the restart fetched exactly the others.
+            held = held_files(evidence / device_id / "sealed")
+            assert set(held) == {f.rsplit("/", 1)[-1] for f in sealed.values()}
+            assert {name: held[name] for name in held_at_kill[device_id]} == \
+                held_at_kill[device_id]
+            assert state[device_id]["ok"]
             assert verify_store(evidence / device_id).ok
+
+
+def held_files(sealed: Path) -> dict[str, tuple[int, int]]:
+    """Each file the evidence folder holds, by name, as the file it is (inode and change
+    time): a file fetched again is settled as a new file over its name."""
+    if not sealed.is_dir():
+        return {}
+    return {p.name: (p.stat().st_ino, p.stat().st_ctime_ns) for p in sealed.iterdir()}
 
 
 class Bay:
@@ -278,7 +289,7 @@ def test_a_device_taken_out_mid_pull_and_docked_in_another_bay_is_finished_there
             first.unplug()
             wait_for(lambda: status(config)["bays"].get(bays[0], {}).get("status") in
                      ("absent", "failed"), timeout=60, what="the first bay given up")
-            held = {p.name for p in sealed_dir.iterdir()}  # what the cut pull left
+            held = held_files(sealed_dir)  # what the cut pull left
             assert not device.records("custody") and not device.records("purge")
             Bay(device.daemon.offload.port, other_port)
             wait_for(lambda: pulled(config, IDS[:1]), timeout=120, what="pulled again")
@@ -290,8 +301,9 @@ def test_a_device_taken_out_mid_pull_and_docked_in_another_bay_is_finished_there
                   for r in device.records("segment_sealed")}
         (custody,) = device.records("custody")
         assert sorted(s["seq"] for s in custody["payload"]["segments"]) == sorted(sealed)
-        fetched = {sealed[seq] for seq in last["fetched_seqs"]}
-        assert held and fetched.isdisjoint(held) and fetched | held == set(sealed.values())
+        now = held_files(sealed_dir)
+        assert held and set(now) == set(sealed.values())
+        assert {name: now[name] for name in held} == held  # none of them fetched again
         assert verify_store(evidence / IDS[0]).ok
 
 
@@ -380,14 +392,15 @@ def test_the_dock_unit_verifies_with_the_devices_hardening(tmp_path: Path) -> No
     lines = dock_unit.read_text().splitlines()
     assert "ExecStart=/opt/bodycam/.venv/bin/bodycam dock serve --config " \
            "/etc/bodycam/dock.toml" in lines
-    for line in ("ProtectSystem=strict", "ReadWritePaths=/var/lib/bodycam-dock",
-                 "NoNewPrivileges=yes", "CapabilityBoundingSet=", "RestartPreventExitStatus=2",
-                 "SystemCallFilter=@system-service", "ProtectHome=yes"):
+    for line in ("Type=notify", "NotifyAccess=main", "ProtectSystem=strict",
+                 "ReadWritePaths=/var/lib/bodycam-dock", "NoNewPrivileges=yes",
+                 "CapabilityBoundingSet=", "RestartPreventExitStatus=2",
+                 "SystemCallFilter=@system-service", "ProtectHome=yes", "WatchdogSec=30"):
         assert line in lines
     # Every hardening key of the device's unit is in the dock's, bar the device's hardware.
     device_keys = {line.split("=")[0] for line in UNIT.read_text().splitlines()
                    if "=" in line and not line.startswith("#")}
     dock_keys = {line.split("=")[0] for line in lines if "=" in line and not line.startswith("#")}
     assert device_keys - dock_keys == {
-        "NotifyAccess", "WatchdogSec", "AmbientCapabilities", "RuntimeDirectory",
+        "AmbientCapabilities", "RuntimeDirectory",
         "WorkingDirectory", "TimeoutStartSec", "Nice", "StartLimitIntervalSec"}

@@ -23,12 +23,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.config import ConfigError, load_config
 from agent.device.chain_index import ChainIndex
 from agent.device.daemon import Daemon
-from agent.device.telemetry.mqtt import NETWORK_STOP_S, Telemetry, open_telemetry
+from agent.device.telemetry.mqtt import Telemetry, open_telemetry
 from agent.device.telemetry.outbox import Outbox
 from agent.evidence.chain import Chain, read_bodies, read_records
 from agent.evidence.keys import load_or_create_device_key
 from agent.evidence.store import Store
 from agent.evidence.verify import verify_store
+from agent.mqtt_link import NETWORK_STOP_S
 from hal.clock import SimulatedClock
 from tests.support.device import running_daemon, spawn_daemon, trigger_start, wait_for
 from tests.support.mosquitto import Brokers, Pki, Subscriber, free_port, mqtt_section

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import __version__
@@ -40,11 +39,11 @@ from agent.device.telemetry.discovery import discovery_messages
 from agent.device.telemetry.outbox import Outbox
 from agent.evidence.chain import Chain
 from agent.evidence.store import Store
+from agent.mqtt_link import new_client, stop_network, tls_context
 
 log = logging.getLogger(__name__)
 
 WINDOW = 100            # events in flight (published, PUBACK not yet in)
-NETWORK_STOP_S = 3.0    # at close, the longest wait for paho's network thread to end
 HA_STATUS_ONLINE = b"online"
 
 Command = Callable[[], dict[str, Any]]
@@ -102,25 +101,17 @@ class Telemetry:
         self._client = self._make_client(config_path)
 
     def _make_client(self, config_path: Path) -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bodycam-{self._device}",
-                             protocol=mqtt.MQTTv5)
-        client.will_set(self.topics.availability, "offline", qos=1, retain=True)
-        client.reconnect_delay_set(1, self._mqtt.reconnect_max_s)
-        client.max_inflight_messages_set(WINDOW)
-        client.max_queued_messages_set(0)
-        client.enable_logger(log)
-        client.suppress_exceptions = True  # a bug in a callback must not end paho's thread
+        cert: Path | None = None
         if self._mqtt.tls:
             ca, cert, key = (mqtt_file(self._config, config_path, name)
                              for name in ("ca", "cert", "key"))
-            # The broker's certificate and host name are always checked.
-            self._context = ssl.create_default_context(cafile=None if ca is None else str(ca))
-            if cert is not None:
-                self._context.load_cert_chain(cert, key)
-            elif self._enrolled is not None:
-                client.on_pre_connect = self._present_enrolled_identity
-            client.tls_set_context(self._context)
-            client.tls_insecure_set(False)
+            self._context = tls_context(ca, cert, key)
+        client = new_client(f"bodycam-{self._device}", self.topics.availability,
+                            self._mqtt.reconnect_max_s, self._context, log)
+        client.max_inflight_messages_set(WINDOW)
+        client.max_queued_messages_set(0)
+        if self._context is not None and cert is None and self._enrolled is not None:
+            client.on_pre_connect = self._present_enrolled_identity
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -192,24 +183,10 @@ class Telemetry:
                 log.warning("'offline' not published (%s): the broker's will says it", exc)
             self.connected.clear()  # a disconnect we asked for: nothing to warn about
             self._client.disconnect()
-        self._stop_network()
+        stop_network(self._client, self._mqtt.url)
         backlog = len(self.outbox)
         self.outbox.close()
         log.info("telemetry closed; %d event(s) wait in the outbox", backlog)
-
-    def _stop_network(self) -> None:
-        """paho's loop_stop() waits without a bound for its thread, and that thread goes on
-        while messages are in flight on a socket: one whose CONNACK never comes (a broker
-        that accepts the connection and does not answer) keeps it until keepalive_s, 30 s by
-        default. Wait at most NETWORK_STOP_S; left behind, the thread ends with the process
-        (its daemon flag), and a broker that did accept the session sends the last will."""
-        stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop",
-                                   daemon=True)
-        stopper.start()
-        stopper.join(NETWORK_STOP_S)
-        if stopper.is_alive():
-            log.warning("the MQTT client did not stop within %g s (no answer from %s); "
-                        "left behind", NETWORK_STOP_S, self._mqtt.url)
 
     # --- the publisher thread ---------------------------------------------------------------
 

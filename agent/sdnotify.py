@@ -1,4 +1,5 @@
-"""systemd's notification protocol, spoken directly (sd_notify(3), sd_watchdog_enabled(3)).
+"""systemd's notification protocol, spoken directly (sd_notify(3), sd_watchdog_enabled(3)),
+by the device's daemon and the dock's service alike.
 
 The whole protocol is one datagram per message, newline-separated `KEY=VALUE`
 assignments, to the AF_UNIX socket named in $NOTIFY_SOCKET (a leading `@` names the
