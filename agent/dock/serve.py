@@ -17,6 +17,7 @@ import json
 import logging
 import signal
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from agent.dock.archive import Archive, ArchiveError
+from agent.dock.discovery import Discovery
 from agent.dock.pull import DockError, DockLink, PullResult, device_identity, open_session, pull
 from agent.dock.service_config import ServiceConfig
 from agent.durable import write_file
@@ -98,8 +100,10 @@ def _now() -> str:
 class Service:
     """The poll loop; `stop()` (SIGTERM) cancels the pulls under way and ends it."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig,
+                 discovered: Callable[[], set[str]] = set) -> None:
         self.config = config
+        self._discovered = discovered  # bays announced now (agent.dock.discovery)
         self.state = State.load(config.state)
         self._limit = asyncio.Semaphore(config.max_concurrent)
         self._visits: dict[str, asyncio.Task[None]] = {}
@@ -121,7 +125,7 @@ class Service:
                  len(self.config.bays), self.config.max_concurrent, self.config.poll_s)
         try:
             while not self._stop.is_set():
-                for bay in self.config.bays:
+                for bay in self._bays():
                     if bay not in self._visits:
                         task = asyncio.create_task(self._visit(bay), name=bay)
                         self._visits[bay] = task
@@ -135,6 +139,15 @@ class Service:
             await asyncio.gather(*visits, return_exceptions=True)
             log.info("dock service stopped; partial files resume at the next start")
 
+    def _bays(self) -> list[str]:
+        """The configured bays and those announced now; a bay no longer either, once no
+        visit of it runs, is marked withdrawn and no longer polled."""
+        bays = [*self.config.bays, *sorted(self._discovered() - set(self.config.bays))]
+        for bay in set(self.state.bays) - set(bays) - set(self._visits):
+            if self.state.bays[bay]["status"] != "withdrawn":
+                self.state.see(bay, "withdrawn")
+        return bays
+
     def _visited(self, task: asyncio.Task[None]) -> None:
         self._visits.pop(task.get_name(), None)
         error = None if task.cancelled() else task.exception()
@@ -144,6 +157,9 @@ class Service:
     async def _visit(self, bay: str) -> None:
         try:
             identity = await self._identify(bay)
+        except aiohttp.ClientSSLError as exc:  # someone answers, not a device of the agency
+            self.state.see(bay, "refused", error=_line(exc))
+            return
         except _ABSENT:
             self.state.see(bay, "absent")
             return
@@ -211,13 +227,20 @@ def serve(config: ServiceConfig) -> None:
     """Run until SIGTERM or SIGINT."""
 
     async def main() -> None:
-        service = Service(config)
+        service = Service(config, discovery.bays if discovery else set)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, service.stop)
         await service.run()
 
-    asyncio.run(main())
+    discovery = Discovery(config.discovery) if config.discovery else None
+    if discovery:
+        discovery.start()
+    try:
+        asyncio.run(main())
+    finally:
+        if discovery:
+            discovery.close()
 
 
 def status_lines(state: State) -> list[str]:
