@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import logging
 import socket
 import struct
 from collections.abc import Iterable
@@ -21,6 +22,9 @@ import ifaddr
 _IFF_UP, _IFF_RUNNING = 0x1, 0x40  # linux/if.h
 _SIOCGIFFLAGS = 0x8913  # linux/sockios.h
 _IFREQ = struct.Struct("16sh")  # struct ifreq: the name, then the flags
+_unlisted = ""  # the last reason the addresses could not be listed, logged once
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,15 @@ def links_up(wanted: Iterable[str]) -> tuple[LinkAddress, ...]:
     an address in a URL must not need its interface named beside it."""
     names = set(wanted)
     held = []
-    for adapter in ifaddr.get_adapters():
+    try:
+        adapters = ifaddr.get_adapters()
+    except OSError as exc:  # no netlink (a sandbox without AF_NETLINK): as if no link
+        global _unlisted
+        if str(exc) != _unlisted:
+            log.error("the links' addresses cannot be listed: %s", exc)
+            _unlisted = str(exc)
+        return ()
+    for adapter in adapters:
         for ip in adapter.ips:
             address = ipaddress.ip_address(ip.ip if isinstance(ip.ip, str) else ip.ip[0])
             if address.is_link_local and address.version == 6:

@@ -2,7 +2,8 @@
 device without a configured bay (docs/docking.md, "Discovery").
 
 Announced only on the interface holding `[dock] address` and only while that link is up:
-when the address appears the service is announced, when it goes it is withdrawn. What is
+when the address appears the service is announced, when it goes it is withdrawn; never on a
+loopback address (the demo's and the tests' dock is on the same machine). What is
 announced is what the link already shows anyone who opens a TLS handshake (the device id in
 its certificate, the port), nothing more; a dock still trusts only the mutual TLS
 (docs/security.md). Everything runs on a thread of its own and on zeroconf's: announcing
@@ -11,6 +12,7 @@ never holds up recording, and a failure is logged, never fatal.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import threading
@@ -45,6 +47,14 @@ class Announcer:
         self._on: tuple[Zeroconf, ServiceInfo] | None = None  # announced, on this link
 
     def start(self) -> None:
+        try:
+            address = ipaddress.ip_address(self._address)
+        except ValueError:
+            address = None
+        if address is None or address.is_loopback or address.is_unspecified:
+            log.info("offload service not announced: [dock] address = %r is not one link's "
+                     "address", self._address)
+            return
         self._thread.start()
 
     def close(self) -> None:
@@ -52,7 +62,8 @@ class Announcer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        self._withdraw(goodbye=bool(links_up([self._address])))
+        if self._on is not None:
+            self._withdraw(goodbye=bool(links_up([self._address])))
 
     def _follow(self) -> None:
         retry_at = 0.0
