@@ -19,7 +19,7 @@ from typing import Any
 from zeroconf import Error as ZeroconfError
 from zeroconf import IPVersion, ServiceBrowser, ServiceStateChange, Zeroconf
 
-from agent.links import LinkAddress, links_up
+from agent.links import LinkAddress, watch_links
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,11 @@ _RESOLVE_MS = 3000
 
 class Discovery:
     """Browses on `interfaces` (names or addresses), following them as they come and go
-    (checked every `check_s`); `bays()` is the device URLs announced there now."""
+    (`agent.links.watch_links`); `bays()` is the device URLs announced there now."""
 
-    def __init__(self, interfaces: tuple[str, ...], check_s: float = 2.0) -> None:
+    def __init__(self, interfaces: tuple[str, ...], check_s: float = 30.0) -> None:
         self._interfaces, self._check_s = interfaces, check_s
+        self._browsing: tuple[LinkAddress, ...] = ()
         self._found: dict[str, tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, str]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -50,19 +51,19 @@ class Discovery:
 
     def bays(self) -> set[str]:
         """The URL of each device announced on a browsed link that is up now."""
-        networks = [link.network for link in links_up(self._interfaces)]
         with self._lock:
+            networks = [link.network for link in self._browsing]
             return {url for address, url in self._found.values()
                     if any(address in network for network in networks)}
 
     def _follow(self) -> None:
-        browsing: tuple[LinkAddress, ...] = ()
-        while not self._stop.is_set():
-            links = links_up(self._interfaces)
-            if {link.address for link in links} != {link.address for link in browsing}:
-                browsing = links
-                self._browse(links)
-            self._stop.wait(self._check_s)
+        watch_links(self._interfaces, self._stop, self._look, self._check_s)
+
+    def _look(self, links: tuple[LinkAddress, ...]) -> None:
+        if {link.address for link in links} != {link.address for link in self._browsing}:
+            if not links:
+                log.info("discovery paused: none of %s is up", ", ".join(self._interfaces))
+            self._browse(links)
 
     def _browse(self, links: tuple[LinkAddress, ...]) -> None:
         """Browse on exactly these links (none: stop); what was found elsewhere is kept
@@ -70,10 +71,9 @@ class Discovery:
         if self._zeroconf is not None:
             self._zeroconf.close()
             self._zeroconf = None
-            if not links:
-                log.info("discovery paused: none of %s is up", ", ".join(self._interfaces))
         with self._lock:
             self._found.clear()
+            self._browsing = links
         if not links:
             return
         v4 = [str(link.address) for link in links if link.address.version == 4]
@@ -85,7 +85,10 @@ class Discovery:
                 IPVersion.V4Only if v4 else IPVersion.V6Only)
             ServiceBrowser(self._zeroconf, SERVICE, handlers=[self._changed])
         except (OSError, ZeroconfError) as exc:
-            log.error("discovery on %s failed: %s", ", ".join(self._interfaces), exc)
+            log.error("discovery on %s failed, tried again when the links change or in %.0f "
+                      "s: %s", ", ".join(self._interfaces), self._check_s, exc)
+            with self._lock:
+                self._browsing = ()
             return
         log.info("discovering devices on %s", ", ".join(
             f"{link.interface} ({link.address})" for link in links))
@@ -101,7 +104,8 @@ class Discovery:
         info = zeroconf.get_service_info(service_type, name, _RESOLVE_MS)
         if info is None or not info.port:
             return
-        networks = [link.network for link in links_up(self._interfaces)]
+        with self._lock:
+            networks = [link.network for link in self._browsing]
         addresses = [ipaddress.ip_address(a) for a in info.parsed_scoped_addresses()
                      if "%" not in a]
         address = next((a for a in addresses if any(a in n for n in networks)), None)

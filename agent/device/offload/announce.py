@@ -21,7 +21,7 @@ import time
 from zeroconf import Error as ZeroconfError
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
-from agent.links import LinkAddress, links_up
+from agent.links import LinkAddress, links_up, watch_links
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,11 @@ _RETRY_S = 60.0  # after a failed announcement, on the same link
 
 
 class Announcer:
-    """Follows the dock link (checked every `check_s`) and announces on it while it is up."""
+    """Follows the dock link (`agent.links.watch_links`) and announces on it while it is up."""
 
-    def __init__(self, device_id: str, address: str, port: int, check_s: float = 1.0) -> None:
+    def __init__(self, device_id: str, address: str, port: int, check_s: float = 30.0) -> None:
         self._address, self._check_s = address, check_s
+        self._retry_at = 0.0
         host = re.sub(r"[^A-Za-z0-9-]", "-", device_id)[:50].lower()
         self._name = f"{device_id[:63]}.{SERVICE}"
         self._txt = {"device": device_id, "api": API}
@@ -66,21 +67,20 @@ class Announcer:
             self._withdraw(goodbye=bool(links_up([self._address])))
 
     def _follow(self) -> None:
-        retry_at = 0.0
-        while not self._stop.is_set():
-            link = next(iter(links_up([self._address])), None)
-            if link is None and self._on is not None:
-                log.info("dock link %s down: offload service no longer announced",
-                         self._address)
-                self._withdraw(goodbye=False)  # nothing would carry it
-            elif link is not None and self._on is None and time.monotonic() >= retry_at:
-                try:
-                    self._announce(link)
-                except (OSError, ZeroconfError) as exc:
-                    log.warning("offload service not announced on %s (%s), tried again in "
-                                "%.0f s: %s", link.interface, self._address, _RETRY_S, exc)
-                    retry_at = time.monotonic() + _RETRY_S
-            self._stop.wait(self._check_s)
+        watch_links((self._address,), self._stop, self._look, self._check_s)
+
+    def _look(self, links: tuple[LinkAddress, ...]) -> None:
+        link = next(iter(links), None)
+        if link is None and self._on is not None:
+            log.info("dock link %s down: offload service no longer announced", self._address)
+            self._withdraw(goodbye=False)  # nothing would carry it
+        elif link is not None and self._on is None and time.monotonic() >= self._retry_at:
+            try:
+                self._announce(link)
+            except (OSError, ZeroconfError) as exc:
+                log.warning("offload service not announced on %s (%s), tried again in %.0f "
+                            "s: %s", link.interface, self._address, _RETRY_S, exc)
+                self._retry_at = time.monotonic() + _RETRY_S
 
     def _announce(self, link: LinkAddress) -> None:
         v4 = link.address.version == 4
