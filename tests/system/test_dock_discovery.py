@@ -80,6 +80,23 @@ def test_a_device_on_the_dock_link_is_found_pulled_and_forgotten_when_it_goes(
         assert len(device.records("custody")) == 1
 
 
+def test_a_device_told_not_to_announce_is_not_found(
+        tmp_path: Path, recorded: Path, dock_pki: Pki) -> None:
+    with ExitStack() as stack:
+        link = stack.enter_context(dock_link())
+        device = stack.enter_context(docked_device(
+            tmp_path, recorded, dock_pki, address=link.device_address, announce=False))
+        config = discovering_dock(tmp_path, dock_pki, link)
+        with service(config) as process:
+            time.sleep(6)  # many polls, and time enough for an announcement to be heard
+            assert process.poll() is None
+            state = status(config)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+    assert state["bays"] == {} and state["devices"] == {}
+    assert not device.records("custody")
+
+
 def test_an_announcement_pointing_elsewhere_gets_nothing_pulled(
         tmp_path: Path, dock_pki: Pki) -> None:
     with ExitStack() as stack:
