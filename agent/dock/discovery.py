@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "_bodycam._tcp.local."  # as agent/device/offload/announce.py announces it
 _RESOLVE_MS = 3000
+_MOST = 256  # devices taken from the links at once: a flood of announcements is not polled
 
 
 class Discovery:
@@ -116,5 +117,10 @@ class Discovery:
         host = str(address) if address.version == 4 else f"[{address}]"
         url = f"https://{host}:{info.port}"
         with self._lock:
-            self._found[name] = address, url
+            full = len(self._found) >= _MOST and name not in self._found
+            if not full:
+                self._found[name] = address, url
+        if full:
+            log.warning("announcement %s ignored: %d devices found already", name, _MOST)
+            return
         log.info("device %s announced at %s", name, url)

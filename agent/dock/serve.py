@@ -1,6 +1,7 @@
 """`bodycam dock serve`: the docking station as a service, polling its bays.
 
-Each poll, every configured bay not being pulled is tried: a bay with no device answering
+Each poll, every bay not being pulled is tried, configured or announced on the dock's
+links (agent.dock.discovery): a bay with no device answering
 is "absent" (not an error: a device is docked when it is docked), a device that answers is
 pulled with the one-device `pull` (archive and custody included), at most `max_concurrent`
 at once and never the same device twice at once, whichever bay it sits in. The pull is
