@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 SERVICE = "_bodycam._tcp.local."
 API = "1"  # the offload API's version, as in its paths (/v1)
-# Seconds a dock may keep the records without hearing them again. RFC 6762 suggests 120 for
-# address records: a device taken out of its bay without a goodbye is forgotten that soon.
+# Seconds a dock may keep the records without hearing them again: RFC 6762's 120 for address
+# records, for all of them (a dock's zeroconf keeps the service pointer longer: docking.md).
 TTL_S = 120
 _RETRY_S = 60.0  # after a failed announcement, on the same link
 
