@@ -428,6 +428,7 @@ class DockConfig(_Section):
     enabled: bool = False
     address: str = "127.0.0.1"   # the dock link's address only, never every interface
     port: Annotated[int, Field(ge=0, le=65535)] = 8443  # 0: any free port (tests)
+    announce: bool = True        # mDNS/DNS-SD on the dock link while it is up (Discovery)
     dock_ca: str = "keys/dock-ca.pem"  # where enrollment installs it
     purge_policy: Literal["space", "after_custody"] = "space"
     # "space": purge under this free.

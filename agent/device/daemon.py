@@ -34,6 +34,7 @@ from agent.device.indicators import lights
 from agent.device.interruptions.camera_restart import leave_open, take_open
 from agent.device.interruptions.gaps import Gap, Interruptions, gap_now
 from agent.device.interruptions.voice_note import VoiceNoteTaker
+from agent.device.offload.announce import Announcer
 from agent.device.offload.custody import Ledger, export_backlog
 from agent.device.offload.purge import Purger
 from agent.device.offload.server import DockedDevice, OffloadServer
@@ -135,6 +136,7 @@ class Daemon:
         self.ledger: Ledger | None = None
         self.purger: Purger | None = None
         self.offload: OffloadServer | None = None
+        self.announcer: Announcer | None = None
         self.absent: dict[str, str] = {}  # parts that could not be opened, and why
         self.gnss: Gnss | None = None
         self.triggers: TriggerInputs | None = None
@@ -603,12 +605,18 @@ class Daemon:
                 server.close()
             return
         self.offload = server
+        if self.config.dock.announce:
+            self.announcer = Announcer(self.config.device.id, self.config.dock.address,
+                                       server.port)
+            self.announcer.start()
 
     def _status_sources(self) -> StatusSources:
         return StatusSources(self.config, self.status, self.clock, self.ledger, self.battery,
                              self.gnss)
 
     def _stop_dock(self) -> None:
+        if self.announcer:
+            self.announcer.close()
         if self.offload:
             self.offload.close()
         if self.purger:

@@ -1,6 +1,7 @@
 """`bodycam dock serve`: the docking station as a service, polling its bays.
 
-Each poll, every configured bay not being pulled is tried: a bay with no device answering
+Each poll, every bay not being pulled is tried, configured or announced on the dock's
+links (agent.dock.discovery): a bay with no device answering
 is "absent" (not an error: a device is docked when it is docked), a device that answers is
 pulled with the one-device `pull` (archive and custody included), at most `max_concurrent`
 at once and never the same device twice at once, whichever bay it sits in. The pull is
@@ -17,6 +18,7 @@ import json
 import logging
 import signal
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +28,7 @@ import aiohttp
 
 from agent.dock.archive import Archive, ArchiveError
 from agent.dock.board import Board
+from agent.dock.discovery import Discovery
 from agent.dock.progress import Progress
 from agent.dock.pull import DockError, DockLink, PullResult, device_identity, open_session, pull
 from agent.dock.service_config import ServiceConfig
@@ -105,9 +108,11 @@ def _now() -> str:
 class Service:
     """The poll loop; `stop()` (SIGTERM) cancels the pulls under way and ends it."""
 
-    def __init__(self, config: ServiceConfig, notifier: Notifier | None = None) -> None:
+    def __init__(self, config: ServiceConfig, notifier: Notifier | None = None,
+                 discovered: Callable[[], set[str]] = set) -> None:
         self.config = config
         self._notifier = notifier or Notifier({})  # none: outside systemd
+        self._discovered = discovered  # bays announced now (agent.dock.discovery)
         self.state = State.load(config.state)
         self._limit = asyncio.Semaphore(config.max_concurrent)
         self._visits: dict[str, asyncio.Task[None]] = {}
@@ -135,7 +140,7 @@ class Service:
         self._notifier.ready(f"{len(self.config.bays)} bay(s)")
         try:
             while not self._stop.is_set():
-                for bay in self.config.bays:
+                for bay in self._bays():
                     if bay not in self._visits:
                         task = asyncio.create_task(self._visit(bay), name=bay)
                         self._visits[bay] = task
@@ -180,7 +185,17 @@ class Service:
         for seen in view.values():
             counts[seen["status"]] = counts.get(seen["status"], 0) + 1
         self._notifier.status(", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-                              + f" of {len(self.config.bays)} bay(s)")
+                              + f" of {len(view)} bay(s)")
+
+    def _bays(self) -> list[str]:
+        """The configured bays and those announced now; a bay no longer either, once no
+        visit of it runs, is marked withdrawn and no longer polled."""
+        bays = [*self.config.bays, *sorted(self._discovered() - set(self.config.bays))]
+        for bay in set(self.state.bays) - set(bays) - set(self._visits):
+            if self.state.bays[bay]["status"] != "withdrawn":
+                self.board.clear(bay)
+                self.state.see(bay, "withdrawn")
+        return bays
 
     def _visited(self, task: asyncio.Task[None]) -> None:
         self._visits.pop(task.get_name(), None)
@@ -191,6 +206,10 @@ class Service:
     async def _visit(self, bay: str) -> None:
         try:
             identity = await self._identify(bay)
+        except aiohttp.ClientSSLError as exc:  # someone answers, not a device of the agency
+            self.board.clear(bay)
+            self.state.see(bay, "refused", error=_line(exc))
+            return
         except _ABSENT:
             self.board.clear(bay)
             self.state.see(bay, "absent")
@@ -268,16 +287,21 @@ def serve(config: ServiceConfig) -> None:
     notifier = Notifier()
 
     async def main() -> None:
-        service = Service(config, notifier)
+        service = Service(config, notifier, discovery.bays if discovery else set)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, service.stop)
         await service.run()
 
+    discovery = Discovery(config.discovery) if config.discovery else None
+    if discovery:
+        discovery.start()
     try:
         asyncio.run(main())
     finally:
         notifier.close()
+        if discovery:
+            discovery.close()
 
 
 def status_view(state: State, progress: dict[str, Any]) -> dict[str, Any]:

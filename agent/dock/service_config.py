@@ -7,6 +7,7 @@ the value (docs/docking.md, "Dock service").
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import ssl
 import tomllib
@@ -19,10 +20,12 @@ from agent.mqtt_link import Broker, broker, tls_context
 _LIMIT = 1 << 20  # bytes: a real dock.toml is a few hundred
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KEYS = {"operator", "evidence", "state", "bays", "max_concurrent", "connections", "poll_s",
-         "bay_mbit", "bay_mbit_override", "tls", "archive", "mqtt"}
+         "bay_mbit", "bay_mbit_override", "tls", "archive", "mqtt", "discovery"}
 _TLS_KEYS = {"cert", "key", "ca"}
 _ARCHIVE_KEYS = {"url", "endpoint", "retention_days"}
 _MQTT_KEYS = {"url", "id", "ca", "cert", "key", "heartbeat_s", "keepalive_s", "reconnect_max_s"}
+_DISCOVERY_KEYS = {"enabled", "interfaces"}
+_INTERFACE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")  # a Linux interface name (IFNAMSIZ)
 MAX_MBIT = 100_000.0  # a bay's cap, 100 Gbit/s: above any dock link
 
 
@@ -69,6 +72,7 @@ class ServiceConfig:
     mqtt: MqttSettings | None = None
     bay_mbit: float = 0.0  # each pull's cap, Mbit/s; 0: uncapped
     bay_mbit_override: dict[str, float] = field(default_factory=dict)  # by bay address
+    discovery: tuple[str, ...] = ()  # links to discover devices on (names, addresses)
 
     def mbit_for(self, bay: str) -> float:
         """The cap of a pull in `bay` (0: uncapped)."""
@@ -111,6 +115,12 @@ class _Reader:
             self.bad(key, "no such file")
         return path
 
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.table.get(key, default)
+        if not isinstance(value, bool):
+            self.bad(key, "not true or false")
+        return value
+
     def number(self, key: str, default: float, low: float, high: float,
                whole: bool = True) -> float:
         value = self.table.get(key, default)
@@ -138,10 +148,12 @@ def load_service_config(path: Path) -> ServiceConfig:
         raise ServiceConfigError(f"config error in {path}: not valid TOML: {exc}") from None
     top = _Reader(path, raw, "", _KEYS)
     tls = _Reader(path, _table(top, "tls"), "tls", _TLS_KEYS)
-    bays = raw.get("bays")
+    discovery = _discovery(top)
+    bays = raw.get("bays", None if not discovery else [])
     if bays is None:
-        top.fail("missing key bays")
-    if not isinstance(bays, list) or not bays or len(set(map(str, bays))) != len(bays):
+        top.fail("missing key bays (or [discovery] to find devices)")
+    if not isinstance(bays, list) or not (bays or discovery) or \
+            len(set(map(str, bays))) != len(bays):
         top.bad("bays", "not a list of distinct device addresses")
     for bay in bays:
         if not isinstance(bay, str) or not re.fullmatch(r"https://[^\s/]+(:\d{1,5})?/?", bay):
@@ -173,7 +185,8 @@ def load_service_config(path: Path) -> ServiceConfig:
         max_concurrent=int(top.number("max_concurrent", 4, 1, 64)),
         connections=int(top.number("connections", 4, 1, 32)),
         poll_s=float(top.number("poll_s", 5.0, 0.1, 3600, whole=False)),
-        archive=archive, mqtt=mqtt, bay_mbit=bay_mbit, bay_mbit_override=override)
+        archive=archive, mqtt=mqtt, bay_mbit=bay_mbit, bay_mbit_override=override,
+        discovery=discovery)
 
 
 def _mqtt(section: _Reader) -> MqttSettings:
@@ -203,6 +216,34 @@ def _mqtt(section: _Reader) -> MqttSettings:
                         section.number("heartbeat_s", 60, 0.1, 3600, whole=False),
                         int(section.number("keepalive_s", 30, 5, 3600)),
                         int(section.number("reconnect_max_s", 60, 1, 3600)))
+
+
+def _discovery(top: _Reader) -> tuple[str, ...]:
+    """[discovery]'s links; none (no table, or enabled = false): discovery is off."""
+    if "discovery" not in top.table:
+        return ()
+    section = _Reader(top.path, _table(top, "discovery"), "discovery", _DISCOVERY_KEYS)
+    if not section.flag("enabled", True):
+        return ()
+    interfaces = section.table.get("interfaces")
+    if interfaces is None:
+        section.fail("missing key [discovery] interfaces")
+    if not isinstance(interfaces, list) or not interfaces or \
+            len(set(map(str, interfaces))) != len(interfaces):
+        section.bad("interfaces", "not a list of distinct interface names or addresses")
+    for name in interfaces:
+        if not isinstance(name, str) or not (_INTERFACE.fullmatch(name) or _address(name)):
+            section.bad("interfaces", f"{name!r:.100} is not an interface name (usb0) "
+                        "or an address of the dock (192.168.7.1)")
+    return tuple(interfaces)
+
+
+def _address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _table(reader: _Reader, key: str) -> dict[str, Any]:

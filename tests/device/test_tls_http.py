@@ -87,3 +87,17 @@ def test_unloadable_key_material_is_named(pki: DockPki, tmp_path: Path) -> None:
         mutual_tls_context(garbage, pki.device_key, pki.dock_ca)
     with pytest.raises(ValueError, match=f"private key {garbage}: OpenSSL will not load it"):
         mutual_tls_context(pki.device_cert, garbage, pki.dock_ca)
+
+
+@pytest.mark.parametrize("address", ["198.51.100.7", "2001:db8::7"])
+def test_the_server_listens_on_its_address_before_the_link_has_it(
+        pki: DockPki, address: str) -> None:
+    """The dock link (a USB gadget) may get its address after the daemon starts: the
+    server listens on it all the same, instead of failing to bind and staying off."""
+    context = mutual_tls_context(pki.device_cert, pki.device_key, pki.dock_ca)
+    server = HttpsServer(address, 0, lambda: context, [], logging.getLogger("test.tls_http"))
+    server.start()
+    try:
+        assert server.port > 0
+    finally:
+        server.close()

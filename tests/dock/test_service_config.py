@@ -114,3 +114,48 @@ def test_each_mistake_is_one_line(folder: Path, change: tuple[str | None, str | 
     text = str(error.value)
     assert text.startswith(f"config error in {path}: ") and "\n" not in text
     assert message in text, text
+
+
+def test_discovery_is_off_unless_configured_and_then_bays_may_be_left_out(folder: Path) -> None:
+    path = folder / "dock.toml"
+    path.write_text(GOOD)
+    assert load_service_config(path).discovery == ()
+    path.write_text(GOOD.replace('bays = ["https://10.0.0.2:8443", "https://10.0.0.3:8443/"]\n',
+                                 "") + '[discovery]\ninterfaces = ["usb0", "192.168.7.1"]\n')
+    config = load_service_config(path)
+    assert config.discovery == ("usb0", "192.168.7.1") and config.bays == ()
+    path.write_text(GOOD + "[discovery]\nenabled = false\ninterfaces = []\n")
+    assert load_service_config(path).discovery == ()
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ("interfaces = []", "[discovery] interfaces = []: not a list of distinct interface names"),
+    ('interfaces = ["usb0", "usb0"]', "not a list of distinct interface names or addresses"),
+    ('interfaces = ["usb 0"]', "[discovery] interfaces = ['usb 0']: 'usb 0' is not an "
+     "interface name (usb0) or an address of the dock"),
+    ("interfaces = [7]", "7 is not an interface name"),
+    ('interfaces = "usb0"', "[discovery] interfaces = 'usb0': not a list"),
+    ('enabled = "yes"\ninterfaces = ["usb0"]', "[discovery] enabled = 'yes': not true or false"),
+    ("enabled = true", "missing key [discovery] interfaces"),
+    ('interfaces = ["usb0"]\nbrowse = 1', "unknown key [discovery] browse"),
+])
+def test_a_bad_discovery_table_is_one_line(folder: Path, table: str, message: str) -> None:
+    path = folder / "dock.toml"
+    path.write_text(GOOD + f"[discovery]\n{table}\n")
+    with pytest.raises(ServiceConfigError) as error:
+        load_service_config(path)
+    text = str(error.value)
+    assert text.startswith(f"config error in {path}: ") and "\n" not in text
+    assert message in text, text
+
+
+def test_without_discovery_bays_are_still_required(folder: Path) -> None:
+    path = folder / "dock.toml"
+    path.write_text(GOOD.replace('bays = ["https://10.0.0.2:8443", "https://10.0.0.3:8443/"]',
+                                 "bays = []"))
+    with pytest.raises(ServiceConfigError, match=r"bays = \[\]: not a list of distinct"):
+        load_service_config(path)
+    path.write_text(GOOD.replace('bays = ["https://10.0.0.2:8443", "https://10.0.0.3:8443/"]',
+                                 ""))
+    with pytest.raises(ServiceConfigError, match="missing key bays"):
+        load_service_config(path)

@@ -405,6 +405,10 @@ class HttpsServer:
         return tls
 
 
+_IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # linux/in.h
+_IPV6_FREEBIND = 78  # linux/in6.h; Python does not name it
+
+
 class _Listener(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -413,6 +417,16 @@ class _Listener(socketserver.ThreadingTCPServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.https = https
         super().__init__(address, _Connection)
+
+    def server_bind(self) -> None:
+        """Bind even before the address exists: the dock link (a USB gadget) may get its
+        address after the daemon starts, and then the server serves from that moment, as
+        systemd's FreeBind= does for its sockets. Only that address is ever served."""
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, _IPV6_FREEBIND, 1)
+        else:
+            self.socket.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
+        super().server_bind()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.https.admit(request, client_address[0]):
