@@ -26,7 +26,12 @@ from typing import Any
 
 import aiohttp
 
-from agent.dock.archive import Archive, ArchiveError
+from agent.dock.archive import (
+    DEFAULT_MARKED_RETENTION,
+    DEFAULT_RETENTION,
+    Archive,
+    ArchiveError,
+)
 from agent.dock.board import Board
 from agent.dock.discovery import Discovery
 from agent.dock.progress import Progress
@@ -254,8 +259,10 @@ class Service:
         try:
             result = await pull(bay, self.config.evidence, link, self.config.operator,
                                 connections=self.config.connections, archive=self._archive,
-                                retention=timedelta(days=settings.retention_days if settings
-                                                    else 365),
+                                retention=timedelta(days=settings.retention_days)
+                                if settings else DEFAULT_RETENTION,
+                                marked_retention=timedelta(days=settings.marked_retention_days)
+                                if settings else DEFAULT_MARKED_RETENTION,
                                 max_mbit=self.config.mbit_for(bay), progress=progress)
         except _ABSENT:
             self.board.clear(bay)

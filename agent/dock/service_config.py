@@ -22,7 +22,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KEYS = {"operator", "evidence", "state", "bays", "max_concurrent", "connections", "poll_s",
          "bay_mbit", "bay_mbit_override", "tls", "archive", "mqtt", "discovery"}
 _TLS_KEYS = {"cert", "key", "ca"}
-_ARCHIVE_KEYS = {"url", "endpoint", "retention_days"}
+_ARCHIVE_KEYS = {"url", "endpoint", "retention_days", "marked_retention_days"}
 _MQTT_KEYS = {"url", "id", "ca", "cert", "key", "heartbeat_s", "keepalive_s", "reconnect_max_s"}
 _DISCOVERY_KEYS = {"enabled", "interfaces"}
 _INTERFACE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")  # a Linux interface name (IFNAMSIZ)
@@ -38,6 +38,7 @@ class ArchiveSettings:
     url: str
     endpoint: str | None
     retention_days: int
+    marked_retention_days: int = 3650  # a recording marked important (重要标记)
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,13 @@ def load_service_config(path: Path) -> ServiceConfig:
         url = section.text("url")
         if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?", url):
             section.bad("url", "not s3://BUCKET[/PREFIX]")
+        days = int(section.number("retention_days", 365, 1, 36500))
+        marked_days = int(section.number("marked_retention_days", 3650, 1, 36500))
+        if marked_days <= days:
+            section.fail(f"[archive] marked_retention_days = {marked_days}: not longer than "
+                         f"retention_days = {days} (marked footage is kept longer)")
         archive = ArchiveSettings(url, section.text("endpoint") if "endpoint" in
-                                  section.table else None,
-                                  int(section.number("retention_days", 365, 1, 36500)))
+                                  section.table else None, days, marked_days)
     mqtt = _mqtt(_Reader(path, _table(top, "mqtt"), "mqtt", _MQTT_KEYS)) \
         if "mqtt" in raw else None
     bay_mbit = top.number("bay_mbit", 0, 0, MAX_MBIT, whole=False)

@@ -37,6 +37,7 @@ def test_a_good_file_with_defaults_and_paths_beside_it(folder: Path) -> None:
     assert config.bays == ("https://10.0.0.2:8443", "https://10.0.0.3:8443")
     assert (config.max_concurrent, config.connections, config.poll_s) == (4, 4, 5.0)
     assert config.archive is not None and config.archive.retention_days == 365
+    assert config.archive.marked_retention_days == 3650
     assert config.mbit_for("https://10.0.0.2:8443") == 0  # uncapped unless asked
     assert config.mqtt is None
 
@@ -75,6 +76,8 @@ def test_a_bay_cap_for_every_bay_and_one_bay_apart(folder: Path) -> None:
     (("[tls]", '[archive]\nurl = "s3://X"\n[tls]'), "[archive] url = 's3://X': not s3://"),
     (("[tls]", '[archive]\nurl = "s3://ok-bucket"\nretention_days = 0\n[tls]'),
      "[archive] retention_days = 0: not a whole number from 1 to 36500"),
+    (("[tls]", '[archive]\nurl = "s3://ok-bucket"\nretention_days = 4000\n[tls]'),
+     "[archive] marked_retention_days = 3650: not longer than retention_days = 4000"),
     (("[tls]", '[archive]\nurl = "s3://ok-bucket"\nkeep = 1\n[tls]'),
      "unknown key [archive] keep"),
     (('key = "dock.key"', ""), "missing key [tls] key"),
