@@ -1,9 +1,10 @@
 """The docking station end to end (issue 23): three devices recording and docked at once,
 each its own `bodycam run`, pulled by `bodycam dock serve` into a write-once archive on a real
 S3 server (SeaweedFS); one device's cable pulled out mid-transfer and the device docked
-again in another bay; the dock SIGKILLed mid-pull and restarted. In the end every sealed file
+again in another bay; the dock SIGKILLed in that pull, between the archive and custody, and
+restarted; the recordings stopped while the devices are pulled. In the end every sealed file
 is in the archive as exactly one locked version, both the dock's folder and the archive
-verify, each device's chain holds custody of every file, each purge names a custody that
+verify, each device's chain holds custody of every file once, each purge names a custody that
 named the file's archived version, no file left a device before the archive held it, and no
 file was fetched twice."""
 
@@ -143,6 +144,13 @@ def _state(config: Path) -> dict[str, Any]:
     return dict(json.loads(config.with_name("dock-state.json").read_text()))
 
 
+def _archived(s3: Any, bucket: str, device_id: str) -> set[str]:
+    """The names of the device's sealed files that the archive holds."""
+    prefix = f"{PREFIX}/{device_id}/sealed/"
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    return {item["Key"][len(prefix):] for item in listed}
+
+
 def _all_versions(s3: Any, bucket: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     versions: list[dict[str, Any]] = []
     markers: list[dict[str, Any]] = []
@@ -196,14 +204,18 @@ def test_three_recording_devices_moved_and_the_dock_killed_end_archived_once(
                      ("absent", "failed"), timeout=60, what="the first bay given up")
             assert not moved.records("custody"), "the cut came after the whole pull"
             interrupted(moved)
-            # ...and plugged into the other bay, where the dock is killed in its next file.
-            before = len(held(moved.device_id))
+            # ...and plugged into the other bay, where that pull goes on from what the dock
+            # holds, and the dock is killed once it has archived the files and before the
+            # device answers for their custody (its answers held back in the cable).
             second_bay = PausableBay(moved.port, other_bay.port, rate=RATE)
-            wait_for(lambda: len(held(moved.device_id)) > before, timeout=60, interval=0.005,
-                     what="the moved device's pull under way in the other bay")
-            dock.kill()
-            dock.wait(30)
-        assert not moved.records("custody"), "the kill came after the moved device's pull"
+            wait_for(lambda: bool(_archived(s3, bucket, moved.device_id)), timeout=60,
+                     interval=0.005, what="the moved device's files being archived")
+            with second_bay.paused():
+                wait_for(lambda: _archived(s3, bucket, moved.device_id) == held(
+                    moved.device_id), timeout=30, what="the moved device's files archived")
+                dock.kill()
+                dock.wait(30)
+        assert not moved.records("custody"), "the kill came after the moved device's custody"
         for device in devices:
             interrupted(device)
 
