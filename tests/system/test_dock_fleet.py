@@ -223,9 +223,16 @@ def test_three_recording_devices_moved_and_the_dock_killed_end_archived_once(
             # Pulled again while the devices go on recording: files sealed after the restart
             # reach custody before the recording stops.
             since = {d.device_id: max(d.sealed()) for d in devices}
-            wait_for(lambda: all(max(_in_custody(d), default=0) > since[d.device_id]
-                                 for d in devices), timeout=90,
-                     what="files sealed since the restart in custody on every device")
+            try:
+                wait_for(lambda: all(max(_in_custody(d), default=0) > since[d.device_id]
+                                     for d in devices), timeout=90)
+            except AssertionError:
+                raise AssertionError(
+                    "files sealed since the restart not in custody: " + "; ".join(
+                        f"{d.device_id}: sealed up to {max(d.sealed())}, custody up to "
+                        f"{max(_in_custody(d), default=0)}, restart at {since[d.device_id]}"
+                        for d in devices) + f"\n{_state(config)}\n{dock.tail(lines=80)}"
+                ) from None
             # The recordings stopped as a shift ends at the dock: the moved device's in the
             # middle of a file of a pull of it, so that its last file is sealed after the head
             # that pull verified and before the custody it reports.
@@ -241,7 +248,7 @@ def test_three_recording_devices_moved_and_the_dock_killed_end_archived_once(
                 wait_for(lambda: not any(_unsettled(d) for d in devices), timeout=60)
             except AssertionError:
                 raise AssertionError("; ".join(filter(None, map(_unsettled, devices))) +
-                                     f"\n{_state(config)}") from None
+                                     f"\n{_state(config)}\n{dock.tail(lines=80)}") from None
             wait_for(lambda: all(_state(config)["devices"][i]["ok"] for i in IDS), timeout=30,
                      what="the last pulls recorded")
             dock.send_signal(signal.SIGTERM)
