@@ -466,13 +466,17 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
                 to_report = _to_report(folder, copy, classes)
                 if archive is not None:
                     days = {STANDARD: retention, MARKED: marked_retention}
-                    if not {r["seq"] for r in records} >= set(to_report):
+                    reported = set(to_report)
+                    if not {r["seq"] for r in records} >= reported:
                         # A file of the records verified before, not reported then (custody
                         # refused or not asked): the archive wants its record.
                         records = _bodies(folder / "chain.jsonl", 0)
                     progress.enter("archiving")
+                    # Only the reported files' records: those of files purged since have no
+                    # class (the verifier closed them) and are not this pull's to archive.
                     result.archived = await asyncio.to_thread(
-                        archive_pull, archive, result.device, folder, records, to_report,
+                        archive_pull, archive, result.device, folder,
+                        [r for r in records if r["seq"] in reported], to_report,
                         lambda record: days[classes[record["seq"]]], connections)
                 if custody:
                     progress.enter("custody")

@@ -275,13 +275,27 @@ class Service:
         head_after = None
         if result.ok:  # the head with this pull's custody (and purge) records on it
             try:
-                head_after = (await self._identify(bay, device))["head"]
+                head = (await self._identify(bay, device))["head"]
             except (*_ABSENT, DockError, aiohttp.ClientError, ssl.SSLError, OSError):
                 pass  # pulled again at the next poll, which finds nothing new to fetch
+            else:
+                head_after = head if _only_its_own(result, head) else None
         self.state.outcome(bay, result, head_after)
         self.state.see(bay, "done" if result.ok else "failed", device, result.problem, officer)
         log.info("%s in %s: %d file(s) fetched, custody %s%s", device, bay, len(result.fetched),
                  result.custody_seq, f"; {result.problem}" if result.problem else "")
+
+
+def _only_its_own(result: PullResult, head: Any) -> bool:
+    """Whether the device sealed nothing after the head the pull verified but the pull's own
+    custody record and the purge that custody set off. A file sealed while the pull ran (a
+    recording stopped as the device is docked) is after that head too: the device is pulled
+    again at the next poll, or it would wait, unarchived, for its head to move again."""
+    verified = result.verify.head
+    if result.custody_seq is None or verified is None or not isinstance(head, dict):
+        return False
+    return result.custody_seq == verified["seq"] + 1 and \
+        head.get("seq") == result.custody_seq + bool(result.purged)
 
 
 def _line(exc: BaseException) -> str:

@@ -322,3 +322,28 @@ def test_bodycam_verify_checks_the_archive_and_names_what_was_tampered_with(
     assert "no device's archive under this prefix" in capsys.readouterr().err
     assert main(["verify", "s3://X/agency"]) == 2
     assert capsys.readouterr().err.startswith("bodycam verify: 's3://X/agency' is not s3://")
+
+
+def test_a_pull_cut_before_custody_on_a_device_that_purged_is_archived_on_the_next(
+        tmp_path: Path, recorded: Path, dock_pki: Pki, s3_server: S3Server) -> None:
+    """The dock killed after it verified and archived a pull and before custody: the next
+    pull reads the chain from its start (the files' records are before the verified head),
+    purged files' records included, and archives and reports the files once."""
+    archive = _archive(s3_server, s3_server.bucket())
+    with docked_device(tmp_path, recorded, dock_pki, purge_policy="after_custody") as device:
+        first = _pull(device, tmp_path / "dock", archive)
+        assert first.ok and first.purged, first.problem
+        daemon = device.daemon
+        daemon.controls.press()
+        wait_for(lambda: daemon.recorder.stats.segments_sealed >= 1, what="a new segment")
+        daemon.controls.press(long=True)
+        wait_for(lambda: daemon.machine.state is State.STANDBY, what="standby")
+        cut = _pull(device, tmp_path / "dock", archive, custody=False)
+        assert cut.problem is None and cut.archived.files
+
+        again = _pull(device, tmp_path / "dock", archive)
+
+        assert again.ok, again.problem
+        assert again.archived.files == cut.archived.files  # the same versions, not new ones
+        custody = device.records("custody")[-1]
+        assert {s["seq"] for s in custody["payload"]["segments"]} == set(cut.archived.files)
