@@ -205,8 +205,17 @@ class Service:
     def _visited(self, task: asyncio.Task[None]) -> None:
         self._visits.pop(task.get_name(), None)
         error = None if task.cancelled() else task.exception()
-        if error is not None:
-            log.error("bay %s: %s", task.get_name(), _line(error))
+        if error is None:
+            return
+        # A fault of the dock's own (no pull error is raised this far): said where the
+        # supervisor looks, not only in the log; the bay is tried again at the next poll.
+        bay, why = task.get_name(), f"{type(error).__name__}: {_line(error)}"
+        log.error("bay %s: %s", bay, why, exc_info=error)
+        device = self.state.bays.get(bay, {}).get("device")
+        if device is not None:
+            self.state.failure(bay, device, why)
+        self.board.clear(bay)
+        self.state.see(bay, "failed", device, why)
 
     async def _visit(self, bay: str) -> None:
         try:
