@@ -37,7 +37,7 @@ from tests.system.test_dock_serve import Bay, write_dock_toml
 IDS = ("FLEET-01", "FLEET-02", "FLEET-03")
 BACKLOG = 5  # segments each device holds when the dock starts
 RATE = 100_000  # bytes/s through the moved device's bays: about two segments a second
-RETENTION_DAYS = 30
+RETENTION_DAYS = 365  # the devices' [retention] standard_days: a shorter archive is refused (422)
 PREFIX = "agency"
 
 
