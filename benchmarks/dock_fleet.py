@@ -81,6 +81,7 @@ class Measure:
     cpu: float               # the client's own: the dock, aws, or boto3
     store_cpu: float         # SeaweedFS's
     devices_cpu: float = 0.0
+    pulled: float = 0.0      # the dock's: seconds until every file was in its own folder
 
 
 def build_devices(root: Path, count: int, size: int, segment: int, pki: Pki) -> list[Device]:
@@ -199,8 +200,14 @@ def run_dock(run: Path, devices: list[Device], pki: Pki, server: S3Server, weed:
                process_cpu_seconds(weed))
         started = time.perf_counter()
         go.set()  # every device docked at once
+        evidence, files = run / "evidence", sum(d.files for d in devices)
+        pulled = [0.0]
 
         def done() -> bool:
+            if not pulled[0] and sum(len(list((evidence / d.id / "sealed").glob("*.ts")))
+                                     for d in devices if (evidence / d.id / "sealed").is_dir()
+                                     ) == files:
+                pulled[0] = time.perf_counter() - started
             state = _state(config).get("devices", {})
             failed = [f"{d}: {s['error']}" for d, s in state.items() if s.get("error")]
             if failed:
@@ -212,7 +219,7 @@ def run_dock(run: Path, devices: list[Device], pki: Pki, server: S3Server, weed:
         seconds = time.perf_counter() - started
         measure = Measure(seconds, process_cpu_seconds(dock.pid) - cpu[0],
                           process_cpu_seconds(weed) - cpu[2],
-                          process_cpu_seconds(*pids) - cpu[1])
+                          process_cpu_seconds(*pids) - cpu[1], pulled[0])
         dock.send_signal(signal.SIGTERM)
         if dock.wait(60) != 0:
             sys.exit(f"dock_fleet: the dock service ended with {dock.returncode}:\n"
@@ -349,9 +356,12 @@ def main() -> int:
                 print(f"\nN = {n}: {size / 2**20:.0f} MiB of footage", flush=True)
                 for label, m in results.items():
                     devices_cpu = f", devices {m.devices_cpu / gib:.2f}" if m.devices_cpu else ""
+                    pulled = f" (every file in the dock's folder at {m.pulled:.1f} s)" \
+                        if m.pulled else ""
                     print(f"  {label:10} {m.seconds:6.1f} s {mbit(size, m.seconds):6.0f} Mbit/s"
                           f"  CPU-s/GiB: client {m.cpu / gib:.2f}, SeaweedFS "
-                          f"{m.store_cpu / gib:.2f}{devices_cpu}; lock {_modes(locks[label])}",
+                          f"{m.store_cpu / gib:.2f}{devices_cpu}; lock {_modes(locks[label])}"
+                          f"{pulled}",
                           flush=True)
                 dock = results["dock serve"]
                 for label, m in results.items():
@@ -360,13 +370,15 @@ def main() -> int:
                               f"client CPU per GiB {dock.cpu / m.cpu:.2f}", flush=True)
                 rows.append((n, size, results))
 
-    print("\n| N | MiB | dock Mbit/s | dock CPU-s/GiB | devices CPU-s/GiB | SeaweedFS CPU-s/GiB "
-          "(dock) | " + " | ".join(f"{label} Mbit/s | {label} CPU-s/GiB | dock / {label} "
-                                   "throughput" for label in rows[0][2] if label != "dock serve")
-          + " |")
+    labels = [label for label in rows[0][2] if label != "dock serve"]
+    print("\n| N | MiB | dock Mbit/s | pulled at (s of) | dock CPU-s/GiB | devices CPU-s/GiB "
+          "| SeaweedFS CPU-s/GiB (dock) | "
+          + " | ".join(f"{label} Mbit/s | {label} CPU-s/GiB | dock / {label} throughput"
+                       for label in labels) + " |")
     for n, size, results in rows:
         gib, dock = size / 2**30, results["dock serve"]
         cells = [str(n), f"{size / 2**20:.0f}", f"{mbit(size, dock.seconds):.0f}",
+                 f"{dock.pulled:.1f} of {dock.seconds:.1f}",
                  f"{dock.cpu / gib:.2f}", f"{dock.devices_cpu / gib:.2f}",
                  f"{dock.store_cpu / gib:.2f}"]
         for label, m in results.items():
