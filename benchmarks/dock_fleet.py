@@ -314,6 +314,7 @@ def main() -> int:
                         help="the aws command (awscli; default: the one on PATH)")
     parser.add_argument("--no-aws", action="store_true", help="leave the aws s3 cp baseline out")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _terminated)
     if not args.no_aws and not args.aws:
         sys.exit("dock_fleet: no aws command: pip install -e '.[bench]', or --aws PATH, "
                  "or --no-aws")
@@ -387,6 +388,14 @@ def main() -> int:
                           f"{m.seconds / dock.seconds:.2f}"]
         print("| " + " | ".join(cells) + " |")
     return 0
+
+
+def _terminated(*_: object) -> None:
+    """A SIGTERM (`timeout`) unwinds like an error, once: the store, the devices and the
+    temporary folder are cleaned up rather than left running (unless it comes during
+    that cleanup)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit("dock_fleet: terminated")
 
 
 def _check(server: S3Server, bucket: str, fleet: list[Device], size: int) -> set[str | None]:
