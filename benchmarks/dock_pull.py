@@ -58,14 +58,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.config import DockConfig
+from agent.config import DockConfig, RetentionConfig
 from agent.device.chain_index import ChainIndex
 from agent.device.offload.custody import Ledger
 from agent.device.offload.server import DockedDevice, OffloadServer
 from agent.dock.direct_file import BUFFER, DirectFile
 from agent.dock.pull import DockLink, pull
 from agent.evidence.chain import Chain, read_bodies
-from agent.evidence.keys import load_or_create_device_key
+from agent.evidence.keys import fingerprint, load_or_create_device_key
 from agent.evidence.store import Store
 from agent.pki import DockPki, write_dock_pki
 from benchmarks.cpu import process_cpu_seconds
@@ -76,28 +76,42 @@ TS_PACKET = 188
 DEVICE = "BENCH-0001"
 
 
-def _null_packet(index: int) -> bytes:
-    """An MPEG-TS null packet (PID 0x1FFF) carrying `index`: makes each file distinct."""
-    payload = index.to_bytes(8, "big")
+def _null_packet(index: int, device: int = 0) -> bytes:
+    """An MPEG-TS null packet (PID 0x1FFF) carrying `index` (and `device`): makes each file
+    distinct."""
+    payload = index.to_bytes(8, "big") + device.to_bytes(8, "big")
     return bytes([0x47, 0x1F, 0xFF, 0x10]) + payload + b"\xff" * (TS_PACKET - 4 - len(payload))
 
 
-def build_store(root: Path, total: int, segment_size: int) -> tuple[Store, int]:
-    """A store of real segment bytes replicated to `total`; returns it and the file count."""
+Template = tuple[dict[str, Any], bytes]
+
+
+def record_templates(root: Path) -> list[Template]:
+    """Three real segments recorded on the simulated device: their sealed records and bytes."""
     source = root / "source"
     record_segments(write_device_config(root / "source.toml", source / "store"), 3)
     real = [b for b in read_bodies(source / "store" / "chain.jsonl")
             if b["type"] == "segment_sealed"][:3]
-    blobs = [(source / "store" / r["payload"]["file"]).read_bytes() for r in real]
-    store = Store(root / "device").prepare()
-    chain = Chain(store.chain, load_or_create_device_key(store.keys),
-                  lambda: (DEVICE, "BENCH-OFFICER"), SimulatedClock().state, "benchmark")
-    chain.append("boot", {"benchmark": "dock_pull"})
+    templates = [(r, (source / "store" / r["payload"]["file"]).read_bytes()) for r in real]
+    shutil.rmtree(source)
+    return templates
+
+
+def seal_store(folder: Path, templates: list[Template], total: int, segment_size: int,
+               device: str = DEVICE, number: int = 0) -> tuple[Store, int]:
+    """A store in `folder` of the templates' bytes replicated to `total`, sealed by
+    `device`; returns it and the file count. `number` makes its files differ from other
+    devices'."""
+    store = Store(folder).prepare()
+    key = load_or_create_device_key(store.keys)
+    chain = Chain(store.chain, key, lambda: (device, "BENCH-OFFICER"), SimulatedClock().state,
+                  "benchmark")
+    chain.append("boot", {"benchmark": "dock_pull",
+                          "key_fingerprint": fingerprint(key.public_key())})
     count = total // segment_size
     for index in range(count):
-        template = real[index % len(real)]
-        blob = blobs[index % len(blobs)]
-        body = blob * (segment_size // len(blob)) + _null_packet(index)
+        template, blob = templates[index % len(templates)]
+        body = blob * (segment_size // len(blob)) + _null_packet(index, number)
         path = store.open / f"{index:08d}-00000.ts"
         path.write_bytes(body)
         path.chmod(0o444)
@@ -106,11 +120,18 @@ def build_store(root: Path, total: int, segment_size: int) -> tuple[Store, int]:
                    "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
         payload.pop("file")
         chain.append("segment_sealed", payload, name_for_seq=store.move_to_sealed(path))
+        audio = template["payload"]["audio"]
         chain.append("record_stop", {"recording": recording, "reason": "benchmark",
-                                     "segments": 1, "video_frames": 0, "audio_packets": 0})
+                                     "segments": 1,
+                                     "video_frames": template["payload"]["video"]["packets"],
+                                     "audio_packets": audio["packets"] if audio else 0})
     chain.close()
-    shutil.rmtree(source)
     return store, count
+
+
+def build_store(root: Path, total: int, segment_size: int) -> tuple[Store, int]:
+    """A store of real segment bytes replicated to `total`; returns it and the file count."""
+    return seal_store(root / "device", record_templates(root), total, segment_size)
 
 
 def _free_port() -> int:
@@ -119,17 +140,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(store_root: Path, port: int, ready: Any) -> None:
-    """The device's offload server, alone in this process, until terminated."""
+def serve(store_root: Path, port: int, ready: Any, device: str = DEVICE,
+          go: Any = None) -> None:
+    """The device's offload server, alone in this process, until terminated; with `go`,
+    it listens only once `go` is set (a device docked at that moment)."""
     store = Store(store_root)
     chain = Chain(store.chain, load_or_create_device_key(store.keys),
-                  lambda: (DEVICE, "BENCH-OFFICER"), SimulatedClock().state, "benchmark-serve")
+                  lambda: (device, "BENCH-OFFICER"), SimulatedClock().state, "benchmark-serve")
     index = ChainIndex.open(store.chain)
     config = DockConfig(enabled=True, port=port)
-    server = OffloadServer(DockedDevice(DEVICE, load_or_create_device_key(store.keys), store,
+    server = OffloadServer(DockedDevice(device, load_or_create_device_key(store.keys), store,
                                         chain, Ledger(index), index, SimulatedClock(),
                                         lambda: None,
-                                        lambda: "BENCH-OFFICER", dict), config)
+                                        lambda: "BENCH-OFFICER", RetentionConfig(), dict),
+                           config)
+    if go is not None:
+        ready.set()
+        go.wait()
     server.start()
     ready.set()
     while True:

@@ -105,7 +105,11 @@ class Archive:
         location = Location.parse(url)
         endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or \
             os.environ.get("AWS_ENDPOINT_URL") or None  # a store of one's own: path style
-        config = Config(s3={"addressing_style": "path"} if endpoint else {},
+        # A store of one's own may be plain HTTP, where botocore would otherwise hash every
+        # body for the signature: the signed ChecksumSHA256 header already binds the bytes
+        # (the store checks them against it).
+        config = Config(s3={"addressing_style": "path", "payload_signing_enabled": False}
+                        if endpoint else {},
                         retries={"max_attempts": 5, "mode": "standard"})
         failures: tuple[type[Exception], ...] = (*client_errors(), ValueError)  # bad profile, URL
         try:

@@ -115,11 +115,21 @@ def test_a_file_is_archived_once_read_back_and_its_retention_only_grows(
     assert [v["VersionId"] for v in versions] == [held.version_id]
 
 
-def test_bytes_that_are_not_the_sealed_ones_are_never_archived(s3_server: S3Server,
-                                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize("connect", [False, True], ids=["client", "Archive.connect"])
+def test_bytes_that_are_not_the_sealed_ones_are_never_archived(
+        s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        connect: bool) -> None:
     """The sealed SHA-256 goes with the bytes: the store refuses a body that does not hash
-    to it, so a file changed on the dock's disk after it was verified is not archived."""
-    archive = _archive(s3_server, s3_server.bucket())
+    to it, so a file changed on the dock's disk after it was verified is not archived.
+    Also through the dock's own client, which does not sign the body over plain HTTP: the
+    signed checksum header is what binds it."""
+    bucket = s3_server.bucket()
+    if connect:
+        for name, value in s3_server.env().items():
+            monkeypatch.setenv(name, value)
+        archive = Archive.connect(f"s3://{bucket}/agency")
+    else:
+        archive = _archive(s3_server, bucket)
     path = tmp_path / "00000004.ts"
     path.write_bytes(b"changed on the dock's disk")
     sealed = hashlib.sha256(b"what the device sealed").hexdigest()
