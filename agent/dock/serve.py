@@ -19,6 +19,7 @@ import logging
 import signal
 import ssl
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -319,6 +320,11 @@ def serve(config: ServiceConfig) -> None:
     async def main() -> None:
         service = Service(config, notifier, discovery.bays if discovery else set)
         loop = asyncio.get_running_loop()
+        # A pull holds a worker thread through its archive upload and one per file being
+        # settled; asyncio's default pool (cores + 4) made the eighth bay's pull wait for
+        # another's upload (docs/performance.md, "The dock service: N devices at once").
+        loop.set_default_executor(ThreadPoolExecutor(
+            config.max_concurrent * (config.connections + 1) + 4, thread_name_prefix="dock"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, service.stop)
         await service.run()
