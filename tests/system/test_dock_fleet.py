@@ -10,15 +10,12 @@ file was fetched twice."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -39,37 +36,6 @@ BACKLOG = 5  # segments each device holds when the dock starts
 RATE = 100_000  # bytes/s through the moved device's bays: about two segments a second
 RETENTION_DAYS = 365  # the devices' [retention] standard_days: a shorter archive is refused (422)
 PREFIX = "agency"
-
-
-class PausableBay(Bay):
-    """A bay whose device-to-dock bytes can be held back a while: a pull caught mid-file."""
-
-    def __init__(self, target: int, port: int = 0, rate: float = 100_000) -> None:
-        self.flowing = threading.Event()
-        self.flowing.set()
-        super().__init__(target, port, rate)
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        self.flowing.clear()
-        try:
-            yield
-        finally:
-            self.flowing.set()
-
-    def _relay(self, source: socket.socket, sink: socket.socket, rate: float) -> None:
-        try:
-            while data := source.recv(16384):
-                if rate:  # from the device
-                    self.flowing.wait()
-                sink.sendall(data)
-                if rate:
-                    time.sleep(len(data) / rate)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                sink.shutdown(socket.SHUT_WR)
 
 
 @dataclass
@@ -207,7 +173,7 @@ def test_three_recording_devices_moved_and_the_dock_killed_end_archived_once(
             # ...and plugged into the other bay, where that pull goes on from what the dock
             # holds, and the dock is killed once it has archived the files and before the
             # device answers for their custody (its answers held back in the cable).
-            second_bay = PausableBay(moved.port, other_bay.port, rate=RATE)
+            second_bay = Bay(moved.port, other_bay.port, rate=RATE)
             wait_for(lambda: bool(_archived(s3, bucket, moved.device_id)), timeout=60,
                      interval=0.005, what="the moved device's files being archived")
             with second_bay.paused():

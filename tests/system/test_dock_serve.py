@@ -227,10 +227,13 @@ def held_files(sealed: Path) -> dict[str, tuple[int, int]]:
 
 class Bay:
     """A bay's cable: a TCP relay to the device, slowed to `rate` bytes/s from the device,
-    that can be unplugged (every connection cut, nothing answering)."""
+    that can be unplugged (every connection cut, nothing answering) or hold the device's
+    bytes back a while (`paused`: a pull caught mid-file)."""
 
     def __init__(self, target: int, port: int = 0, rate: float = 100_000) -> None:
         self.target, self.rate = target, rate
+        self.flowing = threading.Event()
+        self.flowing.set()
         self.listener = socket.create_server(("127.0.0.1", port))
         self.port = self.listener.getsockname()[1]
         self.sockets: list[socket.socket] = []
@@ -248,10 +251,19 @@ class Bay:
             threading.Thread(target=self._relay, args=(device, dock, self.rate),
                              daemon=True).start()
 
-    @staticmethod
-    def _relay(source: socket.socket, sink: socket.socket, rate: float) -> None:
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self.flowing.clear()
+        try:
+            yield
+        finally:
+            self.flowing.set()
+
+    def _relay(self, source: socket.socket, sink: socket.socket, rate: float) -> None:
         try:
             while data := source.recv(16384):
+                if rate:  # from the device
+                    self.flowing.wait()
                 sink.sendall(data)
                 if rate:
                     time.sleep(len(data) / rate)
