@@ -60,14 +60,14 @@ class DeviceProcess:
 
 
 @contextmanager
-def dock_service(config: Path, env: dict[str, str]) -> Iterator[DaemonProcess]:
+def dock_service(config: Path, env: dict[str, str] | None = None) -> Iterator[DaemonProcess]:
     """`bodycam dock serve` as its own process, its output in dock-<n>.log beside the config
     (a file, not a pipe: a busy dock fills a pipe nobody reads and blocks on it); killed if
     still running on exit."""
     log = next(path for n in itertools.count(1)
                if not (path := config.with_name(f"dock-{n}.log")).exists())
     process = DaemonProcess([*BODYCAM, "dock", "serve", "--config", str(config)], log,
-                            env={**os.environ, **env})
+                            env={**os.environ, **(env or {})})
     try:
         yield process
     finally:

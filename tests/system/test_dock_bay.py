@@ -17,10 +17,11 @@ from agent.cli import main
 from agent.evidence.verify import verify_store
 from tests.support.device import BODYCAM, wait_for
 from tests.support.dockside import Docked, sealed_segments, snapshot
+from tests.support.fleet import dock_service
 from tests.support.mosquitto import Brokers, Subscriber, free_port
 from tests.support.mosquitto import Pki as MqttPki
 from tests.support.pki import Pki
-from tests.system.test_dock_serve import service, status, write_dock_toml
+from tests.system.test_dock_serve import status, write_dock_toml
 from tests.system.test_systemd import NotifySocket
 
 SEGMENTS = 8
@@ -60,7 +61,7 @@ def test_status_shows_each_bay_s_device_officer_stage_and_pending_as_the_pull_go
     config = write_dock_toml(tmp_path, device.pki, [device.url],
                              bay_mbit=round(total * 8 / 1e6 / 4, 6))
     seen: list[dict[str, Any]] = []
-    with service(config) as process:
+    with dock_service(config) as process:
         def sample() -> bool:
             if config.with_name("dock-state.json").exists():
                 view = status(config)
@@ -124,7 +125,7 @@ def test_the_dock_publishes_each_bay_over_mqtt_and_says_when_it_goes(
     base = "bodycam-dock/DOCK-7"
     bay_topic = f"{base}/bay/127.0.0.1_{device.daemon.offload.port}"
     try:
-        with service(config) as process:
+        with dock_service(config) as process:
             fleet.wait(lambda: any(b["status"] == "done" and b["stage"] == "custody"
                                    for b in fleet.json_on(bay_topic)),
                        timeout=120, what="the bay done")
@@ -155,7 +156,7 @@ def test_the_dock_publishes_each_bay_over_mqtt_and_says_when_it_goes(
         assert status["statuses"] == {"done": 1} and status["pending_bytes"] == 0
 
         # Killed, the dock cannot say it: the broker's last will does.
-        with service(config) as process:
+        with dock_service(config) as process:
             fleet.wait(lambda: _availability(fleet, base)[-1:] == [b"online"], timeout=30,
                        what="online again")
             process.kill()
@@ -184,13 +185,13 @@ def test_a_dock_certificate_cannot_publish_as_another_dock(
                         heartbeat_s=0.2)
     fleet = Subscriber(broker.tls_port, ["bodycam-dock/#"], tls=(pki.ca, *pki.issue("fleet")))
     try:
-        with service(config) as process:
+        with dock_service(config) as process:
             wait_for(lambda: config.with_name("dock-state.json").exists(), timeout=30,
                      what="the empty bay seen")
             time.sleep(2)  # heartbeats, each refused
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
-            output = process.stdout.read() if process.stdout else ""
+            output = process.log.read_text()
         assert not [m for m in fleet.messages if m.topic.startswith("bodycam-dock/DOCK-7/")]
         assert output.count("refuses the dock's status") == 1, output
         assert "is [mqtt] id the CN of the dock's certificate" in output
@@ -205,7 +206,7 @@ def _availability(fleet: Subscriber, base: str) -> list[bytes]:
 def test_a_broker_out_of_reach_never_holds_up_a_pull(device: Docked, tmp_path: Path) -> None:
     config = _with_mqtt(write_dock_toml(tmp_path, device.pki, [device.url]),
                         url=f"mqtt://127.0.0.1:{free_port()}", id="DOCK-7")
-    with service(config) as process:
+    with dock_service(config) as process:
         wait_for(lambda: config.with_name("dock-state.json").exists() and
                  status(config)["devices"].get("TEST-0001", {}).get("ok", False),
                  timeout=60, what="the device pulled with no broker")
@@ -219,7 +220,7 @@ def test_under_systemd_the_dock_says_ready_pings_the_watchdog_and_says_stopping(
     config = write_dock_toml(tmp_path, device.pki, [device.url])
     notify = NotifySocket(tmp_path / "notify")
     try:
-        with service(config, {"NOTIFY_SOCKET": str(notify.path),
+        with dock_service(config, {"NOTIFY_SOCKET": str(notify.path),
                               "WATCHDOG_USEC": "1500000"}) as process:
             ready = notify.wait_for("READY=1")
             notify.wait_for("STATUS=1 done of 1 bay(s)", timeout=60)

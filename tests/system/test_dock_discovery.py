@@ -20,9 +20,10 @@ from zeroconf import IPVersion, ServiceInfo, Zeroconf
 from agent.device.offload.tls_http import HttpsServer, mutual_tls_context
 from tests.support.device import wait_for
 from tests.support.dockside import Docked, docked_device
+from tests.support.fleet import dock_service
 from tests.support.netns import DockLink, dock_link
 from tests.support.pki import DEVICE_ID, Pki
-from tests.system.test_dock_serve import pulled, service, status, write_dock_toml
+from tests.system.test_dock_serve import pulled, status, write_dock_toml
 
 SERVICE = "_bodycam._tcp.local."
 
@@ -50,7 +51,7 @@ def test_a_device_on_the_dock_link_is_found_pulled_and_forgotten_when_it_goes(
             purge_policy="after_custody"))
         url = f"https://{link.device_address}:{device.daemon.offload.port}"
         config = discovering_dock(tmp_path, dock_pki, link)
-        with service(config) as process:
+        with dock_service(config) as process:
             time.sleep(3)  # polls with nothing on the link: no bay
             assert not config.with_name("dock-state.json").exists() or \
                 not status(config)["bays"]
@@ -87,7 +88,7 @@ def test_a_device_told_not_to_announce_is_not_found(
         device = stack.enter_context(docked_device(
             tmp_path, recorded, dock_pki, address=link.device_address, announce=False))
         config = discovering_dock(tmp_path, dock_pki, link)
-        with service(config) as process:
+        with dock_service(config) as process:
             time.sleep(6)  # many polls, and time enough for an announcement to be heard
             assert process.poll() is None
             state = status(config)
@@ -117,14 +118,14 @@ def test_an_announcement_pointing_elsewhere_gets_nothing_pulled(
                 addresses=[socket.inet_aton(address)], properties={"device": name, "api": "1"}))
         config = discovering_dock(tmp_path, dock_pki, link)
         url = f"https://{link.device_address}:{rogue.port}"
-        with service(config) as process:
+        with dock_service(config) as process:
             wait_for(lambda: config.with_name("dock-state.json").exists() and
                      bay(config, url) == "refused", timeout=60, what="the rogue refused")
             time.sleep(2)
             state = status(config)
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
-            log = process.stdout.read() if process.stdout else ""
+            log = process.log.read_text()
     assert list(state["bays"]) == [url], state  # the loopback one never polled
     assert "certificate verify failed" in state["bays"][url]["error"]
     assert state["devices"] == {}  # nothing pulled, no custody reported

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -30,6 +29,7 @@ from tests.support.device import (
     write_device_config,
 )
 from tests.support.dockside import Docked, copy_store, dock_config, snapshot
+from tests.support.fleet import dock_service
 from tests.support.pki import Pki
 from tests.support.s3server import S3Server
 
@@ -77,19 +77,6 @@ def write_dock_toml(folder: Path, pki: Pki, bays: list[str], **values: Any) -> P
     return path
 
 
-@contextmanager
-def service(config: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
-    process = subprocess.Popen([*BODYCAM, "dock", "serve", "--config", str(config)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, **(env or {})})
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(30)
-
-
 def status(config: Path) -> dict[str, Any]:
     done = subprocess.run([*BODYCAM, "dock", "status", "--config", str(config), "--json"],
                           capture_output=True, text=True, timeout=60, check=True)
@@ -120,11 +107,11 @@ def test_the_service_pulls_every_docked_device_into_custody_and_status_says_so(
     with ExitStack() as stack:
         devices = _devices(stack, tmp_path, stores, dock_pki, purge_policy="after_custody")
         config = write_dock_toml(tmp_path, dock_pki, [d.url for d in devices], max_concurrent=2)
-        with service(config) as process:
+        with dock_service(config) as process:
             wait_for(lambda: pulled(config, IDS), timeout=120, what="every device pulled")
             time.sleep(2)  # more polls: a device with nothing new is not pulled again
             process.send_signal(signal.SIGTERM)
-            assert process.wait(30) == 0, process.stdout.read() if process.stdout else ""
+            assert process.wait(30) == 0, process.log.read_text()
 
         state = status(config)
         for device_id, device in zip(IDS, devices, strict=True):
@@ -159,7 +146,7 @@ def test_a_device_docked_later_is_pulled_at_a_later_poll(
             late_port = probe.daemon.offload.port
         late_bay = f"https://127.0.0.1:{late_port}"
         config = write_dock_toml(tmp_path, dock_pki, [first.url, late_bay])
-        with service(config) as process:
+        with dock_service(config) as process:
             wait_for(lambda: custody_done([first]), timeout=120, what="the first device")
             wait_for(lambda: status(config)["bays"].get(late_bay, {}).get("status") == "absent",
                      timeout=30, what="the empty bay seen absent")
@@ -183,7 +170,7 @@ def test_stopped_mid_pull_and_restarted_the_service_fetches_nothing_twice(
         config = write_dock_toml(tmp_path, dock_pki, [d.url for d in devices],
                                  max_concurrent=1, connections=1)
         evidence = tmp_path / "evidence"
-        with service(config) as process:
+        with dock_service(config) as process:
             wait_for(lambda: any((evidence / i / "sealed").is_dir() and
                                  any((evidence / i / "sealed").iterdir()) for i in IDS),
                      timeout=120, interval=0.005, what="a first file pulled")
@@ -196,7 +183,7 @@ def test_stopped_mid_pull_and_restarted_the_service_fetches_nothing_twice(
             if not device.records("custody"):
                 assert snapshot(device.store) == files  # nothing purged before custody
 
-        with service(config) as process:
+        with dock_service(config) as process:
             wait_for(lambda: pulled(config, IDS), timeout=120, what="every device pulled")
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
@@ -295,7 +282,7 @@ def test_a_device_taken_out_mid_pull_and_docked_in_another_bay_is_finished_there
             other_port = spare.getsockname()[1]  # the other bay, empty for now
         bays = [f"https://127.0.0.1:{first.port}", f"https://127.0.0.1:{other_port}"]
         config = write_dock_toml(tmp_path, dock_pki, bays, connections=1)
-        with service(config) as process:
+        with dock_service(config) as process:
             wait_for(lambda: sealed_dir.is_dir() and any(sealed_dir.iterdir()), timeout=120,
                      interval=0.005, what="a first file pulled")
             first.unplug()
@@ -326,7 +313,7 @@ def test_one_device_answering_in_two_bays_is_pulled_once(
         port = device.daemon.offload.port
         bays = [f"https://127.0.0.1:{port}", f"https://localhost:{port}"]
         config = write_dock_toml(tmp_path, dock_pki, bays)
-        with service(config) as process:
+        with dock_service(config) as process:
             wait_for(lambda: pulled(config, IDS[:1]), timeout=120, what="the device pulled")
             time.sleep(2)
             process.send_signal(signal.SIGTERM)
@@ -374,12 +361,12 @@ def test_with_an_archive_everything_is_archived_once(
         config = write_dock_toml(tmp_path, dock_pki, [d.url for d in devices],
                                  archive={"url": f"s3://{bucket}/agency", "retention_days": 365})
         env = s3_server.env()
-        with service(config, env) as process:
+        with dock_service(config, env) as process:
             wait_for(lambda: pulled(config, IDS[:2]), timeout=120, what="both pulled")
             time.sleep(2)
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
-        with service(config, env) as process:  # restarted: nothing more to archive
+        with dock_service(config, env) as process:  # restarted: nothing more to archive
             time.sleep(3)
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
