@@ -1,0 +1,137 @@
+"""`bodycam dock status --device ID`: where each sealed file of a device stands on the dock,
+read from its evidence folder after real pulls from a docked device (and a real S3 store,
+SeaweedFS): archived but not in custody after a pull cut before custody, in custody after a
+good pull, purged once the dock has read the device's purge; the dock's archive journal
+(archived.jsonl) survives a torn last line; a folder mid-pull shows pending and partial."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.cli import main
+from agent.dock.archive import Archive, Location
+from agent.dock.journal import JOURNAL
+from agent.dock.pull import DockError, pull
+from agent.evidence.verify import verify_store
+from tests.support.device import wait_for
+from tests.support.dockside import Docked, docked_device
+from tests.support.pki import Pki
+from tests.support.s3server import S3Server
+from tests.system.test_dock_serve import Bay, write_dock_toml
+
+DEVICE = "TEST-0001"
+
+
+def _items(config: Path, capsys: pytest.CaptureFixture[str],
+           device: str = DEVICE) -> dict[str, Any]:
+    assert main(["dock", "status", "--config", str(config), "--device", device, "--json"]) == 0
+    return dict(json.loads(capsys.readouterr().out))
+
+
+def _pull(device: Docked, out: Path, url: str | None = None, **kwargs: Any) -> Any:
+    return asyncio.run(pull(url or device.url, out, device.link(), "operator Li", **kwargs))
+
+
+def _stages(view: dict[str, Any]) -> dict[int, str]:
+    return {item["seq"]: item["stage"] for item in view["items"]}
+
+
+def test_items_archived_before_custody_then_in_custody_then_purged(
+        tmp_path: Path, recorded: Path, dock_pki: Pki, s3_server: S3Server,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    archive = Archive(Location(s3_server.bucket(), "agency"), s3_server.client())
+    evidence = tmp_path / "evidence"
+    with docked_device(tmp_path, recorded, dock_pki, purge_policy="after_custody") as device:
+        config = write_dock_toml(tmp_path, dock_pki, [device.url])
+        sealed = {r["seq"] for r in device.records("segment_sealed")}
+
+        # A pull cut between the archive and custody: each file archived and read back.
+        cut = _pull(device, evidence, archive=archive, custody=False)
+        assert cut.problem is None and set(cut.archived.files) == sealed
+        assert not device.records("custody")
+        view = _items(config, capsys)
+        assert _stages(view) == dict.fromkeys(sealed, "archived")
+        assert view["totals"]["archived"] == len(sealed) and view["totals"]["custody"] == 0
+        for item in view["items"]:  # the dock's own account names the versions read back
+            held = cut.archived.files[item["seq"]]
+            assert (item["key"], item["version_id"]) == (held.key, held.version_id)
+
+        # A power cut in the middle of a journal line: that line is not read.
+        journal = evidence / DEVICE / JOURNAL
+        whole = journal.read_bytes()
+        with journal.open("ab") as f:
+            f.write(whole[:30])
+        view = _items(config, capsys)
+        assert _stages(view) == dict.fromkeys(sealed, "archived")
+        assert any("torn" in note for note in view["notes"])
+
+        # The good pull: the same versions (nothing archived twice), custody sealed.
+        good = _pull(device, evidence, archive=archive)
+        assert good.ok, good.problem
+        assert good.archived.files == cut.archived.files
+        view = _items(config, capsys)
+        assert _stages(view) == dict.fromkeys(sealed, "custody")
+        assert {item["custody_seq"] for item in view["items"]} == {good.custody_seq}
+        assert main(["dock", "status", "--config", str(config), "--device", DEVICE]) == 0
+        text = capsys.readouterr().out
+        assert f"custody (record {good.custody_seq})" in text
+        assert f"totals: {len(sealed)} custody" in text
+
+        # The device purged them after custody; the next pull copies its purge record.
+        assert device.records("purge")
+        _pull(device, evidence, archive=archive, custody=False)
+        assert _stages(_items(config, capsys)) == dict.fromkeys(sealed, "purged")
+        assert verify_store(evidence / DEVICE).ok  # the journal is no stranger to the store
+
+    # No device of that id; an id that is a path: one line, exit 2.
+    for name in ("TEST-0404", "..", "../evidence"):
+        assert main(["dock", "status", "--config", str(config), "--device", name]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bodycam dock: no evidence folder for device") and \
+            err.count("\n") == 1
+
+
+def test_a_folder_mid_pull_shows_pending_and_partial_files(
+        tmp_path: Path, recorded: Path, dock_pki: Pki,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    evidence = tmp_path / "evidence"
+    partial = evidence / DEVICE / "partial"
+    with docked_device(tmp_path, recorded, dock_pki) as device:
+        bay = Bay(device.daemon.offload.port, rate=20_000)  # a slow cable: one file at a time
+        config = write_dock_toml(tmp_path, dock_pki, [device.url])
+        puller = threading.Thread(target=_pull_until_unplugged, args=(
+            device, evidence, f"https://127.0.0.1:{bay.port}"))
+        puller.start()
+        views: list[dict[str, Any]] = []
+
+        def part_way() -> bool:  # the view as an operator reads it while a file comes in
+            if not partial.is_dir():
+                return False
+            views.append(_items(config, capsys))
+            return "partial" in _stages(views[-1]).values()
+
+        try:
+            wait_for(part_way, timeout=120, interval=0.05, what="a file part-way in the view")
+        finally:
+            bay.unplug()
+            puller.join(120)
+    view = views[-1]
+    stages = _stages(view)
+    assert len(stages) == len(device.records("segment_sealed"))
+    assert "pending" in stages.values()
+    assert set(stages.values()) <= {"held", "partial", "pending"}
+    (part,) = [item for item in view["items"] if item["stage"] == "partial"]
+    assert part["bytes"] >= 0  # durable bytes so far (written in large blocks)
+    assert view["totals"]["pending"] == list(stages.values()).count("pending")
+
+
+def _pull_until_unplugged(device: Docked, evidence: Path, url: str) -> None:
+    with contextlib.suppress(DockError):  # the bay unplugged mid-pull, as intended
+        _pull(device, evidence, url, connections=1, custody=False)
