@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,9 @@ def _stages(view: dict[str, Any]) -> dict[int, str]:
     return {item["seq"]: item["stage"] for item in view["items"]}
 
 
+@pytest.mark.parametrize("stop", ["cut", "refused"])
 def test_items_archived_before_custody_then_in_custody_then_purged(
-        tmp_path: Path, recorded: Path, dock_pki: Pki, s3_server: S3Server,
+        tmp_path: Path, recorded: Path, dock_pki: Pki, s3_server: S3Server, stop: str,
         capsys: pytest.CaptureFixture[str]) -> None:
     archive = Archive(Location(s3_server.bucket(), "agency"), s3_server.client())
     evidence = tmp_path / "evidence"
@@ -52,9 +54,16 @@ def test_items_archived_before_custody_then_in_custody_then_purged(
         config = write_dock_toml(tmp_path, dock_pki, [device.url])
         sealed = {r["seq"] for r in device.records("segment_sealed")}
 
-        # A pull cut between the archive and custody: each file archived and read back.
-        cut = _pull(device, evidence, archive=archive, custody=False)
-        assert cut.problem is None and set(cut.archived.files) == sealed
+        # A pull cut between the archive and custody, or whose custody the device refuses
+        # (an archive kept 30 days, short of the device's year): each file archived and
+        # read back all the same.
+        if stop == "cut":
+            cut = _pull(device, evidence, archive=archive, custody=False)
+            assert cut.problem is None
+        else:
+            cut = _pull(device, evidence, archive=archive, retention=timedelta(days=30))
+            assert cut.custody_seq is None and "422" in cut.problem, cut.problem
+        assert set(cut.archived.files) == sealed
         assert not device.records("custody")
         view = _items(config, capsys)
         assert _stages(view) == dict.fromkeys(sealed, "archived")
@@ -75,7 +84,8 @@ def test_items_archived_before_custody_then_in_custody_then_purged(
         # The good pull: the same versions (nothing archived twice), custody sealed.
         good = _pull(device, evidence, archive=archive)
         assert good.ok, good.problem
-        assert good.archived.files == cut.archived.files
+        assert {seq: held.version_id for seq, held in good.archived.files.items()} == \
+            {seq: held.version_id for seq, held in cut.archived.files.items()}
         view = _items(config, capsys)
         assert _stages(view) == dict.fromkeys(sealed, "custody")
         assert {item["custody_seq"] for item in view["items"]} == {good.custody_seq}
@@ -90,6 +100,20 @@ def test_items_archived_before_custody_then_in_custody_then_purged(
         assert _stages(_items(config, capsys)) == dict.fromkeys(sealed, "purged")
         assert verify_store(evidence / DEVICE).ok  # the journal is no stranger to the store
 
+    # A damaged folder: each damage a note, the rest read, never a traceback.
+    folder = evidence / DEVICE
+    (folder / "verified.json").write_bytes(b"{")
+    with (folder / "chain.jsonl").open("ab") as f:
+        f.write(b"not a record\n")
+    for receipt in (folder / "receipts").iterdir():
+        receipt.chmod(0o644)
+        receipt.write_bytes(b"\xff")
+    view = _items(config, capsys)
+    assert _stages(view) == dict.fromkeys(sealed, "purged")  # the chain's custody and purge
+    notes = " ".join(view["notes"])
+    assert "verified.json: not read" in notes and "chain.jsonl: 1 line(s)" in notes
+    assert "receipts/" in notes
+
     # No device of that id; an id that is a path: one line, exit 2.
     for name in ("TEST-0404", "..", "../evidence"):
         assert main(["dock", "status", "--config", str(config), "--device", name]) == 2
@@ -98,7 +122,7 @@ def test_items_archived_before_custody_then_in_custody_then_purged(
             err.count("\n") == 1
 
 
-def test_a_folder_mid_pull_shows_pending_and_partial_files(
+def test_a_folder_mid_pull_shows_pending_and_partial_files_then_verified(
         tmp_path: Path, recorded: Path, dock_pki: Pki,
         capsys: pytest.CaptureFixture[str]) -> None:
     evidence = tmp_path / "evidence"
@@ -122,6 +146,11 @@ def test_a_folder_mid_pull_shows_pending_and_partial_files(
         finally:
             bay.unplug()
             puller.join(120)
+        # Docked again, pulled and verified, no custody asked: every file held, verified.
+        assert _pull(device, evidence, custody=False).verify.ok
+        after = _items(config, capsys)
+    assert set(_stages(after).values()) == {"verified"}
+    assert after["totals"]["verified"] == len(after["items"])
     view = views[-1]
     stages = _stages(view)
     assert len(stages) == len(device.records("segment_sealed"))
