@@ -33,14 +33,14 @@ class ItemsError(Exception):
 def device_items(evidence: Path, device: str) -> dict[str, Any]:
     """Each sealed file the device's copied chain names, with its stage, and the totals."""
     folder = evidence / device
-    if device in (".", "..") or "/" in device or not _is_dir(folder):
+    if device in ("", ".", "..") or "/" in device or "\0" in device or not _is_dir(folder):
         raise ItemsError(f"no evidence folder for device {device!r} in {evidence} (the dock "
                          "has pulled no device of that id)")
     notes: list[str] = []
     files, custody, purged = _read_chain(folder, notes)
     for seq, receipt in _receipts(folder, notes):
         for named in receipt:
-            custody.setdefault(named, seq)
+            custody[named] = min(custody.get(named, seq), seq)
     archived, torn = _journal(folder, notes)
     if torn:
         notes.append(f"{journal.JOURNAL}: {torn} line(s) not whole entries (a torn last line "
@@ -65,8 +65,8 @@ def item_lines(view: dict[str, Any]) -> list[str]:
              f"{view['folder']}"]
     lines += [f"  seq {item['seq']} {item['file'] or '?'}: {item['stage']}{_detail(item)}"
               for item in view["items"]]
-    lines.append("totals: " + ", ".join(f"{n} {stage}" for stage, n in view["totals"].items()
-                                        if n))
+    lines.append("totals: " + (", ".join(f"{n} {stage}" for stage, n in view["totals"].items()
+                                         if n) or "none"))
     lines += [f"note: {note}" for note in view["notes"]]
     return lines
 

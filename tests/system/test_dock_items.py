@@ -115,7 +115,7 @@ def test_items_archived_before_custody_then_in_custody_then_purged(
     assert "receipts/" in notes
 
     # No device of that id; an id that is a path: one line, exit 2.
-    for name in ("TEST-0404", "..", "../evidence"):
+    for name in ("TEST-0404", "..", "../evidence", "", "TEST\0"):
         assert main(["dock", "status", "--config", str(config), "--device", name]) == 2
         err = capsys.readouterr().err
         assert err.startswith("bodycam dock: no evidence folder for device") and \
