@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent.dock import journal
 from agent.evidence.chain import SEALED_FILE_TYPES
 from agent.evidence.keys import PUBLIC_NAME
 
@@ -300,7 +301,8 @@ def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict
     """Put the sealed files `seqs` of the evidence folder and the chain lines the archive
     does not hold yet into the archive, each read back. `retention` gives a sealed-file
     record's retention; a chain slice is kept as long as the longest of its records, and
-    never less than DEFAULT_RETENTION (the chain is what proves every file)."""
+    never less than DEFAULT_RETENTION (the chain is what proves every file). Each file read
+    back is entered in the folder's journal (agent.dock.journal) as it is."""
     archive.probe()
     now = datetime.now(UTC)
     by_seq = {r["seq"]: r for r in records}
@@ -311,8 +313,14 @@ def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict
         record = by_seq[seq]
         payload = record["payload"]
         until = retain_until(sealed_time(record), retention(record), now)
-        return seq, archive.put_file(archive.location.key(device, payload["file"]),
-                                     folder / payload["file"], payload["sha256"], until)
+        key = archive.location.key(device, payload["file"])
+        held = archive.put_file(key, folder / payload["file"], payload["sha256"], until)
+        try:
+            journal.append(folder, {"seq": seq, "file": payload["file"], **held.as_record()})
+        except OSError as exc:  # the dock's own account of it lost: not counted as archived
+            raise ArchiveError(f"{key} is archived, but the dock cannot enter it in "
+                               f"{folder / journal.JOURNAL}: {exc}") from None
+        return seq, held
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="dock-archive") as pool:
         done.files = dict(pool.map(put, list(seqs)))

@@ -84,6 +84,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     status.add_argument("--config", required=True, type=Path, metavar="DOCK_TOML")
     status.add_argument("--json", action="store_true", help="the state file, each bay with "
                         "the progress of its pull")
+    status.add_argument("--device", metavar="ID", help="each sealed file of this device "
+                        "and where it stands: pending, partial, held, verified, archived, "
+                        "custody, purged (from its evidence folder)")
     status.add_argument("-v", "--verbose", action="store_true")
     status.set_defaults(func=_status)
 
@@ -221,6 +224,8 @@ def _status(args: argparse.Namespace) -> int:
     config = _service_config(args.config)
     if config is None:
         return 2
+    if args.device is not None:
+        return _items(config.evidence, args.device, args.json)
     try:
         state = State.load(config.state)
     except DockError as exc:
@@ -231,6 +236,20 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(view, indent=1, sort_keys=True))
     else:
         print("\n".join(status_lines(view)))
+    return 0
+
+
+def _items(evidence: Path, device: str, as_json: bool) -> int:
+    import json
+
+    from agent.dock.items import ItemsError, device_items, item_lines
+
+    try:
+        view = device_items(evidence, device)
+    except ItemsError as exc:
+        print(f"bodycam dock: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(view, indent=1) if as_json else "\n".join(item_lines(view)))
     return 0
 
 

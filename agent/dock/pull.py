@@ -45,6 +45,7 @@ from agent.dock.archive import (
 )
 from agent.dock.bulk import BulkLink, Connections, Download, Throttle
 from agent.dock.direct_file import ForeignFile, aligned_down, open_own
+from agent.dock.journal import JOURNAL
 from agent.dock.progress import Progress
 from agent.dock.reading import sealed_file
 from agent.durable import fsync_dir, write_all
@@ -640,7 +641,7 @@ def _refuse_links(folder: Path) -> None:
         return
     names = [folder] + [folder / name for name in (
         "keys", f"keys/{PUBLIC_NAME}", "chain.jsonl", "manifest.json", "manifest.json.tmp",
-        VERIFIED, f"{VERIFIED}.tmp", *_FOLDERS)]
+        VERIFIED, f"{VERIFIED}.tmp", JOURNAL, *_FOLDERS)]
     for sub in _FOLDERS:
         if (folder / sub).is_dir() and not (folder / sub).is_symlink():
             names += sorted((folder / sub).iterdir())

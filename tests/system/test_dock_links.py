@@ -96,7 +96,8 @@ def test_bytes_that_do_not_match_the_chain_are_kept_owner_only(device: Docked,
 
 
 @pytest.mark.parametrize("plant", ["symlink partial", "hard link partial", "fifo partial",
-                                   "symlink chain", "symlink manifest", "symlink sealed"])
+                                   "symlink chain", "symlink manifest", "symlink sealed",
+                                   "symlink journal"])
 def test_a_link_planted_in_the_evidence_folder_is_never_followed(
         device: Docked, tmp_path: Path, plant: str) -> None:
     segment = sealed_segments(device.store)[1]
@@ -117,7 +118,8 @@ def test_a_link_planted_in_the_evidence_folder_is_never_followed(
           "fifo partial": folder / "partial" / f"{name}.part",
           "symlink chain": folder / "chain.jsonl",
           "symlink manifest": folder / "manifest.json.tmp",
-          "symlink sealed": folder / "sealed" / name}[plant]
+          "symlink sealed": folder / "sealed" / name,
+          "symlink journal": folder / "archived.jsonl"}[plant]
     if plant.startswith("hard link"):
         os.link(victim, at)
     elif plant.startswith("fifo"):  # a pull must not hang on it
