@@ -10,7 +10,6 @@ import os
 import re
 import reprlib
 import sys
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +25,7 @@ from pydantic import (
 )
 
 from agent.mqtt_link import broker
+from agent.toml_file import TomlFileError, read_toml
 
 _REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
 _INSTALLED_CONFIG = Path(sys.prefix) / "share" / "bodycam" / "config"
@@ -35,7 +35,6 @@ class ConfigError(Exception):
     """A configuration the daemon refuses to start with."""
 
 
-_CONFIG_LIMIT = 1 << 20  # bytes: a real configuration is a few KiB
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SHORT = reprlib.Repr()  # a value in an error line: whole when short, cut when huge
 _SHORT.maxstring = _SHORT.maxother = 200
@@ -583,38 +582,10 @@ def load_config(path: Path | None = None, store: Path | None = None,
 
 
 def _parse_toml(path: Path) -> dict[str, Any]:
-    """The file as TOML; whatever is wrong with it is named with its line."""
     try:
-        with path.open("rb") as f:
-            data = f.read(_CONFIG_LIMIT + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from exc
-    if len(data) > _CONFIG_LIMIT:
-        raise ConfigError(f"config error in {path}: longer than {_CONFIG_LIMIT} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config error in {path}: not UTF-8 at {_place(data, exc.start)} "
-                          f"(byte {data[exc.start]:#04x})") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config error in {path}: not valid TOML: {exc}") from None
-    except RecursionError:  # tomllib recurses once per level of nesting
-        deepest = max(text.splitlines() or [""], key=lambda line: line.count("[") +
-                      line.count("{"))
-        line = text.splitlines().index(deepest) + 1 if text else 1
-        raise ConfigError(f"config error in {path}: not valid TOML: arrays or tables nested "
-                          f"too deeply (at line {line})") from None
-    except ValueError as exc:  # an integer of thousands of digits
-        digits = re.search(r"\d[\d_]{99,}", text)
-        where = _place(data, len(text[:digits.start()].encode())) if digits else "?"
-        raise ConfigError(f"config error in {path}: not valid TOML at {where}: {exc}") from None
-
-
-def _place(data: bytes, offset: int) -> str:
-    line, line_start = data.count(b"\n", 0, offset) + 1, data.rfind(b"\n", 0, offset) + 1
-    return f"line {line}, column {offset - line_start + 1}"
+        return read_toml(path)
+    except TomlFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _describe(path: Path, err: Any) -> str:

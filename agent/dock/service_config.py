@@ -10,14 +10,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import ssl
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 from agent.mqtt_link import Broker, broker, tls_context
+from agent.toml_file import TomlFileError, read_toml
 
-_LIMIT = 1 << 20  # bytes: a real dock.toml is a few hundred
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KEYS = {"operator", "evidence", "state", "bays", "max_concurrent", "connections", "poll_s",
          "bay_mbit", "bay_mbit_override", "tls", "archive", "mqtt", "discovery"}
@@ -134,19 +133,9 @@ class _Reader:
 def load_service_config(path: Path) -> ServiceConfig:
     """Read and check dock.toml; paths in it are relative to its folder."""
     try:
-        with path.open("rb") as f:
-            data = f.read(_LIMIT + 1)
-    except OSError as exc:
-        raise ServiceConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
-    if len(data) > _LIMIT:
-        raise ServiceConfigError(f"config error in {path}: longer than {_LIMIT} bytes")
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ServiceConfigError(f"config error in {path}: not UTF-8 at byte {exc.start}") \
-            from None
-    except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
-        raise ServiceConfigError(f"config error in {path}: not valid TOML: {exc}") from None
+        raw = read_toml(path)
+    except TomlFileError as exc:
+        raise ServiceConfigError(str(exc)) from None
     top = _Reader(path, raw, "", _KEYS)
     tls = _Reader(path, _table(top, "tls"), "tls", _TLS_KEYS)
     discovery = _discovery(top)
