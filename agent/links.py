@@ -125,6 +125,7 @@ class _Changes:
                 break
             except OSError:  # ENOBUFS: changes were lost, so something changed
                 changed = True
+                break  # what is still queued is read at the next wait
         return changed
 
     def close(self) -> None:
