@@ -6,6 +6,7 @@ reading it is an installer at a docking station, not the author of this code.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import reprlib
@@ -434,6 +435,22 @@ class DockConfig(_Section):
     purge_free_below_mb: Annotated[int, Field(ge=0, le=1 << 32)] = 2048
     purge_check_s: Annotated[float, Field(gt=0, le=_DAY_S)] = 60.0
     export_alarm: bool = True    # Art. 20: export_overdue when not in custody in time
+
+    @field_validator("address")
+    @classmethod
+    def _one_link(cls, address: str) -> str:
+        """An IP address of one link: the server binds it at start, often before the link
+        is up, where a name may not resolve (the server would stay off all shift); and
+        0.0.0.0 or :: would serve every interface."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise ValueError("not an IP address (the device's address on the dock link, "
+                             "e.g. 192.168.7.2)") from None
+        if ip.is_unspecified:
+            raise ValueError("would serve every interface; give the dock link's address "
+                             "only") from None
+        return address
 
     def path(self, store: Path, name: str) -> Path:
         return store / os.path.expanduser(name)

@@ -52,6 +52,12 @@ BAD = {
     "retention under a year (Art. 21)": (
         "reminder_interval_s = 120", "reminder_interval_s = 120\n[retention]\nstandard_days = 180",
         "[retention] standard_days = 180: Input should be greater than or equal to 365"),
+    "dock address a name": (
+        "reminder_interval_s = 120", 'reminder_interval_s = 120\n[dock]\naddress = "dock.local"',
+        "[dock] address = 'dock.local': not an IP address"),
+    "dock address every interface": (
+        "reminder_interval_s = 120", 'reminder_interval_s = 120\n[dock]\naddress = "0.0.0.0"',
+        "[dock] address = '0.0.0.0': would serve every interface"),
 }
 
 
