@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,7 +66,7 @@ File = Annotated[Text, AfterValidator(_a_file)]
 Mbit = Annotated[float, Field(ge=0, le=MAX_MBIT)]  # 0: uncapped
 
 
-def _each(values: Any, fits: Any, why: str) -> Any:
+def _each(values: Any, fits: Callable[[str], object], why: str) -> Any:
     """Each item of a list checked before the list is typed, so that the error shows the
     whole list (`bays = [1]: 1 is not ...`) rather than an index."""
     for value in values if isinstance(values, list) else ():
