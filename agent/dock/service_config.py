@@ -188,6 +188,8 @@ class _Discovery(Section):
 
 
 class _DockToml(Section):
+    """The file as written; ServiceConfig is what the service uses of it."""
+
     operator: Text  # named in every custody report (Art. 22)
     evidence: Text
     state: Text | None = None  # None: dock-state.json beside the evidence folder
@@ -210,9 +212,15 @@ class _DockToml(Section):
     @field_validator("bays")
     @classmethod
     def _distinct(cls, bays: list[str] | None) -> list[str] | None:
-        if bays is not None and len({_bay(bay) for bay in bays}) != len(bays):
+        named = None if bays is None else [_bay(bay) for bay in bays]
+        if named is not None and len(set(named)) != len(named):
             raise ValueError("not a list of distinct device addresses")
-        return bays
+        return named
+
+    @field_validator("bay_mbit_override")
+    @classmethod
+    def _by_bay(cls, caps: dict[str, float]) -> dict[str, float]:
+        return {_bay(bay): mbit for bay, mbit in caps.items()}
 
     @model_validator(mode="after")
     def _devices_to_pull(self) -> _DockToml:
@@ -226,9 +234,8 @@ class _DockToml(Section):
 
     @model_validator(mode="after")
     def _caps_of_bays(self) -> _DockToml:
-        bays = {_bay(bay) for bay in self.bays or ()}
         for bay, mbit in self.bay_mbit_override.items():
-            if _bay(bay) not in bays:
+            if bay not in (self.bays or ()):
                 raise ValueError(f"[bay_mbit_override] {bay} = {mbit:g}: not one of bays")
         return self
 
@@ -288,7 +295,7 @@ def load_service_config(path: Path) -> ServiceConfig:
     return ServiceConfig(
         path=path, operator=dock.operator, evidence=evidence,
         state=_beside(folder, dock.state) if dock.state else evidence.parent / "dock-state.json",
-        bays=tuple(_bay(bay) for bay in dock.bays or ()),
+        bays=tuple(dock.bays or ()),
         cert=_beside(folder, dock.tls.cert), key=_beside(folder, dock.tls.key),
         ca=_beside(folder, dock.tls.ca), max_concurrent=dock.max_concurrent,
         connections=dock.connections, poll_s=dock.poll_s, archive=dock.archive,
@@ -296,7 +303,7 @@ def load_service_config(path: Path) -> ServiceConfig:
             mqtt.url, broker(mqtt.url), mqtt.id, *_mqtt_files(folder, mqtt),
             mqtt.heartbeat_s, mqtt.keepalive_s, mqtt.reconnect_max_s),
         bay_mbit=dock.bay_mbit,
-        bay_mbit_override={_bay(bay): mbit for bay, mbit in dock.bay_mbit_override.items()},
+        bay_mbit_override=dict(dock.bay_mbit_override),
         discovery=tuple(discovery.interfaces or ()) if discovery and discovery.enabled else ())
 
 
