@@ -8,25 +8,16 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
-import reprlib
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
-from agent.mqtt_link import broker
-from agent.toml_file import TomlFileError, read_toml
+from agent.config_file import ConfigFileError, Section, check, read_toml
+from agent.mqtt_link import broker, check_tls_files
 
 _REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
 _INSTALLED_CONFIG = Path(sys.prefix) / "share" / "bodycam" / "config"
@@ -36,39 +27,16 @@ class ConfigError(Exception):
     """A configuration the daemon refuses to start with."""
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_SHORT = reprlib.Repr()  # a value in an error line: whole when short, cut when huge
-_SHORT.maxstring = _SHORT.maxother = 200
-_SHORT.maxlong = 60
-
-
-class _Section(BaseModel):
-    """Every section: unknown keys, inf and nan refused; each number has bounds of its own."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_control_characters(cls, value: Any) -> Any:
-        """A NUL or a newline in a path, name or URL is never meant, and breaks the system
-        calls and log lines it reaches."""
-        texts = ([*value, *value.values()] if isinstance(value, dict)
-                 else value if isinstance(value, list) else [value])
-        if any(isinstance(text, str) and _CONTROL.search(text) for text in texts):
-            raise ValueError("control characters (NUL, newline, ...) are not allowed")
-        return value
-
-
 PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
 _DAY_S = 24 * 3600
 
 
-class DeviceConfig(_Section):
+class DeviceConfig(Section):
     id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
     officer: Annotated[str, Field(max_length=64)] = ""
 
 
-class StoreConfig(_Section):
+class StoreConfig(Section):
     path: Annotated[str, Field(min_length=1)]
     # Held back in a preallocated file, released when the disk fills, so the chain can
     # still seal the last segment, the stop and the alarm.
@@ -95,7 +63,7 @@ PROFILES: dict[ProfileName, VideoMode] = {
 }
 
 
-class CameraConfig(_Section):
+class CameraConfig(Section):
     backend: Literal["sim", "picamera2"]
     # A named profile, or "auto": the board's default (hal/board.py: 1080p30 where the SoC
     # encodes H.264 in hardware, else 720p30). Or, instead of a profile, width, height and
@@ -180,7 +148,7 @@ class CameraConfig(_Section):
         return min(mode.fps for mode in PROFILES.values())
 
 
-class AudioConfig(_Section):
+class AudioConfig(Section):
     """Microphone and speaker. backend "sim" is a synthetic tone and a silent speaker."""
 
     enabled: bool = True
@@ -203,7 +171,7 @@ class AudioConfig(_Section):
 LOW_BATTERY_WINDOW_MIN = (5, 30)
 
 
-class BatteryConfig(_Section):
+class BatteryConfig(Section):
     """Where the charge is read, and what projects the runtime left."""
 
     backend: Literal["sim", "sysfs", "max17048", "ina219", "none"] = "sim"
@@ -243,7 +211,7 @@ class BatteryConfig(_Section):
         return self
 
 
-class EncryptionConfig(_Section):
+class EncryptionConfig(Section):
     """Media encrypted at rest, as it is written, to the agency's age recipients.
 
     Recipients here are added to those installed at enrollment (keys/recipients.txt).
@@ -253,7 +221,7 @@ class EncryptionConfig(_Section):
     recipients: list[Annotated[str, Field(pattern=r"^age1[02-9ac-hj-np-z]{58}$")]] = []
 
 
-class ThermalConfig(_Section):
+class ThermalConfig(Section):
     """The SoC's temperature: recording stops, sealed, before the board throttles or dies."""
 
     backend: Literal["sim", "sysfs", "none"] = "sim"
@@ -277,7 +245,7 @@ class ThermalConfig(_Section):
         return self
 
 
-class ClockConfig(_Section):
+class ClockConfig(Section):
     """When the clock counts as synchronised (docs/hardware.md, Clock)."""
 
     backend: Literal["sim", "kernel"] = "sim"
@@ -286,13 +254,13 @@ class ClockConfig(_Section):
     max_error_ms: Annotated[float, Field(gt=0, le=16000)] = 16000.0
 
 
-class SelfCheckConfig(_Section):
+class SelfCheckConfig(Section):
     shift_hours: Annotated[float, Field(gt=0, le=24)] = 10.0
     export_deadline_hours: Annotated[float, Field(gt=0, le=366 * 24)] = 24.0
     run_at_start: bool = True
 
 
-class VoiceConfig(_Section):
+class VoiceConfig(Section):
     """What the device says: the notice of Art. 13 and its spoken prompts, per language."""
 
     folder: str = ""             # WAV files; relative to the config file; "" = shipped audio
@@ -305,7 +273,7 @@ class VoiceConfig(_Section):
     }
 
 
-class CuesConfig(_Section):
+class CuesConfig(Section):
     """The officer's reminders and alarms; each can be turned off."""
 
     # While recording; 0 = off.
@@ -318,7 +286,7 @@ class CuesConfig(_Section):
     storage_low_minutes: Annotated[float, Field(ge=0, le=1e9)] = 60.0  # 1e9: "always"
 
 
-class VoiceNoteConfig(_Section):
+class VoiceNoteConfig(Section):
     """The officer's spoken explanation of an interruption (Art. 16)."""
 
     wait_s: Annotated[float, Field(gt=0, le=120)] = 10.0      # for speech to begin
@@ -329,7 +297,7 @@ class VoiceNoteConfig(_Section):
     reminder_interval_s: Annotated[float, Field(ge=0, le=_DAY_S)] = 300.0
 
 
-class RecorderConfig(_Section):
+class RecorderConfig(Section):
     segment_seconds: PositiveSeconds
     flush_interval: Annotated[float, Field(gt=0, le=10)] = 1.0
     pre_event_seconds: Annotated[float, Field(ge=0, le=120)] = 30.0
@@ -339,7 +307,7 @@ class RecorderConfig(_Section):
     same_incident_s: Annotated[float, Field(ge=0, le=_DAY_S)] = 600.0
 
 
-class GpioConfig(_Section):
+class GpioConfig(Section):
     pin_factory: Literal["mock", "native", "lgpio", "rpigpio", "pigpio"]
     button_pin: Annotated[int, Field(ge=0, le=53)] = 17
     button_pull_up: bool = True
@@ -382,7 +350,7 @@ class GpioConfig(_Section):
         return self
 
 
-class MqttConfig(_Section):
+class MqttConfig(Section):
     """Fleet telemetry (docs/telemetry.md). Off unless enabled here or by `--mqtt URL`."""
 
     enabled: bool = False
@@ -406,6 +374,11 @@ class MqttConfig(_Section):
         broker(url)  # raises ValueError, saying what is wrong
         return url
 
+    @model_validator(mode="after")
+    def _tls_files_suit_the_broker(self) -> MqttConfig:
+        check_tls_files(self.url, self.ca, self.cert, self.key)
+        return self
+
     @property
     def tls(self) -> bool:
         return broker(self.url).tls
@@ -417,7 +390,7 @@ class MqttConfig(_Section):
     @property
     def port(self) -> int:
         return broker(self.url).port
-class DockConfig(_Section):
+class DockConfig(Section):
     """The offload server the docking station pulls from, and when footage in custody goes.
 
     The dock CA (relative to the store) is the only trust anchor for clients. The server
@@ -454,7 +427,7 @@ class DockConfig(_Section):
 
     def path(self, store: Path, name: str) -> Path:
         return store / os.path.expanduser(name)
-class RetentionConfig(_Section):
+class RetentionConfig(Section):
     """The agency's retention of each class of sealed file (agent/evidence/retention.py),
     in days: sealed into every custody record, for the dock and the archive to keep each file
     at least that long (docs/docking.md, "Retention"). Art. 21 keeps recordings at least a
@@ -475,7 +448,7 @@ class RetentionConfig(_Section):
         return {"standard": self.standard_days, "marked": self.marked_days}
 
 
-class GnssConfig(_Section):
+class GnssConfig(Section):
     """Where the location comes from: gpsd's JSON protocol over TCP, a scripted fix, or none."""
 
     backend: Literal["gpsd", "sim", "none"] = "none"
@@ -487,7 +460,7 @@ class GnssConfig(_Section):
     sim_alt_m: Annotated[float, Field(ge=-11_000, le=100_000)] = 34.0
 
 
-class Config(_Section):
+class Config(Section):
     device: DeviceConfig
     store: StoreConfig
     camera: CameraConfig
@@ -503,16 +476,6 @@ class Config(_Section):
     cues: CuesConfig = CuesConfig()
     voice_note: VoiceNoteConfig = VoiceNoteConfig()
     mqtt: MqttConfig = MqttConfig()
-
-    @model_validator(mode="after")
-    def _tls_files_need_mqtts(self) -> Config:
-        mqtt = self.mqtt
-        if bool(mqtt.cert) != bool(mqtt.key):
-            raise ValueError(f"[mqtt] cert = {mqtt.cert!r}, key = {mqtt.key!r}: a client "
-                             "certificate needs its key: set both or neither")
-        if not mqtt.tls and (mqtt.ca or mqtt.cert):
-            raise ValueError(f"[mqtt] url = {mqtt.url!r}: ca, cert and key need mqtts://")
-        return self
 
     @model_validator(mode="after")
     def _discovery_needs_a_plain_id(self) -> Config:
@@ -584,46 +547,18 @@ def load_config(path: Path | None = None, store: Path | None = None,
     """Read and validate `path` (the simulated device when None); `store` overrides [store],
     `mqtt` (a broker URL, from `--mqtt`) turns [mqtt] on with that url."""
     path = path or default_config_path()
-    raw = _parse_toml(path)
-    if store is not None:
-        raw.setdefault("store", {})["path"] = str(store)
-    if mqtt is not None:
-        raw.setdefault("mqtt", {}).update(enabled=True, url=mqtt)
     try:
-        config = Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(path, err) for err in exc.errors())) from exc
+        raw = read_toml(path)
+        if store is not None:
+            raw.setdefault("store", {})["path"] = str(store)
+        if mqtt is not None:
+            raw.setdefault("mqtt", {}).update(enabled=True, url=mqtt)
+        config = check(Config, raw, path)
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
     check_store_writable(config.store_path, path)
     check_mqtt_files(config, path)
     return config, path
-
-
-def _parse_toml(path: Path) -> dict[str, Any]:
-    try:
-        return read_toml(path)
-    except TomlFileError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _describe(path: Path, err: Any) -> str:
-    loc = [_SHORT.repr(str(part)) if _CONTROL.search(str(part)) else str(part)
-           for part in err["loc"]]
-    if err["type"] == "extra_forbidden":
-        return f"config error in {path}: unknown key {_key(loc)}"
-    if err["type"] == "missing":
-        return f"config error in {path}: missing key {_key(loc)}"
-    if not loc:
-        return f"config error in {path}: {err['msg'].removeprefix('Value error, ')}"
-    if len(loc) == 1 and isinstance(err["input"], dict):  # a rule across a section's keys
-        return f"config error in {path}: [{loc[0]}] {err['msg'].removeprefix('Value error, ')}"
-    return (f"config error in {path}: {_key(loc)} = {_SHORT.repr(err['input'])}: "
-            f"{err['msg'].removeprefix('Value error, ')}")
-
-
-def _key(loc: list[str]) -> str:
-    if len(loc) == 1:
-        return f"[{loc[0]}]"
-    return f"[{'.'.join(loc[:-1])}] {loc[-1]}"
 
 
 def check_store_writable(store: Path, source: Path) -> None:

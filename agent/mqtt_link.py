@@ -46,6 +46,16 @@ def broker(url: str) -> Broker:
     return Broker(parts.hostname, port or (8883 if tls else 1883), tls)
 
 
+def check_tls_files(url: str, ca: str | None, cert: str | None, key: str | None) -> None:
+    """A client certificate comes with its key, and any TLS file needs mqtts://;
+    ValueError says what is wrong, as `key = value: why` within the [mqtt] table."""
+    if bool(cert) != bool(key):
+        raise ValueError(f"cert = {cert!r}, key = {key!r}: a client certificate needs its "
+                         "key: set both or neither")
+    if not broker(url).tls and (ca or cert):
+        raise ValueError(f"url = {url!r}: ca, cert and key need mqtts://")
+
+
 def tls_context(ca: Path | None, cert: Path | None = None,
                 key: Path | None = None) -> ssl.SSLContext:
     """The broker's certificate checked against `ca` (None: the system's CAs) and its host
