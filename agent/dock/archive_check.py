@@ -171,10 +171,10 @@ def _join_chain(archive: Archive, device: str, chain: Path, report: ArchiveRepor
     and named unless under COMPLIANCE retention that has not ended."""
     held: list[bytes] = []
     for first, last, key in archive.chain_slices(device):
-        data = _get(archive, key, _first_version(archive, key, report), report,
-                    f"chain slice {key}",
+        version = _first_version(archive, key, report)
+        data = _get(archive, key, version, report, f"chain slice {key}",
                     partial(_locked, now=now, kept=kept, what="chain slice", key=key,
-                            first=first))
+                            version=version, first=first))
         if data is None:
             continue
         lines = data.splitlines(keepends=True)
@@ -273,16 +273,18 @@ def _receipts(archive: Archive, device: str, folder: Path, lines: int,
 
 
 def _locked(head: dict[str, Any], now: datetime, kept: list[_Kept] | None = None,
-            what: str = "", key: str = "", first: int = 1) -> str | None:
+            what: str = "", key: str = "", version: str | None = None,
+            first: int = 1) -> str | None:
     """What is wrong with an object version's lock: not under COMPLIANCE retention, or out
-    of it; or None. With `kept`, a version whose lock is right is added to it."""
+    of it; or None. With `kept`, a version whose lock is right is added to it (`version`,
+    else the one read)."""
     until = _until(head)
     if head.get("ObjectLockMode") != MODE or until is None:
         return f"not under {MODE} retention (held: {head.get('ObjectLockMode') or 'no lock'})"
     if until < now:
         return f"out of retention since {until:{_UNTIL}}"
     if kept is not None:
-        kept.append(_Kept(what, key, head.get("VersionId"), until, first))
+        kept.append(_Kept(what, key, version or head.get("VersionId"), until, first))
     return None
 
 
@@ -377,6 +379,6 @@ def _get(archive: Archive, key: str, version: str | None, report: ArchiveReport,
         return None
     problem = check(answer) if check else None
     if problem:
-        report.problems.append(f"{what}: {key} version {answer.get('VersionId', version)}: "
+        report.problems.append(f"{what}: {key} version {version or answer.get('VersionId')}: "
                                f"{problem}")
     return data
