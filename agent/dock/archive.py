@@ -32,7 +32,7 @@ DEFAULT_RETENTION = timedelta(days=365)  # Art. 21: a year
 DEFAULT_MARKED_RETENTION = timedelta(days=3650)  # as the device's [retention] marked_days
 MIN_RETENTION = timedelta(days=1)        # however old a file is when it reaches the archive
 PROBE_RETENTION = timedelta(hours=1)     # the probe object's, left locked in the bucket
-# How far past what a file needs an older chain slice's retention is extended (`renew_slices`).
+# How far past what the files it proves need a chain slice is kept (`renew_slices`).
 RENEWAL = timedelta(days=30)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _SLICE = re.compile(r"([0-9]{8})-([0-9]{8})\.jsonl")
@@ -333,22 +333,30 @@ def proved(first: int, files: Mapping[int, datetime]) -> tuple[int, datetime] | 
     return None if latest is None else (latest[1], latest[0])
 
 
+def renewed(first: int, files: Mapping[int, datetime]) -> datetime | None:
+    """How long a chain slice from line `first` is kept, when a file of `files` (record seq
+    -> retained until) needs it (`proved`): RENEWAL past that file. Each pull's files need a
+    little more than the last's (a day more, with a pull a day); a slice kept exactly as
+    long would be extended at every pull, one kept a renewal longer about once a month."""
+    needed = proved(first, files)
+    return None if needed is None else needed[1] + RENEWAL
+
+
 def renew_slices(archive: Archive, device: str, files: Mapping[int, datetime],
                  pool: Executor) -> None:
-    """Every chain slice already archived kept at least as long as each file it proves
-    (`proved`) of `files`, those a pull archived: a file sealed or marked after a slice was
-    written is retained past it. A slice is extended RENEWAL beyond what is needed, so that
-    with a pull a day it is extended about once a month, not at every pull: each pull reads
-    every slice's retention (HeadObject, on `pool`), and only the few extended cost a
-    PutObjectRetention and a read-back (figures: docs/performance.md)."""
+    """Every chain slice already archived kept at least as long as each file of `files`
+    (those a pull archived) that it proves: a file sealed or marked after a slice was
+    written is retained past it. Each slice's retention is read (HeadObject, on `pool`);
+    one kept less than a file it proves is extended (`renewed`). Figures:
+    docs/performance.md."""
     def renew(item: tuple[int, str, str]) -> None:
         first, key, version = item
-        needed = proved(first, files)
-        if needed is None:
+        needed, until = proved(first, files), renewed(first, files)
+        if needed is None or until is None:
             return
         held = archive.read_back(key, version)
         if held.retain_until is None or held.retain_until < needed[1]:
-            archive.extend(held, needed[1] + RENEWAL)
+            archive.extend(held, until)
 
     list(pool.map(renew, archive.first_slice_versions(device)))
 
@@ -359,10 +367,10 @@ def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict
     """Put the sealed files `seqs` of the evidence folder and the chain lines the archive
     does not hold yet into the archive, each read back. `retention` gives a sealed-file
     record's retention; a chain slice is kept as long as the longest of its records, and
-    never less than DEFAULT_RETENTION (the chain is what proves every file), so the new
-    slice and the key outlast every file of the pull; the slices archived before are
-    extended to outlast them too (`renew_slices`). Each file read back is entered in the
-    folder's journal (agent.dock.journal) as it is."""
+    never less than DEFAULT_RETENTION (the chain is what proves every file), so the key
+    outlasts every file of the pull, and the new slice too, kept a renewal past them
+    (`renewed`); the slices archived before are extended to outlast them (`renew_slices`).
+    Each file read back is entered in the folder's journal (agent.dock.journal) as it is."""
     archive.probe()
     now = datetime.now(UTC)
     by_seq = {r["seq"]: r for r in records}
@@ -384,8 +392,8 @@ def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="dock-archive") as pool:
         done.files = dict(pool.map(put, list(seqs)))
-        renew_slices(archive, device, {seq: held.retain_until for seq, held in done.files.items()
-                                       if held.retain_until}, pool)
+        kept = {seq: held.retain_until for seq, held in done.files.items() if held.retain_until}
+        renew_slices(archive, device, kept, pool)
     # The key the chain's first records verify with, once: what `bodycam verify s3://` uses
     # unless given the enrolment register's (--key).
     archive.put_bytes(archive.location.key(device, "keys", PUBLIC_NAME),
@@ -396,7 +404,7 @@ def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict
     if data:
         done.chain = archive.put_bytes(
             archive.location.key(device, "chain", f"{first:08d}-{last:08d}.jsonl"), data,
-            retain_until(now, done.longest, now))
+            max(retain_until(now, done.longest, now), renewed(first, kept) or now))
     return done
 
 

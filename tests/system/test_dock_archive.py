@@ -19,7 +19,7 @@ import pytest
 
 from agent.cli import main
 from agent.device.state import State
-from agent.dock.archive import MODE, Archive, Location
+from agent.dock.archive import MODE, RENEWAL, Archive, Location
 from agent.dock.pull import DockError, pull
 from agent.evidence.retention import MARKED
 from agent.evidence.verify import verify_store
@@ -312,6 +312,10 @@ def test_the_chain_slices_that_prove_a_file_marked_later_are_kept_as_long_as_it(
             "ObjectLockRetainUntilDate"]
         assert all(until >= kept[seq] for seq in kept if seq >= from_line), \
             (version["Key"], until, kept)
+    # The new slice is kept a renewal past the files it proves: no extension for a month.
+    new = second.archived.chain
+    assert new.retain_until >= max(kept[seq] for seq in kept
+                                   if seq >= int(new.key.rsplit("/", 1)[1][:8])) + RENEWAL
     assert main(["verify", f"s3://{bucket}/agency"]) == 0, capsys.readouterr().out
 
 
