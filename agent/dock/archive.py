@@ -6,7 +6,8 @@ seals sent along (`ChecksumSHA256`: the store itself refuses bytes that do not h
 it), then read back (HeadObject) before it counts: the version, size, SHA-256 and
 retention the store holds are the only account of what is archived. A store is first
 probed: a locked test object whose version the dock then tries to delete; a store that
-lets it (it takes a retention and does not enforce it) is refused. Keys and rules:
+lets it (it takes a retention and does not enforce it) is refused. The slices a file's
+proof needs are kept at least as long as it (`renew_slices`). Keys and rules:
 docs/archive.md.
 """
 

@@ -5,7 +5,8 @@ line 1), every object version a custody record names (in the archived chain, or 
 archived receipt the chain does not reach yet) is downloaded into a temporary store with
 the device's key, and the project's verifier checks it all against the device's
 signatures. The archive's own findings come first: an object missing, a version out of
-retention, slices that do not join. docs/archive.md, "Verifying the archive".
+retention, slices that do not join, a slice (or the key) kept less than a file it proves.
+docs/archive.md, "Verifying the archive".
 """
 
 from __future__ import annotations
