@@ -20,14 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agent.dock.archive import (
-    MODE,
-    Archive,
-    ArchiveError,
-    client_errors,
-    describe_error,
-    proved,
-)
+from agent.dock.archive import MODE, Archive, ArchiveError, client_errors, describe_error, proved
 from agent.dock.reading import sealed_file
 from agent.evidence.chain import parse_line, read_bodies
 from agent.evidence.keys import PUBLIC_NAME
