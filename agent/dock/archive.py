@@ -359,7 +359,8 @@ def renew_slices(archive: Archive, device: str, files: Mapping[int, datetime],
         if held.retain_until is None or held.retain_until < needed[1]:
             archive.extend(held, until)
 
-    list(pool.map(renew, archive.first_slice_versions(device)))
+    if files:
+        list(pool.map(renew, archive.first_slice_versions(device)))
 
 
 def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict[str, Any]],
