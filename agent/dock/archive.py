@@ -6,7 +6,8 @@ seals sent along (`ChecksumSHA256`: the store itself refuses bytes that do not h
 it), then read back (HeadObject) before it counts: the version, size, SHA-256 and
 retention the store holds are the only account of what is archived. A store is first
 probed: a locked test object whose version the dock then tries to delete; a store that
-lets it (it takes a retention and does not enforce it) is refused. Keys and rules:
+lets it (it takes a retention and does not enforce it) is refused. The slices a file's
+proof needs are kept at least as long as it (`renew_slices`). Keys and rules:
 docs/archive.md.
 """
 
@@ -16,8 +17,8 @@ import base64
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +33,8 @@ DEFAULT_RETENTION = timedelta(days=365)  # Art. 21: a year
 DEFAULT_MARKED_RETENTION = timedelta(days=3650)  # as the device's [retention] marked_days
 MIN_RETENTION = timedelta(days=1)        # however old a file is when it reaches the archive
 PROBE_RETENTION = timedelta(hours=1)     # the probe object's, left locked in the bucket
+# How far past what the files it proves need a chain slice is kept (`renew_slices`).
+RENEWAL = timedelta(days=30)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _SLICE = re.compile(r"([0-9]{8})-([0-9]{8})\.jsonl")
 
@@ -179,12 +182,20 @@ class Archive:
         held = self._latest(key) if once else None
         if held is None or held.sha256 != sha256 or held.mode != MODE:
             held = self.read_back(key, self._put(key, body, sha256, until))
-        elif held.retain_until is None or held.retain_until < until:
-            self._call("extend the retention of", key, self.client.put_object_retention,
-                       Bucket=self.location.bucket, Key=key, VersionId=held.version_id,
-                       Retention={"Mode": MODE, "RetainUntilDate": until})
-            held = self.read_back(key, held.version_id)
+        else:
+            held = self.extend(held, until)
         return self._check(held, sha256, size, until)
+
+    def extend(self, held: Held, until: datetime) -> Held:
+        """`held` kept at least until `until`: its retention lengthened when it ends sooner
+        (PutObjectRetention, which a COMPLIANCE lock lets only lengthen), read back."""
+        if held.mode == MODE and held.retain_until is not None and held.retain_until >= until:
+            return held
+        self._call("extend the retention of", held.key, self.client.put_object_retention,
+                   Bucket=self.location.bucket, Key=held.key, VersionId=held.version_id,
+                   Retention={"Mode": MODE, "RetainUntilDate": until})
+        return self._check(self.read_back(held.key, held.version_id), held.sha256, held.size,
+                           until)
 
     def chain_slices(self, device: str) -> list[tuple[int, int, str]]:
         """(first, last, key) of every chain slice archived for `device`, by first line."""
@@ -200,6 +211,24 @@ class Archive:
         except self._errors() as exc:
             raise ArchiveError(f"cannot list {prefix} in {self.location}: "
                                f"{describe_error(exc)}") from None
+        return sorted(found)
+
+    def first_slice_versions(self, device: str) -> list[tuple[int, str, str]]:
+        """(first line, key, version id) of the first version at every chain slice key of
+        `device`: the one the dock wrote, which a custody record names and `bodycam verify
+        s3://` checks (anything put on top later, through S3, is not the archived slice)."""
+        prefix = self.location.key(device, "chain") + "/"
+        first: dict[str, str] = {}
+        try:
+            for page in self.client.get_paginator("list_object_versions").paginate(
+                    Bucket=self.location.bucket, Prefix=prefix):
+                for item in page.get("Versions", []):  # each key's newest first
+                    first[item["Key"]] = item["VersionId"]
+        except self._errors() as exc:
+            raise ArchiveError(f"cannot list the versions under {prefix} in {self.location}: "
+                               f"{describe_error(exc)}") from None
+        found = [(int(match[1]), key, version) for key, version in first.items()
+                 if (match := _SLICE.fullmatch(key[len(prefix):]))]
         return sorted(found)
 
     def read_back(self, key: str, version_id: str) -> Held:
@@ -295,14 +324,55 @@ class Archived:
                 "receipt": self.receipt.as_record() if self.receipt else None}
 
 
+def proved(first: int, files: Mapping[int, datetime]) -> tuple[int, datetime] | None:
+    """Of the archived files (record seq -> retained until), the one retained longest whose
+    record is at or after chain line `first`, or None: a slice starting there is part of its
+    proof (the verifier joins slices from line 1 through a file's record), so it must be kept
+    at least as long. The dock extends slices by it (`renew_slices`), `bodycam verify s3://`
+    names a slice kept less."""
+    latest = max(((until, seq) for seq, until in files.items() if seq >= first), default=None)
+    return None if latest is None else (latest[1], latest[0])
+
+
+def renewed(first: int, files: Mapping[int, datetime]) -> datetime | None:
+    """How long a chain slice from line `first` is kept, when a file of `files` (record seq
+    -> retained until) needs it (`proved`): RENEWAL past that file. Each pull's files need a
+    little more than the last's (a day more, with a pull a day); a slice kept exactly as
+    long would be extended at every pull, one kept a renewal longer about once a month."""
+    needed = proved(first, files)
+    return None if needed is None else needed[1] + RENEWAL
+
+
+def renew_slices(archive: Archive, device: str, files: Mapping[int, datetime],
+                 pool: Executor) -> None:
+    """Every chain slice already archived kept at least as long as each file of `files`
+    (those a pull archived) that it proves: a file sealed or marked after a slice was
+    written is retained past it. Each slice's retention is read (HeadObject, on `pool`);
+    one kept less than a file it proves is extended (`renewed`). Figures:
+    docs/performance.md."""
+    def renew(item: tuple[int, str, str]) -> None:
+        first, key, version = item
+        needed, until = proved(first, files), renewed(first, files)
+        if needed is None or until is None:
+            return
+        held = archive.read_back(key, version)
+        if held.retain_until is None or held.retain_until < needed[1]:
+            archive.extend(held, until)
+
+    if files:
+        list(pool.map(renew, archive.first_slice_versions(device)))
+
+
 def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict[str, Any]],
                  seqs: Iterable[int], retention: Callable[[dict[str, Any]], timedelta],
                  workers: int = 4) -> Archived:
     """Put the sealed files `seqs` of the evidence folder and the chain lines the archive
     does not hold yet into the archive, each read back. `retention` gives a sealed-file
     record's retention; a chain slice is kept as long as the longest of its records, and
-    never less than DEFAULT_RETENTION (the chain is what proves every file). Each file read
-    back is entered in the folder's journal (agent.dock.journal) as it is."""
+    never less than DEFAULT_RETENTION (the chain is what proves every file), so the key
+    outlasts every file of the pull, and the new slice too, kept a renewal past them
+    (`renewed`); the slices archived before are extended to outlast them (`renew_slices`).
+    Each file read back is entered in the folder's journal (agent.dock.journal) as it is."""
     archive.probe()
     now = datetime.now(UTC)
     by_seq = {r["seq"]: r for r in records}
@@ -324,6 +394,8 @@ def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="dock-archive") as pool:
         done.files = dict(pool.map(put, list(seqs)))
+        kept = {seq: held.retain_until for seq, held in done.files.items() if held.retain_until}
+        renew_slices(archive, device, kept, pool)
     # The key the chain's first records verify with, once: what `bodycam verify s3://` uses
     # unless given the enrolment register's (--key).
     archive.put_bytes(archive.location.key(device, "keys", PUBLIC_NAME),
@@ -334,7 +406,7 @@ def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict
     if data:
         done.chain = archive.put_bytes(
             archive.location.key(device, "chain", f"{first:08d}-{last:08d}.jsonl"), data,
-            retain_until(now, done.longest, now))
+            max(retain_until(now, done.longest, now), renewed(first, kept) or now))
     return done
 
 

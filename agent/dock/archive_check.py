@@ -5,7 +5,8 @@ line 1), every object version a custody record names (in the archived chain, or 
 archived receipt the chain does not reach yet) is downloaded into a temporary store with
 the device's key, and the project's verifier checks it all against the device's
 signatures. The archive's own findings come first: an object missing, a version out of
-retention, slices that do not join. docs/archive.md, "Verifying the archive".
+retention, slices that do not join, a slice (or the key) kept less than a file it proves.
+docs/archive.md, "Verifying the archive".
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from agent.dock.archive import MODE, Archive, ArchiveError, client_errors, describe_error
+from agent.dock.archive import MODE, Archive, ArchiveError, client_errors, describe_error, proved
 from agent.dock.reading import sealed_file
 from agent.evidence.chain import parse_line, read_bodies
 from agent.evidence.keys import PUBLIC_NAME
@@ -28,8 +29,21 @@ from agent.evidence.verify import Report, verify_store
 from agent.evidence.witness import RECEIPTS
 
 _MISSING = "is missing (deleted)"
+_UNTIL = "%Y-%m-%dT%H:%M:%SZ"
 CHUNK = 1024 * 1024  # a downloaded file is written in blocks of this size
 _RECEIPT = re.compile(r"[0-9]{8}-custody\.jsonl")
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A chain slice or the key as read: its version and how long the store keeps it, when
+    under COMPLIANCE retention that has not ended (else named as read)."""
+
+    what: str              # "chain slice", "the device's key"
+    key: str
+    version: str | None
+    until: datetime
+    first: int = 1         # the first chain line it is part of the proof of
 
 
 @dataclass
@@ -83,14 +97,18 @@ def check_device(archive: Archive, device: str, folder: Path,
                  key: Path | None = None) -> ArchiveReport:
     """One device's archive, downloaded into `folder` (a new store) and verified."""
     report = ArchiveReport(device)
+    now = datetime.now(UTC)
     (folder / "keys").mkdir(parents=True)
-    lines = _join_chain(archive, device, folder / "chain.jsonl", report)
+    proofs: list[_Kept] = []  # the slices and the key: each file needs them kept as long
+    lines = _join_chain(archive, device, folder / "chain.jsonl", report, proofs, now)
     if lines == 0:
         report.problems.append(f"no chain slice under {archive.location.key(device, 'chain')}/")
         return report
     if key is None:
         key_name = archive.location.key(device, "keys", PUBLIC_NAME)
-        data = _get(archive, key_name, None, report, f"the device's key {key_name}")
+        data = _get(archive, key_name, None, report, f"the device's key {key_name}",
+                    partial(_locked, now=now, kept=proofs, what="the device's key",
+                            key=key_name))
         if data is None:
             return report
         (folder / "keys" / PUBLIC_NAME).write_bytes(data)
@@ -104,7 +122,7 @@ def check_device(archive: Archive, device: str, folder: Path,
         report.problems += [f"custody record {receipt['seq']} (its receipt, past the archived "
                             f"chain): {problem}"
                             for problem in custody_problems(receipt["payload"], *facts)]
-    now = datetime.now(UTC)
+    files: dict[int, datetime] = {}  # seq -> how long the archive must keep the file
     unnamed = []
     for record in records:
         name = sealed_file(record)  # never a name that could point outside the folder
@@ -118,7 +136,11 @@ def check_device(archive: Archive, device: str, folder: Path,
         _first_version(archive, place["key"], report)  # notes what was put on top of it
         _get(archive, place["key"], place["version_id"], report,
              f"{name} (record {record['seq']})",
-             partial(_retention, place=place, now=now), folder / name)
+             partial(_retention, place=place, now=now, kept=files, seq=record["seq"]),
+             folder / name)
+    report.problems += _short_proofs(proofs, files, _slices_named(records, receipts),
+                                     {r["seq"]: r["payload"]["file"] for r in records
+                                      if r.get("seq") in files})
     if unnamed:
         report.notes.append(f"{len(unnamed)} sealed file(s) named by no custody record's "
                             f"archive, first {unnamed[0]}: not archived (taken into custody "
@@ -136,13 +158,17 @@ def check_device(archive: Archive, device: str, folder: Path,
     return report
 
 
-def _join_chain(archive: Archive, device: str, chain: Path, report: ArchiveReport) -> int:
+def _join_chain(archive: Archive, device: str, chain: Path, report: ArchiveReport,
+                kept: list[_Kept], now: datetime) -> int:
     """The slices joined into `chain`; returns the lines held. Slices must run on from line
-    1; one that overlaps must agree with the lines held."""
+    1; one that overlaps must agree with the lines held. Each slice read is added to `kept`,
+    and named unless under COMPLIANCE retention that has not ended."""
     held: list[bytes] = []
     for first, last, key in archive.chain_slices(device):
-        data = _get(archive, key, _first_version(archive, key, report), report,
-                    f"chain slice {key}")
+        version = _first_version(archive, key, report)
+        data = _get(archive, key, version, report, f"chain slice {key}",
+                    partial(_locked, now=now, kept=kept, what="chain slice", key=key,
+                            version=version, first=first))
         if data is None:
             continue
         lines = data.splitlines(keepends=True)
@@ -219,7 +245,7 @@ def _receipts(archive: Archive, device: str, folder: Path, lines: int,
     bodies = []
     for key in keys:
         data = _get(archive, key, _first_version(archive, key, report), report,
-                    f"receipt {key}")
+                    f"receipt {key}", partial(_locked, now=datetime.now(UTC)))
         name = key[len(prefix):]
         try:
             _, _, body = parse_line((data or b"").rstrip(b"\n"))
@@ -240,20 +266,86 @@ def _receipts(archive: Archive, device: str, folder: Path, lines: int,
     return bodies
 
 
-def _retention(head: dict[str, Any], place: dict[str, Any], now: datetime) -> str | None:
-    """What is wrong with an object version's retention, or None."""
-    until = head.get("ObjectLockRetainUntilDate")
+def _locked(head: dict[str, Any], now: datetime, kept: list[_Kept] | None = None,
+            what: str = "", key: str = "", version: str | None = None,
+            first: int = 1) -> str | None:
+    """What is wrong with an object version's lock: not under COMPLIANCE retention, or out
+    of it; or None. With `kept`, a version whose lock is right is added to it (`version`,
+    else the one read)."""
+    until = _until(head)
     if head.get("ObjectLockMode") != MODE or until is None:
         return f"not under {MODE} retention (held: {head.get('ObjectLockMode') or 'no lock'})"
-    until = until.astimezone(UTC)
     if until < now:
-        return f"out of retention since {until:%Y-%m-%dT%H:%M:%SZ}"
-    named = datetime.strptime(place["retain_until"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) \
-        if isinstance(place.get("retain_until"), str) else None
-    if named is not None and until < named:
-        return (f"retained until {until:%Y-%m-%dT%H:%M:%SZ}, before the "
-                f"{place['retain_until']} the custody record names")
+        return f"out of retention since {until:{_UNTIL}}"
+    if kept is not None:
+        kept.append(_Kept(what, key, version or head.get("VersionId"), until, first))
     return None
+
+
+def _retention(head: dict[str, Any], place: dict[str, Any], now: datetime,
+               kept: dict[int, datetime], seq: int) -> str | None:
+    """What is wrong with a sealed file's version's retention (`_locked`, or retained less
+    than its custody record names), or None. How long the archive must keep it (the longer
+    of what it holds and what is named) goes in `kept` by its record's seq."""
+    problem = _locked(head, now)
+    until, named = _until(head), _named_until(place)
+    longest = max((d for d in (until, named) if d is not None), default=None)
+    if longest is not None:
+        kept[seq] = longest
+    if problem is None and until is not None and named is not None and until < named:
+        return f"retained until {until:{_UNTIL}}, before the {named:{_UNTIL}} the custody " \
+               "record names"
+    return problem
+
+
+def _short_proofs(proofs: list[_Kept], files: dict[int, datetime],
+                  named: dict[str, datetime], names: dict[int, str]) -> list[str]:
+    """The slices and the key retained less than a file they prove (`proved`), and the
+    slices retained less than a custody record names for them; one problem each."""
+    problems = []
+    for kept in proofs:
+        asked = named.get(kept.key)
+        needed = proved(kept.first, files)
+        if asked is not None and kept.until < asked:
+            problems.append(f"{kept.what} {kept.key} version {kept.version}: retained until "
+                            f"{kept.until:{_UNTIL}}, before the {asked:{_UNTIL}} the custody "
+                            "record names")
+        elif needed is not None and kept.until < needed[1]:
+            seq, until = needed
+            problems.append(f"{kept.what} {kept.key} version {kept.version}: retained until "
+                            f"{kept.until:{_UNTIL}}, before the {until:{_UNTIL}} of "
+                            f"{names.get(seq)} (record {seq}), which it proves")
+    return problems
+
+
+def _slices_named(*bodies: list[dict[str, Any]]) -> dict[str, datetime]:
+    """key -> the latest retain-until a custody record names for a chain slice (its
+    `archive.objects` entry without `seq`)."""
+    named: dict[str, datetime] = {}
+    for record in (r for records in bodies for r in records):
+        payload = record.get("payload")
+        if record.get("type") != "custody" or not isinstance(payload, dict) or \
+                not isinstance(payload.get("archive"), dict):
+            continue
+        for item in payload["archive"].get("objects", []):
+            until = _named_until(item) if isinstance(item, dict) else None
+            if until is not None and "seq" not in item and isinstance(item.get("key"), str):
+                named[item["key"]] = max(until, named.get(item["key"], until))
+    return named
+
+
+def _until(head: dict[str, Any]) -> datetime | None:
+    until = head.get("ObjectLockRetainUntilDate")
+    return until.astimezone(UTC) if until is not None else None
+
+
+def _named_until(place: dict[str, Any]) -> datetime | None:
+    named = place.get("retain_until")
+    try:
+        return datetime.strptime(named, _UNTIL).replace(tzinfo=UTC) \
+            if isinstance(named, str) else None
+    except ValueError:
+        return None
 
 
 def _get(archive: Archive, key: str, version: str | None, report: ArchiveReport, what: str,
@@ -281,5 +373,6 @@ def _get(archive: Archive, key: str, version: str | None, report: ArchiveReport,
         return None
     problem = check(answer) if check else None
     if problem:
-        report.problems.append(f"{what}: {key} version {version}: {problem}")
+        report.problems.append(f"{what}: {key} version {version or answer.get('VersionId')}: "
+                               f"{problem}")
     return data

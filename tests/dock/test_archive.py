@@ -6,13 +6,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
-from agent.dock.archive import MODE, Archive, ArchiveError, Location, next_line, retain_until
+from agent.dock.archive import (
+    MODE,
+    RENEWAL,
+    Archive,
+    ArchiveError,
+    Location,
+    next_line,
+    renew_slices,
+    retain_until,
+)
 from tests.support.s3server import S3Server, not_enforcing
 
 DAY = timedelta(days=1)
@@ -113,6 +123,34 @@ def test_a_file_is_archived_once_read_back_and_its_retention_only_grows(
     versions = s3_server.client().list_object_versions(Bucket=archive.location.bucket,
                                                        Prefix="agency/D/sealed/")["Versions"]
     assert [v["VersionId"] for v in versions] == [held.version_id]
+
+
+def test_older_slices_are_extended_past_the_files_they_prove_a_renewal_at_a_time(
+        s3_server: S3Server) -> None:
+    """A file's proof is the chain from line 1 through its record: the slices before it are
+    kept at least as long, extended RENEWAL past it, so that the next pulls, whose files
+    need a little more each day, extend nothing until the renewal is used up."""
+    archive = _archive(s3_server, s3_server.bucket())
+    now = datetime.now(UTC).replace(microsecond=0)
+    for first in (1, 4, 7):
+        archive.put_bytes(archive.location.key("D", "chain", f"{first:08d}-{first + 2:08d}.jsonl"),
+                          b"line\n" * 3, now + DAY)
+    s3 = archive.client
+    extended: list[str] = []
+    s3.meta.events.register("before-call.s3.PutObjectRetention",
+                            lambda params, **_: extended.append(params["url_path"]))
+    file_until = now + 400 * DAY  # a file whose record is line 5: slices 1-3 and 4-6 prove it
+
+    with ThreadPoolExecutor(2) as pool:
+        renew_slices(archive, "D", {5: file_until}, pool)
+        kept = {first: s3.head_object(Bucket=archive.location.bucket, Key=key)[
+            "ObjectLockRetainUntilDate"] for first, _, key in archive.chain_slices("D")}
+        assert kept == {1: file_until + RENEWAL, 4: file_until + RENEWAL, 7: now + DAY}
+        assert len(extended) == 2
+        renew_slices(archive, "D", {5: file_until + 29 * DAY}, pool)  # a month of pulls later
+        assert len(extended) == 2
+        renew_slices(archive, "D", {8: file_until + 31 * DAY}, pool)
+        assert len(extended) == 5
 
 
 @pytest.mark.parametrize("connect", [False, True], ids=["client", "Archive.connect"])

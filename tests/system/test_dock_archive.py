@@ -9,6 +9,7 @@ import asyncio
 import base64
 import itertools
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from agent.cli import main
 from agent.device.state import State
-from agent.dock.archive import MODE, Archive, Location
+from agent.dock.archive import MODE, RENEWAL, Archive, Location
 from agent.dock.pull import DockError, pull
 from agent.evidence.retention import MARKED
 from agent.evidence.verify import verify_store
@@ -271,6 +272,53 @@ def test_marked_footage_is_archived_for_the_marked_retention(
             assert until < started + timedelta(days=366), (r["seq"], until)
 
 
+def test_the_chain_slices_that_prove_a_file_marked_later_are_kept_as_long_as_it(
+        tmp_path: Path, recorded: Path, dock_pki: Pki, s3_server: S3Server,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file's proof is the chain from line 1 through its record: a file archived for a
+    year, then marked important (重要标记) and extended to ten, takes the slices archived
+    with it to ten years too, and `bodycam verify s3://` finds each slice kept as long as
+    every file it proves."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = s3_server.bucket()
+    archive = _archive(s3_server, bucket)
+    with docked_device(tmp_path, recorded, dock_pki) as device:
+        daemon = device.daemon
+        daemon.controls.press()
+        wait_for(lambda: daemon.recorder.stats.segments_sealed >= 1, what="a segment")
+        recording = daemon.recorder.recording_id
+        first = _pull(device, tmp_path / "dock", archive)  # slice 1, kept for a year
+        assert first.ok, first.problem
+        daemon.controls.press()  # the mark
+        wait_for(lambda: device.records("mark"), what="the mark")
+        daemon.controls.press(long=True)
+        wait_for(lambda: daemon.machine.state is State.STANDBY, what="standby")
+        second = _pull(device, tmp_path / "dock", archive)
+        assert second.ok, second.problem
+
+    s3 = s3_server.client()
+    marked = {r["seq"]: second.archived.files.get(r["seq"]) or first.archived.files[r["seq"]]
+              for r in sealed_segments(device.store) if r["payload"]["recording"] == recording}
+    early = min(set(marked) & set(first.archived.files))
+    kept = {seq: _head(s3_server, bucket, held.key, held.version_id)[
+        "ObjectLockRetainUntilDate"] for seq, held in marked.items()}
+    assert kept[early] > datetime.now(UTC) + timedelta(days=3649)  # marked after slice 1
+    slices = s3.list_object_versions(Bucket=bucket, Prefix="agency/TEST-0001/chain/")["Versions"]
+    assert len(slices) == 2 and first.archived.chain.key in {v["Key"] for v in slices}
+    for version in slices:  # each slice from line 1 through a marked file's record
+        from_line = int(version["Key"].rsplit("/", 1)[1][:8])
+        until = _head(s3_server, bucket, version["Key"], version["VersionId"])[
+            "ObjectLockRetainUntilDate"]
+        assert all(until >= kept[seq] for seq in kept if seq >= from_line), \
+            (version["Key"], until, kept)
+    # The new slice is kept a renewal past the files it proves: no extension for a month.
+    new = second.archived.chain
+    assert new.retain_until >= max(kept[seq] for seq in kept
+                                   if seq >= int(new.key.rsplit("/", 1)[1][:8])) + RENEWAL
+    assert main(["verify", f"s3://{bucket}/agency"]) == 0, capsys.readouterr().out
+
+
 def test_bodycam_verify_checks_the_archive_and_names_what_was_tampered_with(
         device: Docked, tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -304,10 +352,14 @@ def test_bodycam_verify_checks_the_archive_and_names_what_was_tampered_with(
            f"{first.archived.chain.version_id}" in out
     assert f"{some.key}: 1 version(s) or delete marker(s) put on top" in out
 
-    # Under the S3 layer, past its lock: one file's version deleted, another's replaced.
+    # Under the S3 layer, past its lock: one file's version deleted, another's replaced, and
+    # a chain slice's put back byte for byte, its lock gone.
     (gone, gone_at), (forged, forged_at) = sorted(first.archived.files.items())[:2]
     s3_server.tamper(bucket, gone_at.key, gone_at.version_id, None)
     s3_server.tamper(bucket, forged_at.key, forged_at.version_id, b"forged footage")
+    unlocked = second.archived.chain
+    s3_server.tamper(bucket, unlocked.key, unlocked.version_id, s3.get_object(
+        Bucket=bucket, Key=unlocked.key, VersionId=unlocked.version_id)["Body"].read())
 
     assert main(["verify", url]) == 1
     out = capsys.readouterr().out
@@ -315,6 +367,9 @@ def test_bodycam_verify_checks_the_archive_and_names_what_was_tampered_with(
     assert f"{gone_at.key} version {gone_at.version_id} cannot be read from the archive " \
            "(NoSuchVersion" in out and "): missing" in out
     assert f"{forged_at.key} version {forged_at.version_id}: not under COMPLIANCE" in out
+    # (the store lists the replaced version as "null": the filer entry lost its metadata)
+    assert re.search(f"chain slice {unlocked.key}: {unlocked.key} version [0-9a-z]+: not "
+                     r"under COMPLIANCE retention \(held: no lock\)", out), out
     # The verifier on the download: one file missing, the other not the sealed bytes.
     assert f"{gone_at.key.rsplit('/', 1)[1]} (record {gone}): is missing" in out
     assert f"{forged_at.key.rsplit('/', 1)[1]} (record {forged}): is 14 bytes" in out
