@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 from typing import TextIO
 
 TERMINAL_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -60,3 +62,26 @@ def configure(verbose: bool) -> None:
 def error_line(message: str) -> str:
     """A message printed to stderr outside logging, marked as an error for the journal."""
     return f"<3>{message}" if to_journal(sys.stderr) else message
+
+
+class Throttled:
+    """Warnings logged at most once per `every_s`, each saying how many were left out
+    before it: what a peer can make happen again and again (a refused request, a bogus
+    announcement) must not fill the log."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 60.0,
+                 what: str = "refusals") -> None:
+        self._log, self._every_s, self._what = logger, every_s, what
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._skipped = 0
+
+    def warning(self, message: str) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next:
+                self._skipped += 1
+                return
+            skipped, self._skipped, self._next = self._skipped, 0, now + self._every_s
+        self._log.warning("%s%s", message, f" ({skipped} more {self._what} not logged in the "
+                          f"last {self._every_s:.0f} s)" if skipped else "")

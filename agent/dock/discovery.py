@@ -20,6 +20,7 @@ from zeroconf import Error as ZeroconfError
 from zeroconf import IPVersion, ServiceBrowser, ServiceStateChange, Zeroconf
 
 from agent.links import LinkAddress, watch_links
+from agent.logs import Throttled
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class Discovery:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="discovery", daemon=True)
         self._zeroconf: Zeroconf | None = None
+        # Anyone on a browsed link can announce as often as they like.
+        self._ignored = Throttled(log, what="announcements ignored")
 
     def start(self) -> None:
         self._thread.start()
@@ -111,8 +114,9 @@ class Discovery:
                      if "%" not in a]
         address = next((a for a in addresses if any(a in n for n in networks)), None)
         if address is None:
-            log.warning("announcement %s ignored: %s is not on a browsed link", name,
-                        ", ".join(map(str, addresses)) or "no address")
+            self._ignored.warning(f"announcement {name} ignored: "
+                                  f"{', '.join(map(str, addresses)) or 'no address'} is not "
+                                  "on a browsed link")
             return
         host = str(address) if address.version == 4 else f"[{address}]"
         url = f"https://{host}:{info.port}"
@@ -121,6 +125,7 @@ class Discovery:
             if not full:
                 self._found[name] = address, url
         if full:
-            log.warning("announcement %s ignored: %d devices found already", name, _MOST)
+            self._ignored.warning(f"announcement {name} ignored: {_MOST} devices found "
+                                  "already")
             return
         log.info("device %s announced at %s", name, url)

@@ -23,6 +23,7 @@ from yarl import URL
 from agent.device.offload import sealed
 from agent.dock.pull import DockError
 from agent.evidence.keys import PRIVATE_NAME
+from agent.logs import Throttled
 from tests.support.dockside import Docked, sealed_segments, snapshot
 
 
@@ -43,7 +44,8 @@ def _replace(path: Path, plant: Any) -> None:
 def test_links_in_sealed_are_neither_served_nor_listed_and_real_files_still_pull(
         device: Docked, tmp_path: Path, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sealed, "_refusals", sealed._Throttled())  # this test's own window
+    # This test's own window.
+    monkeypatch.setattr(sealed, "_refusals", Throttled(sealed.log, sealed.WARN_EVERY_S))
     key = device.store / "keys" / PRIVATE_NAME
     secret = key.read_bytes()
     segments = sealed_segments(device.store)

@@ -15,10 +15,10 @@ import errno
 import logging
 import os
 import stat
-import threading
-import time
 from pathlib import Path
 from typing import BinaryIO
+
+from agent.logs import Throttled
 
 log = logging.getLogger(__name__)
 
@@ -34,28 +34,7 @@ class NotServed(Exception):
         self.gone = gone
 
 
-class _Throttled:
-    """One warning per `WARN_EVERY_S`, saying how many were left out before it: a dock
-    asking again and again for a refused file must not fill the device's log."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next = 0.0
-        self._skipped = 0
-
-    def warning(self, message: str) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if now < self._next:
-                self._skipped += 1
-                return
-            skipped, self._skipped, self._next = self._skipped, 0, now + WARN_EVERY_S
-        log.warning("%s%s", message,
-                    f" ({skipped} more refusals not logged in the last {WARN_EVERY_S:.0f} s)"
-                    if skipped else "")
-
-
-_refusals = _Throttled()
+_refusals = Throttled(log, WARN_EVERY_S)
 
 
 def open_sealed(store: Path, name: str) -> BinaryIO:
