@@ -28,10 +28,11 @@ class DockLink:
     dock_interface: str = "bc-dock"
     device_address: str = "10.23.0.2"
     dock_address: str = "10.23.0.1"
+    prefix: int = 24
 
     def address_device(self) -> None:
         """The device's end gets its address (the gadget configured after boot)."""
-        _ip("addr", "add", f"{self.device_address}/24", "dev", self.device_interface)
+        _address(self.device_address, self.prefix, self.device_interface)
 
     def down(self) -> None:
         """The cable out: the device's end down, the dock's end without carrier."""
@@ -41,12 +42,22 @@ class DockLink:
         _ip("link", "set", self.device_interface, "up")
 
 
+# An IPv6 link: unique local addresses (RFC 4193), which a URL can hold without a scope.
+IPV6 = DockLink(device_address="fd23::2", dock_address="fd23::1", prefix=64)
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
 
+def _address(address: str, prefix: int, interface: str) -> None:
+    """Without duplicate address detection, an IPv6 address is usable at once."""
+    nodad = ["nodad"] if ":" in address else []
+    _ip("addr", "add", f"{address}/{prefix}", "dev", interface, *nodad)
+
+
 @contextmanager
-def dock_link(device_addressed: bool = True) -> Iterator[DockLink]:
+def dock_link(device_addressed: bool = True, link: DockLink = DockLink()) -> Iterator[DockLink]:
     """The link up, the dock's end addressed, the device's end too unless told not to."""
     if os.geteuid() != 0:
         pytest.skip("a private network namespace needs root")
@@ -56,11 +67,10 @@ def dock_link(device_addressed: bool = True) -> Iterator[DockLink]:
         if libc.unshare(_CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
         try:
-            link = DockLink()
             _ip("link", "set", "lo", "up")
             _ip("link", "add", link.device_interface, "type", "veth", "peer", "name",
                 link.dock_interface)
-            _ip("addr", "add", f"{link.dock_address}/24", "dev", link.dock_interface)
+            _address(link.dock_address, link.prefix, link.dock_interface)
             _ip("link", "set", link.dock_interface, "up")
             _ip("link", "set", link.device_interface, "up")
             if device_addressed:

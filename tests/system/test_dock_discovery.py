@@ -21,7 +21,7 @@ from agent.device.offload.tls_http import HttpsServer, mutual_tls_context
 from tests.support.device import wait_for
 from tests.support.dockside import Docked, docked_device
 from tests.support.fleet import dock_service
-from tests.support.netns import DockLink, dock_link
+from tests.support.netns import IPV6, DockLink, dock_link
 from tests.support.pki import DEVICE_ID, Pki
 from tests.system.test_dock_serve import pulled, status, write_dock_toml
 
@@ -80,6 +80,27 @@ def test_a_device_on_the_dock_link_is_found_pulled_and_forgotten_when_it_goes(
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
         assert len(device.records("custody")) == 1
+
+
+def test_a_device_on_an_ipv6_dock_link_is_found_and_pulled(
+        tmp_path: Path, recorded: Path, dock_pki: Pki) -> None:
+    """The same on a link with IPv6 addresses only: announced over IPv6 multicast on the
+    interface, resolved to an AAAA address, polled as https://[address]:port."""
+    with ExitStack() as stack:
+        link = stack.enter_context(dock_link(link=IPV6))
+        device = stack.enter_context(docked_device(
+            tmp_path, recorded, dock_pki, address=link.device_address))
+        url = f"https://[{link.device_address}]:{device.daemon.offload.port}"
+        config = discovering_dock(tmp_path, dock_pki, link)
+        with dock_service(config) as process:
+            wait_for(lambda: pulled(config, (DEVICE_ID,)), timeout=120,
+                     what="the device announced over IPv6 pulled")
+            assert bay(config, url) == "done"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+        (custody,) = device.records("custody")
+        assert {s["seq"] for s in custody["payload"]["segments"]} == \
+            {r["seq"] for r in device.records("segment_sealed")}
 
 
 def test_a_device_told_not_to_announce_is_not_found(
