@@ -62,13 +62,16 @@ class DeviceProcess:
 @contextmanager
 def dock_service(config: Path, env: dict[str, str] | None = None) -> Iterator[DaemonProcess]:
     """`bodycam dock serve` as its own process, its output in dock-<n>.log beside the config
-    (a file, not a pipe: a busy dock fills a pipe nobody reads and blocks on it); killed if
-    still running on exit."""
+    (a file, not a pipe: a busy dock fills a pipe nobody reads and blocks on it), given once
+    it has started (its SIGTERM handler set: on a loaded machine a signal sent sooner kills
+    it) or has ended (a start refused); killed if still running on exit."""
     log = next(path for n in itertools.count(1)
                if not (path := config.with_name(f"dock-{n}.log")).exists())
     process = DaemonProcess([*BODYCAM, "dock", "serve", "--config", str(config)], log,
                             env={**os.environ, **(env or {})})
     try:
+        wait_for(lambda: process.poll() is not None or
+                 b"dock service:" in log.read_bytes(), timeout=60, what="the dock started")
         yield process
     finally:
         if process.poll() is None:
