@@ -6,15 +6,20 @@ Run from the repository root:
     python benchmarks/archive_slices.py [--slices 1 100 1000]
 
 Starts a private SeaweedFS (tests/support/s3server.py) on loopback. For each count N, a
-new bucket holds N chain slices of one device (one line each, as N earlier pulls left
-them), then `archive_pull` archives one new sealed file twice, as two pulls would:
+new bucket holds N chain slices of one device (one line each, as N earlier pulls of
+another dock left them: this dock's journal does not know them), then `archive_pull`
+archives one new sealed file at each of three pulls:
 
 1. **renewal due**: the slices are locked for a day only, shorter than the new file's
    year, so every one is extended (`renew_slices`: HeadObject, PutObjectRetention, and
-   HeadObject again to read it back), RENEWAL past what the file needs;
+   HeadObject again to read it back), RENEWAL past what the file needs, and entered in
+   the evidence folder's journal (archived.jsonl);
 2. **steady**: the next pull, whose file needs no more than the renewal already gave:
-   each slice is read (HeadObject) and none extended. With a pull a day, a slice is
-   extended about once in RENEWAL (30 days), so this is the usual pull.
+   the journal knows every slice kept long enough, so none is read. With a pull a day, a
+   slice is extended about once in RENEWAL (30 days), so this is the usual pull;
+3. **steady, no memory**: the same pull by a dock whose journal does not know the
+   slices (the journal removed first: a dock that never pulled this device, or lost its
+   folder): each slice is read (HeadObject), none extended, and each then remembered.
 
 Prints, for each, the requests the pull made by S3 operation (the probe, done once per
 client before, is not counted) and its wall time. The store runs on the same 2 cores.
@@ -36,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.dock.archive import MODE, Archive, Location, archive_pull
+from agent.dock.journal import JOURNAL
 from tests.support.s3server import S3Server, seaweedfs
 
 DEVICE = "D"
@@ -95,7 +101,10 @@ def main() -> None:
             _slices(server, bucket, count)
             archive = Archive(Location(bucket, "bench"), server.client())
             archive.probe()
-            for label, seq in (("renewal due", count + 1), ("steady", count + 2)):
+            for label, seq in (("renewal due", count + 1), ("steady", count + 2),
+                               ("no memory", count + 3)):
+                if label == "no memory":
+                    (folder / JOURNAL).unlink()
                 calls, wall = _pull(archive, folder, seq)
                 ops = ", ".join(f"{op} {n}" for op, n in sorted(calls.items()))
                 print(f"{count:5} slices  {label:11}  {sum(calls.values()):5} requests "

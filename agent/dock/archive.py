@@ -343,24 +343,45 @@ def renewed(first: int, files: Mapping[int, datetime]) -> datetime | None:
     return None if needed is None else needed[1] + RENEWAL
 
 
-def renew_slices(archive: Archive, device: str, files: Mapping[int, datetime],
+def renew_slices(archive: Archive, device: str, folder: Path, files: Mapping[int, datetime],
                  pool: Executor) -> None:
     """Every chain slice already archived kept at least as long as each file of `files`
     (those a pull archived) that it proves: a file sealed or marked after a slice was
-    written is retained past it. Each slice's retention is read (HeadObject, on `pool`);
-    one kept less than a file it proves is extended (`renewed`). Figures:
-    docs/performance.md."""
-    def renew(item: tuple[int, str, str]) -> None:
+    written is retained past it. A slice the evidence folder's journal knows to be kept
+    that long is not read: a COMPLIANCE retain-until read back only grows, whoever extends
+    it. Every other one is read (HeadObject, on `pool`), extended when kept less
+    (`renewed`), and entered in the journal. Figures: docs/performance.md."""
+    if not files:
+        return
+    try:
+        known = journal.read(folder).slices
+    except OSError as exc:
+        raise ArchiveError(f"cannot read {folder / journal.JOURNAL}: {exc}") from None
+
+    def renew(item: tuple[int, str, str]) -> dict[str, Any] | None:
         first, key, version = item
         needed, until = proved(first, files), renewed(first, files)
-        if needed is None or until is None:
-            return
+        kept = known.get((key, version))
+        if needed is None or until is None or (kept is not None and kept >= needed[1]):
+            return None
         held = archive.read_back(key, version)
         if held.retain_until is None or held.retain_until < needed[1]:
-            archive.extend(held, until)
+            held = archive.extend(held, until)
+        # Only a COMPLIANCE retain-until is a lower bound (GOVERNANCE can be shortened).
+        return {"slice": first, **held.as_record()} if held.mode == MODE else None
 
-    if files:
-        list(pool.map(renew, archive.first_slice_versions(device)))
+    read = [entry for entry in pool.map(renew, archive.first_slice_versions(device)) if entry]
+    _enter(folder, f"{len(read)} chain slice(s) are read back", *read)
+
+
+def _enter(folder: Path, what: str, *entries: dict[str, Any]) -> None:
+    """Entries in the folder's journal (agent.dock.journal), on disk. One that cannot be
+    entered is an archive problem, as a failed write is: the pull reports no custody."""
+    try:
+        journal.append(folder, *entries)
+    except OSError as exc:  # the dock's own account of it lost: not counted as archived
+        raise ArchiveError(f"{what}, but the dock cannot enter that in "
+                           f"{folder / journal.JOURNAL}: {exc}") from None
 
 
 def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict[str, Any]],
@@ -372,7 +393,8 @@ def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict
     never less than DEFAULT_RETENTION (the chain is what proves every file), so the key
     outlasts every file of the pull, and the new slice too, kept a renewal past them
     (`renewed`); the slices archived before are extended to outlast them (`renew_slices`).
-    Each file read back is entered in the folder's journal (agent.dock.journal) as it is."""
+    Each file and slice read back is entered in the folder's journal (agent.dock.journal)
+    as it is."""
     archive.probe()
     now = datetime.now(UTC)
     by_seq = {r["seq"]: r for r in records}
@@ -385,17 +407,14 @@ def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict
         until = retain_until(sealed_time(record), retention(record), now)
         key = archive.location.key(device, payload["file"])
         held = archive.put_file(key, folder / payload["file"], payload["sha256"], until)
-        try:
-            journal.append(folder, {"seq": seq, "file": payload["file"], **held.as_record()})
-        except OSError as exc:  # the dock's own account of it lost: not counted as archived
-            raise ArchiveError(f"{key} is archived, but the dock cannot enter it in "
-                               f"{folder / journal.JOURNAL}: {exc}") from None
+        _enter(folder, f"{key} is archived", {"seq": seq, "file": payload["file"],
+                                              **held.as_record()})
         return seq, held
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="dock-archive") as pool:
         done.files = dict(pool.map(put, list(seqs)))
         kept = {seq: held.retain_until for seq, held in done.files.items() if held.retain_until}
-        renew_slices(archive, device, kept, pool)
+        renew_slices(archive, device, folder, kept, pool)
     # The key the chain's first records verify with, once: what `bodycam verify s3://` uses
     # unless given the enrolment register's (--key).
     archive.put_bytes(archive.location.key(device, "keys", PUBLIC_NAME),
@@ -407,6 +426,8 @@ def archive_pull(archive: Archive, device: str, folder: Path, records: list[dict
         done.chain = archive.put_bytes(
             archive.location.key(device, "chain", f"{first:08d}-{last:08d}.jsonl"), data,
             max(retain_until(now, done.longest, now), renewed(first, kept) or now))
+        _enter(folder, f"{done.chain.key} is archived", {"slice": first,
+                                                          **done.chain.as_record()})
     return done
 
 

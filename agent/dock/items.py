@@ -41,10 +41,11 @@ def device_items(evidence: Path, device: str) -> dict[str, Any]:
     for seq, receipt in _receipts(folder, notes):
         for named in receipt:
             custody[named] = min(custody.get(named, seq), seq)
-    archived, torn = _journal(folder, notes)
-    if torn:
-        notes.append(f"{journal.JOURNAL}: {torn} line(s) not whole entries (a torn last line "
-                     "from a power cut), not read")
+    account = _journal(folder, notes)
+    archived = account.files  # its chain slices' entries are no sealed file's stage
+    if account.bad:
+        notes.append(f"{journal.JOURNAL}: {account.bad} line(s) not whole entries (a torn last "
+                     "line from a power cut), not read")
     head = _verified_head(folder, notes)
     items = []
     for seq, name in sorted(files.items()):
@@ -161,12 +162,12 @@ def _receipts(folder: Path, notes: list[str]) -> Iterator[tuple[int, list[int]]]
         yield body["seq"], _seqs(body.get("payload"), "segments")
 
 
-def _journal(folder: Path, notes: list[str]) -> tuple[dict[int, dict[str, Any]], int]:
+def _journal(folder: Path, notes: list[str]) -> journal.Account:
     try:
         return journal.read(folder)
     except OSError as exc:
         notes.append(f"{journal.JOURNAL}: not read ({exc.strerror or exc})")
-        return {}, 0
+        return journal.Account()
 
 
 def _verified_head(folder: Path, notes: list[str]) -> int | None:

@@ -126,7 +126,7 @@ def test_a_file_is_archived_once_read_back_and_its_retention_only_grows(
 
 
 def test_older_slices_are_extended_past_the_files_they_prove_a_renewal_at_a_time(
-        s3_server: S3Server) -> None:
+        s3_server: S3Server, tmp_path: Path) -> None:
     """A file's proof is the chain from line 1 through its record: the slices before it are
     kept at least as long, extended RENEWAL past it, so that the next pulls, whose files
     need a little more each day, extend nothing until the renewal is used up."""
@@ -142,14 +142,15 @@ def test_older_slices_are_extended_past_the_files_they_prove_a_renewal_at_a_time
     file_until = now + 400 * DAY  # a file whose record is line 5: slices 1-3 and 4-6 prove it
 
     with ThreadPoolExecutor(2) as pool:
-        renew_slices(archive, "D", {5: file_until}, pool)
+        renew_slices(archive, "D", tmp_path, {5: file_until}, pool)
         kept = {first: s3.head_object(Bucket=archive.location.bucket, Key=key)[
             "ObjectLockRetainUntilDate"] for first, _, key in archive.chain_slices("D")}
         assert kept == {1: file_until + RENEWAL, 4: file_until + RENEWAL, 7: now + DAY}
         assert len(extended) == 2
-        renew_slices(archive, "D", {5: file_until + 29 * DAY}, pool)  # a month of pulls later
+        # A month of pulls later:
+        renew_slices(archive, "D", tmp_path, {5: file_until + 29 * DAY}, pool)
         assert len(extended) == 2
-        renew_slices(archive, "D", {8: file_until + 31 * DAY}, pool)
+        renew_slices(archive, "D", tmp_path, {8: file_until + 31 * DAY}, pool)
         assert len(extended) == 5
 
 

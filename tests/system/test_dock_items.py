@@ -19,6 +19,7 @@ import pytest
 from agent.cli import main
 from agent.dock.archive import Archive, Location
 from agent.dock.journal import JOURNAL
+from agent.dock.journal import read as read_journal
 from agent.dock.pull import DockError, pull
 from agent.evidence.verify import verify_store
 from tests.support.device import wait_for
@@ -68,6 +69,9 @@ def test_items_archived_before_custody_then_in_custody_then_purged(
         view = _items(config, capsys)
         assert _stages(view) == dict.fromkeys(sealed, "archived")
         assert view["totals"]["archived"] == len(sealed) and view["totals"]["custody"] == 0
+        # The journal also remembers the chain slice the pull wrote: no sealed file, no
+        # damaged line to the view.
+        assert read_journal(evidence / DEVICE).slices and view["notes"] == []
         for item in view["items"]:  # the dock's own account names the versions read back
             held = cut.archived.files[item["seq"]]
             assert (item["key"], item["version_id"]) == (held.key, held.version_id)
