@@ -52,7 +52,7 @@ from agent.durable import fsync_dir, write_all
 from agent.evidence.chain import parse_line, utc_iso, whole_lines
 from agent.evidence.keys import PUBLIC_NAME, fingerprint, load_public_key
 from agent.evidence.possession import digest_file, new_proof
-from agent.evidence.retention import MARKED, STANDARD, file_class
+from agent.evidence.retention import MARKED, STANDARD, file_class, valid_days
 from agent.evidence.verify import Copy, Report, resume_point, verify_copy
 from agent.pki import common_names
 
@@ -166,6 +166,7 @@ class PullResult:
     problem: str | None = None
     archived: Archived | None = None
     resumed_from: int | None = None  # the head a verification of the new records went on from
+    retention_days: dict[str, int] | None = None  # each class's, as archived
 
     @property
     def ok(self) -> bool:
@@ -466,7 +467,9 @@ async def pull(url: str, out: Path, link: DockLink, operator: str,
             try:
                 to_report = _to_report(folder, copy, classes)
                 if archive is not None:
-                    days = {STANDARD: retention, MARKED: marked_retention}
+                    days = archive_days(identity, {STANDARD: retention,
+                                                   MARKED: marked_retention})
+                    result.retention_days = {k: d.days for k, d in days.items()}
                     reported = set(to_report)
                     if not {r["seq"] for r in records} >= reported:
                         # A file of the records verified before, not reported then (custody
@@ -596,6 +599,19 @@ def _held_before(folder: Path, new: list[dict[str, Any]]) -> list[dict[str, Any]
     return [item for item in kept if item["seq"] not in seqs] + new
 
 
+def archive_days(identity: dict[str, Any], dock: dict[str, timedelta]
+                 ) -> dict[str, timedelta]:
+    """How long the archive keeps each class of this device's files: the longer of the
+    dock's days and the device's `[retention]` (its identity's `retention_days`, which it
+    seals into the custody record and holds the archive to: a dock set shorter would have
+    every custody refused, and the device would fill). A device that gives none (an older
+    one), or days of another shape, gets the dock's."""
+    device = identity.get("retention_days")
+    if not valid_days(device):
+        return dock
+    return {c: max(dock[c], timedelta(days=device[c])) for c in (STANDARD, MARKED)}
+
+
 def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, Any],
                     key_source: str, held: list[dict[str, Any]], result: PullResult,
                     certificate: bytes) -> None:
@@ -621,6 +637,7 @@ def _write_manifest(folder: Path, url: str, operator: str, identity: dict[str, A
         "custody_seq": result.custody_seq,
         "purged_on_device": result.purged,
         "archive": result.archived.as_record() if result.archived else None,
+        "retention_days": result.retention_days,
         "status": "custody" if result.ok else
                   "refused" if result.problem else "verified, no custody reported",
         "problem": result.problem,

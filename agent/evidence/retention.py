@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from agent.evidence.chain import SEALED_FILE_TYPES
 
@@ -108,7 +108,7 @@ def archive_problems(payload: dict[str, Any], files: Mapping[int, Mapping[str, A
     days = payload.get("retention_days")
     if days is None:  # older stores: the days were not sealed
         return []
-    if not _days_of(days):
+    if not valid_days(days):
         return [f"gives retention_days {json.dumps(days)[:80]}, not the days of each class "
                 "(standard and marked, whole days, marked the longer)"]
     problems = []
@@ -147,8 +147,9 @@ def purge_problem(item: dict[str, Any], sealed: Mapping[str, Any] | None,
     return None
 
 
-def _days_of(days: Any) -> bool:
-    """Whether `retention_days` is what the device seals: each class's days, positive."""
+def valid_days(days: Any) -> TypeGuard[dict[str, int]]:
+    """Whether `retention_days` is what the device seals (and gives a dock in its identity):
+    each class's whole days, positive, marked the longer."""
     return isinstance(days, dict) and set(days) == set(CLASSES) and \
         all(type(days[c]) is int and 0 < days[c] <= MAX_DAYS for c in CLASSES) and \
         days[MARKED] > days[STANDARD]

@@ -195,6 +195,28 @@ def test_the_device_refuses_an_archive_that_leaves_out_a_file_it_takes(
     assert device.records("custody")[0]["payload"]["archive"] == claim
 
 
+def test_a_device_keeping_longer_than_the_dock_is_archived_for_its_own_days(
+        tmp_path: Path, recorded: Path, dock_pki: Pki, s3_server: S3Server) -> None:
+    """The device's [retention] (400 and 4000 days) is longer than the dock's (365 and
+    3650): the dock archives for the device's days, which the device holds the custody
+    report to, rather than having every custody refused and the device fill up."""
+    longer = {"extra": "[retention]\nstandard_days = 400\nmarked_days = 4000"}
+    with docked_device(tmp_path, recorded, dock_pki, longer) as device:
+        result = _pull(device, tmp_path / "dock", _archive(s3_server, s3_server.bucket()))
+        assert result.ok, result.problem
+        assert result.retention_days == {"standard": 400, "marked": 4000}
+        (custody,) = device.records("custody")
+    assert custody["payload"]["retention_days"] == {"standard": 400, "marked": 4000}
+    sealed = {r["seq"]: r for r in device.records("segment_sealed")}
+    for item in custody["payload"]["archive"]["objects"]:
+        if "seq" in item:
+            wall = datetime.strptime(sealed[item["seq"]]["wall"], "%Y-%m-%dT%H:%M:%S.%fZ")
+            until = datetime.strptime(item["retain_until"], "%Y-%m-%dT%H:%M:%SZ")
+            assert until >= wall + timedelta(days=400) - timedelta(seconds=1), item
+    manifest = json.loads((tmp_path / "dock" / "TEST-0001" / "manifest.json").read_text())
+    assert manifest["retention_days"] == {"standard": 400, "marked": 4000}
+
+
 def test_dock_pull_archive_from_the_command_line(device: Docked, tmp_path: Path,
                                                 s3_server: S3Server,
                                                 monkeypatch: pytest.MonkeyPatch,

@@ -220,6 +220,9 @@ class OffloadServer:
             "enrolled": self._enrolled,
             "head": head.as_dict(),
             "clock": device.clock.state().as_record(),
+            # What the custody report's archive must keep each class for: the dock keeps
+            # the longer of this and its own (docs/docking.md, "Retention").
+            "retention_days": device.retention.as_record(),
             "nonce": self._custody_desk.nonces.issue(_dock(request).certificate_sha256),
         })
 
