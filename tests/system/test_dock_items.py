@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from agent.cli import main
+from agent.dock import pull as dock_pull
 from agent.dock.archive import Archive, Location
 from agent.dock.journal import JOURNAL
 from agent.dock.journal import read as read_journal
@@ -48,7 +49,7 @@ def _stages(view: dict[str, Any]) -> dict[int, str]:
 @pytest.mark.parametrize("stop", ["cut", "refused"])
 def test_items_archived_before_custody_then_in_custody_then_purged(
         tmp_path: Path, recorded: Path, dock_pki: Pki, s3_server: S3Server, stop: str,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     archive = Archive(Location(s3_server.bucket(), "agency"), s3_server.client())
     evidence = tmp_path / "evidence"
     with docked_device(tmp_path, recorded, dock_pki, purge_policy="after_custody") as device:
@@ -56,12 +57,14 @@ def test_items_archived_before_custody_then_in_custody_then_purged(
         sealed = {r["seq"] for r in device.records("segment_sealed")}
 
         # A pull cut between the archive and custody, or whose custody the device refuses
-        # (an archive kept 30 days, short of the device's year): each file archived and
-        # read back all the same.
+        # (an archive kept 30 days, short of the device's year, by a dock that archives for
+        # its own days only, as docks did before they read the device's): each file
+        # archived and read back all the same.
         if stop == "cut":
             cut = _pull(device, evidence, archive=archive, custody=False)
             assert cut.problem is None
         else:
+            monkeypatch.setattr(dock_pull, "archive_days", lambda _identity, days: days)
             cut = _pull(device, evidence, archive=archive, retention=timedelta(days=30))
             assert cut.custody_seq is None and "422" in cut.problem, cut.problem
         assert set(cut.archived.files) == sealed
