@@ -27,6 +27,7 @@ from typing import Any
 from agent.dock import journal
 from agent.evidence.chain import SEALED_FILE_TYPES
 from agent.evidence.keys import PUBLIC_NAME
+from agent.evidence.retention import UNTIL
 
 MODE = "COMPLIANCE"
 DEFAULT_RETENTION = timedelta(days=365)  # Art. 21: a year
@@ -486,7 +487,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else moment.astimezone(UTC).strftime(UNTIL)
 
 
 def describe_error(exc: Exception) -> str:

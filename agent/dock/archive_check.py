@@ -24,12 +24,11 @@ from agent.dock.archive import MODE, Archive, ArchiveError, client_errors, descr
 from agent.dock.reading import sealed_file
 from agent.evidence.chain import parse_line, read_bodies
 from agent.evidence.keys import PUBLIC_NAME
-from agent.evidence.retention import chain_facts, custody_problems
+from agent.evidence.retention import UNTIL, chain_facts, custody_problems, until_of
 from agent.evidence.verify import Report, verify_store
 from agent.evidence.witness import RECEIPTS
 
 _MISSING = "is missing (deleted)"
-_UNTIL = "%Y-%m-%dT%H:%M:%SZ"
 CHUNK = 1024 * 1024  # a downloaded file is written in blocks of this size
 _RECEIPT = re.compile(r"[0-9]{8}-custody\.jsonl")
 
@@ -276,7 +275,7 @@ def _locked(head: dict[str, Any], now: datetime, kept: list[_Kept] | None = None
     if head.get("ObjectLockMode") != MODE or until is None:
         return f"not under {MODE} retention (held: {head.get('ObjectLockMode') or 'no lock'})"
     if until < now:
-        return f"out of retention since {until:{_UNTIL}}"
+        return f"out of retention since {until:{UNTIL}}"
     if kept is not None:
         kept.append(_Kept(what, key, version or head.get("VersionId"), until, first))
     return None
@@ -288,12 +287,12 @@ def _retention(head: dict[str, Any], place: dict[str, Any], now: datetime,
     than its custody record names), or None. How long the archive must keep it (the longer
     of what it holds and what is named) goes in `kept` by its record's seq."""
     problem = _locked(head, now)
-    until, named = _until(head), _named_until(place)
+    until, named = _until(head), until_of(place.get("retain_until"))
     longest = max((d for d in (until, named) if d is not None), default=None)
     if longest is not None:
         kept[seq] = longest
     if problem is None and until is not None and named is not None and until < named:
-        return f"retained until {until:{_UNTIL}}, before the {named:{_UNTIL}} the custody " \
+        return f"retained until {until:{UNTIL}}, before the {named:{UNTIL}} the custody " \
                "record names"
     return problem
 
@@ -308,12 +307,12 @@ def _short_proofs(proofs: list[_Kept], files: dict[int, datetime],
         needed = proved(kept.first, files)
         if asked is not None and kept.until < asked:
             problems.append(f"{kept.what} {kept.key} version {kept.version}: retained until "
-                            f"{kept.until:{_UNTIL}}, before the {asked:{_UNTIL}} the custody "
+                            f"{kept.until:{UNTIL}}, before the {asked:{UNTIL}} the custody "
                             "record names")
         elif needed is not None and kept.until < needed[1]:
             seq, until = needed
             problems.append(f"{kept.what} {kept.key} version {kept.version}: retained until "
-                            f"{kept.until:{_UNTIL}}, before the {until:{_UNTIL}} of "
+                            f"{kept.until:{UNTIL}}, before the {until:{UNTIL}} of "
                             f"{names.get(seq)} (record {seq}), which it proves")
     return problems
 
@@ -328,7 +327,7 @@ def _slices_named(*bodies: list[dict[str, Any]]) -> dict[str, datetime]:
                 not isinstance(payload.get("archive"), dict):
             continue
         for item in payload["archive"].get("objects", []):
-            until = _named_until(item) if isinstance(item, dict) else None
+            until = until_of(item.get("retain_until")) if isinstance(item, dict) else None
             if until is not None and "seq" not in item and isinstance(item.get("key"), str):
                 named[item["key"]] = max(until, named.get(item["key"], until))
     return named
@@ -339,13 +338,6 @@ def _until(head: dict[str, Any]) -> datetime | None:
     return until.astimezone(UTC) if until is not None else None
 
 
-def _named_until(place: dict[str, Any]) -> datetime | None:
-    named = place.get("retain_until")
-    try:
-        return datetime.strptime(named, _UNTIL).replace(tzinfo=UTC) \
-            if isinstance(named, str) else None
-    except ValueError:
-        return None
 
 
 def _get(archive: Archive, key: str, version: str | None, report: ArchiveReport, what: str,

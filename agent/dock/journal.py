@@ -23,12 +23,13 @@ import json
 import os
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from agent.dock.direct_file import open_own
 from agent.durable import fsync_dir, write_all
+from agent.evidence.retention import until_of
 
 JOURNAL = "archived.jsonl"
 _FILE = ("seq", "file", "key", "version_id", "size", "sha256", "retain_until")
@@ -103,7 +104,4 @@ def _slice_until(entry: Any) -> datetime | None:
             not all(k in entry for k in _SLICE) or \
             not all(isinstance(entry[k], str) for k in ("key", "version_id", "retain_until")):
         return None
-    try:
-        return datetime.strptime(entry["retain_until"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
+    return until_of(entry["retain_until"])

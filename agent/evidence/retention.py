@@ -26,7 +26,7 @@ CLASSES = (STANDARD, MARKED)
 CLOCK_ALLOWANCE = timedelta(days=1)
 MAX_DAYS = 36_500  # a century: the most any side of the format keeps a file
 _WALL = "%Y-%m-%dT%H:%M:%S.%fZ"
-_UNTIL = "%Y-%m-%dT%H:%M:%SZ"
+UNTIL = "%Y-%m-%dT%H:%M:%SZ"  # an archived retain-until, in custody records and the dock's
 
 
 def recording_of(payload: dict[str, Any]) -> int | None:
@@ -158,9 +158,8 @@ def valid_days(days: Any) -> TypeGuard[dict[str, int]]:
 def _short(until: Any, wall: str, kind: str, days: int) -> str | None:
     """Why an archived object's `retain_until` is not enough for a file of class `kind`
     sealed at `wall`, or None."""
-    try:
-        named = datetime.strptime(str(until), _UNTIL).replace(tzinfo=UTC)
-    except ValueError:
+    named = until_of(until)
+    if named is None:
         return f"until {str(until)[:40]!r}, not a UTC time as 2027-12-03T09:28:09Z"
     sealed = _when(wall)
     if sealed is None:
@@ -171,8 +170,17 @@ def _short(until: Any, wall: str, kind: str, days: int) -> str | None:
         return f"until {until}, short of {days} days from its sealing at {wall} (past 9999)"
     if named >= due - CLOCK_ALLOWANCE:
         return None
-    return (f"until {until}, short of the {due:{_UNTIL}} its class {kind!r} needs: "
+    return (f"until {until}, short of the {due:{UNTIL}} its class {kind!r} needs: "
             f"{days} days (retention_days) from its sealing at {wall}")
+
+
+def until_of(text: Any) -> datetime | None:
+    """A retain-until (UNTIL) as a time, or None when it is not one."""
+    try:
+        return datetime.strptime(text, UNTIL).replace(tzinfo=UTC) if isinstance(text, str) \
+            else None
+    except ValueError:
+        return None
 
 
 def _when(wall: Any) -> datetime | None:
